@@ -1,0 +1,88 @@
+# Finds openvid's dependencies and defines:
+#   openvid::deps        an INTERFACE target carrying Torch, MPI, parallel HDF5 and Boost.Program_options
+#   OPENVID_TORCH_CUDA   ON when the LibTorch found was built with CUDA
+#   OPENVID_HAVE_NCCL    ON when the NCCL collectives backend is compiled (openvid::nccl then exists)
+
+# ---- LibTorch ---------------------------------------------------------------------------------
+# Either the official LibTorch archive (-DCMAKE_PREFIX_PATH=/path/to/libtorch) or the one inside a pip
+# `torch` (found here through python's torch.utils.cmake_prefix_path: the repo's .venv first).
+if(NOT Torch_DIR)
+  set(_ov_pythons "${PROJECT_SOURCE_DIR}/.venv/bin/python3" python3)
+  foreach(_py IN LISTS _ov_pythons)
+    execute_process(COMMAND ${_py} -c "import torch.utils; print(torch.utils.cmake_prefix_path)"
+                    OUTPUT_VARIABLE _ov_torch_prefix OUTPUT_STRIP_TRAILING_WHITESPACE
+                    RESULT_VARIABLE _ov_rc ERROR_QUIET)
+    if(_ov_rc EQUAL 0 AND EXISTS "${_ov_torch_prefix}/Torch")
+      list(APPEND CMAKE_PREFIX_PATH "${_ov_torch_prefix}")
+      break()
+    endif()
+  endforeach()
+endif()
+find_package(Torch QUIET)
+if(NOT Torch_FOUND)
+  message(FATAL_ERROR
+    "LibTorch was not found. Run tools/setup.sh (it makes .venv with torch==2.13.0, CPU), or point CMake at "
+    "one: -DCMAKE_PREFIX_PATH=/path/to/libtorch (official archive) or "
+    "-DCMAKE_PREFIX_PATH=$(python3 -c 'import torch.utils; print(torch.utils.cmake_prefix_path)').")
+endif()
+if(Torch_VERSION VERSION_LESS 2.4)
+  message(FATAL_ERROR "openvid needs LibTorch >= 2.4; found ${Torch_VERSION} in ${Torch_DIR}.")
+endif()
+set(OPENVID_TORCH_CUDA OFF)
+if(TARGET torch_cuda)
+  set(OPENVID_TORCH_CUDA ON)
+endif()
+
+# ---- MPI ----------------------------------------------------------------------------------------
+find_package(MPI REQUIRED COMPONENTS C)
+
+# ---- parallel HDF5 ----------------------------------------------------------------------------
+set(HDF5_PREFER_PARALLEL ON)
+find_package(HDF5 REQUIRED COMPONENTS C)
+if(NOT HDF5_IS_PARALLEL)
+  message(FATAL_ERROR
+    "Only a serial HDF5 was found (${HDF5_C_INCLUDE_DIRS}); openvid reads datasets with MPI-IO and needs "
+    "parallel HDF5. On Debian/Ubuntu: apt-get install libhdf5-openmpi-dev (tools/setup.sh does it); "
+    "elsewhere point -DHDF5_ROOT at an HDF5 built with --enable-parallel.")
+endif()
+
+# ---- Boost (CONFIG mode: CMake 4 dropped FindBoost) --------------------------------------------
+find_package(Boost 1.71 REQUIRED CONFIG COMPONENTS program_options
+             OPTIONAL_COMPONENTS unit_test_framework)
+
+add_library(openvid_deps INTERFACE)
+add_library(openvid::deps ALIAS openvid_deps)
+target_link_libraries(openvid_deps INTERFACE ${TORCH_LIBRARIES} MPI::MPI_C Boost::program_options)
+target_include_directories(openvid_deps SYSTEM INTERFACE ${HDF5_C_INCLUDE_DIRS})
+target_link_libraries(openvid_deps INTERFACE ${HDF5_C_LIBRARIES})
+# The deprecated MPI C++ bindings are never used; skipping them keeps libmpi_cxx out of the link.
+target_compile_definitions(openvid_deps INTERFACE ${HDF5_C_DEFINITIONS} OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1
+                           $<$<BOOL:${OPENVID_TORCH_CUDA}>:OPENVID_TORCH_CUDA=1>)
+
+# ---- CUDA runtime + NCCL (optional) -------------------------------------------------------------
+# AUTO builds the NCCL backend when LibTorch has CUDA. ON also builds it against a CPU LibTorch (the
+# backend needs only the CUDA runtime and NCCL), which is how a machine without a GPU checks it compiles.
+set(OPENVID_HAVE_NCCL OFF)
+if(NOT OPENVID_WITH_NCCL STREQUAL "OFF" AND (OPENVID_TORCH_CUDA OR OPENVID_WITH_NCCL STREQUAL "ON"))
+  find_package(CUDAToolkit QUIET)
+  set(_ov_nccl_hints $ENV{NCCL_HOME} $ENV{NCCL_ROOT})
+  file(GLOB _ov_pip_nccl "${PROJECT_SOURCE_DIR}/.venv/lib/python3*/site-packages/nvidia/nccl")
+  list(APPEND _ov_nccl_hints ${_ov_pip_nccl})
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${_ov_nccl_hints} PATH_SUFFIXES include)
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${_ov_nccl_hints} PATH_SUFFIXES lib lib64)
+  if(CUDAToolkit_FOUND AND NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+    set(OPENVID_HAVE_NCCL ON)
+    add_library(openvid_nccl INTERFACE)
+    add_library(openvid::nccl ALIAS openvid_nccl)
+    target_include_directories(openvid_nccl SYSTEM INTERFACE ${NCCL_INCLUDE_DIR})
+    target_link_libraries(openvid_nccl INTERFACE ${NCCL_LIBRARY} CUDA::cudart)
+    target_compile_definitions(openvid_nccl INTERFACE OPENVID_HAVE_NCCL=1)
+  elseif(OPENVID_WITH_NCCL STREQUAL "ON")
+    message(FATAL_ERROR "OPENVID_WITH_NCCL=ON but the CUDA toolkit (found: ${CUDAToolkit_FOUND}) or NCCL "
+      "(nccl.h: ${NCCL_INCLUDE_DIR}, library: ${NCCL_LIBRARY}) is missing. Set NCCL_HOME, or "
+      "-DNCCL_INCLUDE_DIR/-DNCCL_LIBRARY, or pip install nvidia-nccl-cu13 into .venv.")
+  else()
+    message(WARNING "LibTorch has CUDA but NCCL was not found: building without the NCCL backend. "
+                    "Set NCCL_HOME or -DNCCL_INCLUDE_DIR/-DNCCL_LIBRARY to enable it.")
+  endif()
+endif()

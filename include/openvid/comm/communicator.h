@@ -1,0 +1,117 @@
+#pragma once
+// One interface for the collectives the trainer needs, over tensors, with two backends:
+// MPI (CPU tensors; tests and CI) and NCCL (CUDA tensors; the GPU build). The training code is written
+// against this interface only and never learns which backend runs it.
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ov::comm {
+
+enum class ReduceOp { kSum, kAvg, kMax, kMin };
+enum class Backend { kMpi, kNccl };
+
+const char* to_string(ReduceOp op);
+const char* to_string(Backend b);
+
+// A collective in flight. wait() completes it from the caller's point of view:
+//  * MPI:  blocks the host until the transfer is done (bounded by the communicator's timeout; past it
+//          the job is aborted with a message naming the collective and the group);
+//  * NCCL: makes the caller's current CUDA stream wait for the transfer; the host does not block.
+// The tensors given to the collective are kept alive until then. A Work dropped without wait() is
+// waited for in its destructor, since its buffers must outlive the transfer.
+class Work {
+ public:
+  class Impl {
+   public:
+    virtual ~Impl() = default;
+    virtual void wait() = 0;
+  };
+
+  Work() = default;
+  explicit Work(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  Work(Work&&) noexcept = default;
+  Work& operator=(Work&& other) noexcept;
+  Work(const Work&) = delete;
+  Work& operator=(const Work&) = delete;
+  ~Work();
+
+  void wait();
+  bool pending() const { return impl_ != nullptr; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  const std::string& name() const { return name_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  virtual Backend backend() const = 0;
+
+  // ---- Collectives. Every rank of this group calls each one, in the same order, with tensors of the
+  // same dtype and the sizes stated. Tensors are contiguous and live where the backend works (MPI: CPU,
+  // NCCL: this rank's CUDA device). Sizes are in elements; "flat" means the tensors are treated as 1-D.
+
+  // In place: t = op over ranks of t.
+  [[nodiscard]] virtual Work all_reduce(const at::Tensor& t, ReduceOp op) = 0;
+  // out (flat) = concatenation over ranks of in; out.numel() == size() * in.numel().
+  [[nodiscard]] virtual Work all_gather(const at::Tensor& out, const at::Tensor& in) = 0;
+  // Uneven: rank r contributes counts[r] elements (in.numel() == counts[rank()]);
+  // out.numel() == sum(counts), rank r's part starting at counts[0] + ... + counts[r-1].
+  [[nodiscard]] virtual Work all_gather_v(const at::Tensor& out, const at::Tensor& in,
+                                          const std::vector<int64_t>& counts) = 0;
+  // out = op over ranks of chunk rank() of in (flat); in.numel() == size() * out.numel().
+  [[nodiscard]] virtual Work reduce_scatter(const at::Tensor& out, const at::Tensor& in, ReduceOp op) = 0;
+  // Uneven: rank r receives the reduction of the counts[r] elements of in starting at
+  // counts[0] + ... + counts[r-1]; in.numel() == sum(counts), out.numel() == counts[rank()].
+  [[nodiscard]] virtual Work reduce_scatter_v(const at::Tensor& out, const at::Tensor& in,
+                                              const std::vector<int64_t>& counts, ReduceOp op) = 0;
+  // In place: t = root's t.
+  [[nodiscard]] virtual Work broadcast(const at::Tensor& t, int root) = 0;
+  // Returns once every rank of the group has entered it; blocks the host (bounded by the timeout).
+  virtual void barrier() = 0;
+
+  // Collective over the group: orderly shutdown (NCCL: ncclCommFinalize + destroy). Optional: the
+  // destructor releases without blocking, which is also what an error path relies on.
+  virtual void finalize() {}
+  // Local: marks the group failed with `reason` and tears it down without waiting for peers (NCCL:
+  // ncclCommAbort). Later calls throw ov::Error with the stored reason.
+  virtual void abort(const std::string& reason) { failure_ = reason; }
+  const std::string& failure() const { return failure_; }
+
+ protected:
+  Communicator(std::string name, int rank, int size, std::chrono::milliseconds timeout)
+      : name_(std::move(name)), rank_(rank), size_(size), timeout_(timeout) {}
+
+  // Argument checks shared by the backends; they throw ov::Error naming the collective and the group.
+  void check_usable(const char* op) const;
+  void check_tensor(const char* op, const char* what, const at::Tensor& t) const;
+  void check_same_dtype(const char* op, const at::Tensor& a, const at::Tensor& b) const;
+  void check_numel(const char* op, const char* what, const at::Tensor& t, int64_t expected) const;
+  // Validates counts (size() entries, none negative) and returns their exclusive prefix sums.
+  std::vector<int64_t> displacements(const char* op, const std::vector<int64_t>& counts) const;
+  void check_root(const char* op, int root) const;
+  // "all_reduce #12 on group 'dp' (rank 1 of 2)"
+  std::string describe_op(const char* op, uint64_t seq) const;
+
+  std::string failure_;
+
+ private:
+  std::string name_;
+  int rank_;
+  int size_;
+  std::chrono::milliseconds timeout_;
+};
+
+}  // namespace ov::comm

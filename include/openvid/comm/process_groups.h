@@ -1,0 +1,44 @@
+#pragma once
+// The tensor communicators of one Universe: world, shard (FSDP, fs*cp), cp and dp, on one backend.
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "openvid/comm/communicator.h"
+#include "openvid/runtime/universe.h"
+
+namespace ov::comm {
+
+// "auto" -> NCCL when this rank drives a CUDA device and NCCL is compiled in, else MPI.
+// "mpi" | "nccl" as asked; throws InputError when the choice cannot work with `device`.
+Backend resolve_backend(const std::string& requested, const DeviceChoice& device);
+
+class ProcessGroups {
+ public:
+  // Collective over the universe's world: creates world, shard, cp and dp communicators, in that order.
+  static ProcessGroups create(const Universe& universe, Backend backend, std::chrono::milliseconds timeout);
+
+  Backend backend() const { return backend_; }
+  Communicator& world() { return *world_; }
+  Communicator& shard() { return *shard_; }
+  Communicator& cp() { return *cp_; }
+  Communicator& dp() { return *dp_; }
+
+  // Collective over the world: finalizes every group (dp, cp, shard, world) in the same order on all ranks.
+  void finalize();
+
+ private:
+  Backend backend_ = Backend::kMpi;
+  std::unique_ptr<Communicator> world_, shard_, cp_, dp_;
+};
+
+}  // namespace ov::comm
+
+namespace ov::comm {
+
+// Collective over the world: every group all-reduces the world ranks of its members and compares the
+// sum with what the mesh says; throws ov::Error naming the group on a mismatch. Run at start-up so a
+// mis-wired launch (wrong rank order, broken NCCL) fails before any training work.
+void verify_groups(ProcessGroups& groups, const Universe& universe);
+
+}  // namespace ov::comm

@@ -1,0 +1,103 @@
+#pragma once
+// Everything a run is configured by: the reference trainer's options (same names and defaults unless
+// noted) plus openvid's own. Read from the command line and INI files (command line wins over the file).
+//
+// Spelling: option names take '-' or '_' alike (--eval-every == --eval_every), and a few aliases map to
+// the reference's names (see kAliases in options.cpp). In INI files, keys of a [model] section are
+// prefixed with "model_" ([model] width = 512 is model_width); any other section is only for grouping
+// ([parallel] fs = 2 is fs).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ov {
+
+struct ModelOptions {
+  int width = 512;                   // --model_width
+  int depth = 9;                     // --model_depth
+  int head_dim = 128;                // --model_head_dim (heads = width / head_dim)
+  int mlp_ratio = 4;
+  int patch = 2;                     // spatial patch (H and W)
+  int time_patch = 2;
+  int registers = 16;
+  int in_channels = 16;              // latent channels C
+  int text_dim = 4096;               // T5-XXL width
+  bool residual_v = true;
+  bool bias_and_norm_affine = false;  // the reference's --train_bias_and_rms
+  double init_std_factor = 0.1;
+  std::string rope_layout = "aligned";  // aligned | seed (the reference's exact behaviour)
+  bool activation_checkpointing = false;
+};
+
+struct Options {
+  std::string config_file;           // --config (INI)
+
+  // Parallel layout and runtime
+  int fs = 1;                        // FSDP shard size (together with cp)
+  int cp = 1;                        // context-parallel size
+  std::string backend = "auto";      // auto | mpi | nccl
+  std::string device = "auto";       // auto | cpu | cuda
+  std::string precision = "auto";    // auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+  double collective_timeout = 600;   // seconds before a stuck collective aborts the job
+
+  // Data
+  std::string dataset;               // path to a dataset (manifest or shard), or "fake"
+  int num_epochs = 2;
+  int batch_size = 64;               // per data rank (dp*fs data ranks)
+  int grad_accum = 1;                // micro-batches per optimizer step (divides batch_size)
+  double caption_dropout = 0.01;
+  int eval_batches = 9;              // held-out batches per evaluation
+  int64_t seed = 0;
+
+  // Optimisation
+  std::string optimizer_type = "mup_adam";
+  double learning_rate = 1e-4;
+  double weight_decay = 0.1;
+  double adam_beta1 = 0.95;
+  double adam_beta2 = 0.99;
+  double adam_eps = 1e-8;
+  std::string lr_scheduler_type = "cosine";  // linear | cosine | constant
+  int warmup_steps = 20;
+  int64_t max_steps = 10000;
+  double grad_clip = 0;              // global-norm clipping; 0 = off (as in the reference)
+  double timestep_shift = 8;
+  int max_nonfinite_steps = 5;       // consecutive skipped (non-finite) steps before the run stops
+
+  // Run, logs, checkpoints
+  std::string run_name = "diffusion_repa";
+  std::string run_dir = "runs";      // the run writes under run_dir/run_name
+  int evaluate_every = 20;           // steps; 0 = never
+  int log_every = 10;
+  int checkpoint_every = 0;          // steps; 0 = after every evaluation (the reference's behaviour)
+  int keep_checkpoints = 3;
+  std::string load_checkpoint;       // initial weights (safetensors or checkpoint dir); "" = none
+  std::string resume;                // "" | auto | path of a checkpoint to continue from
+  std::string profile_dir;           // "" = no profiling
+
+  ModelOptions model;
+};
+
+// What the command line asks for.
+struct ParsedCommandLine {
+  enum class Action { kRun, kHelp, kVersion };
+  Action action = Action::kRun;
+  Options options;
+};
+
+// Parses `args` (without the program name) and, when given, the --config file; validates the result.
+// Throws ov::InputError with one line naming the option (and file) and what is wrong.
+// Deterministic: every rank gets the same verdict from the same arguments and file.
+ParsedCommandLine parse_command_line(const std::vector<std::string>& args);
+
+// Checks ranges and choices; throws ov::InputError naming the option.
+void validate(const Options& options);
+
+// --help text: every option with its default and meaning.
+std::string help_text(const std::string& program);
+
+// The resolved options as an INI file that parse_command_line reads back to the same Options.
+std::string to_ini(const Options& options);
+
+std::string version_string();
+
+}  // namespace ov

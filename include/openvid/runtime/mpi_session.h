@@ -1,0 +1,51 @@
+#pragma once
+// MPI start-up and shut-down, the main-function wrapper that turns errors into job-wide exits, and the
+// collective agreement on errors that every rank must reach before branching.
+#include <mpi.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "openvid/runtime/error.h"
+
+// Checks an MPI call's return code; a failure throws ov::Error with MPI's message, the call, file and line.
+#define OV_MPI_CHECK(call)                                                                 \
+  do {                                                                                     \
+    const int ov_mpi_rc_ = (call);                                                         \
+    if (ov_mpi_rc_ != MPI_SUCCESS) ::ov::detail::throw_mpi_failed(ov_mpi_rc_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+namespace ov {
+namespace detail {
+[[noreturn]] void throw_mpi_failed(int rc, const char* call, const char* file, int line);
+}
+
+// Runs `body` between MPI_Init_thread (MPI_THREAD_MULTIPLE: the data prefetch thread does MPI-IO while
+// the main thread communicates) and MPI_Finalize, with MPI errors returned rather than fatal, and maps
+// its outcome to the job's exit:
+//  * returns normally      -> every rank returns body's code;
+//  * ov::CollectiveExit    -> (all ranks) world rank 0 prints "<program>: error: <message>" once;
+//                             every rank finalizes and returns the carried code;
+//  * any other exception   -> (one rank) abort_job: "rank N (host): <message>", MPI_Abort of the world.
+// Called once, from main(), by every process of the job.
+int run_mpi_main(int argc, char** argv, const std::function<int(int, char**)>& body);
+
+// World rank and size, valid inside run_mpi_main (and in tests after MPI_Init).
+int world_rank();
+int world_size();
+// This process's host name (MPI_Get_processor_name).
+std::string host_name();
+
+// Collective over `comm`: every rank passes its local error message ("" for none). If any rank has one,
+// every rank throws CollectiveExit carrying the message of the lowest failing rank (prefixed with that
+// rank when not all ranks failed) and `exit_code`; otherwise returns on every rank.
+void agree_on_errors(MPI_Comm comm, const std::string& local_error, int exit_code = kExitInputError);
+
+// Collective over `comm`: returns on `root` each rank's string in rank order; empty elsewhere.
+std::vector<std::string> gather_strings(MPI_Comm comm, const std::string& mine, int root = 0);
+
+// Collective over `comm`: root's string on every rank.
+std::string broadcast_string(MPI_Comm comm, const std::string& value, int root = 0);
+
+}  // namespace ov

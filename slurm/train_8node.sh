@@ -1,0 +1,20 @@
+#!/bin/bash
+# openvid on 8 nodes x 8 GPUs, one MPI rank per GPU. Usage: sbatch slurm/train_8node.sh run.ini [options]
+# Edit the #SBATCH lines (partition, account, time) for your cluster.
+#SBATCH --job-name=openvid
+#SBATCH --nodes=8
+#SBATCH --ntasks-per-node=8
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=12
+#SBATCH --time=48:00:00
+#SBATCH --output=%x-%j.out
+#SBATCH --signal=B:USR1@300
+set -euo pipefail
+config=${1:?usage: sbatch slurm/train_8node.sh run.ini [openvid_mpi options]}
+shift
+cd "${SLURM_SUBMIT_DIR:-.}"
+# Many parallel file systems do not support HDF5's file locking.
+export HDF5_USE_FILE_LOCKING=FALSE
+export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-8}
+# One rank per GPU; openvid picks the GPU from the node-local rank.
+srun --mpi=pmix --kill-on-bad-exit=1 build/openvid_mpi --config "$config" "$@"

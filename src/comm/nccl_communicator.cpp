@@ -1,0 +1,368 @@
+#include "openvid/comm/nccl_communicator.h"
+
+#include "openvid/runtime/error.h"
+
+#ifndef OPENVID_HAVE_NCCL
+
+namespace ov::comm {
+bool nccl_compiled() { return false; }
+std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm, std::string name, int,
+                                                     std::chrono::milliseconds) {
+  throw Error("group '" + name + "': this build of openvid has no NCCL backend (configure with a CUDA "
+              "LibTorch and NCCL, or -DOPENVID_WITH_NCCL=ON); use --backend mpi");
+}
+}  // namespace ov::comm
+
+#else  // OPENVID_HAVE_NCCL
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "openvid/runtime/mpi_session.h"
+
+#ifdef OPENVID_TORCH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+// Every CUDA and NCCL call is checked; a failure throws ov::Error naming the call, file and line.
+#define OV_CUDA_CHECK(call)                                                                          \
+  do {                                                                                               \
+    const cudaError_t ov_cuda_rc_ = (call);                                                          \
+    if (ov_cuda_rc_ != cudaSuccess) {                                                                \
+      throw ::ov::Error(std::string("CUDA call failed: ") + #call + ": " + cudaGetErrorString(ov_cuda_rc_) + \
+                        " at " + __FILE__ + ":" + std::to_string(__LINE__));                         \
+    }                                                                                                \
+  } while (0)
+
+namespace ov::comm {
+
+bool nccl_compiled() { return true; }
+
+namespace {
+
+ncclDataType_t nccl_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return ncclFloat32;
+    case at::kDouble: return ncclFloat64;
+    case at::kHalf: return ncclFloat16;
+    case at::kBFloat16: return ncclBfloat16;
+    case at::kInt: return ncclInt32;
+    case at::kLong: return ncclInt64;
+    case at::kChar: return ncclInt8;
+    case at::kByte:
+    case at::kBool: return ncclUint8;
+    default: throw Error(std::string("the NCCL backend does not support dtype ") + c10::toString(t));
+  }
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return ncclSum;
+    case ReduceOp::kAvg: return ncclAvg;
+    case ReduceOp::kMax: return ncclMax;
+    case ReduceOp::kMin: return ncclMin;
+  }
+  return ncclSum;
+}
+
+// Switches the current CUDA device for a scope (LibTorch's guard needs its CUDA build; this does not).
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    OV_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device) OV_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceScope() { cudaSetDevice(previous_); }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+std::string seconds(std::chrono::milliseconds ms) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(ms).count()) + " s";
+}
+
+}  // namespace
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(MPI_Comm group, std::string name, int rank, int size, int device,
+                   std::chrono::milliseconds timeout)
+      : Communicator(std::move(name), rank, size, timeout), device_(device) {
+    ncclUniqueId id{};
+    if (rank == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    OV_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, group));
+    DeviceScope scope(device_);
+    OV_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;  // init and enqueues return at once; progress is polled against the timeout
+    check(ncclCommInitRankConfig(&comm_, size, id, rank, &config), "ncclCommInitRankConfig");
+    wait_ready("ncclCommInitRankConfig");
+  }
+
+  ~NcclCommunicator() override {
+    // Never blocks: a communicator not finalized is aborted (frees its resources without waiting).
+    if (comm_ != nullptr) ncclCommAbort(comm_);
+    if (token_ != nullptr) cudaFreeAsync(token_, stream_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  Backend backend() const override { return Backend::kNccl; }
+
+  Work all_reduce(const at::Tensor& t, ReduceOp op) override {
+    const char* name = "all_reduce";
+    check_cuda_tensor(name, "tensor", t);
+    return launch(name, {t}, [&] {
+      return ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
+                           nccl_type(t.scalar_type()), nccl_op(op), comm_, stream_);
+    });
+  }
+
+  Work all_gather(const at::Tensor& out, const at::Tensor& in) override {
+    const char* name = "all_gather";
+    check_cuda_tensor(name, "input", in);
+    check_cuda_tensor(name, "output", out);
+    check_same_dtype(name, in, out);
+    check_numel(name, "output", out, in.numel() * size());
+    return launch(name, {in, out}, [&] {
+      return ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
+                           nccl_type(in.scalar_type()), comm_, stream_);
+    });
+  }
+
+  // NCCL has no gather-v: a group of broadcasts, one per source rank, into its slot of the output.
+  Work all_gather_v(const at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& counts) override {
+    const char* name = "all_gather_v";
+    check_cuda_tensor(name, "input", in);
+    check_cuda_tensor(name, "output", out);
+    check_same_dtype(name, in, out);
+    const std::vector<int64_t> displs = displacements(name, counts);
+    check_numel(name, "input", in, counts[static_cast<size_t>(rank())]);
+    check_numel(name, "output", out, displs.back() + counts.back());
+    const size_t elem = out.element_size();
+    return launch(name, {in, out}, [&] {
+      const ncclDataType_t type = nccl_type(in.scalar_type());
+      ncclResult_t rc = ncclGroupStart();
+      for (int r = 0; r < size() && accepted(rc); ++r) {
+        char* dst = static_cast<char*>(out.data_ptr()) + displs[static_cast<size_t>(r)] * static_cast<int64_t>(elem);
+        const void* src = r == rank() ? in.data_ptr() : dst;
+        rc = ncclBroadcast(src, dst, static_cast<size_t>(counts[static_cast<size_t>(r)]), type, r, comm_, stream_);
+      }
+      const ncclResult_t end = ncclGroupEnd();
+      return accepted(rc) ? end : rc;
+    });
+  }
+
+  Work reduce_scatter(const at::Tensor& out, const at::Tensor& in, ReduceOp op) override {
+    const char* name = "reduce_scatter";
+    check_cuda_tensor(name, "input", in);
+    check_cuda_tensor(name, "output", out);
+    check_same_dtype(name, in, out);
+    check_numel(name, "input", in, out.numel() * size());
+    return launch(name, {in, out}, [&] {
+      return ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
+                               nccl_type(in.scalar_type()), nccl_op(op), comm_, stream_);
+    });
+  }
+
+  // NCCL has no reduce-scatter-v: a group of reduces, one per destination rank.
+  Work reduce_scatter_v(const at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& counts,
+                        ReduceOp op) override {
+    const char* name = "reduce_scatter_v";
+    check_cuda_tensor(name, "input", in);
+    check_cuda_tensor(name, "output", out);
+    check_same_dtype(name, in, out);
+    const std::vector<int64_t> displs = displacements(name, counts);
+    check_numel(name, "input", in, displs.back() + counts.back());
+    check_numel(name, "output", out, counts[static_cast<size_t>(rank())]);
+    const size_t elem = in.element_size();
+    return launch(name, {in, out}, [&] {
+      const ncclDataType_t type = nccl_type(in.scalar_type());
+      ncclResult_t rc = ncclGroupStart();
+      for (int r = 0; r < size() && accepted(rc); ++r) {
+        const char* src = static_cast<const char*>(in.data_ptr()) + displs[static_cast<size_t>(r)] * static_cast<int64_t>(elem);
+        void* dst = out.data_ptr();  // written on the root (r) only
+        rc = ncclReduce(src, dst, static_cast<size_t>(counts[static_cast<size_t>(r)]), type, nccl_op(op), r, comm_,
+                        stream_);
+      }
+      const ncclResult_t end = ncclGroupEnd();
+      return accepted(rc) ? end : rc;
+    });
+  }
+
+  Work broadcast(const at::Tensor& t, int root) override {
+    const char* name = "broadcast";
+    check_cuda_tensor(name, "tensor", t);
+    check_root(name, root);
+    return launch(name, {t}, [&] {
+      return ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
+                           nccl_type(t.scalar_type()), root, comm_, stream_);
+    });
+  }
+
+  void barrier() override {
+    const char* name = "barrier";
+    check_usable(name);
+    DeviceScope scope(device_);
+    if (token_ == nullptr) OV_CUDA_CHECK(cudaMallocAsync(&token_, sizeof(float), stream_));
+    ++seq_;
+    enqueue(name, [&] { return ncclAllReduce(token_, token_, 1, ncclFloat32, ncclSum, comm_, stream_); });
+    cudaEvent_t done = record_done();
+    host_wait(describe_op(name, seq_), done);
+    cudaEventDestroy(done);
+  }
+
+  void finalize() override {
+    if (comm_ == nullptr) return;
+    DeviceScope scope(device_);
+    check(ncclCommFinalize(comm_), "ncclCommFinalize");
+    wait_ready("ncclCommFinalize");
+    ncclCommDestroy(comm_);
+    comm_ = nullptr;
+    if (token_ != nullptr) cudaFreeAsync(token_, stream_);
+    token_ = nullptr;
+    failure_ = "finalized";
+  }
+
+  void abort(const std::string& reason) override {
+    failure_ = reason;
+    if (comm_ != nullptr) ncclCommAbort(comm_);
+    comm_ = nullptr;
+  }
+
+ private:
+  // Completion of one collective: the caller's stream (at wait() time) waits for the event.
+  class StreamWork final : public Work::Impl {
+   public:
+    StreamWork(cudaEvent_t done, int device, std::vector<at::Tensor> keep)
+        : done_(done), device_(device), keep_(std::move(keep)) {}
+    ~StreamWork() override { cudaEventDestroy(done_); }  // released by CUDA once the event has fired
+    void wait() override {
+      DeviceScope scope(device_);
+      OV_CUDA_CHECK(cudaStreamWaitEvent(current_stream(device_), done_, 0));
+    }
+
+   private:
+    cudaEvent_t done_;
+    int device_;
+    std::vector<at::Tensor> keep_;
+  };
+
+  static cudaStream_t current_stream(int device) {
+#ifdef OPENVID_TORCH_CUDA
+    return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
+#else
+    static_cast<void>(device);
+    return nullptr;  // the legacy default stream, which is what LibTorch's default stream is
+#endif
+  }
+
+  static bool accepted(ncclResult_t rc) { return rc == ncclSuccess || rc == ncclInProgress; }
+
+  void check_cuda_tensor(const char* op, const char* what, const at::Tensor& t) const {
+    check_usable(op);
+    check_tensor(op, what, t);
+    if (!t.is_cuda() || t.device().index() != device_) {
+      throw Error(std::string(op) + " on group '" + name() + "': the NCCL backend takes tensors on cuda:" +
+                  std::to_string(device_) + ", got one on " + t.device().str());
+    }
+  }
+
+  void check(ncclResult_t rc, const char* what) {
+    if (accepted(rc)) return;
+    fail(std::string(what) + " failed: " + ncclGetErrorString(rc) +
+         (comm_ != nullptr ? std::string(" (") + ncclGetLastError(comm_) + ")" : std::string()));
+  }
+
+  [[noreturn]] void fail(const std::string& reason) {
+    const std::string message = "NCCL group '" + name() + "' (rank " + std::to_string(rank()) + " of " +
+                                std::to_string(size()) + "): " + reason;
+    abort(message);
+    throw Error(message);
+  }
+
+  // Non-blocking mode: an NCCL call may return before its work is enqueued; poll until it is, or fail.
+  void wait_ready(const std::string& what) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout();
+    for (;;) {
+      ncclResult_t state = ncclSuccess;
+      check(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError");
+      if (state == ncclSuccess) return;
+      if (state != ncclInProgress) check(state, what.c_str());
+      if (std::chrono::steady_clock::now() > deadline) {
+        fail(what + " did not complete within " + seconds(timeout()) + " (a peer rank may have died)");
+      }
+      std::this_thread::yield();
+    }
+  }
+
+  template <typename Enqueue>
+  void enqueue(const char* op, Enqueue&& fn) {
+    check(fn(), op);
+    wait_ready(describe_op(op, seq_));
+  }
+
+  cudaEvent_t record_done() {
+    cudaEvent_t done = nullptr;
+    OV_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    OV_CUDA_CHECK(cudaEventRecord(done, stream_));
+    return done;
+  }
+
+  template <typename Enqueue>
+  Work launch(const char* op, std::vector<at::Tensor> keep, Enqueue&& fn) {
+    DeviceScope scope(device_);
+    ++seq_;
+    // Order after the work already queued on the caller's stream (which produced the inputs).
+    cudaEvent_t ready = nullptr;
+    OV_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    OV_CUDA_CHECK(cudaEventRecord(ready, current_stream(device_)));
+    OV_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
+    OV_CUDA_CHECK(cudaEventDestroy(ready));
+    enqueue(op, std::forward<Enqueue>(fn));
+    return Work(std::make_unique<StreamWork>(record_done(), device_, std::move(keep)));
+  }
+
+  // Blocks the host until `done` fires, watching for NCCL errors and the timeout.
+  void host_wait(const std::string& what, cudaEvent_t done) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout();
+    for (;;) {
+      const cudaError_t q = cudaEventQuery(done);
+      if (q == cudaSuccess) return;
+      if (q != cudaErrorNotReady) OV_CUDA_CHECK(q);
+      ncclResult_t state = ncclSuccess;
+      check(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError");
+      if (!accepted(state)) check(state, what.c_str());
+      if (std::chrono::steady_clock::now() > deadline) {
+        abort("timeout in " + what);
+        abort_job(what + " did not complete within " + seconds(timeout()) +
+                  ": a peer rank died, hangs, or called a different collective. Aborting the job");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+  int device_;
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  void* token_ = nullptr;  // one float for barrier()
+  uint64_t seq_ = 0;
+};
+
+std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm group, std::string name, int cuda_device,
+                                                     std::chrono::milliseconds timeout) {
+  int rank = 0, size = 1;
+  OV_MPI_CHECK(MPI_Comm_rank(group, &rank));
+  OV_MPI_CHECK(MPI_Comm_size(group, &size));
+  return std::make_unique<NcclCommunicator>(group, std::move(name), rank, size, cuda_device, timeout);
+}
+
+}  // namespace ov::comm
+
+#endif  // OPENVID_HAVE_NCCL

@@ -1,0 +1,347 @@
+#include "openvid/config/options.h"
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <type_traits>
+
+#include "openvid/runtime/error.h"
+
+namespace po = boost::program_options;
+
+namespace ov {
+namespace {
+
+enum class Group { kParallel, kData, kOptim, kRun, kModel };
+
+// The one list of options: building the parser, --help and to_ini all walk it, so they cannot drift.
+template <typename Fn>
+void for_each_option(Options& o, Fn&& fn) {
+  ModelOptions& m = o.model;
+  // Parallel layout and runtime
+  fn("fs", o.fs, "FSDP: shard parameters, gradients and optimizer state over fs*cp ranks", Group::kParallel);
+  fn("cp", o.cp, "context parallelism: split each sample's video tokens over cp ranks (cp varies fastest)",
+     Group::kParallel);
+  fn("backend", o.backend, "collectives: auto (nccl on GPUs, else mpi), mpi, nccl", Group::kParallel);
+  fn("device", o.device, "auto (a GPU per node-local rank when there are GPUs), cpu, cuda", Group::kParallel);
+  fn("precision", o.precision, "auto (bf16 compute on GPU, fp32 on CPU), fp32, bf16", Group::kParallel);
+  fn("collective_timeout", o.collective_timeout,
+     "seconds a collective may wait for its peers before the job is aborted", Group::kParallel);
+  // Data
+  fn("dataset", o.dataset, "dataset manifest/shard path, or 'fake' for random latents and captions", Group::kData);
+  fn("num_epochs", o.num_epochs, "passes over the dataset (training also stops at max_steps)", Group::kData);
+  fn("batch_size", o.batch_size, "samples per optimizer step on each data rank (dp*fs data ranks)", Group::kData);
+  fn("grad_accum", o.grad_accum, "micro-batches per optimizer step (must divide batch_size)", Group::kData);
+  fn("caption_dropout", o.caption_dropout, "probability a sample's text is replaced by zeros", Group::kData);
+  fn("eval_batches", o.eval_batches, "held-out batches per evaluation", Group::kData);
+  fn("seed", o.seed, "run seed: initialisation, sampling order, noise, timesteps, RoPE offsets", Group::kData);
+  // Optimisation
+  fn("optimizer_type", o.optimizer_type, "mup_adam (AdamW with the reference's per-parameter groups)",
+     Group::kOptim);
+  fn("learning_rate", o.learning_rate, "base learning rate", Group::kOptim);
+  fn("weight_decay", o.weight_decay, "base weight decay (scaled per parameter by mup_adam)", Group::kOptim);
+  fn("adam_beta1", o.adam_beta1, "AdamW beta1", Group::kOptim);
+  fn("adam_beta2", o.adam_beta2, "AdamW beta2", Group::kOptim);
+  fn("adam_eps", o.adam_eps, "AdamW epsilon", Group::kOptim);
+  fn("lr_scheduler_type", o.lr_scheduler_type, "after warm-up: linear, cosine or constant", Group::kOptim);
+  fn("warmup_steps", o.warmup_steps, "linear warm-up steps (the first update uses multiplier 0)", Group::kOptim);
+  fn("max_steps", o.max_steps, "optimizer steps of the run (also the schedule's horizon)", Group::kOptim);
+  fn("grad_clip", o.grad_clip, "clip the global gradient norm to this value; 0 = off", Group::kOptim);
+  fn("timestep_shift", o.timestep_shift, "rectified-flow timestep shift a", Group::kOptim);
+  fn("max_nonfinite_steps", o.max_nonfinite_steps,
+     "consecutive steps with a non-finite loss or gradient (skipped) before the run stops", Group::kOptim);
+  // Run, logs, checkpoints
+  fn("run_name", o.run_name, "name of the run; its files go to run_dir/run_name", Group::kRun);
+  fn("run_dir", o.run_dir, "directory holding runs", Group::kRun);
+  fn("evaluate_every", o.evaluate_every, "steps between held-out evaluations; 0 = never", Group::kRun);
+  fn("log_every", o.log_every, "steps between log lines", Group::kRun);
+  fn("checkpoint_every", o.checkpoint_every, "steps between checkpoints; 0 = after every evaluation",
+     Group::kRun);
+  fn("keep_checkpoints", o.keep_checkpoints, "complete checkpoints kept; older ones are deleted", Group::kRun);
+  fn("load_checkpoint", o.load_checkpoint, "initial weights: a safetensors file or a checkpoint directory",
+     Group::kRun);
+  fn("resume", o.resume, "continue a run: 'auto' (latest complete checkpoint of this run) or a path",
+     Group::kRun);
+  fn("profile_dir", o.profile_dir, "write profiler traces here; empty = off", Group::kRun);
+  // Model
+  fn("model_width", m.width, "model width D", Group::kModel);
+  fn("model_depth", m.depth, "number of DiT blocks", Group::kModel);
+  fn("model_head_dim", m.head_dim, "attention head dimension (heads = width / head_dim)", Group::kModel);
+  fn("model_mlp_ratio", m.mlp_ratio, "MLP hidden width = mlp_ratio * width", Group::kModel);
+  fn("model_patch", m.patch, "spatial patch size", Group::kModel);
+  fn("model_time_patch", m.time_patch, "temporal patch size", Group::kModel);
+  fn("model_registers", m.registers, "register tokens placed before the video tokens", Group::kModel);
+  fn("model_in_channels", m.in_channels, "latent channels C", Group::kModel);
+  fn("model_text_dim", m.text_dim, "text-state width (T5-XXL: 4096)", Group::kModel);
+  fn("model_residual_v", m.residual_v, "value residual across blocks", Group::kModel);
+  fn("train_bias_and_rms", m.bias_and_norm_affine,
+     "biases on qkv/q_cross/context_kv and learnable RMSNorm weights", Group::kModel);
+  fn("init_std_factor", m.init_std_factor, "multiplier of every 2-D weight after default init", Group::kModel);
+  fn("model_rope_layout", m.rope_layout,
+     "aligned (each token its own position) or seed (the reference's exact tables)", Group::kModel);
+  fn("activation_checkpointing", m.activation_checkpointing, "recompute each block in backward",
+     Group::kModel);
+}
+
+// Other spellings accepted on the command line and in files (after '-' -> '_').
+const std::map<std::string, std::string>& aliases() {
+  static const std::map<std::string, std::string> kAliases = {
+      {"eval_every", "evaluate_every"},
+      {"lr", "learning_rate"},
+      {"lr_schedule", "lr_scheduler_type"},
+      {"model_bias_and_norm_affine", "train_bias_and_rms"},
+      {"bias_and_norm_affine", "train_bias_and_rms"},
+      {"model_init_std_factor", "init_std_factor"},
+      {"model_activation_checkpointing", "activation_checkpointing"},
+  };
+  return kAliases;
+}
+
+std::string canonical_name(std::string name) {
+  std::replace(name.begin(), name.end(), '-', '_');
+  const auto it = aliases().find(name);
+  return it == aliases().end() ? name : it->second;
+}
+
+template <typename T>
+std::string to_text(const T& v) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return v ? "true" : "false";
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    return v;
+  } else {
+    char buf[64];
+    const auto res = std::to_chars(buf, buf + sizeof(buf), v);  // shortest form that reads back exactly
+    return std::string(buf, res.ptr);
+  }
+}
+
+const char* group_title(Group g) {
+  switch (g) {
+    case Group::kParallel: return "Parallel layout and runtime";
+    case Group::kData: return "Data";
+    case Group::kOptim: return "Optimisation";
+    case Group::kRun: return "Run, logs and checkpoints";
+    case Group::kModel: return "Model";
+  }
+  return "";
+}
+
+constexpr Group kGroups[] = {Group::kParallel, Group::kData, Group::kOptim, Group::kRun, Group::kModel};
+
+// Descriptions bound to `o`: parsing writes straight into it.
+struct Descriptions {
+  po::options_description general{"General"};
+  std::map<Group, po::options_description> groups;
+  po::options_description all{"openvid options"};
+};
+
+std::unique_ptr<Descriptions> describe(Options& o) {
+  auto d = std::make_unique<Descriptions>();
+  d->general.add_options()
+      ("help,h", "print this help and exit")
+      ("version", "print the version and exit")
+      ("config", po::value<std::string>(&o.config_file),
+       "INI file of options (key = value; [model] keys get the model_ prefix); the command line wins");
+  for (Group g : kGroups) d->groups.emplace(g, po::options_description(group_title(g)));
+  for_each_option(o, [&](const char* name, auto& field, const char* help, Group g) {
+    using T = std::remove_reference_t<decltype(field)>;
+    auto* v = po::value<T>(&field)->default_value(field, to_text(field));
+    if constexpr (std::is_same_v<T, bool>) v->implicit_value(true, "true");
+    d->groups.at(g).add_options()(name, v, help);
+  });
+  d->all.add(d->general);
+  for (Group g : kGroups) d->all.add(d->groups.at(g));
+  return d;
+}
+
+std::vector<std::string> normalise_command_line(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  for (const std::string& a : args) {
+    if (a.rfind("--", 0) == 0 && a.size() > 2) {
+      const size_t eq = a.find('=');
+      const std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+      out.push_back("--" + canonical_name(name) + (eq == std::string::npos ? "" : a.substr(eq)));
+    } else {
+      out.push_back(a);
+    }
+  }
+  return out;
+}
+
+// Maps file keys to option names ([model] width -> model_width, [any] key -> key, aliases) and rejects
+// keys that name no option, all of them in one message.
+void canonicalise_file_keys(po::parsed_options& parsed, const po::options_description& desc,
+                            const std::string& file) {
+  std::vector<std::string> unknown;
+  for (po::option& opt : parsed.options) {
+    std::string key = opt.string_key;
+    const size_t dot = key.find('.');
+    if (dot != std::string::npos) {
+      const std::string section = key.substr(0, dot);
+      key = key.substr(dot + 1);
+      if (section == "model" && key.rfind("model_", 0) != 0 && !aliases().count(canonical_name(key))) {
+        key = "model_" + key;
+      }
+    }
+    key = canonical_name(key);
+    if (key == "config") throw InputError("config file '" + file + "': 'config' cannot be set inside a config file");
+    if (key == "help" || key == "version" || desc.find_nothrow(key, false) == nullptr) {
+      unknown.push_back(opt.string_key);
+      continue;
+    }
+    opt.string_key = key;
+    opt.unregistered = false;
+  }
+  if (!unknown.empty()) {
+    std::string list;
+    for (const auto& k : unknown) list += (list.empty() ? "'" : ", '") + k + "'";
+    throw InputError("config file '" + file + "': unknown key(s) " + list + " (see --help for the option names)");
+  }
+}
+
+}  // namespace
+
+std::string version_string() { return "openvid 0.1.0"; }
+
+ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
+  ParsedCommandLine result;
+  Options& o = result.options;
+  const auto desc = describe(o);
+  po::variables_map vm;
+  try {
+    const po::positional_options_description none;  // stray words are errors, not silently ignored
+    po::store(po::command_line_parser(normalise_command_line(args)).options(desc->all).positional(none).run(), vm);
+  } catch (const po::error& e) {
+    throw InputError(std::string(e.what()) + " (see --help)");
+  }
+  if (vm.count("help")) {
+    result.action = ParsedCommandLine::Action::kHelp;
+    return result;
+  }
+  if (vm.count("version")) {
+    result.action = ParsedCommandLine::Action::kVersion;
+    return result;
+  }
+  if (vm.count("config")) {
+    const std::string file = vm["config"].as<std::string>();
+    std::ifstream in(file);
+    if (!in) throw InputError("config file '" + file + "' cannot be opened (check the --config path)");
+    try {
+      po::parsed_options parsed = po::parse_config_file(in, desc->all, /*allow_unregistered=*/true);
+      canonicalise_file_keys(parsed, desc->all, file);
+      po::store(parsed, vm);  // values already set by the command line are kept
+    } catch (const po::error& e) {
+      throw InputError("config file '" + file + "': " + e.what());
+    }
+  }
+  try {
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(std::string(e.what()) + " (see --help)");
+  }
+  validate(o);
+  return result;
+}
+
+void validate(const Options& o) {
+  auto need = [](bool ok, const std::string& option, const std::string& what, const auto& got) {
+    if (!ok) {
+      std::ostringstream os;
+      os << "--" << option << " " << what << " (got " << got << ")";
+      throw InputError(os.str());
+    }
+  };
+  auto one_of = [&](const std::string& option, const std::string& v, std::initializer_list<const char*> choices) {
+    std::string list;
+    for (const char* c : choices) {
+      if (v == c) return;
+      list += (list.empty() ? "" : ", ") + std::string(c);
+    }
+    need(false, option, "must be one of " + list, "'" + v + "'");
+  };
+  const ModelOptions& m = o.model;
+  need(o.fs >= 1, "fs", "must be >= 1", o.fs);
+  need(o.cp >= 1, "cp", "must be >= 1", o.cp);
+  one_of("backend", o.backend, {"auto", "mpi", "nccl"});
+  one_of("device", o.device, {"auto", "cpu", "cuda"});
+  one_of("precision", o.precision, {"auto", "fp32", "bf16"});
+  need(o.collective_timeout > 0, "collective_timeout", "must be > 0 seconds", o.collective_timeout);
+  need(o.num_epochs >= 1, "num_epochs", "must be >= 1", o.num_epochs);
+  need(o.batch_size >= 1, "batch_size", "must be >= 1", o.batch_size);
+  need(o.grad_accum >= 1, "grad_accum", "must be >= 1", o.grad_accum);
+  need(o.batch_size % o.grad_accum == 0, "grad_accum",
+       "must divide --batch_size " + std::to_string(o.batch_size), o.grad_accum);
+  need(o.caption_dropout >= 0 && o.caption_dropout <= 1, "caption_dropout", "must be in [0, 1]",
+       o.caption_dropout);
+  need(o.eval_batches >= 1, "eval_batches", "must be >= 1", o.eval_batches);
+  need(o.seed >= 0, "seed", "must be >= 0", o.seed);
+  one_of("optimizer_type", o.optimizer_type, {"mup_adam"});
+  need(o.learning_rate > 0, "learning_rate", "must be > 0", o.learning_rate);
+  need(o.weight_decay >= 0, "weight_decay", "must be >= 0", o.weight_decay);
+  need(o.adam_beta1 >= 0 && o.adam_beta1 < 1, "adam_beta1", "must be in [0, 1)", o.adam_beta1);
+  need(o.adam_beta2 >= 0 && o.adam_beta2 < 1, "adam_beta2", "must be in [0, 1)", o.adam_beta2);
+  need(o.adam_eps > 0, "adam_eps", "must be > 0", o.adam_eps);
+  one_of("lr_scheduler_type", o.lr_scheduler_type, {"linear", "cosine", "constant"});
+  need(o.max_steps >= 1, "max_steps", "must be >= 1", o.max_steps);
+  need(o.warmup_steps >= 0 && o.warmup_steps < o.max_steps, "warmup_steps",
+       "must be in [0, max_steps " + std::to_string(o.max_steps) + ")", o.warmup_steps);
+  need(o.grad_clip >= 0, "grad_clip", "must be >= 0 (0 = off)", o.grad_clip);
+  need(o.timestep_shift > 0, "timestep_shift", "must be > 0", o.timestep_shift);
+  need(o.max_nonfinite_steps >= 1, "max_nonfinite_steps", "must be >= 1", o.max_nonfinite_steps);
+  need(!o.run_name.empty() && o.run_name.find('/') == std::string::npos, "run_name",
+       "must be a non-empty name without '/'", "'" + o.run_name + "'");
+  need(!o.run_dir.empty(), "run_dir", "must not be empty", "''");
+  need(o.evaluate_every >= 0, "evaluate_every", "must be >= 0 (0 = never)", o.evaluate_every);
+  need(o.log_every >= 1, "log_every", "must be >= 1", o.log_every);
+  need(o.checkpoint_every >= 0, "checkpoint_every", "must be >= 0", o.checkpoint_every);
+  need(o.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1", o.keep_checkpoints);
+  need(m.width >= 1, "model_width", "must be >= 1", m.width);
+  need(m.depth >= 1, "model_depth", "must be >= 1", m.depth);
+  need(m.head_dim >= 8 && m.head_dim % 8 == 0, "model_head_dim",
+       "must be a positive multiple of 8 (3-D RoPE splits head_dim/2 angles into t/h/w quarters)", m.head_dim);
+  need(m.width % m.head_dim == 0, "model_width",
+       "must be a multiple of --model_head_dim " + std::to_string(m.head_dim), m.width);
+  need(m.mlp_ratio >= 1, "model_mlp_ratio", "must be >= 1", m.mlp_ratio);
+  need(m.patch >= 1, "model_patch", "must be >= 1", m.patch);
+  need(m.time_patch >= 1, "model_time_patch", "must be >= 1", m.time_patch);
+  need(m.registers >= 0, "model_registers", "must be >= 0", m.registers);
+  need(m.in_channels >= 1, "model_in_channels", "must be >= 1", m.in_channels);
+  need(m.text_dim >= 1, "model_text_dim", "must be >= 1", m.text_dim);
+  need(m.init_std_factor > 0, "init_std_factor", "must be > 0", m.init_std_factor);
+  one_of("model_rope_layout", m.rope_layout, {"aligned", "seed"});
+}
+
+std::string help_text(const std::string& program) {
+  Options defaults;
+  const auto desc = describe(defaults);
+  std::ostringstream os;
+  os << "Usage: mpirun -np N " << program << " [--config FILE.ini] [options]\n\n"
+     << "Trains a text-to-video diffusion transformer (rectified flow) over dp x fs x cp MPI ranks.\n"
+     << "Options take '-' or '_' alike (--eval-every = --evaluate_every). Booleans: --flag, --flag=false.\n"
+     << "INI files hold the same names as 'key = value'; in a [model] section the model_ prefix is implied.\n"
+     << "Exit codes: 0 done, 1 runtime failure (job aborted), 2 bad options/config/input.\n\n"
+     << desc->all;
+  return os.str();
+}
+
+std::string to_ini(const Options& options) {
+  Options o = options;
+  std::ostringstream os;
+  os << "# " << version_string() << " options (read back with --config)\n";
+  Group current = Group::kParallel;
+  bool first = true;
+  for_each_option(o, [&](const char* name, auto& field, const char*, Group g) {
+    if (first || g != current) os << "\n# " << group_title(g) << "\n";
+    first = false;
+    current = g;
+    os << name << " = " << to_text(field) << "\n";
+  });
+  return os.str();
+}
+
+}  // namespace ov

@@ -1,0 +1,47 @@
+#include "openvid/runtime/error.h"
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include "openvid/runtime/mpi_session.h"
+
+namespace ov {
+
+std::string rank_tag() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  std::ostringstream os;
+  if (initialized && !finalized) {
+    os << "rank " << world_rank() << " (" << host_name() << ")";
+  } else {
+    os << "rank ? (" << host_name() << ")";
+  }
+  return os.str();
+}
+
+void abort_job(const std::string& message, int exit_code) {
+  // One write, so lines from different ranks do not interleave mid-line.
+  const std::string line = rank_tag() + ": " + message + "\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fflush(stderr);
+  std::fflush(stdout);
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);
+}
+
+namespace detail {
+void throw_check_failed(const char* expr, const std::string& message, const char* file, int line) {
+  std::ostringstream os;
+  os << message << " [check '" << expr << "' failed at " << file << ":" << line << "]";
+  throw Error(os.str());
+}
+}  // namespace detail
+
+}  // namespace ov

@@ -1,0 +1,144 @@
+#include "openvid/runtime/universe.h"
+
+#include <ATen/Context.h>
+
+#include <optional>
+#include <sstream>
+#include <utility>
+
+#include "openvid/runtime/error.h"
+#include "openvid/runtime/mpi_session.h"
+
+namespace ov {
+
+std::string DeviceChoice::str() const {
+  return kind == DeviceKind::kCpu ? std::string("cpu") : "cuda:" + std::to_string(index);
+}
+
+DeviceRequest parse_device_request(const std::string& s) {
+  if (s == "auto") return DeviceRequest::kAuto;
+  if (s == "cpu") return DeviceRequest::kCpu;
+  if (s == "cuda") return DeviceRequest::kCuda;
+  throw InputError("--device must be auto, cpu or cuda (got '" + s + "')");
+}
+
+namespace {
+
+std::string join(const std::vector<int>& v) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < v.size(); ++i) os << (i ? "," : "") << v[i];
+  os << "]";
+  return os.str();
+}
+
+MPI_Comm split(MPI_Comm parent, int color, int key) {
+  MPI_Comm out = MPI_COMM_NULL;
+  OV_MPI_CHECK(MPI_Comm_split(parent, color, key, &out));
+  OV_MPI_CHECK(MPI_Comm_set_errhandler(out, MPI_ERRORS_RETURN));
+  return out;
+}
+
+}  // namespace
+
+Universe Universe::create(MPI_Comm world, int fs, int cp, DeviceRequest request) {
+  int rank = 0, size = 1;
+  OV_MPI_CHECK(MPI_Comm_rank(world, &rank));
+  OV_MPI_CHECK(MPI_Comm_size(world, &size));
+  // The verdict is the same on every rank; agreeing on it keeps the exit clean and the message single.
+  std::optional<Mesh> mesh;
+  std::string mesh_error;
+  try {
+    mesh = Mesh::make(size, fs, cp);
+  } catch (const InputError& e) {
+    mesh_error = e.what();
+  }
+  agree_on_errors(world, mesh_error);
+  Universe u(world, *mesh);
+  u.rank_ = rank;
+  u.host_ = host_name();
+
+  // Node-local rank: ranks that can share memory are on one node.
+  OV_MPI_CHECK(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &u.node_));
+  OV_MPI_CHECK(MPI_Comm_set_errhandler(u.node_, MPI_ERRORS_RETURN));
+  OV_MPI_CHECK(MPI_Comm_rank(u.node_, &u.local_rank_));
+  OV_MPI_CHECK(MPI_Comm_size(u.node_, &u.local_size_));
+  int leader = u.local_rank_ == 0 ? 1 : 0;
+  OV_MPI_CHECK(MPI_Allreduce(&leader, &u.num_nodes_, 1, MPI_INT, MPI_SUM, world));
+
+  // Device: one GPU per node-local rank (round robin if there are more ranks than GPUs).
+  const int num_gpus = at::hasCUDA() ? static_cast<int>(at::getNumGPUs()) : 0;
+  std::string device_error;
+  if (request == DeviceRequest::kCuda && num_gpus == 0) {
+    device_error = "--device cuda was asked for, but " +
+                   std::string(at::hasCUDA() ? "no CUDA device is visible on host " + u.host_
+                                             : "this build of LibTorch has no CUDA support") +
+                   "; use --device cpu or auto";
+  }
+  agree_on_errors(world, device_error);
+  if (request != DeviceRequest::kCpu && num_gpus > 0) {
+    u.device_ = DeviceChoice{DeviceKind::kCuda, u.local_rank_ % num_gpus};
+  }
+
+  u.shard_ = split(world, u.mesh_.shard_color(rank), rank);
+  u.cp_ = split(world, u.mesh_.cp_color(rank), rank);
+  u.dp_ = split(world, u.mesh_.dp_color(rank), rank);
+  return u;
+}
+
+Universe::Universe(Universe&& other) noexcept
+    : world_(other.world_),
+      mesh_(other.mesh_),
+      rank_(other.rank_),
+      host_(std::move(other.host_)),
+      local_rank_(other.local_rank_),
+      local_size_(other.local_size_),
+      num_nodes_(other.num_nodes_),
+      device_(other.device_),
+      node_(std::exchange(other.node_, MPI_COMM_NULL)),
+      shard_(std::exchange(other.shard_, MPI_COMM_NULL)),
+      cp_(std::exchange(other.cp_, MPI_COMM_NULL)),
+      dp_(std::exchange(other.dp_, MPI_COMM_NULL)) {}
+
+Universe& Universe::operator=(Universe&& other) noexcept {
+  if (this != &other) {
+    release();
+    world_ = other.world_;
+    mesh_ = other.mesh_;
+    rank_ = other.rank_;
+    host_ = std::move(other.host_);
+    local_rank_ = other.local_rank_;
+    local_size_ = other.local_size_;
+    num_nodes_ = other.num_nodes_;
+    device_ = other.device_;
+    node_ = std::exchange(other.node_, MPI_COMM_NULL);
+    shard_ = std::exchange(other.shard_, MPI_COMM_NULL);
+    cp_ = std::exchange(other.cp_, MPI_COMM_NULL);
+    dp_ = std::exchange(other.dp_, MPI_COMM_NULL);
+  }
+  return *this;
+}
+
+Universe::~Universe() { release(); }
+
+void Universe::release() noexcept {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return;
+  for (MPI_Comm* c : {&node_, &shard_, &cp_, &dp_}) {
+    if (*c != MPI_COMM_NULL) MPI_Comm_free(c);
+  }
+}
+
+std::string Universe::describe() const {
+  const MeshCoord c = coord();
+  std::ostringstream os;
+  os << "rank " << rank_ << "/" << size() << " host=" << host_ << " local=" << local_rank_ << "/"
+     << local_size_ << " device=" << device_.str() << " mesh(dp,fs,cp)=(" << c.dp << "," << c.fs << ","
+     << c.cp << ") data_rank=" << data_rank() << "/" << num_data_ranks()
+     << " shard=" << join(mesh_.shard_group(rank_)) << " cp=" << join(mesh_.cp_group(rank_))
+     << " dp=" << join(mesh_.dp_group(rank_));
+  return os.str();
+}
+
+}  // namespace ov
