@@ -75,6 +75,13 @@ Universe Universe::create(MPI_Comm world, int fs, int cp, DeviceRequest request)
                                              : "this build of LibTorch has no CUDA support") +
                    "; use --device cpu or auto";
   }
+  if (request != DeviceRequest::kCpu && num_gpus > 0 && u.local_size_ > num_gpus) {
+    // NCCL cannot put two ranks of one communicator on one GPU, and sharing a GPU is never what a
+    // training job wants: say so before anything is allocated.
+    device_error = "host " + u.host_ + " runs " + std::to_string(u.local_size_) + " ranks but has " +
+                   std::to_string(num_gpus) + " GPU(s): launch at most one rank per GPU (e.g. srun "
+                   "--ntasks-per-node=" + std::to_string(num_gpus) + "), or pass --device cpu";
+  }
   agree_on_errors(world, device_error);
   if (request != DeviceRequest::kCpu && num_gpus > 0) {
     u.device_ = DeviceChoice{DeviceKind::kCuda, u.local_rank_ % num_gpus};

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the CUDA configuration on a GPU machine and checks it: the NCCL collectives suite on one rank,
+# the job over NCCL, and the whole CTest suite. Writes logs to ${OUT:-/tmp/openvid-gpu}.
+# On the project's lent GPU machine: carry .device (../shared/device) and run `bash bench/gpu_check.sh`.
+set -uo pipefail
+out=${OUT:-/tmp/openvid-gpu}
+mkdir -p "$out"
+if [ -f .device/deps.sh ]; then source .device/deps.sh > "$out/deps.log" 2>&1; fi
+nvidia-smi -L
+{ cmake -S . -B build-gpu ${OPENVID_CMAKE_ARGS:-} > "$out/configure.log" 2>&1 &&
+  cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1; } || { tail -40 "$out"/configure.log "$out"/build.log; exit 1; }
+echo "compiler warnings: $(grep -c 'warning:' "$out/build.log")"
+echo "== collectives over NCCL (1 rank)"
+OPENVID_TEST_BACKEND=nccl mpiexec -n 1 build-gpu/tests/test_collectives 2>&1 | tee "$out/nccl_tests.log" | tail -3
+echo "== the job over NCCL"
+mpiexec -n 1 build-gpu/openvid_mpi --backend nccl --device cuda 2>&1 | tail -4
+echo "== 2 ranks on 1 GPU: must refuse with one message (exit 2)"
+mpiexec -n 2 --oversubscribe build-gpu/openvid_mpi 2>&1 | grep -E "error:" ; echo "exit ${PIPESTATUS[0]}"
+echo "== ctest"
+ctest --test-dir build-gpu -j 8 2>&1 | tail -4
