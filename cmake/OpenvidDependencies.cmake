@@ -50,9 +50,13 @@ endif()
 find_package(Boost 1.71 REQUIRED CONFIG COMPONENTS program_options
              OPTIONAL_COMPONENTS unit_test_framework)
 
+# ---- nlohmann-json (safetensors headers, index files) -----------------------------------------------
+find_package(nlohmann_json 3.2 REQUIRED CONFIG)
+
 add_library(openvid_deps INTERFACE)
 add_library(openvid::deps ALIAS openvid_deps)
-target_link_libraries(openvid_deps INTERFACE ${TORCH_LIBRARIES} MPI::MPI_C Boost::program_options)
+target_link_libraries(openvid_deps INTERFACE ${TORCH_LIBRARIES} MPI::MPI_C Boost::program_options
+                      nlohmann_json::nlohmann_json)
 target_include_directories(openvid_deps SYSTEM INTERFACE ${HDF5_C_INCLUDE_DIRS})
 target_link_libraries(openvid_deps INTERFACE ${HDF5_C_LIBRARIES})
 # The deprecated MPI C++ bindings are never used; skipping them keeps libmpi_cxx out of the link.

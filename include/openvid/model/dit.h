@@ -1,0 +1,117 @@
+#pragma once
+// The video DiT of SPEC.md ("The DiT"), as LibTorch modules with the reference's parameter names, so
+// a state dict moves between the reference trainer and openvid by name.
+//
+// Precision: parameters are fp32 (the master copy). set_compute_dtype(kBFloat16) makes every matmul,
+// attention and activation run in bf16 (weights cast on use, which autograd turns into fp32 gradients);
+// norms, RoPE, the time embedding's sinusoids and the modulation arithmetic of the norms stay fp32.
+// FSDP later swaps in gathered compute-dtype weights without changing this module's code.
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <memory>
+
+#include "openvid/config/options.h"
+#include "openvid/model/rope.h"
+
+namespace ov::model {
+
+using DiTConfig = ov::ModelOptions;
+
+// Throws InputError naming the field when the configuration cannot build a model.
+void validate_config(const DiTConfig& config);
+
+// Self-attention over the whole sequence: the hook context parallelism replaces (its version gathers
+// the video keys/values of the cp group). q, k, v are [B, heads, L, head_dim] with the registers first.
+class SelfAttention {
+ public:
+  virtual ~SelfAttention() = default;
+  virtual at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) = 0;
+};
+
+// The default: scaled dot-product attention over the local sequence (flash / cuDNN kernels on GPUs).
+class LocalSelfAttention final : public SelfAttention {
+ public:
+  at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override;
+};
+
+// What every block of one forward shares.
+struct BlockContext {
+  at::Tensor rope_cos, rope_sin;  // [L, head_dim/2] fp32, on the compute device
+  at::ScalarType compute_dtype = at::kFloat;
+  SelfAttention* self_attention = nullptr;
+};
+
+class BlockImpl : public torch::nn::Module {
+ public:
+  BlockImpl(const DiTConfig& config, int index);
+
+  // x [B, L, D], c [B, D] (conditioning), text [B, Lc, Dc], v0 [B, heads, L, head_dim] (block 0's values;
+  // undefined in block 0). Returns (x, v): the updated tokens and this block's (mixed) values.
+  std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& c, const at::Tensor& text,
+                                            const at::Tensor& v0, const BlockContext& ctx);
+
+  int index() const { return index_; }
+
+ private:
+  at::Tensor mod_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift,
+                      const at::Tensor& scale, at::ScalarType dtype) const;
+
+  int index_;
+  int64_t width_, heads_, head_dim_;
+  bool residual_v_;
+  at::Tensor norm1_, norm2_, norm3_;  // undefined unless bias_and_norm_affine
+  torch::nn::Linear qkv_{nullptr}, attn_proj_{nullptr}, q_cross_{nullptr}, context_kv_{nullptr},
+      cross_proj_{nullptr}, mlp0_{nullptr}, mlp2_{nullptr}, ada_{nullptr};
+  at::Tensor lambda_;
+};
+TORCH_MODULE(Block);
+
+class DiTImpl : public torch::nn::Module {
+ public:
+  explicit DiTImpl(const DiTConfig& config);
+
+  // x [B, C, T, H, W], text [B, Lc, Dc], t [B] in [0, 1] -> v [B, C, T, H, W]. rope_offset is the RoPE
+  // window start (t, h, w); training draws it per step, evaluation and sampling use zeros.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& text, const at::Tensor& t,
+                     std::array<int64_t, 3> rope_offset = {0, 0, 0});
+
+  // The same for the tokens of `window` only: x holds the latent frames of the window's time slice
+  // [B, C, t_count * time_patch, H, W] (context parallelism; self-attention goes through the hook).
+  at::Tensor forward_window(const at::Tensor& x, const at::Tensor& text, const at::Tensor& t,
+                            const TokenWindow& window);
+
+  // Deterministic initialisation from `seed` (same weights on every rank and device): PyTorch's default
+  // for linear and conv layers, 2-D weights times init_std_factor, registers standard normal, lambdas
+  // 0.5, norm weights 1, modulation layers and final_proj zero.
+  void initialize(uint64_t seed);
+
+  void set_compute_dtype(at::ScalarType dtype) { compute_dtype_ = dtype; }
+  at::ScalarType compute_dtype() const { return compute_dtype_; }
+  void set_self_attention(std::shared_ptr<SelfAttention> op) { self_attention_ = std::move(op); }
+  void set_activation_checkpointing(bool on) { checkpointing_ = on; }
+
+  const DiTConfig& config() const { return config_; }
+  int64_t num_blocks() const { return static_cast<int64_t>(blocks_.size()); }
+  Block& block(int64_t i) { return blocks_[static_cast<size_t>(i)]; }
+
+ private:
+  at::Tensor time_embedding(const at::Tensor& t) const;
+
+  DiTConfig config_;
+  RopeLayout rope_layout_;
+  at::ScalarType compute_dtype_ = at::kFloat;
+  bool checkpointing_ = false;
+  std::shared_ptr<SelfAttention> self_attention_;
+  torch::nn::Conv3d patch_embed_{nullptr};
+  at::Tensor register_tokens_;
+  torch::nn::Linear time0_{nullptr}, time2_{nullptr}, final_mod_{nullptr}, final_proj_{nullptr};
+  at::Tensor final_norm_;
+  std::vector<Block> blocks_;
+};
+TORCH_MODULE(DiT);
+
+}  // namespace ov::model

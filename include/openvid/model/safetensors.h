@@ -1,0 +1,34 @@
+#pragma once
+// safetensors files (https://github.com/huggingface/safetensors): 8-byte little-endian header length,
+// a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}}, then the raw
+// little-endian data. Sharded sets come as "<name>.safetensors.index.json" with a "weight_map" from
+// tensor name to shard file. Written by hand (no C++ library for the format is packaged in Debian): the
+// format is a JSON header and raw bytes, and nlohmann-json does the JSON.
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <string>
+
+namespace ov::model {
+
+using TensorMap = std::map<std::string, at::Tensor>;
+using Metadata = std::map<std::string, std::string>;
+
+struct SafetensorsFile {
+  TensorMap tensors;  // CPU tensors in the stored dtype
+  Metadata metadata;
+};
+
+// Reads one .safetensors file, checking every entry (dtype, shape, offsets against sizes and the file's
+// length, no overlaps or holes). Throws InputError naming the file and the problem.
+SafetensorsFile read_safetensors(const std::string& path);
+
+// Reads weights from a .safetensors file, a sharded set's *.safetensors.index.json, or a directory that
+// holds model.safetensors or model.safetensors.index.json.
+TensorMap read_weights(const std::string& path);
+
+// Writes `tensors` (any device; written as stored: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)
+// atomically: a temporary file in the same directory, fsync, rename. Throws ov::Error on I/O failure.
+void write_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});
+
+}  // namespace ov::model

@@ -1,0 +1,233 @@
+#include "openvid/model/safetensors.h"
+
+#include <ATen/ATen.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "openvid/runtime/error.h"
+
+namespace ov::model {
+namespace {
+
+static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr uint64_t kMaxHeader = 100u << 20;  // the reference implementation's limit
+
+const std::map<std::string, at::ScalarType>& dtype_by_name() {
+  static const std::map<std::string, at::ScalarType> m = {
+      {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf}, {"BF16", at::kBFloat16},
+      {"I64", at::kLong},   {"I32", at::kInt},   {"I16", at::kShort}, {"I8", at::kChar},
+      {"U8", at::kByte},    {"BOOL", at::kBool}};
+  return m;
+}
+
+std::string dtype_name(at::ScalarType t) {
+  for (const auto& [name, type] : dtype_by_name())
+    if (type == t) return name;
+  throw Error(std::string("safetensors cannot store dtype ") + c10::toString(t));
+}
+
+[[noreturn]] void bad(const std::string& path, const std::string& what) {
+  throw InputError("safetensors file '" + path + "': " + what);
+}
+
+struct Entry {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin, end;
+};
+
+}  // namespace
+
+SafetensorsFile read_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) bad(path, "cannot be opened (" + std::string(std::strerror(errno)) + ")");
+  std::error_code ec;
+  const uint64_t file_size = fs::file_size(path, ec);
+  if (ec) bad(path, "cannot read its size: " + ec.message());
+  if (file_size < 8) bad(path, "is " + std::to_string(file_size) + " bytes long: too short for a header (truncated?)");
+  uint64_t header_len = 0;
+  in.read(reinterpret_cast<char*>(&header_len), 8);
+  if (header_len > kMaxHeader || header_len > file_size - 8) {
+    bad(path, "header length " + std::to_string(header_len) + " exceeds the file (" + std::to_string(file_size) +
+                  " bytes): truncated or not a safetensors file");
+  }
+  std::string header(header_len, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(header_len));
+  json j;
+  try {
+    j = json::parse(header);
+  } catch (const json::exception& e) {
+    bad(path, std::string("header is not valid JSON: ") + e.what());
+  }
+  if (!j.is_object()) bad(path, "header is not a JSON object");
+
+  SafetensorsFile out;
+  std::vector<Entry> entries;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (!it->is_object()) bad(path, "__metadata__ is not an object");
+      for (auto m = it->begin(); m != it->end(); ++m) {
+        if (!m->is_string()) bad(path, "__metadata__ value of '" + m.key() + "' is not a string");
+        out.metadata[m.key()] = m->get<std::string>();
+      }
+      continue;
+    }
+    const json& e = *it;
+    const std::string& name = it.key();
+    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
+      bad(path, "entry '" + name + "' lacks dtype, shape or data_offsets");
+    }
+    const auto d = dtype_by_name().find(e["dtype"].is_string() ? e["dtype"].get<std::string>() : "");
+    if (d == dtype_by_name().end()) {
+      bad(path, "entry '" + name + "' has unsupported dtype " + e["dtype"].dump() +
+                    " (supported: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)");
+    }
+    Entry entry{name, d->second, {}, 0, 0};
+    uint64_t numel = 1;
+    if (!e["shape"].is_array()) bad(path, "entry '" + name + "' has a shape that is not a list");
+    for (const json& s : e["shape"]) {
+      if (!s.is_number_unsigned()) bad(path, "entry '" + name + "' has a negative or non-integer dimension");
+      entry.shape.push_back(s.get<int64_t>());
+      numel *= s.get<uint64_t>();
+    }
+    const json& off = e["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
+      bad(path, "entry '" + name + "' has malformed data_offsets");
+    }
+    entry.begin = off[0].get<uint64_t>();
+    entry.end = off[1].get<uint64_t>();
+    const uint64_t bytes = numel * c10::elementSize(entry.dtype);
+    if (entry.end < entry.begin || entry.end - entry.begin != bytes) {
+      bad(path, "entry '" + name + "' claims " + std::to_string(entry.end - entry.begin) + " bytes but its shape and dtype need " +
+                    std::to_string(bytes));
+    }
+    entries.push_back(std::move(entry));
+  }
+  // The data must be covered exactly: sorted by offset, each entry starts where the previous ended.
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+  uint64_t expected_begin = 0;
+  for (const Entry& e : entries) {
+    if (e.begin != expected_begin) bad(path, "entry '" + e.name + "' overlaps another or leaves a gap in the data");
+    expected_begin = e.end;
+  }
+  const uint64_t data_len = file_size - 8 - header_len;
+  if (expected_begin != data_len) {
+    bad(path, "header describes " + std::to_string(expected_begin) + " bytes of data but the file holds " +
+                  std::to_string(data_len) + (expected_begin > data_len ? " (truncated)" : " (trailing bytes)"));
+  }
+  for (const Entry& e : entries) {
+    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype));
+    in.seekg(static_cast<std::streamoff>(8 + header_len + e.begin));
+    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
+    if (!in) bad(path, "read of entry '" + e.name + "' failed (truncated?)");
+    out.tensors.emplace(e.name, std::move(t));
+  }
+  return out;
+}
+
+TensorMap read_weights(const std::string& path) {
+  fs::path p(path);
+  if (fs::is_directory(p)) {
+    if (fs::exists(p / "model.safetensors")) return read_safetensors((p / "model.safetensors").string()).tensors;
+    if (fs::exists(p / "model.safetensors.index.json")) p = p / "model.safetensors.index.json";
+    else throw InputError("'" + path + "' holds neither model.safetensors nor model.safetensors.index.json");
+  }
+  const std::string s = p.string();
+  if (s.size() < 5 || s.compare(s.size() - 5, 5, ".json") != 0) return read_safetensors(s).tensors;
+
+  std::ifstream in(s);
+  if (!in) throw InputError("weights index '" + s + "' cannot be opened");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    throw InputError("weights index '" + s + "' is not valid JSON: " + e.what());
+  }
+  if (!j.contains("weight_map") || !j["weight_map"].is_object()) {
+    throw InputError("weights index '" + s + "' has no weight_map object");
+  }
+  std::map<std::string, std::vector<std::string>> names_by_file;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    if (!it->is_string()) throw InputError("weights index '" + s + "': the shard of '" + it.key() + "' is not a file name");
+    names_by_file[it->get<std::string>()].push_back(it.key());
+  }
+  TensorMap out;
+  for (const auto& [file, names] : names_by_file) {
+    const fs::path shard = p.parent_path() / file;
+    if (!fs::exists(shard)) throw InputError("weights index '" + s + "' names shard '" + shard.string() + "', which does not exist");
+    SafetensorsFile f = read_safetensors(shard.string());
+    for (const std::string& n : names) {
+      auto t = f.tensors.find(n);
+      if (t == f.tensors.end()) {
+        throw InputError("weights index '" + s + "' puts '" + n + "' in '" + shard.string() + "', which does not hold it");
+      }
+      out[n] = t->second;
+    }
+  }
+  return out;
+}
+
+void write_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<at::Tensor> data;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    const uint64_t bytes = static_cast<uint64_t>(c.numel()) * c.element_size();
+    header[name] = {{"dtype", dtype_name(c.scalar_type())}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+    data.push_back(std::move(c));
+  }
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned, as the reference writer does
+  const uint64_t header_len = h.size();
+
+  const fs::path target(path);
+  const fs::path tmp = target.parent_path() / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()));
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw Error("cannot create '" + tmp.string() + "': " + std::strerror(errno));
+  auto write_all = [&](const void* p, size_t n) {
+    const char* b = static_cast<const char*>(p);
+    while (n > 0) {
+      const ssize_t w = ::write(fd, b, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        const std::string err = std::strerror(errno);
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        throw Error("writing '" + tmp.string() + "' failed: " + err);
+      }
+      b += w;
+      n -= static_cast<size_t>(w);
+    }
+  };
+  write_all(&header_len, 8);
+  write_all(h.data(), h.size());
+  for (const at::Tensor& c : data) write_all(c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size());
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    throw Error("flushing '" + tmp.string() + "' failed: " + std::strerror(errno));
+  }
+  std::error_code ec;
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    ::unlink(tmp.c_str());
+    throw Error("renaming '" + tmp.string() + "' to '" + path + "' failed: " + ec.message());
+  }
+}
+
+}  // namespace ov::model
