@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE universe
 #include "mpi_fixture.h"
 
+#include <ATen/Context.h>
+
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/universe.h"
@@ -40,7 +42,7 @@ BOOST_AUTO_TEST_CASE(sub_communicators_match_the_mesh_for_every_layout) {
 }
 
 BOOST_AUTO_TEST_CASE(node_local_ranks_are_consistent) {
-  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, 1, 1, ov::DeviceRequest::kAuto);
+  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, 1, 1, ov::DeviceRequest::kCpu);
   BOOST_CHECK_GE(u.local_rank(), 0);
   BOOST_CHECK_LT(u.local_rank(), u.local_size());
   BOOST_CHECK(members(u.node()).size() == static_cast<size_t>(u.local_size()));
@@ -109,4 +111,20 @@ BOOST_AUTO_TEST_CASE(string_gather_and_broadcast) {
     BOOST_CHECK(all.empty());
   }
   BOOST_CHECK_EQUAL(ov::broadcast_string(MPI_COMM_WORLD, me == 0 ? "from root" : "x", 0), "from root");
+}
+
+// On a machine with GPUs, more ranks per node than GPUs is refused on every rank (NCCL cannot share
+// a GPU between ranks of one communicator). Without GPUs, auto falls back to the CPU.
+BOOST_AUTO_TEST_CASE(device_auto_uses_one_gpu_per_rank_or_the_cpu) {
+  std::string message;
+  try {
+    ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, 1, 1, ov::DeviceRequest::kAuto);
+    if (!at::hasCUDA()) BOOST_CHECK_EQUAL(u.device().str(), "cpu");
+    else BOOST_CHECK_EQUAL(u.device().index, u.local_rank());
+  } catch (const ov::CollectiveExit& e) {
+    message = e.what();
+  }
+  const bool oversubscribed = at::hasCUDA() && ov::world_size() > static_cast<int>(at::getNumGPUs());
+  BOOST_CHECK_EQUAL(!message.empty(), oversubscribed);
+  if (oversubscribed) BOOST_CHECK_MESSAGE(message.find("launch at most one rank per GPU") != std::string::npos, message);
 }
