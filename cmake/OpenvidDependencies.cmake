@@ -55,7 +55,11 @@ find_package(nlohmann_json 3.2 REQUIRED CONFIG)
 
 add_library(openvid_deps INTERFACE)
 add_library(openvid::deps ALIAS openvid_deps)
-target_link_libraries(openvid_deps INTERFACE ${TORCH_LIBRARIES} MPI::MPI_C Boost::program_options
+# libstdc++ first: pip LibTorch wheels export their own copies of some libstdc++ symbols (seen:
+# std::filesystem::remove_all in torch 2.11+cu130, which crashed when called from our code). The dynamic
+# linker binds to the first library in DT_NEEDED order that defines a symbol, so the C++ runtime must
+# come before libtorch for its definitions to win.
+target_link_libraries(openvid_deps INTERFACE -lstdc++ ${TORCH_LIBRARIES} MPI::MPI_C Boost::program_options
                       nlohmann_json::nlohmann_json)
 target_include_directories(openvid_deps SYSTEM INTERFACE ${HDF5_C_INCLUDE_DIRS})
 target_link_libraries(openvid_deps INTERFACE ${HDF5_C_LIBRARIES})
