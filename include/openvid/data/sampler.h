@@ -1,0 +1,63 @@
+#pragma once
+// Which samples each step reads: a deterministic function of (seed, epoch) and the dataset's bucket
+// counts, the same on every rank and independent of the layout's rank count except through the global
+// batch size. No MPI here.
+//
+// Epoch e: each bucket's training samples are shuffled with a stream seeded from (seed, e, bucket) and
+// cut into global batches (the tail that does not fill one is dropped, identically everywhere); then the
+// epoch's batches are shuffled with (seed, e). A position (epoch, step) names a batch, so a checkpoint
+// that stores it resumes exactly at the next batch.
+//
+// The held-out split is fixed by the data alone (a constant seed): the same samples are held out
+// whatever the run seed or layout, so evaluation losses compare across runs.
+#include <cstdint>
+#include <vector>
+
+#include "openvid/data/dataset.h"
+
+namespace ov::data {
+
+struct Position {
+  int64_t epoch = 0;
+  int64_t step = 0;  // within the epoch
+  bool operator==(const Position&) const = default;
+};
+
+class Sampler {
+ public:
+  // bucket_counts[b]: samples in bucket b. Throws InputError when no bucket fills one global batch.
+  Sampler(std::vector<int64_t> bucket_counts, uint64_t seed, int64_t global_batch, double heldout_fraction);
+
+  int64_t global_batch() const { return global_batch_; }
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  GlobalBatch batch(Position p) const;
+  Position next(Position p) const;
+  // The position `steps` steps after the start of epoch 0.
+  Position position_after(int64_t steps) const;
+
+  // Held-out samples of bucket b, in a fixed order.
+  const std::vector<int64_t>& heldout(int64_t bucket) const { return heldout_[static_cast<size_t>(bucket)]; }
+  const std::vector<int64_t>& training(int64_t bucket) const { return train_[static_cast<size_t>(bucket)]; }
+  // Evaluation batches over the held-out samples (bucket by bucket, at most max_batches); the last batch
+  // of a bucket is padded by repeating its samples, and `valid` says how many are real.
+  std::vector<GlobalBatch> heldout_batches(int64_t max_batches) const;
+
+ private:
+  struct Slot {
+    int64_t bucket, first;  // first: offset into the epoch's shuffled training samples of the bucket
+  };
+  std::vector<Slot> plan(int64_t epoch) const;
+  std::vector<int64_t> shuffled_training(int64_t epoch, int64_t bucket) const;
+
+  uint64_t seed_;
+  int64_t global_batch_;
+  std::vector<std::vector<int64_t>> train_, heldout_;
+  int64_t steps_per_epoch_ = 0;
+};
+
+// Reproducible everywhere: splitmix64-seeded mt19937_64 with an unbiased bounded draw (std's
+// distributions are implementation-defined), and Fisher-Yates.
+void deterministic_shuffle(std::vector<int64_t>& v, uint64_t seed);
+uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c = 0);
+
+}  // namespace ov::data

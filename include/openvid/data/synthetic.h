@@ -1,0 +1,36 @@
+#pragma once
+// Synthetic datasets: random latents and text states in the real format, for the quick start, tests
+// and benchmarks. Every value is a function of (seed, bucket, sample), so a reader's output can be
+// checked against synthetic_sample() without keeping the data.
+#include <ATen/core/Tensor.h>
+#include <mpi.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "openvid/data/manifest.h"
+
+namespace ov::data {
+
+struct SyntheticSpec {
+  std::string directory;
+  std::vector<std::array<int64_t, 3>> shapes;  // (frames, height, width) per bucket
+  int64_t samples_per_bucket = 64;
+  int64_t channels = 16, text_tokens = 512, text_dim = 4096, caption_bytes = 128;
+  int shards = 1;
+  uint64_t seed = 0;
+};
+
+// Collective over `comm`: writes the dataset (shards with every bucket split evenly over them; each rank
+// writes its share of the rows with collective MPI-IO) and, on rank 0, the manifest. Returns the manifest.
+Manifest write_synthetic_dataset(MPI_Comm comm, const SyntheticSpec& spec);
+
+struct SyntheticSample {
+  at::Tensor latent;  // [C, T, H, W] half
+  at::Tensor text;    // [Lc, Dc] half
+  std::string caption;
+};
+SyntheticSample synthetic_sample(const SyntheticSpec& spec, int64_t bucket, int64_t index);
+
+}  // namespace ov::data

@@ -1,0 +1,112 @@
+#include "openvid/data/sampler.h"
+
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "openvid/runtime/error.h"
+
+namespace ov::data {
+
+uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c) {
+  // splitmix64 over the three words: well-spread seeds from small integers.
+  uint64_t x = a;
+  for (uint64_t v : {b, c}) {
+    x += 0x9e3779b97f4a7c15ULL + v;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+  }
+  return x;
+}
+
+void deterministic_shuffle(std::vector<int64_t>& v, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  for (size_t i = v.size(); i > 1; --i) {
+    // Unbiased draw in [0, i) by rejection.
+    const uint64_t bound = i, limit = UINT64_MAX - UINT64_MAX % bound;
+    uint64_t r = gen();
+    while (r >= limit) r = gen();
+    std::swap(v[i - 1], v[static_cast<size_t>(r % bound)]);
+  }
+}
+
+namespace {
+constexpr uint64_t kSplitSeed = 0x0e7a1d5e7;  // fixed: the held-out split depends on the data only
+}
+
+Sampler::Sampler(std::vector<int64_t> counts, uint64_t seed, int64_t global_batch, double heldout_fraction)
+    : seed_(seed), global_batch_(global_batch) {
+  OV_CHECK(global_batch >= 1, "global batch must be >= 1");
+  OV_CHECK(heldout_fraction >= 0 && heldout_fraction < 1, "held-out fraction must be in [0, 1)");
+  for (size_t b = 0; b < counts.size(); ++b) {
+    std::vector<int64_t> all(static_cast<size_t>(counts[b]));
+    std::iota(all.begin(), all.end(), int64_t{0});
+    deterministic_shuffle(all, mix_seed(kSplitSeed, b));
+    const int64_t held = std::min<int64_t>(counts[b], static_cast<int64_t>(std::llround(heldout_fraction * static_cast<double>(counts[b]))));
+    heldout_.emplace_back(all.begin(), all.begin() + held);
+    train_.emplace_back(all.begin() + held, all.end());
+    std::sort(train_.back().begin(), train_.back().end());
+    steps_per_epoch_ += static_cast<int64_t>(train_.back().size()) / global_batch_;
+  }
+  if (steps_per_epoch_ == 0) {
+    throw InputError("no bucket of the dataset has enough training samples for one global batch of " +
+                     std::to_string(global_batch_) + " (batch_size x data ranks): lower --batch_size or use more data");
+  }
+}
+
+std::vector<int64_t> Sampler::shuffled_training(int64_t epoch, int64_t bucket) const {
+  std::vector<int64_t> v = train_[static_cast<size_t>(bucket)];
+  deterministic_shuffle(v, mix_seed(seed_, static_cast<uint64_t>(epoch), static_cast<uint64_t>(bucket) + 1));
+  return v;
+}
+
+std::vector<Sampler::Slot> Sampler::plan(int64_t epoch) const {
+  std::vector<Slot> slots;
+  for (size_t b = 0; b < train_.size(); ++b) {
+    const int64_t n = static_cast<int64_t>(train_[b].size()) / global_batch_;
+    for (int64_t i = 0; i < n; ++i) slots.push_back({static_cast<int64_t>(b), i * global_batch_});
+  }
+  std::vector<int64_t> order(slots.size());
+  std::iota(order.begin(), order.end(), int64_t{0});
+  deterministic_shuffle(order, mix_seed(seed_, static_cast<uint64_t>(epoch), 0));
+  std::vector<Slot> out;
+  out.reserve(slots.size());
+  for (int64_t i : order) out.push_back(slots[static_cast<size_t>(i)]);
+  return out;
+}
+
+GlobalBatch Sampler::batch(Position p) const {
+  OV_CHECK(p.step >= 0 && p.step < steps_per_epoch_, "sampler position outside the epoch");
+  const Slot slot = plan(p.epoch)[static_cast<size_t>(p.step)];
+  const std::vector<int64_t> samples = shuffled_training(p.epoch, slot.bucket);
+  GlobalBatch gb;
+  gb.bucket = slot.bucket;
+  gb.samples.assign(samples.begin() + slot.first, samples.begin() + slot.first + global_batch_);
+  return gb;
+}
+
+Position Sampler::next(Position p) const {
+  return p.step + 1 < steps_per_epoch_ ? Position{p.epoch, p.step + 1} : Position{p.epoch + 1, 0};
+}
+
+Position Sampler::position_after(int64_t steps) const { return Position{steps / steps_per_epoch_, steps % steps_per_epoch_}; }
+
+std::vector<GlobalBatch> Sampler::heldout_batches(int64_t max_batches) const {
+  std::vector<GlobalBatch> out;
+  for (size_t b = 0; b < heldout_.size() && static_cast<int64_t>(out.size()) < max_batches; ++b) {
+    const std::vector<int64_t>& h = heldout_[b];
+    for (size_t first = 0; first < h.size() && static_cast<int64_t>(out.size()) < max_batches;
+         first += static_cast<size_t>(global_batch_)) {
+      GlobalBatch gb;
+      gb.bucket = static_cast<int64_t>(b);
+      const size_t real = std::min(h.size() - first, static_cast<size_t>(global_batch_));
+      for (size_t i = 0; i < static_cast<size_t>(global_batch_); ++i) gb.samples.push_back(h[first + i % real]);
+      gb.valid = static_cast<int64_t>(real);
+      out.push_back(std::move(gb));
+    }
+  }
+  return out;
+}
+
+}  // namespace ov::data

@@ -1,0 +1,171 @@
+#include "openvid/data/synthetic.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <filesystem>
+
+#include "openvid/data/hdf5.h"
+#include "openvid/data/sampler.h"
+#include "openvid/runtime/error.h"
+#include "openvid/runtime/mpi_session.h"
+
+namespace ov::data {
+namespace fs = std::filesystem;
+
+SyntheticSample synthetic_sample(const SyntheticSpec& spec, int64_t bucket, int64_t index) {
+  const auto& s = spec.shapes[static_cast<size_t>(bucket)];
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(mix_seed(spec.seed, static_cast<uint64_t>(bucket), static_cast<uint64_t>(index)));
+  SyntheticSample out;
+  out.latent = at::normal(0, 1, {spec.channels, s[0], s[1], s[2]}, g).to(at::kHalf);
+  out.text = at::normal(0, 1, {spec.text_tokens, spec.text_dim}, g).to(at::kHalf);
+  out.caption = "synthetic sample " + std::to_string(index) + " of " + bucket_name(s[0], s[1], s[2]);
+  return out;
+}
+
+namespace {
+
+void write_string_attr(hid_t obj, const char* name, const std::string& value) {
+  H5Id type(OV_H5(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+  OV_H5(H5Tset_size(type, std::max<size_t>(value.size(), 1)), "H5Tset_size");
+  H5Id space(OV_H5(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+  H5Id attr(OV_H5(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), std::string("H5Acreate2 ") + name), H5Aclose);
+  std::string v = value.empty() ? std::string(1, '\0') : value;
+  OV_H5(H5Awrite(attr, type, v.data()), "H5Awrite");
+}
+
+template <typename T>
+void write_scalar_attr(hid_t obj, const char* name, hid_t type, T value) {
+  H5Id space(OV_H5(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+  H5Id attr(OV_H5(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), std::string("H5Acreate2 ") + name), H5Aclose);
+  OV_H5(H5Awrite(attr, type, &value), "H5Awrite");
+}
+
+H5Id create_dataset(hid_t group, const char* name, hid_t type, const std::vector<hsize_t>& dims) {
+  H5Id space(OV_H5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), "H5Screate_simple"), H5Sclose);
+  H5Id dcpl(OV_H5(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+  OV_H5(H5Pset_layout(dcpl, H5D_CONTIGUOUS), "H5Pset_layout");
+  OV_H5(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "H5Pset_fill_time");  // every row is written anyway
+  return H5Id(OV_H5(H5Dcreate2(group, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), std::string("H5Dcreate2 ") + name),
+              H5Dclose);
+}
+
+// Collective: this rank writes rows [first, first + count) of `dset` from `data` (count may be 0).
+void write_rows(hid_t dset, hid_t type, hid_t dxpl, hsize_t first, hsize_t count, const void* data) {
+  H5Id file_space(OV_H5(H5Dget_space(dset), "H5Dget_space"), H5Sclose);
+  const int rank = H5Sget_simple_extent_ndims(file_space);
+  std::vector<hsize_t> dims(static_cast<size_t>(rank)), start(static_cast<size_t>(rank), 0);
+  H5Sget_simple_extent_dims(file_space, dims.data(), nullptr);
+  std::vector<hsize_t> block = dims;
+  block[0] = std::max<hsize_t>(count, 1);
+  H5Id mem_space(OV_H5(H5Screate_simple(rank, block.data(), nullptr), "H5Screate_simple"), H5Sclose);
+  if (count == 0) {
+    OV_H5(H5Sselect_none(file_space), "H5Sselect_none");
+    OV_H5(H5Sselect_none(mem_space), "H5Sselect_none");
+  } else {
+    start[0] = first;
+    OV_H5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, block.data(), nullptr), "H5Sselect_hyperslab");
+  }
+  OV_H5(H5Dwrite(dset, type, mem_space, file_space, dxpl, count == 0 ? nullptr : data), "collective H5Dwrite");
+}
+
+}  // namespace
+
+Manifest write_synthetic_dataset(MPI_Comm comm, const SyntheticSpec& spec) {
+  silence_hdf5_errors();
+  int rank = 0, size = 1;
+  OV_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  OV_MPI_CHECK(MPI_Comm_size(comm, &size));
+  std::string error;
+  if (spec.shapes.empty() || spec.samples_per_bucket < 1 || spec.shards < 1) error = "a synthetic dataset needs shapes, samples and shards";
+  if (rank == 0 && error.empty()) {
+    std::error_code ec;
+    fs::create_directories(spec.directory, ec);
+    if (ec) error = "cannot create the dataset directory '" + spec.directory + "': " + ec.message();
+  }
+  agree_on_errors(comm, broadcast_string(comm, error));
+
+  Manifest m;
+  m.directory = spec.directory;
+  m.latent_channels = spec.channels;
+  m.text_tokens = spec.text_tokens;
+  m.text_dim = spec.text_dim;
+  m.caption_bytes = spec.caption_bytes;
+  m.latent_encoder = "synthetic (standard normal)";
+  m.text_encoder = "synthetic (standard normal)";
+  for (const auto& s : spec.shapes) {
+    Bucket b{bucket_name(s[0], s[1], s[2]), s[0], s[1], s[2], spec.samples_per_bucket, {}};
+    for (int sh = 0; sh < spec.shards; ++sh) {
+      const int64_t lo = spec.samples_per_bucket * sh / spec.shards, hi = spec.samples_per_bucket * (sh + 1) / spec.shards;
+      b.shards.push_back({"shard-" + std::to_string(100000 + sh).substr(1) + ".h5", hi - lo});
+    }
+    m.buckets.push_back(std::move(b));
+  }
+
+  const H5Id half = ieee_half_type();
+  H5Id str(OV_H5(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+  OV_H5(H5Tset_size(str, static_cast<size_t>(spec.caption_bytes)), "H5Tset_size");
+  OV_H5(H5Tset_strpad(str, H5T_STR_NULLPAD), "H5Tset_strpad");
+  H5Id dxpl(OV_H5(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate"), H5Pclose);
+  OV_H5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+
+  for (int sh = 0; sh < spec.shards; ++sh) {
+    const std::string path = m.shard_path(m.buckets[0].shards[static_cast<size_t>(sh)].file);
+    H5Id fapl(OV_H5(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
+    OV_H5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
+    OV_H5(H5Pset_all_coll_metadata_ops(fapl, true), "H5Pset_all_coll_metadata_ops");
+    OV_H5(H5Pset_coll_metadata_write(fapl, true), "H5Pset_coll_metadata_write");
+    H5Id file(OV_H5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), "creating '" + path + "'"), H5Fclose);
+    write_string_attr(file, "format", kFormatName);
+    write_scalar_attr(file, "format_version", H5T_NATIVE_INT64, int64_t{kFormatVersion});
+    write_string_attr(file, "latent_encoder", m.latent_encoder);
+    write_string_attr(file, "text_encoder", m.text_encoder);
+    write_scalar_attr(file, "latent_scale", H5T_NATIVE_DOUBLE, m.latent_scale);
+    write_scalar_attr(file, "latent_shift", H5T_NATIVE_DOUBLE, m.latent_shift);
+    H5Id buckets(OV_H5(H5Gcreate2(file, "buckets", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2"), H5Gclose);
+    for (size_t b = 0; b < m.buckets.size(); ++b) {
+      const Bucket& bucket = m.buckets[b];
+      const int64_t lo = spec.samples_per_bucket * sh / spec.shards, n = bucket.shards[static_cast<size_t>(sh)].count;
+      H5Id g(OV_H5(H5Gcreate2(buckets, bucket.name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2"), H5Gclose);
+      write_scalar_attr(g, "frames", H5T_NATIVE_INT64, bucket.frames);
+      write_scalar_attr(g, "height", H5T_NATIVE_INT64, bucket.height);
+      write_scalar_attr(g, "width", H5T_NATIVE_INT64, bucket.width);
+      const hsize_t N = static_cast<hsize_t>(n);
+      H5Id lat = create_dataset(g, "latents", half, {N, static_cast<hsize_t>(spec.channels), static_cast<hsize_t>(bucket.frames),
+                                                     static_cast<hsize_t>(bucket.height), static_cast<hsize_t>(bucket.width)});
+      H5Id txt = create_dataset(g, "text", half, {N, static_cast<hsize_t>(spec.text_tokens), static_cast<hsize_t>(spec.text_dim)});
+      H5Id cap = create_dataset(g, "captions", str, {N});
+      H5Id src = create_dataset(g, "source_ids", str, {N});
+      // This rank's contiguous share of the rows.
+      const int64_t first = n * rank / size, count = n * (rank + 1) / size - first;
+      std::vector<at::Tensor> lats, txts;
+      std::string caps(static_cast<size_t>(std::max<int64_t>(count, 1) * spec.caption_bytes), '\0'), srcs = caps;
+      for (int64_t i = 0; i < count; ++i) {
+        const SyntheticSample s = synthetic_sample(spec, static_cast<int64_t>(b), lo + first + i);
+        lats.push_back(s.latent);
+        txts.push_back(s.text);
+        caps.replace(static_cast<size_t>(i * spec.caption_bytes), std::min<size_t>(s.caption.size(), static_cast<size_t>(spec.caption_bytes)), s.caption);
+        const std::string id = "synthetic:" + std::to_string(spec.seed) + ":" + bucket.name + ":" + std::to_string(lo + first + i);
+        srcs.replace(static_cast<size_t>(i * spec.caption_bytes), std::min<size_t>(id.size(), static_cast<size_t>(spec.caption_bytes)), id);
+      }
+      const at::Tensor lat_data = count > 0 ? at::stack(lats).contiguous() : at::Tensor();
+      const at::Tensor txt_data = count > 0 ? at::stack(txts).contiguous() : at::Tensor();
+      write_rows(lat, half, dxpl, static_cast<hsize_t>(first), static_cast<hsize_t>(count), count > 0 ? lat_data.data_ptr() : nullptr);
+      write_rows(txt, half, dxpl, static_cast<hsize_t>(first), static_cast<hsize_t>(count), count > 0 ? txt_data.data_ptr() : nullptr);
+      write_rows(cap, str, dxpl, static_cast<hsize_t>(first), static_cast<hsize_t>(count), caps.data());
+      write_rows(src, str, dxpl, static_cast<hsize_t>(first), static_cast<hsize_t>(count), srcs.data());
+    }
+  }
+  std::string manifest_error;
+  if (rank == 0) {
+    try {
+      write_manifest(m);
+    } catch (const std::exception& e) {
+      manifest_error = e.what();
+    }
+  }
+  agree_on_errors(comm, manifest_error, kExitFailure);
+  return m;
+}
+
+}  // namespace ov::data
