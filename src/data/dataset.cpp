@@ -107,8 +107,13 @@ struct Dataset::Impl {
   std::vector<std::vector<Part>> parts;  // per bucket, in manifest order
   H5Id dxpl;
   ReadStats stats;
+  static constexpr size_t kPoolSize = 16;
+  std::vector<at::Tensor> pool;  // output buffers, reused once released
+
+  at::Tensor buffer(at::IntArrayRef sizes);
 
   ~Impl() {
+    pool.clear();
     parts.clear();
     shards.clear();
     dxpl.reset();
@@ -268,6 +273,18 @@ void Dataset::Impl::collective_read(hid_t dset, const std::vector<hsize_t>& rows
   stats.bytes += static_cast<int64_t>(rows.empty() ? 0 : bytes);
 }
 
+at::Tensor Dataset::Impl::buffer(at::IntArrayRef sizes) {
+  // Reused once the consumer has let go of its storage (views count too): fresh 20 MB buffers each step
+  // would cost a page fault per 4 KiB, which showed as most of the read time.
+  for (const at::Tensor& t : pool) {
+    if (t.sizes() == sizes && t.storage().use_count() == 1) return t;
+  }
+  at::Tensor t = at::empty(sizes, at::TensorOptions().dtype(at::kHalf).pinned_memory(at::hasCUDA()));
+  if (pool.size() >= kPoolSize) pool.erase(pool.begin());
+  pool.push_back(t);
+  return t;
+}
+
 HostBatch Dataset::read(const GlobalBatch& gb, const ReaderLayout& layout) {
   Impl& d = *impl_;
   const Manifest& m = d.manifest;
@@ -278,66 +295,64 @@ HostBatch Dataset::read(const GlobalBatch& gb, const ReaderLayout& layout) {
   const int64_t per_rank = total / layout.num_data_ranks;
   HostBatch out;
   out.bucket = gb.bucket;
+  // This rank's share in file order: each shard part's rows then land in one contiguous range of the
+  // output, read in place (HDF5 returns a union of rows in file order anyway).
   out.samples.assign(gb.samples.begin() + layout.data_rank * per_rank, gb.samples.begin() + (layout.data_rank + 1) * per_rank);
+  std::sort(out.samples.begin(), out.samples.end());
   out.frames = bucket.frames;
   out.t_count = bucket.frames / layout.cp_size;
   out.t_begin = layout.cp_rank * out.t_count;
   const int64_t C = m.latent_channels, H = bucket.height, W = bucket.width, Lc = m.text_tokens, Dc = m.text_dim;
-  const auto half = at::TensorOptions().dtype(at::kHalf).pinned_memory(at::hasCUDA());
-  out.latents = at::empty({per_rank, C, out.t_count, H, W}, half);
-  out.text = at::empty({per_rank, Lc, Dc}, half);
+  out.latents = d.buffer({per_rank, C, out.t_count, H, W});
+  out.text = d.buffer({per_rank, Lc, Dc});
   out.captions.resize(static_cast<size_t>(per_rank));
 
   for (const Part& part : d.parts[static_cast<size_t>(gb.bucket)]) {
     // Every rank takes part in the reads of every shard part the global batch touches.
     const auto in_part = [&](int64_t s) { return s >= part.first && s < part.first + part.count; };
     if (std::none_of(gb.samples.begin(), gb.samples.end(), in_part)) continue;
-    std::vector<hsize_t> rows;  // my distinct rows of this part, ascending (the order HDF5 delivers them)
-    for (int64_t s : out.samples)
-      if (in_part(s)) rows.push_back(static_cast<hsize_t>(s - part.first));
-    std::sort(rows.begin(), rows.end());
+    const auto lo = std::lower_bound(out.samples.begin(), out.samples.end(), part.first);
+    const auto hi = std::lower_bound(out.samples.begin(), out.samples.end(), part.first + part.count);
+    const int64_t p0 = lo - out.samples.begin(), n = hi - lo;
+    std::vector<hsize_t> rows;  // distinct, ascending
+    for (auto it = lo; it != hi; ++it) rows.push_back(static_cast<hsize_t>(*it - part.first));
     rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
     const int64_t k = static_cast<int64_t>(rows.size());
-    at::Tensor lat = at::empty({std::max<int64_t>(k, 1), C, out.t_count, H, W}, at::kHalf);
-    at::Tensor txt = at::empty({std::max<int64_t>(k, 1), Lc, Dc}, at::kHalf);
+    // In place unless a sample was drawn twice (padded evaluation batches): then via a scratch buffer.
+    const bool direct = k == n;
+    at::Tensor lat = direct ? out.latents.narrow(0, p0, n) : at::empty({std::max<int64_t>(k, 1), C, out.t_count, H, W}, at::kHalf);
+    at::Tensor txt = direct ? out.text.narrow(0, p0, n) : at::empty({std::max<int64_t>(k, 1), Lc, Dc}, at::kHalf);
     d.collective_read(part.latents, rows, {0, 0, static_cast<hsize_t>(out.t_begin), 0, 0},
                       {1, static_cast<hsize_t>(C), static_cast<hsize_t>(out.t_count), static_cast<hsize_t>(H), static_cast<hsize_t>(W)},
-                      lat.data_ptr(), static_cast<size_t>(lat.nbytes()));
-    d.collective_read(part.text, rows, {0, 0, 0}, {1, static_cast<hsize_t>(Lc), static_cast<hsize_t>(Dc)}, txt.data_ptr(),
-                      static_cast<size_t>(txt.nbytes()));
-    {
-      // Captions: fixed-length strings, read with their stored type (any length) and trimmed.
-      H5Id ct(OV_H5(H5Dget_type(part.captions), "H5Dget_type"), H5Tclose);
-      const size_t len = H5Tget_size(ct);
-      std::string caps(static_cast<size_t>(std::max<int64_t>(k, 1)) * len, '\0');
-      H5Id fs_(OV_H5(H5Dget_space(part.captions), "H5Dget_space"), H5Sclose);
-      const hsize_t mdim = static_cast<hsize_t>(std::max<int64_t>(k, 1));
-      H5Id ms(OV_H5(H5Screate_simple(1, &mdim, nullptr), "H5Screate_simple"), H5Sclose);
-      OV_H5(H5Sselect_none(fs_), "H5Sselect_none");
-      if (k == 0) OV_H5(H5Sselect_none(ms), "H5Sselect_none");
-      for (hsize_t r : rows) {
-        const hsize_t one = 1;
-        OV_H5(H5Sselect_hyperslab(fs_, H5S_SELECT_OR, &r, nullptr, &one, nullptr), "H5Sselect_hyperslab");
-      }
-      OV_H5(H5Dread(part.captions, ct, ms, fs_, d.dxpl, k == 0 ? nullptr : caps.data()), "collective H5Dread of captions");
-      for (size_t i = 0; i < out.samples.size(); ++i) {
-        if (!in_part(out.samples[i])) continue;
-        const auto pos = static_cast<size_t>(std::lower_bound(rows.begin(), rows.end(), static_cast<hsize_t>(out.samples[i] - part.first)) - rows.begin());
-        const std::string c = caps.substr(pos * len, len);
-        out.captions[i] = c.substr(0, c.find('\0'));
-      }
+                      k > 0 ? lat.data_ptr() : nullptr, static_cast<size_t>(k * C * out.t_count * H * W * 2));
+    d.collective_read(part.text, rows, {0, 0, 0}, {1, static_cast<hsize_t>(Lc), static_cast<hsize_t>(Dc)},
+                      k > 0 ? txt.data_ptr() : nullptr, static_cast<size_t>(k * Lc * Dc * 2));
+    std::vector<int64_t> src;  // for each output position of this part, its index among `rows`
+    for (auto it = lo; it != hi; ++it) {
+      src.push_back(std::lower_bound(rows.begin(), rows.end(), static_cast<hsize_t>(*it - part.first)) - rows.begin());
     }
-    // Back to batch order (duplicates repeat the row).
-    std::vector<int64_t> dst, src;
-    for (size_t i = 0; i < out.samples.size(); ++i) {
-      if (!in_part(out.samples[i])) continue;
-      dst.push_back(static_cast<int64_t>(i));
-      src.push_back(std::lower_bound(rows.begin(), rows.end(), static_cast<hsize_t>(out.samples[i] - part.first)) - rows.begin());
+    if (!direct && n > 0) {
+      const at::Tensor si = at::tensor(src, at::kLong);
+      out.latents.narrow(0, p0, n).copy_(lat.index_select(0, si));
+      out.text.narrow(0, p0, n).copy_(txt.index_select(0, si));
     }
-    if (!dst.empty()) {
-      const at::Tensor di = at::tensor(dst, at::kLong), si = at::tensor(src, at::kLong);
-      out.latents.index_copy_(0, di, lat.index_select(0, si));
-      out.text.index_copy_(0, di, txt.index_select(0, si));
+    // Captions: fixed-length strings, read with their stored type (any length) and trimmed.
+    H5Id ct(OV_H5(H5Dget_type(part.captions), "H5Dget_type"), H5Tclose);
+    const size_t len = H5Tget_size(ct);
+    std::string caps(static_cast<size_t>(std::max<int64_t>(k, 1)) * len, '\0');
+    H5Id file_space(OV_H5(H5Dget_space(part.captions), "H5Dget_space"), H5Sclose);
+    const hsize_t mdim = static_cast<hsize_t>(std::max<int64_t>(k, 1));
+    H5Id mem_space(OV_H5(H5Screate_simple(1, &mdim, nullptr), "H5Screate_simple"), H5Sclose);
+    OV_H5(H5Sselect_none(file_space), "H5Sselect_none");
+    if (k == 0) OV_H5(H5Sselect_none(mem_space), "H5Sselect_none");
+    for (hsize_t r : rows) {
+      const hsize_t one = 1;
+      OV_H5(H5Sselect_hyperslab(file_space, H5S_SELECT_OR, &r, nullptr, &one, nullptr), "H5Sselect_hyperslab");
+    }
+    OV_H5(H5Dread(part.captions, ct, mem_space, file_space, d.dxpl, k == 0 ? nullptr : caps.data()), "collective H5Dread of captions");
+    for (int64_t i = 0; i < n; ++i) {
+      const std::string c = caps.substr(static_cast<size_t>(src[static_cast<size_t>(i)]) * len, len);
+      out.captions[static_cast<size_t>(p0 + i)] = c.substr(0, c.find('\0'));
     }
   }
 

@@ -31,7 +31,7 @@ struct GlobalBatch {
 // One rank's share of a batch on the host, in the stored IEEE half.
 struct HostBatch {
   int64_t bucket = -1;
-  std::vector<int64_t> samples;        // indices within the bucket, batch order
+  std::vector<int64_t> samples;        // indices within the bucket: this rank's share, in file order
   at::Tensor latents;                  // [B, C, t_count, H, W] half: this rank's time slice
   at::Tensor text;                     // [B, Lc, Dc] half
   std::vector<std::string> captions;
@@ -64,8 +64,11 @@ class Dataset {
   const Manifest& manifest() const;
 
   // Collective over the dataset's communicator: every rank calls it with the same global batch and a
-  // layout consistent with the others'. Returns this rank's samples in batch order (a sample drawn twice
-  // comes twice). HDF5 is not thread-safe: one thread at a time may call into a Dataset.
+  // layout consistent with the others'. Returns this rank's share of the samples sorted by index (file
+  // order, so rows are read in place; the order within a rank carries no meaning: per-sample randomness
+  // keys on the sample index), a sample drawn twice coming twice. The returned buffers are reused for a
+  // later batch once every tensor sharing their storage is released. HDF5 is not thread-safe: one thread
+  // at a time may call into a Dataset.
   HostBatch read(const GlobalBatch& batch, const ReaderLayout& layout);
 
   // Local: throws InputError when a bucket cannot be split into cp slices of whole video tokens.
