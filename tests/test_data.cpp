@@ -10,6 +10,7 @@
 #include <set>
 
 #include "openvid/data/dataset.h"
+#include "openvid/data/device_batch.h"
 #include "openvid/data/manifest.h"
 #include "openvid/data/prefetch.h"
 #include "openvid/data/sampler.h"
@@ -213,6 +214,11 @@ BOOST_AUTO_TEST_CASE(prefetcher_delivers_the_sampler_sequence_and_stops_cleanly)
   // The dataset is still usable collectively afterwards: the ranks stopped at the same read.
   const HostBatch hb = ds->read(sampler.batch({0, 0}), layout);
   BOOST_CHECK_EQUAL(hb.samples.size(), 1u);
+  // To the compute device (the CPU here) in the compute dtype, values unchanged.
+  const DeviceBatch db = to_device(hb, at::Device(at::kCPU), at::kFloat);
+  BOOST_CHECK(db.latents.scalar_type() == at::kFloat && db.text.scalar_type() == at::kFloat);
+  BOOST_CHECK(at::equal(db.latents, hb.latents.to(at::kFloat)));
+  BOOST_CHECK(db.samples == hb.samples);
 }
 
 BOOST_AUTO_TEST_CASE(layouts_that_split_a_token_are_refused) {

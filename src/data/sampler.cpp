@@ -76,10 +76,23 @@ std::vector<Sampler::Slot> Sampler::plan(int64_t epoch) const {
   return out;
 }
 
+std::shared_ptr<const Sampler::EpochCache> Sampler::epoch_cache(int64_t epoch) const {
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  if (!cache_ || cache_->epoch != epoch) {
+    auto c = std::make_shared<EpochCache>();
+    c->epoch = epoch;
+    c->plan = plan(epoch);
+    for (size_t b = 0; b < train_.size(); ++b) c->shuffled.push_back(shuffled_training(epoch, static_cast<int64_t>(b)));
+    cache_ = std::move(c);
+  }
+  return cache_;
+}
+
 GlobalBatch Sampler::batch(Position p) const {
   OV_CHECK(p.step >= 0 && p.step < steps_per_epoch_, "sampler position outside the epoch");
-  const Slot slot = plan(p.epoch)[static_cast<size_t>(p.step)];
-  const std::vector<int64_t> samples = shuffled_training(p.epoch, slot.bucket);
+  const auto cache = epoch_cache(p.epoch);
+  const Slot slot = cache->plan[static_cast<size_t>(p.step)];
+  const std::vector<int64_t>& samples = cache->shuffled[static_cast<size_t>(slot.bucket)];
   GlobalBatch gb;
   gb.bucket = slot.bucket;
   gb.samples.assign(samples.begin() + slot.first, samples.begin() + slot.first + global_batch_);

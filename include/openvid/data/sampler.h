@@ -11,6 +11,8 @@
 // The held-out split is fixed by the data alone (a constant seed): the same samples are held out
 // whatever the run seed or layout, so evaluation losses compare across runs.
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "openvid/data/dataset.h"
@@ -48,6 +50,17 @@ class Sampler {
   };
   std::vector<Slot> plan(int64_t epoch) const;
   std::vector<int64_t> shuffled_training(int64_t epoch, int64_t bucket) const;
+
+  // The last epoch's plan and shuffled buckets: batch() is called every step, reshuffling per call would
+  // cost O(dataset) each time. Guarded: the prefetch thread and the main thread may both ask.
+  struct EpochCache {
+    int64_t epoch = -1;
+    std::vector<Slot> plan;
+    std::vector<std::vector<int64_t>> shuffled;
+  };
+  mutable std::mutex cache_mutex_;
+  mutable std::shared_ptr<const EpochCache> cache_;
+  std::shared_ptr<const EpochCache> epoch_cache(int64_t epoch) const;
 
   uint64_t seed_;
   int64_t global_batch_;
