@@ -149,6 +149,35 @@ BOOST_AUTO_TEST_CASE(a_sample_drawn_twice_is_delivered_twice) {
   }
 }
 
+// Read buffers are reused only once released: a batch still held (or a view of it) keeps its values.
+BOOST_AUTO_TEST_CASE(held_batches_are_never_overwritten) {
+  const SyntheticSpec spec = small_spec(shared_dir("reuse"));
+  DirGuard guard{spec.directory};
+  write_synthetic_dataset(MPI_COMM_WORLD, spec);
+  auto ds = Dataset::open(spec.directory, MPI_COMM_WORLD);
+  const int world = ov::world_size(), me = ov::world_rank();
+  const ReaderLayout layout{me, world, 0, 1, 2};
+  auto batch_of = [&](int64_t first) {
+    GlobalBatch gb;
+    gb.bucket = 0;
+    for (int r = 0; r < world; ++r) gb.samples.insert(gb.samples.end(), {first, first + 1});
+    return gb;
+  };
+  HostBatch held = ds->read(batch_of(0), layout);
+  const at::Tensor view = ds->read(batch_of(4), layout).latents.narrow(0, 1, 1);  // only a view survives
+  std::vector<HostBatch> later;
+  for (int64_t first = 8; first < 20; first += 2) later.push_back(ds->read(batch_of(first), layout));
+  BOOST_CHECK(at::equal(held.latents[0], synthetic_sample(spec, 0, 0).latent));
+  BOOST_CHECK(at::equal(held.text[1], synthetic_sample(spec, 0, 1).text));
+  BOOST_CHECK(at::equal(view[0], synthetic_sample(spec, 0, 5).latent));
+  for (size_t i = 0; i < later.size(); ++i)
+    BOOST_CHECK(at::equal(later[i].latents[1], synthetic_sample(spec, 0, 8 + 2 * static_cast<int64_t>(i) + 1).latent));
+  // Released buffers are reused: reading on does not grow memory without bound (the pool is capped).
+  later.clear();
+  held = HostBatch{};
+  for (int i = 0; i < 40; ++i) ds->read(batch_of(2 * (i % 10)), layout);
+}
+
 BOOST_AUTO_TEST_CASE(sampler_is_deterministic_and_resumes_exactly) {
   const Sampler a({40, 25, 3}, 11, 4, 0.1), b({40, 25, 3}, 11, 4, 0.1), other({40, 25, 3}, 12, 4, 0.1);
   BOOST_CHECK_EQUAL(a.steps_per_epoch(), 36 / 4 + 22 / 4 + 0);  // bucket 2 fills no batch

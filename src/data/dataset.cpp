@@ -274,10 +274,12 @@ void Dataset::Impl::collective_read(hid_t dset, const std::vector<hsize_t>& rows
 }
 
 at::Tensor Dataset::Impl::buffer(at::IntArrayRef sizes) {
-  // Reused once the consumer has let go of its storage (views count too): fresh 20 MB buffers each step
+  // Reused once the consumer has let go of it and of every view of it: fresh 20 MB buffers each step
   // would cost a page fault per 4 KiB, which showed as most of the read time.
   for (const at::Tensor& t : pool) {
-    if (t.sizes() == sizes && t.storage().use_count() == 1) return t;
+    // Free when the pool's handle is the only one (a handed-out batch copies the handle, which shares
+    // the TensorImpl) and no view holds the storage.
+    if (t.sizes() == sizes && t.use_count() == 1 && t.storage().use_count() == 1) return t;
   }
   at::Tensor t = at::empty(sizes, at::TensorOptions().dtype(at::kHalf).pinned_memory(at::hasCUDA()));
   if (pool.size() >= kPoolSize) pool.erase(pool.begin());
