@@ -1,0 +1,67 @@
+#pragma once
+// Sharded data parallelism with ZeRO-2 semantics (SPEC.md "Parallelism"; DDP is the case of a shard group
+// of one rank). The module's parameters are grouped in flat units (one per DiT block, one for the rest).
+// Each rank of the shard group (fs*cp ranks) keeps the fp32 master copy, the gradient and the optimizer
+// state of its 1/(fs*cp) slice of every unit; the module's parameters are views of gathered full
+// buffers, kept from forward to backward (reshard_after_forward = false). After backward each unit's
+// gradient is reduce-scattered (summed) over the shard group, then all-reduced (summed) over the dp group
+// -- hybrid sharding. Losses are normalised by the global element count, so sums are the gradient.
+//
+// This version gathers and reduces unit by unit at the step's start and end (exact, simple); launching
+// each unit's reduction while the rest of backward runs is the GPU-speed work that builds on it.
+#include <torch/nn/module.h>
+
+#include <string>
+#include <vector>
+
+#include "openvid/comm/communicator.h"
+#include "openvid/train/optimizer.h"
+
+namespace ov::parallel {
+
+struct ShardMemory {
+  int64_t master_bytes = 0, grad_bytes = 0, optimizer_bytes = 0;  // this rank's sharded state
+  int64_t gathered_bytes = 0;                                      // full-size compute buffers
+};
+
+class ShardedModel {
+ public:
+  // Collective over `shard` and `dp`: every rank passes a module initialised identically. Builds the
+  // units, keeps this rank's master slices and points the module's parameters at the gathered buffers.
+  ShardedModel(torch::nn::Module& module, comm::Communicator& shard, comm::Communicator& dp);
+
+  // Collective over the shard group: all-gathers every unit's master into the module's parameters.
+  void gather();
+
+  // Collective over the shard group, then the dp group: sums the module's parameter gradients of all
+  // ranks into this rank's gradient slices; clears the module's gradients (undefined gradients count 0).
+  void reduce_gradients();
+
+  // Registers this rank's slices with `optimizer`, one segment per (unit slice x parameter) overlap, each
+  // with the mup_adam rule of its parameter.
+  void add_to_optimizer(train::AdamW& optimizer, double base_weight_decay);
+
+  // Sum of squares of this rank's gradient slices (all-reduce over shard and dp for the global norm).
+  double local_grad_norm_squared() const;
+  void scale_gradients(double factor);
+  bool gradients_finite() const;
+
+  ShardMemory memory(int64_t optimizer_states_per_element = 2) const;
+  int64_t num_units() const { return static_cast<int64_t>(units_.size()); }
+
+ private:
+  struct Unit {
+    std::string name;
+    std::vector<std::string> names;
+    std::vector<at::Tensor> params;  // the module's parameters (views of `full` after gather())
+    std::vector<int64_t> offsets, numels;
+    int64_t numel = 0, padded = 0, shard_numel = 0;
+    at::Tensor master, grad;  // this rank's fp32 slice [shard_numel]
+    at::Tensor full;          // gathered [padded]
+  };
+  comm::Communicator& shard_;
+  comm::Communicator& dp_;
+  std::vector<Unit> units_;
+};
+
+}  // namespace ov::parallel

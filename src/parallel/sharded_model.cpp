@@ -1,0 +1,109 @@
+#include "openvid/parallel/sharded_model.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <map>
+
+#include "openvid/runtime/error.h"
+
+namespace ov::parallel {
+
+ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard, comm::Communicator& dp)
+    : shard_(shard), dp_(dp) {
+  // Units: "blocks.<i>" for each block's parameters, "root" for everything else, in registration order.
+  std::map<std::string, size_t> index;
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    std::string unit = "root";
+    if (name.rfind("blocks.", 0) == 0) unit = name.substr(0, name.find('.', 7));
+    if (!index.count(unit)) {
+      index[unit] = units_.size();
+      units_.push_back(Unit{unit, {}, {}, {}, {}, 0, 0, 0, {}, {}, {}});
+    }
+    Unit& u = units_[index[unit]];
+    OV_CHECK(item.value().scalar_type() == at::kFloat, "sharded parameters must be fp32 masters");
+    u.names.push_back(name);
+    u.params.push_back(item.value());
+    u.offsets.push_back(u.numel);
+    u.numels.push_back(item.value().numel());
+    u.numel += item.value().numel();
+  }
+  const int64_t s = shard_.size(), r = shard_.rank();
+  c10::NoGradGuard no_grad;
+  for (Unit& u : units_) {
+    u.padded = (u.numel + s - 1) / s * s;
+    u.shard_numel = u.padded / s;
+    // Every rank holds the same initial values; each keeps its slice as the master.
+    at::Tensor flat = at::zeros({u.padded}, at::kFloat);
+    for (size_t i = 0; i < u.params.size(); ++i) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(u.params[i].reshape(-1));
+    u.master = flat.narrow(0, r * u.shard_numel, u.shard_numel).clone();
+    u.grad = at::zeros_like(u.master);
+    u.full = flat;
+    for (size_t i = 0; i < u.params.size(); ++i) {
+      u.params[i].set_data(u.full.narrow(0, u.offsets[i], u.numels[i]).view(u.params[i].sizes()));
+    }
+  }
+}
+
+void ShardedModel::gather() {
+  for (Unit& u : units_) shard_.all_gather(u.full, u.master).wait();
+}
+
+void ShardedModel::reduce_gradients() {
+  c10::NoGradGuard no_grad;
+  for (auto it = units_.rbegin(); it != units_.rend(); ++it) {  // backward order, as a hooked version would
+    Unit& u = *it;
+    at::Tensor flat = at::zeros({u.padded}, at::kFloat);
+    for (size_t i = 0; i < u.params.size(); ++i) {
+      at::Tensor g = u.params[i].grad();
+      if (g.defined()) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(g.reshape(-1));
+      u.params[i].mutable_grad() = at::Tensor();
+    }
+    shard_.reduce_scatter(u.grad, flat, comm::ReduceOp::kSum).wait();
+    dp_.all_reduce(u.grad, comm::ReduceOp::kSum).wait();
+  }
+}
+
+void ShardedModel::add_to_optimizer(train::AdamW& optimizer, double base_weight_decay) {
+  const int64_t r = shard_.rank();
+  for (Unit& u : units_) {
+    const int64_t lo = r * u.shard_numel, hi = lo + u.shard_numel;
+    for (size_t i = 0; i < u.params.size(); ++i) {
+      const int64_t a = std::max(lo, u.offsets[i]), b = std::min(hi, u.offsets[i] + u.numels[i]);
+      if (a >= b) continue;
+      optimizer.add_segment(u.names[i] + "@" + std::to_string(a - u.offsets[i]), u.master.narrow(0, a - lo, b - a),
+                            u.grad.narrow(0, a - lo, b - a),
+                            train::mup_adam_rule(u.names[i], u.params[i].sizes(), base_weight_decay));
+    }
+  }
+}
+
+double ShardedModel::local_grad_norm_squared() const {
+  double s = 0;
+  for (const Unit& u : units_) s += u.grad.to(at::kDouble).pow(2).sum().item<double>();
+  return s;
+}
+
+void ShardedModel::scale_gradients(double factor) {
+  for (Unit& u : units_) u.grad.mul_(factor);
+}
+
+bool ShardedModel::gradients_finite() const {
+  for (const Unit& u : units_)
+    if (!at::isfinite(u.grad).all().item<bool>()) return false;
+  return true;
+}
+
+ShardMemory ShardedModel::memory(int64_t states) const {
+  ShardMemory m;
+  for (const Unit& u : units_) {
+    m.master_bytes += u.master.nbytes();
+    m.grad_bytes += u.grad.nbytes();
+    m.optimizer_bytes += states * u.master.nbytes();
+    m.gathered_bytes += u.full.nbytes();
+  }
+  return m;
+}
+
+}  // namespace ov::parallel
