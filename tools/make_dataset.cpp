@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <iostream>
-#include <sstream>
 
 #include "openvid/data/synthetic.h"
 #include "openvid/runtime/error.h"
@@ -15,16 +14,6 @@
 namespace po = boost::program_options;
 
 namespace {
-
-std::array<int64_t, 3> parse_shape(const std::string& s) {
-  std::array<int64_t, 3> v{};
-  char x1 = 0, x2 = 0;
-  std::istringstream in(s);
-  if (!(in >> v[0] >> x1 >> v[1] >> x2 >> v[2]) || x1 != 'x' || x2 != 'x' || !in.eof() || v[0] < 1 || v[1] < 1 || v[2] < 1) {
-    throw ov::InputError("--shape '" + s + "' is not FRAMESxHEIGHTxWIDTH of the latent (e.g. 16x32x32)");
-  }
-  return v;
-}
 
 int make_dataset(int argc, char** argv) {
   ov::data::SyntheticSpec spec;
@@ -45,7 +34,7 @@ int make_dataset(int argc, char** argv) {
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
     if (!vm.count("help")) po::notify(vm);
-    for (const auto& s : shapes) spec.shapes.push_back(parse_shape(s));
+    for (const auto& s : shapes) spec.shapes.push_back(ov::data::parse_latent_shape(s, "--shape"));
     if (spec.shapes.empty()) spec.shapes.push_back({16, 32, 32});
   } catch (const po::error& e) {
     error = std::string(e.what()) + " (see --help)";

@@ -31,6 +31,8 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("precision", o.precision, "auto (bf16 compute on GPU, fp32 on CPU), fp32, bf16", Group::kParallel);
   fn("collective_timeout", o.collective_timeout,
      "seconds a collective may wait for its peers before the job is aborted", Group::kParallel);
+  fn("peak_tflops", o.peak_tflops, "per-device peak TFLOP/s for the MFU in logs; 0 = 989 (H100 bf16) on GPUs, none on CPUs",
+     Group::kParallel);
   // Data
   fn("dataset", o.dataset, "dataset manifest/shard path, or 'fake' for random latents and captions", Group::kData);
   fn("num_epochs", o.num_epochs, "passes over the dataset (training also stops at max_steps)", Group::kData);
@@ -38,6 +40,11 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("grad_accum", o.grad_accum, "micro-batches per optimizer step (must divide batch_size)", Group::kData);
   fn("caption_dropout", o.caption_dropout, "probability a sample's text is replaced by zeros", Group::kData);
   fn("eval_batches", o.eval_batches, "held-out batches per evaluation", Group::kData);
+  fn("heldout_fraction", o.heldout_fraction, "share of each bucket held out for evaluation (fixed by the data)", Group::kData);
+  fn("check_finite_data", o.check_finite_data, "stop with a message on NaN/Inf in a read sample", Group::kData);
+  fn("fake_samples", o.fake_samples, "--dataset fake: samples of the synthetic dataset", Group::kData);
+  fn("fake_latent_shape", o.fake_latent_shape, "--dataset fake: latent FRAMESxHEIGHTxWIDTH", Group::kData);
+  fn("fake_text_tokens", o.fake_text_tokens, "--dataset fake: text tokens per sample", Group::kData);
   fn("seed", o.seed, "run seed: initialisation, sampling order, noise, timesteps, RoPE offsets", Group::kData);
   // Optimisation
   fn("optimizer_type", o.optimizer_type, "mup_adam (AdamW with the reference's per-parameter groups)",
@@ -279,6 +286,10 @@ void validate(const Options& o) {
   need(o.caption_dropout >= 0 && o.caption_dropout <= 1, "caption_dropout", "must be in [0, 1]",
        o.caption_dropout);
   need(o.eval_batches >= 1, "eval_batches", "must be >= 1", o.eval_batches);
+  need(o.heldout_fraction >= 0 && o.heldout_fraction < 1, "heldout_fraction", "must be in [0, 1)", o.heldout_fraction);
+  need(o.fake_samples >= 1, "fake_samples", "must be >= 1", o.fake_samples);
+  need(o.fake_text_tokens >= 1, "fake_text_tokens", "must be >= 1", o.fake_text_tokens);
+  need(o.peak_tflops >= 0, "peak_tflops", "must be >= 0", o.peak_tflops);
   need(o.seed >= 0, "seed", "must be >= 0", o.seed);
   one_of("optimizer_type", o.optimizer_type, {"mup_adam"});
   need(o.learning_rate > 0, "learning_rate", "must be > 0", o.learning_rate);

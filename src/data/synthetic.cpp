@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
+#include <sstream>
 
 #include "openvid/data/hdf5.h"
 #include "openvid/data/sampler.h"
@@ -21,6 +22,16 @@ SyntheticSample synthetic_sample(const SyntheticSpec& spec, int64_t bucket, int6
   out.text = at::normal(0, 1, {spec.text_tokens, spec.text_dim}, g).to(at::kHalf);
   out.caption = "synthetic sample " + std::to_string(index) + " of " + bucket_name(s[0], s[1], s[2]);
   return out;
+}
+
+std::array<int64_t, 3> parse_latent_shape(const std::string& text, const std::string& option) {
+  std::array<int64_t, 3> v{};
+  char x1 = 0, x2 = 0;
+  std::istringstream in(text);
+  if (!(in >> v[0] >> x1 >> v[1] >> x2 >> v[2]) || x1 != 'x' || x2 != 'x' || !in.eof() || v[0] < 1 || v[1] < 1 || v[2] < 1) {
+    throw InputError(option + " '" + text + "' is not FRAMESxHEIGHTxWIDTH of the latent (e.g. 16x32x32)");
+  }
+  return v;
 }
 
 namespace {

@@ -1,5 +1,5 @@
 // openvid_mpi: the training job. Parse options (all ranks agree on errors), build the runtime, report
-// the topology, check the communication groups.
+// the topology, check the communication groups, train.
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -9,6 +9,7 @@
 #include "openvid/config/options.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/universe.h"
+#include "openvid/train/trainer.h"
 
 namespace {
 
@@ -52,14 +53,15 @@ int openvid_mpi(int argc, char** argv) {
               << ov::comm::to_string(backend) << "\n";
     for (const std::string& line : lines) std::cout << "  " << line << "\n";
     std::cout << "communication groups verified (world, shard, cp, dp)\n";
-    std::cout << "run: " << opt.run_dir << "/" << opt.run_name << ", model width " << opt.model.width
-              << " depth " << opt.model.depth << ", batch " << opt.batch_size << " per data rank x "
-              << universe.num_data_ranks() << " data ranks\n";
-    std::cout << "the training loop is not part of this build yet: runtime start-up and topology only\n";
     std::cout.flush();
   }
+  int code = ov::kExitOk;
+  {
+    ov::train::Trainer trainer(opt, universe, groups);
+    code = trainer.run();
+  }
   groups.finalize();
-  return ov::kExitOk;
+  return code;
 }
 
 }  // namespace

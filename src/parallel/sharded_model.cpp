@@ -107,3 +107,36 @@ ShardMemory ShardedModel::memory(int64_t states) const {
 }
 
 }  // namespace ov::parallel
+
+namespace ov::parallel {
+
+model::TensorMap ShardedModel::full_masters() {
+  model::TensorMap out;
+  for (Unit& u : units_) {
+    at::Tensor flat = at::empty({u.padded}, at::kFloat);
+    shard_.all_gather(flat, u.master).wait();
+    for (size_t i = 0; i < u.params.size(); ++i) {
+      out[u.names[i]] = flat.narrow(0, u.offsets[i], u.numels[i]).view(u.params[i].sizes()).clone();
+    }
+  }
+  return out;
+}
+
+void ShardedModel::load_masters(const model::TensorMap& full, const std::string& source) {
+  std::string problems;
+  for (const Unit& u : units_)
+    for (size_t i = 0; i < u.params.size(); ++i) {
+      const auto it = full.find(u.names[i]);
+      if (it == full.end() || it->second.numel() != u.numels[i]) problems += (problems.empty() ? "" : ", ") + u.names[i];
+    }
+  if (!problems.empty()) throw InputError("'" + source + "' lacks or mis-shapes: " + problems);
+  const int64_t r = shard_.rank();
+  c10::NoGradGuard no_grad;
+  for (Unit& u : units_) {
+    at::Tensor flat = at::zeros({u.padded}, at::kFloat);
+    for (size_t i = 0; i < u.params.size(); ++i) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(full.at(u.names[i]).reshape(-1));
+    u.master.copy_(flat.narrow(0, r * u.shard_numel, u.shard_numel));
+  }
+}
+
+}  // namespace ov::parallel

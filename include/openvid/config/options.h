@@ -39,6 +39,7 @@ struct Options {
   std::string device = "auto";       // auto | cpu | cuda
   std::string precision = "auto";    // auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
   double collective_timeout = 600;   // seconds before a stuck collective aborts the job
+  double peak_tflops = 0;            // per-device peak for MFU; 0 = 989 (H100 bf16 dense) on CUDA, none on CPU
 
   // Data
   std::string dataset;               // path to a dataset (manifest or shard), or "fake"
@@ -47,7 +48,13 @@ struct Options {
   int grad_accum = 1;                // micro-batches per optimizer step (divides batch_size)
   double caption_dropout = 0.01;
   int eval_batches = 9;              // held-out batches per evaluation
+  double heldout_fraction = 0.01;    // share of each bucket held out for evaluation
+  bool check_finite_data = false;    // fail on NaN/Inf in a read latent or text state
   int64_t seed = 0;
+  // --dataset fake: a synthetic dataset written into the run directory on first use
+  int fake_samples = 256;
+  std::string fake_latent_shape = "16x64x64";  // latent frames x height x width (the reference's fake data)
+  int fake_text_tokens = 512;
 
   // Optimisation
   std::string optimizer_type = "mup_adam";

@@ -33,4 +33,7 @@ struct SyntheticSample {
 };
 SyntheticSample synthetic_sample(const SyntheticSpec& spec, int64_t bucket, int64_t index);
 
+// "16x32x32" -> {16, 32, 32}; throws InputError naming `option` otherwise.
+std::array<int64_t, 3> parse_latent_shape(const std::string& text, const std::string& option);
+
 }  // namespace ov::data

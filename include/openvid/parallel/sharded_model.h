@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "openvid/comm/communicator.h"
+#include "openvid/model/safetensors.h"
 #include "openvid/train/optimizer.h"
 
 namespace ov::parallel {
@@ -47,6 +48,12 @@ class ShardedModel {
   bool gradients_finite() const;
 
   ShardMemory memory(int64_t optimizer_states_per_element = 2) const;
+
+  // Collective over the shard group: the fp32 masters of every parameter, full size, by name.
+  model::TensorMap full_masters();
+  // Local: replaces this rank's master slices by the matching slices of `full` (name -> full tensor),
+  // then gather() makes the module use them. Throws InputError listing every missing or mis-shaped name.
+  void load_masters(const model::TensorMap& full, const std::string& source);
   int64_t num_units() const { return static_cast<int64_t>(units_.size()); }
 
  private:

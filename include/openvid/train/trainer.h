@@ -1,0 +1,52 @@
+#pragma once
+// The training loop: for each optimizer step, the next global batch (one shape bucket) is read by the
+// prefetcher, turned into rectified-flow examples with draws keyed by (seed, step, sample), run through
+// the DiT (context-parallel attention over the cp group), and back-propagated; the sharded model sums
+// the gradients over the shard and dp groups; the optimizer steps on this rank's slices; the masters are
+// gathered for the next step. Evaluation, logs and the final export run on their intervals.
+//
+// Every public function is a collective over the universe's world unless it says otherwise.
+#include <memory>
+#include <string>
+
+#include "openvid/comm/process_groups.h"
+#include "openvid/config/options.h"
+#include "openvid/model/safetensors.h"
+#include "openvid/runtime/universe.h"
+
+namespace ov::train {
+
+struct StepResult {
+  int64_t step = 0;         // the optimizer step this was (from 0)
+  double loss = 0;          // global mean loss of the step
+  double grad_norm = 0;     // global gradient norm (before clipping)
+  double lr = 0;            // base learning rate used
+  bool skipped = false;     // non-finite loss or gradient: no update
+  double seconds = 0, data_wait = 0;
+};
+
+class Trainer {
+ public:
+  Trainer(const Options& options, Universe& universe, comm::ProcessGroups& groups);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Trains until max_steps; returns the process exit code.
+  int run();
+
+  // One optimizer step on the batch of sampler step `step` (reads it directly; used by tests).
+  StepResult train_step(int64_t step);
+  // Held-out loss over the fixed evaluation batches (fixed timesteps and noise, RoPE offset 0).
+  double evaluate();
+  // The fp32 weights, full size, with the reference's names.
+  model::TensorMap weights();
+  // Directory of this run's outputs.
+  const std::string& run_directory() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ov::train
