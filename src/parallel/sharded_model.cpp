@@ -19,7 +19,7 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
     if (name.rfind("blocks.", 0) == 0) unit = name.substr(0, name.find('.', 7));
     if (!index.count(unit)) {
       index[unit] = units_.size();
-      units_.push_back(Unit{unit, {}, {}, {}, {}, 0, 0, 0, {}, {}, {}});
+      units_.push_back(Unit{unit, {}, {}, {}, {}, 0, 0, 0, {}, {}, {}, {}, {}});
     }
     Unit& u = units_[index[unit]];
     OV_CHECK(item.value().scalar_type() == at::kFloat, "sharded parameters must be fp32 masters");
@@ -39,6 +39,8 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
     for (size_t i = 0; i < u.params.size(); ++i) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(u.params[i].reshape(-1));
     u.master = flat.narrow(0, r * u.shard_numel, u.shard_numel).clone();
     u.grad = at::zeros_like(u.master);
+    u.exp_avg = at::zeros_like(u.master);
+    u.exp_avg_sq = at::zeros_like(u.master);
     u.full = flat;
     for (size_t i = 0; i < u.params.size(); ++i) {
       u.params[i].set_data(u.full.narrow(0, u.offsets[i], u.numels[i]).view(u.params[i].sizes()));
@@ -74,7 +76,8 @@ void ShardedModel::add_to_optimizer(train::AdamW& optimizer, double base_weight_
       if (a >= b) continue;
       optimizer.add_segment(u.names[i] + "@" + std::to_string(a - u.offsets[i]), u.master.narrow(0, a - lo, b - a),
                             u.grad.narrow(0, a - lo, b - a),
-                            train::mup_adam_rule(u.names[i], u.params[i].sizes(), base_weight_decay));
+                            train::mup_adam_rule(u.names[i], u.params[i].sizes(), base_weight_decay),
+                            u.exp_avg.narrow(0, a - lo, b - a), u.exp_avg_sq.narrow(0, a - lo, b - a));
     }
   }
 }
@@ -100,7 +103,7 @@ ShardMemory ShardedModel::memory(int64_t states) const {
   for (const Unit& u : units_) {
     m.master_bytes += u.master.nbytes();
     m.grad_bytes += u.grad.nbytes();
-    m.optimizer_bytes += states * u.master.nbytes();
+    m.optimizer_bytes += states * u.master.nbytes();  // exp_avg and exp_avg_sq
     m.gathered_bytes += u.full.nbytes();
   }
   return m;
@@ -136,6 +139,55 @@ void ShardedModel::load_masters(const model::TensorMap& full, const std::string&
     at::Tensor flat = at::zeros({u.padded}, at::kFloat);
     for (size_t i = 0; i < u.params.size(); ++i) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(full.at(u.names[i]).reshape(-1));
     u.master.copy_(flat.narrow(0, r * u.shard_numel, u.shard_numel));
+  }
+}
+
+}  // namespace ov::parallel
+
+#include <nlohmann/json.hpp>
+
+namespace ov::parallel {
+
+model::TensorMap ShardedModel::optimizer_slices() const {
+  model::TensorMap out;
+  for (const Unit& u : units_) {
+    out[u.name + ".exp_avg"] = u.exp_avg;
+    out[u.name + ".exp_avg_sq"] = u.exp_avg_sq;
+  }
+  return out;
+}
+
+std::string ShardedModel::geometry_json() const {
+  nlohmann::json units = nlohmann::json::array();
+  for (const Unit& u : units_) {
+    nlohmann::json params = nlohmann::json::array();
+    for (size_t i = 0; i < u.names.size(); ++i) params.push_back({u.names[i], u.offsets[i], u.numels[i]});
+    units.push_back({{"name", u.name}, {"numel", u.numel}, {"padded", u.padded}, {"params", params}});
+  }
+  return nlohmann::json{{"shard_size", shard_.size()}, {"units", units}}.dump();
+}
+
+void ShardedModel::load_optimizer_slices(const std::vector<model::TensorMap>& files, const std::string& source) {
+  const int64_t old_size = static_cast<int64_t>(files.size()), r = shard_.rank();
+  c10::NoGradGuard no_grad;
+  for (Unit& u : units_) {
+    for (const char* kind : {".exp_avg", ".exp_avg_sq"}) {
+      // The old layout padded the unit to a multiple of its shard count: reassemble, trim, re-slice.
+      std::vector<at::Tensor> parts;
+      for (const model::TensorMap& f : files) {
+        const auto it = f.find(u.name + kind);
+        if (it == f.end()) throw InputError("optimizer state in '" + source + "' lacks " + u.name + kind);
+        parts.push_back(it->second.reshape(-1).to(at::kFloat));
+      }
+      const at::Tensor old_flat = at::cat(parts);
+      if (old_flat.numel() < u.numel || old_flat.numel() != (u.numel + old_size - 1) / old_size * old_size) {
+        throw InputError("optimizer state in '" + source + "' does not match unit " + u.name + " (" + std::to_string(old_flat.numel()) +
+                         " values for " + std::to_string(u.numel) + " parameters over " + std::to_string(old_size) + " shards)");
+      }
+      at::Tensor flat = at::zeros({u.padded}, at::kFloat);
+      flat.narrow(0, 0, u.numel).copy_(old_flat.narrow(0, 0, u.numel));
+      (std::string(kind) == ".exp_avg" ? u.exp_avg : u.exp_avg_sq).copy_(flat.narrow(0, r * u.shard_numel, u.shard_numel));
+    }
   }
 }
 

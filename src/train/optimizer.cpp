@@ -34,9 +34,13 @@ double lr_multiplier(const std::string& schedule, int64_t step, int64_t max_step
   throw InputError("unknown lr schedule '" + schedule + "' (linear, cosine, constant)");
 }
 
-void AdamW::add_segment(std::string name, at::Tensor param, at::Tensor grad, ParamRule rule) {
+void AdamW::add_segment(std::string name, at::Tensor param, at::Tensor grad, ParamRule rule, at::Tensor exp_avg,
+                        at::Tensor exp_avg_sq) {
   OV_CHECK(param.scalar_type() == at::kFloat && grad.sizes() == param.sizes(), "AdamW segments are fp32 with matching gradients");
-  segments_.push_back({std::move(name), param, grad, at::zeros_like(param), at::zeros_like(param), rule});
+  if (!exp_avg.defined()) exp_avg = at::zeros_like(param);
+  if (!exp_avg_sq.defined()) exp_avg_sq = at::zeros_like(param);
+  OV_CHECK(exp_avg.sizes() == param.sizes() && exp_avg_sq.sizes() == param.sizes(), "AdamW state views must match the segment");
+  segments_.push_back({std::move(name), param, grad, exp_avg, exp_avg_sq, rule});
 }
 
 void AdamW::step(double lr) {

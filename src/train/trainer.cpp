@@ -4,6 +4,9 @@
 #include <c10/core/GradMode.h>
 #include <sys/resource.h>
 
+#include <atomic>
+#include <csignal>
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -24,6 +27,7 @@
 #include "openvid/parallel/sharded_model.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
+#include "openvid/train/checkpoint.h"
 #include "openvid/train/objective.h"
 #include "openvid/train/optimizer.h"
 
@@ -37,6 +41,10 @@ constexpr int64_t kEvalStep = -1;  // evaluation draws use this "step": fixed ac
 
 // A sample's identity for random draws: unique in the dataset, independent of the layout.
 int64_t sample_key(int64_t bucket, int64_t index) { return (bucket << 40) | index; }
+
+// The signal asking for a checkpoint and a requeue (SIGUSR1 from Slurm's --signal, SIGTERM on preemption).
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -74,6 +82,7 @@ struct Trainer::Impl {
   std::unique_ptr<parallel::ShardedModel> sharded;
   std::unique_ptr<AdamW> optimizer;
   int64_t consecutive_nonfinite = 0, skipped_total = 0;
+  int64_t start_step = 0;
 
   Impl(const Options& o, Universe& universe, comm::ProcessGroups& g) : opt(o), u(universe), groups(g) {}
 
@@ -287,6 +296,31 @@ Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups
   agree_on_errors(universe.world(), broadcast_string(universe.world(), error));
   d.open_data();
   d.build_model();
+  if (!options.resume.empty()) {
+    std::string path = options.resume;
+    if (path == "auto") {
+      const auto latest = latest_checkpoint(d.run_dir + "/checkpoints");
+      path = broadcast_string(universe.world(), latest.value_or(""));
+    }
+    if (path.empty()) {
+      if (universe.rank() == 0) std::cout << "--resume auto: no complete checkpoint under " << d.run_dir << "/checkpoints; starting at step 0\n";
+    } else {
+      const CheckpointState st = read_checkpoint(path, *d.sharded, universe);
+      d.sharded->gather();
+      d.optimizer->set_steps(st.optimizer_steps);
+      d.skipped_total = st.skipped_steps;
+      d.start_step = st.next_step;
+      if (universe.rank() == 0) std::cout << "resuming from " << path << " at step " << d.start_step << "\n" << std::flush;
+    }
+  }
+}
+
+int64_t Trainer::start_step() const { return impl_->start_step; }
+
+std::string Trainer::save_checkpoint(int64_t next_step) {
+  Impl& d = *impl_;
+  return write_checkpoint(d.run_dir + "/checkpoints", CheckpointState{next_step, d.optimizer->steps(), d.skipped_total}, *d.sharded, d.u,
+                          to_ini(d.opt), d.opt.keep_checkpoints);
 }
 
 Trainer::~Trainer() = default;
@@ -333,12 +367,20 @@ int Trainer::run() {
   const double peak = d.opt.peak_tflops > 0 ? d.opt.peak_tflops : (d.device.is_cuda() ? 989.0 : 0.0);
   const int64_t epochs_cap = int64_t{d.opt.num_epochs} * d.sampler->steps_per_epoch();
   const int64_t last = std::min(steps, epochs_cap);
-  data::Prefetcher prefetcher(*d.dataset, *d.sampler, data::Position{}, last, d.layout);
+  if (d.start_step >= last) {
+    if (root) std::cout << "nothing to do: the run is at step " << d.start_step << " of " << last << "\n";
+    return kExitOk;
+  }
+  struct sigaction action{};
+  action.sa_handler = on_stop_signal;
+  sigaction(SIGUSR1, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+  data::Prefetcher prefetcher(*d.dataset, *d.sampler, d.sampler->position_after(d.start_step), last - d.start_step, d.layout);
   const auto start = Clock::now();
   double window_loss = 0, window_seconds = 0, window_wait = 0, window_flops = 0, window_samples = 0, window_tokens = 0;
   int64_t window_steps = 0;
   double eval_loss = std::nan("");
-  for (int64_t step = 0; step < last; ++step) {
+  for (int64_t step = d.start_step; step < last; ++step) {
     const data::Prefetcher::Item item = prefetcher.next();
     const StepResult r = d.step(step, item.batch, prefetcher.last_wait_seconds());
     const auto& bucket = m.buckets[static_cast<size_t>(item.batch.bucket)];
@@ -355,7 +397,7 @@ int Trainer::run() {
     if (eval_now) eval_loss = evaluate();
     if ((step + 1) % d.opt.log_every == 0 || step + 1 == last || eval_now) {
       const double tflops = window_flops / window_seconds / 1e12 / d.u.size();
-      const double eta = seconds_since(start) / static_cast<double>(step + 1) * static_cast<double>(last - step - 1);
+      const double eta = seconds_since(start) / static_cast<double>(step + 1 - d.start_step) * static_cast<double>(last - step - 1);
       if (root) {
         std::ostringstream line;
         line << "step " << step + 1 << "/" << last << " | loss " << std::fixed << std::setprecision(4) << window_loss / window_steps;
@@ -378,6 +420,22 @@ int Trainer::run() {
       }
       window_loss = window_seconds = window_wait = window_flops = window_samples = window_tokens = 0;
       window_steps = 0;
+    }
+    // Every rank learns at the same step boundary whether any rank was signalled.
+    at::Tensor signalled = at::full({1}, static_cast<int64_t>(g_stop_signal.load()), at::TensorOptions().dtype(at::kLong).device(d.device));
+    d.groups.world().all_reduce(signalled, comm::ReduceOp::kMax).wait();
+    const int64_t sig = signalled.cpu().item<int64_t>();
+    const bool checkpoint_now = step + 1 == last || (d.opt.checkpoint_every > 0 ? (step + 1) % d.opt.checkpoint_every == 0 : eval_now);
+    if (checkpoint_now || sig != 0) {
+      const std::string where = save_checkpoint(step + 1);
+      if (root) std::cout << "checkpoint " << where << "\n" << std::flush;
+    }
+    if (sig != 0) {
+      if (root) {
+        std::cout << "received signal " << sig << ": checkpoint written at step " << step + 1 << "; exiting with code " << kExitRequeue
+                  << " so the job can be requeued (resume with --resume auto)\n" << std::flush;
+      }
+      return kExitRequeue;
     }
   }
   // The trained weights, with the reference's names, for the reference trainer and openvid_modelcheck.

@@ -54,6 +54,14 @@ class ShardedModel {
   // Local: replaces this rank's master slices by the matching slices of `full` (name -> full tensor),
   // then gather() makes the module use them. Throws InputError listing every missing or mis-shaped name.
   void load_masters(const model::TensorMap& full, const std::string& source);
+
+  // Local: this rank's optimizer moments, flat per unit ("<unit>.exp_avg", "<unit>.exp_avg_sq"), and the
+  // geometry that lets another layout re-slice them (JSON: units, their parameters, offsets, padding).
+  model::TensorMap optimizer_slices() const;
+  std::string geometry_json() const;
+  // Local: sets this rank's moments from the slices written by all `files.size()` shard ranks of some
+  // earlier layout (in shard-rank order; any shard count). Throws InputError on a mismatch.
+  void load_optimizer_slices(const std::vector<model::TensorMap>& files, const std::string& source);
   int64_t num_units() const { return static_cast<int64_t>(units_.size()); }
 
  private:
@@ -64,6 +72,7 @@ class ShardedModel {
     std::vector<int64_t> offsets, numels;
     int64_t numel = 0, padded = 0, shard_numel = 0;
     at::Tensor master, grad;  // this rank's fp32 slice [shard_numel]
+    at::Tensor exp_avg, exp_avg_sq;  // its Adam moments
     at::Tensor full;          // gathered [padded]
   };
   comm::Communicator& shard_;

@@ -16,6 +16,7 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitFailure = 1,       // runtime failure on some rank: the job was aborted
   kExitInputError = 2,    // bad options, configuration or input files; nothing was changed
+  kExitRequeue = 3,       // stopped by SIGUSR1/SIGTERM after writing a checkpoint: requeue the job
 };
 
 // A generic failure with a message that already says what went wrong and where.

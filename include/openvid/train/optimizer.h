@@ -39,8 +39,11 @@ class AdamW {
   explicit AdamW(AdamOptions options) : options_(options) {}
 
   // `param` and `grad` are fp32 views of the same shape (the master weights and their gradient);
-  // `name` keys the state in checkpoints.
-  void add_segment(std::string name, at::Tensor param, at::Tensor grad, ParamRule rule);
+  // `name` keys the state in checkpoints. The moments are allocated here, or are the given views (the
+  // sharded model keeps them in flat per-unit buffers, which its checkpoints write directly).
+  void add_segment(std::string name, at::Tensor param, at::Tensor grad, ParamRule rule, at::Tensor exp_avg = {},
+                   at::Tensor exp_avg_sq = {});
+  void set_steps(int64_t steps) { step_ = steps; }
 
   // One update with base learning rate `lr` (the schedule already applied), as torch.optim.AdamW does it:
   // decoupled decay p *= 1 - lr_i wd_i, then p -= (lr_i / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps).

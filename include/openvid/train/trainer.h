@@ -32,8 +32,14 @@ class Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  // Trains until max_steps; returns the process exit code.
+  // Trains until max_steps (checkpointing on its interval); returns the process exit code. SIGUSR1 or
+  // SIGTERM on any rank stops every rank at the next step boundary with a checkpoint and kExitRequeue.
   int run();
+
+  // The first step this trainer runs (0, or the step a resumed checkpoint continues at).
+  int64_t start_step() const;
+  // Writes a checkpoint whose next step is `next_step`; returns its directory.
+  std::string save_checkpoint(int64_t next_step);
 
   // One optimizer step on the batch of sampler step `step` (reads it directly; used by tests).
   StepResult train_step(int64_t step);

@@ -1,0 +1,35 @@
+#pragma once
+// Checkpoints of a run: <run>/checkpoints/step_<8 digits>/ with
+//   model.safetensors              the fp32 masters, full size, with the reference's names (also the export)
+//   optimizer-<r>-of-<S>.safetensors  Adam moments of shard rank r, flat per unit, with the unit geometry
+//   trainer.json                   next step, optimizer steps, skipped steps, the layout and the options
+//   COMPLETE                       written last; a directory without it is ignored
+// Written by all ranks in parallel into step_<n>.tmp, then renamed and marked complete by rank 0, so a
+// crash at any point leaves the previous checkpoint intact. Only the newest keep_checkpoints complete
+// ones are kept. A checkpoint loads on any layout: the masters are full and the moments are re-sliced.
+#include <optional>
+#include <string>
+
+#include "openvid/parallel/sharded_model.h"
+#include "openvid/runtime/universe.h"
+
+namespace ov::train {
+
+struct CheckpointState {
+  int64_t next_step = 0;        // the first step still to run
+  int64_t optimizer_steps = 0;  // AdamW's step count (bias correction)
+  int64_t skipped_steps = 0;
+};
+
+// Local: the newest complete checkpoint directory under `checkpoints_dir`, if any.
+std::optional<std::string> latest_checkpoint(const std::string& checkpoints_dir);
+
+// Collective over the world. Returns the directory written.
+std::string write_checkpoint(const std::string& checkpoints_dir, const CheckpointState& state, parallel::ShardedModel& model,
+                             const Universe& universe, const std::string& options_ini, int keep);
+
+// Collective over the world: loads masters and moments into `model` (call gather() after) and returns
+// the trainer state. Bad or incomplete checkpoints end the job on every rank with one message.
+CheckpointState read_checkpoint(const std::string& path, parallel::ShardedModel& model, const Universe& universe);
+
+}  // namespace ov::train

@@ -1,0 +1,178 @@
+#include "openvid/train/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "openvid/model/safetensors.h"
+#include "openvid/runtime/error.h"
+#include "openvid/config/options.h"
+#include "openvid/runtime/mpi_session.h"
+
+namespace ov::train {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kComplete = "COMPLETE";
+constexpr const char* kFormat = "openvid-checkpoint";
+
+std::string step_name(int64_t step) {
+  std::string digits = std::to_string(step);
+  return "step_" + std::string(digits.size() < 8 ? 8 - digits.size() : 0, '0') + digits;
+}
+
+void fsync_path(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void write_file_synced(const fs::path& p, const std::string& text) {
+  {
+    std::ofstream out(p);
+    out << text;
+    if (!out) throw Error("cannot write '" + p.string() + "'");
+  }
+  fsync_path(p);
+}
+
+std::string optimizer_file(int rank, int size) {
+  return "optimizer-" + std::to_string(rank) + "-of-" + std::to_string(size) + ".safetensors";
+}
+
+// Fault injection for the crash test: OPENVID_FAULT_KILL_IN_CHECKPOINT=<step> kills rank 0 after every
+// file of that checkpoint is written and before it is committed.
+void maybe_crash(int64_t step, int rank) {
+  const char* v = std::getenv("OPENVID_FAULT_KILL_IN_CHECKPOINT");
+  if (v != nullptr && rank == 0 && std::atoll(v) == step) std::raise(SIGKILL);
+}
+
+}  // namespace
+
+std::optional<std::string> latest_checkpoint(const std::string& dir) {
+  std::optional<std::string> best;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return best;
+  std::string best_name;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("step_", 0) != 0 || name.find('.') != std::string::npos || !fs::exists(e.path() / kComplete)) continue;
+    if (name > best_name) {
+      best_name = name;
+      best = e.path().string();
+    }
+  }
+  return best;
+}
+
+std::string write_checkpoint(const std::string& dir, const CheckpointState& state, parallel::ShardedModel& model,
+                             const Universe& u, const std::string& options_ini, int keep) {
+  const fs::path final_dir = fs::path(dir) / step_name(state.next_step);
+  const fs::path tmp = fs::path(dir) / (step_name(state.next_step) + ".tmp");
+  std::string error;
+  if (u.rank() == 0) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    fs::create_directories(tmp, ec);
+    if (ec) error = "cannot create the checkpoint directory '" + tmp.string() + "': " + ec.message();
+  }
+  agree_on_errors(u.world(), broadcast_string(u.world(), error), kExitFailure);
+
+  const model::TensorMap masters = model.full_masters();  // collective over each shard group
+  error.clear();
+  try {
+    if (u.rank() == 0) model::write_safetensors((tmp / "model.safetensors").string(), masters, {{"format", "pt"}, {"producer", version_string()}});
+    if (u.coord().dp == 0) {  // one replica writes the shards of the moments
+      const int r = u.coord().fs * u.mesh().cp() + u.coord().cp, s = u.mesh().shard_size();
+      model::write_safetensors((tmp / optimizer_file(r, s)).string(), model.optimizer_slices(), {{"geometry", model.geometry_json()}});
+    }
+    if (u.rank() == 0) {
+      const json j = {{"format", kFormat},
+                      {"version", 1},
+                      {"next_step", state.next_step},
+                      {"optimizer_steps", state.optimizer_steps},
+                      {"skipped_steps", state.skipped_steps},
+                      {"shard_files", u.mesh().shard_size()},
+                      {"layout", {{"world", u.size()}, {"dp", u.mesh().dp()}, {"fs", u.mesh().fs()}, {"cp", u.mesh().cp()}}},
+                      {"options", options_ini}};
+      write_file_synced(tmp / "trainer.json", j.dump(2));
+    }
+  } catch (const std::exception& e) {
+    error = std::string("writing checkpoint '") + tmp.string() + "' failed: " + e.what();
+  }
+  agree_on_errors(u.world(), error, kExitFailure);  // every file is on disk (fsynced) past this point
+  maybe_crash(state.next_step, u.rank());
+
+  error.clear();
+  if (u.rank() == 0) {
+    try {
+      std::error_code ec;
+      fs::remove_all(final_dir, ec);
+      fs::rename(tmp, final_dir);
+      fsync_path(dir);
+      write_file_synced(final_dir / kComplete, step_name(state.next_step) + "\n");
+      // Keep the newest `keep` complete checkpoints; drop older ones and abandoned temporaries.
+      std::vector<std::string> complete;
+      for (const auto& e : fs::directory_iterator(dir)) {
+        const std::string name = e.path().filename().string();
+        if (name.rfind("step_", 0) != 0) continue;
+        if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) fs::remove_all(e.path(), ec);
+        else if (fs::exists(e.path() / kComplete)) complete.push_back(e.path().string());
+      }
+      std::sort(complete.begin(), complete.end());
+      for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) fs::remove_all(complete[i], ec);
+    } catch (const std::exception& e) {
+      error = std::string("committing checkpoint '") + final_dir.string() + "' failed: " + e.what();
+    }
+  }
+  agree_on_errors(u.world(), broadcast_string(u.world(), error), kExitFailure);
+  return final_dir.string();
+}
+
+CheckpointState read_checkpoint(const std::string& path, parallel::ShardedModel& model, const Universe& u) {
+  CheckpointState state;
+  std::string error;
+  int old_shards = 0;
+  try {
+    if (!fs::exists(fs::path(path) / kComplete)) {
+      throw InputError("checkpoint '" + path + "' is missing or incomplete (no " + std::string(kComplete) +
+                       " marker: it was interrupted while being written); use --resume auto or an earlier checkpoint");
+    }
+    std::ifstream in(fs::path(path) / "trainer.json");
+    json j;
+    try {
+      j = json::parse(in);
+    } catch (const json::exception& e) {
+      throw InputError("checkpoint '" + path + "': trainer.json is not valid JSON: " + e.what());
+    }
+    if (j.value("format", std::string()) != kFormat || j.value("version", 0) != 1) {
+      throw InputError("checkpoint '" + path + "': trainer.json is not an openvid checkpoint of version 1");
+    }
+    state.next_step = j.at("next_step").get<int64_t>();
+    state.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
+    state.skipped_steps = j.value("skipped_steps", int64_t{0});
+    old_shards = j.at("shard_files").get<int>();
+    model.load_masters(model::read_weights((fs::path(path) / "model.safetensors").string()), path + "/model.safetensors");
+    std::vector<model::TensorMap> files;
+    for (int r = 0; r < old_shards; ++r) files.push_back(model::read_safetensors((fs::path(path) / optimizer_file(r, old_shards)).string()).tensors);
+    model.load_optimizer_slices(files, path);
+  } catch (const InputError& e) {
+    error = e.what();
+  } catch (const json::exception& e) {
+    error = "checkpoint '" + path + "': trainer.json lacks a field: " + e.what();
+  }
+  agree_on_errors(u.world(), error);
+  return state;
+}
+
+}  // namespace ov::train

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Job-level fault scenarios of openvid_mpi (2 ranks, the quick-start model):
+#   job_faults.sh MPIEXEC OPENVID_MPI CONFIG WORKDIR SCENARIO
+# SCENARIO: kill-in-checkpoint | signal | corrupt | nonfinite. Prints PASS or FAIL lines; exit 0 on PASS.
+set -u
+mpiexec=$1 ovmpi=$2 config=$3 work=$4 scenario=$5
+run_dir=$work/$scenario
+rm -rf "$run_dir"
+mkdir -p "$run_dir"
+job() { timeout -k 5 120 "$mpiexec" --oversubscribe -n 2 "$ovmpi" --config "$config" --device cpu --run_dir "$run_dir" \
+          --run_name run --evaluate_every 0 --warmup_steps 1 "$@"; }
+fail() { echo "FAIL: $*"; exit 1; }
+ck=$run_dir/run/checkpoints
+case $scenario in
+  kill-in-checkpoint)
+    # Rank 0 is killed after writing the step-4 checkpoint's files, before committing it.
+    OPENVID_FAULT_KILL_IN_CHECKPOINT=4 job --max_steps 6 --checkpoint_every 2 > "$run_dir/first.log" 2>&1
+    rc=$?; cat "$run_dir/first.log"
+    [ $rc -ne 0 ] || fail "the killed job exited 0"
+    [ -f "$ck/step_00000002/COMPLETE" ] || fail "the previous checkpoint step_00000002 is not intact"
+    [ ! -f "$ck/step_00000004/COMPLETE" ] || fail "the interrupted checkpoint was committed"
+    job --max_steps 6 --checkpoint_every 2 --resume auto > "$run_dir/second.log" 2>&1
+    rc=$?; cat "$run_dir/second.log"
+    [ $rc -eq 0 ] || fail "the resumed job exited $rc"
+    grep -q "resuming from .*step_00000002 at step 2" "$run_dir/second.log" || fail "--resume auto did not take step_00000002"
+    grep -q "^step 6/6 " "$run_dir/second.log" || fail "the resumed job did not finish"
+    ;;
+  signal)
+    # mpiexec itself in the background (not a wrapper), so that the signal reaches it and it forwards it.
+    "$mpiexec" --oversubscribe -n 2 "$ovmpi" --config "$config" --device cpu --run_dir "$run_dir" --run_name run \
+      --evaluate_every 0 --warmup_steps 1 --max_steps 100000 --log_every 1 --checkpoint_every 1000000 > "$run_dir/first.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 600); do grep -q "^step 5/" "$run_dir/first.log" 2>/dev/null && break; sleep 0.1; done
+    kill -USR1 "$pid"  # mpiexec forwards SIGUSR1 to every rank
+    # A watchdog that ends with the job (a plain `sleep 120` would hold the test's output open).
+    ( for _ in $(seq 240); do sleep 0.5; kill -0 "$pid" 2>/dev/null || exit 0; done; kill -9 "$pid" ) >/dev/null 2>&1 &
+    wait "$pid"; rc=$?; cat "$run_dir/first.log"
+    [ $rc -eq 3 ] || fail "expected exit code 3 (checkpointed, requeue me), got $rc"
+    step=$(grep -o "checkpoint written at step [0-9]*" "$run_dir/first.log" | grep -o "[0-9]*$")
+    [ -n "$step" ] || fail "no checkpoint message"
+    [ "$(grep -c 'received signal' "$run_dir/first.log")" -eq 1 ] || fail "the message is not printed exactly once"
+    job --max_steps $((step + 2)) --resume auto > "$run_dir/second.log" 2>&1 || fail "the requeued job failed"
+    cat "$run_dir/second.log"
+    grep -q "resuming from .* at step $step" "$run_dir/second.log" || fail "the requeued job did not resume at step $step"
+    ;;
+  corrupt)
+    job --max_steps 2 > "$run_dir/first.log" 2>&1 || { cat "$run_dir/first.log"; fail "the first job failed"; }
+    f=$ck/step_00000002/model.safetensors
+    truncate -s -100 "$f"
+    job --max_steps 4 --resume "$ck/step_00000002" > "$run_dir/second.log" 2>&1
+    rc=$?; cat "$run_dir/second.log"
+    [ $rc -eq 2 ] || fail "expected exit 2 for a truncated checkpoint, got $rc"
+    [ "$(grep -c "model.safetensors.*truncated" "$run_dir/second.log")" -eq 1 ] || fail "no single message naming the truncated file"
+    job --max_steps 4 --resume "$ck/step_00000099" > "$run_dir/third.log" 2>&1
+    rc=$?; cat "$run_dir/third.log"
+    [ $rc -eq 2 ] && grep -q "missing or incomplete" "$run_dir/third.log" || fail "a missing checkpoint is not reported (exit $rc)"
+    ;;
+  nonfinite)
+    job --max_steps 20 --learning_rate 1e30 --max_nonfinite_steps 3 --log_every 1 > "$run_dir/first.log" 2>&1
+    rc=$?; cat "$run_dir/first.log"
+    [ $rc -eq 1 ] || fail "expected exit 1 after repeated non-finite steps, got $rc"
+    [ "$(grep -c "not finite in 3 steps in a row" "$run_dir/first.log")" -eq 1 ] || fail "no single message about non-finite steps"
+    grep -q "skipped [1-9]" "$run_dir/first.log" || fail "skipped steps are not counted in the log"
+    ;;
+  *) fail "unknown scenario $scenario" ;;
+esac
+echo PASS
