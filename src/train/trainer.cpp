@@ -1,6 +1,7 @@
 #include "openvid/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <c10/core/GradMode.h>
 #include <sys/resource.h>
 
@@ -14,6 +15,10 @@
 #include <iomanip>
 #include <iostream>
 #include <sstream>
+
+#ifdef OPENVID_TORCH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include "openvid/data/dataset.h"
 #include "openvid/data/device_batch.h"
@@ -48,7 +53,15 @@ extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-double peak_rss_gb() {
+// Peak memory of this rank: the CUDA caching allocator's peak on a GPU, the process's peak RSS on a CPU.
+double peak_memory_gb(const at::Device& device) {
+#ifdef OPENVID_TORCH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return static_cast<double>(stats.allocated_bytes[0].peak) / 1e9;  // [0]: all pools
+  }
+#endif
+  static_cast<void>(device);
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_maxrss) / 1e6;  // kilobytes on Linux
@@ -285,6 +298,11 @@ Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups
     d.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(universe.device().index));
   }
   d.compute_dtype = options.precision == "bf16" || (options.precision == "auto" && d.device.is_cuda()) ? at::kBFloat16 : at::kFloat;
+  if (d.compute_dtype == at::kFloat) {
+    // fp32 means fp32: no TF32 in cuBLAS or cuDNN (the CPU's results must carry over to the GPU).
+    at::globalContext().setAllowTF32CuBLAS(false);
+    at::globalContext().setAllowTF32CuDNN(false);
+  }
   d.run_dir = options.run_dir + "/" + options.run_name;
   std::string error;
   if (universe.rank() == 0) {
@@ -360,7 +378,11 @@ int Trainer::run() {
     std::cout << "training " << model::parameter_count(d.opt.model) / 1e6 << "M parameters for " << steps << " steps: "
               << d.sampler->steps_per_epoch() << " steps per epoch, global batch " << d.sampler->global_batch() << " (" << d.opt.batch_size
               << " per data rank x " << d.u.num_data_ranks() << "), " << c10::toString(d.compute_dtype) << " compute on "
-              << d.device.str() << ", run directory " << d.run_dir << "\n" << std::flush;
+              << d.device.str() << ", run directory " << d.run_dir << "\n";
+    const parallel::ShardMemory mem = d.sharded->memory();
+    std::cout << std::fixed << std::setprecision(2) << "sharded state per rank (1/" << d.u.mesh().shard_size() << "): masters "
+              << mem.master_bytes / 1e6 << " MB, gradients " << mem.grad_bytes / 1e6 << " MB, Adam moments " << mem.optimizer_bytes / 1e6
+              << " MB; gathered parameters " << mem.gathered_bytes / 1e6 << " MB\n" << std::defaultfloat << std::flush;
   }
   std::ofstream metrics;
   if (root) metrics.open(d.run_dir + "/metrics.jsonl", std::ios::app);
@@ -408,7 +430,7 @@ int Trainer::run() {
              << " TFLOP/s";
         if (peak > 0) line << " | MFU " << std::setprecision(1) << 100 * tflops / peak << "%";
         line << " | data wait " << std::setprecision(1) << 100 * window_wait / window_seconds << "% | mem " << std::setprecision(2)
-             << peak_rss_gb() << " GB | ETA " << format_duration(eta);
+             << peak_memory_gb(d.device) << " GB | ETA " << format_duration(eta);
         if (d.skipped_total > 0) line << " | skipped " << d.skipped_total;
         std::cout << line.str() << "\n" << std::flush;
         metrics << "{\"step\": " << step + 1 << ", \"loss\": " << window_loss / window_steps;
@@ -416,7 +438,7 @@ int Trainer::run() {
         metrics << ", \"lr\": " << r.lr << ", \"grad_norm\": " << r.grad_norm << ", \"step_seconds\": " << window_seconds / window_steps
                 << ", \"samples_per_second\": " << window_samples / window_seconds << ", \"tokens_per_second\": " << window_tokens / window_seconds
                 << ", \"tflops\": " << tflops << ", \"data_wait_fraction\": " << window_wait / window_seconds
-                << ", \"peak_memory_gb\": " << peak_rss_gb() << ", \"skipped_steps\": " << d.skipped_total << "}\n" << std::flush;
+                << ", \"peak_memory_gb\": " << peak_memory_gb(d.device) << ", \"skipped_steps\": " << d.skipped_total << "}\n" << std::flush;
       }
       window_loss = window_seconds = window_wait = window_flops = window_samples = window_tokens = 0;
       window_steps = 0;
