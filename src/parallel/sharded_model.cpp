@@ -34,8 +34,9 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
   for (Unit& u : units_) {
     u.padded = (u.numel + s - 1) / s * s;
     u.shard_numel = u.padded / s;
-    // Every rank holds the same initial values; each keeps its slice as the master.
-    at::Tensor flat = at::zeros({u.padded}, at::kFloat);
+    // Every rank holds the same initial values; each keeps its slice as the master. Buffers live where
+    // the module's parameters do (the GPU for NCCL).
+    at::Tensor flat = at::zeros({u.padded}, u.params.front().options());
     for (size_t i = 0; i < u.params.size(); ++i) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(u.params[i].reshape(-1));
     u.master = flat.narrow(0, r * u.shard_numel, u.shard_numel).clone();
     u.grad = at::zeros_like(u.master);
@@ -56,7 +57,7 @@ void ShardedModel::reduce_gradients() {
   c10::NoGradGuard no_grad;
   for (auto it = units_.rbegin(); it != units_.rend(); ++it) {  // backward order, as a hooked version would
     Unit& u = *it;
-    at::Tensor flat = at::zeros({u.padded}, at::kFloat);
+    at::Tensor flat = at::zeros({u.padded}, u.master.options());
     for (size_t i = 0; i < u.params.size(); ++i) {
       at::Tensor g = u.params[i].grad();
       if (g.defined()) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(g.reshape(-1));
@@ -116,7 +117,7 @@ namespace ov::parallel {
 model::TensorMap ShardedModel::full_masters() {
   model::TensorMap out;
   for (Unit& u : units_) {
-    at::Tensor flat = at::empty({u.padded}, at::kFloat);
+    at::Tensor flat = at::empty({u.padded}, u.master.options());
     shard_.all_gather(flat, u.master).wait();
     for (size_t i = 0; i < u.params.size(); ++i) {
       out[u.names[i]] = flat.narrow(0, u.offsets[i], u.numels[i]).view(u.params[i].sizes()).clone();
@@ -136,7 +137,7 @@ void ShardedModel::load_masters(const model::TensorMap& full, const std::string&
   const int64_t r = shard_.rank();
   c10::NoGradGuard no_grad;
   for (Unit& u : units_) {
-    at::Tensor flat = at::zeros({u.padded}, at::kFloat);
+    at::Tensor flat = at::zeros({u.padded}, u.master.options());
     for (size_t i = 0; i < u.params.size(); ++i) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(full.at(u.names[i]).reshape(-1));
     u.master.copy_(flat.narrow(0, r * u.shard_numel, u.shard_numel));
   }
@@ -184,7 +185,7 @@ void ShardedModel::load_optimizer_slices(const std::vector<model::TensorMap>& fi
         throw InputError("optimizer state in '" + source + "' does not match unit " + u.name + " (" + std::to_string(old_flat.numel()) +
                          " values for " + std::to_string(u.numel) + " parameters over " + std::to_string(old_size) + " shards)");
       }
-      at::Tensor flat = at::zeros({u.padded}, at::kFloat);
+      at::Tensor flat = at::zeros({u.padded}, u.master.options());
       flat.narrow(0, 0, u.numel).copy_(old_flat.narrow(0, 0, u.numel));
       (std::string(kind) == ".exp_avg" ? u.exp_avg : u.exp_avg_sq).copy_(flat.narrow(0, r * u.shard_numel, u.shard_numel));
     }
