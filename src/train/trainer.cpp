@@ -433,6 +433,7 @@ int Trainer::run() {
              << peak_memory_gb(d.device) << " GB | ETA " << format_duration(eta);
         if (d.skipped_total > 0) line << " | skipped " << d.skipped_total;
         std::cout << line.str() << "\n" << std::flush;
+        metrics << std::setprecision(17) << std::defaultfloat;  // full precision: runs are compared by these numbers
         metrics << "{\"step\": " << step + 1 << ", \"loss\": " << window_loss / window_steps;
         if (eval_now) metrics << ", \"eval_loss\": " << eval_loss;
         metrics << ", \"lr\": " << r.lr << ", \"grad_norm\": " << r.grad_norm << ", \"step_seconds\": " << window_seconds / window_steps
