@@ -31,7 +31,11 @@ case $scenario in
       --evaluate_every 0 --warmup_steps 1 --max_steps 100000 --log_every 1 --checkpoint_every 1000000 > "$run_dir/first.log" 2>&1 &
     pid=$!
     for _ in $(seq 600); do grep -q "^step 5/" "$run_dir/first.log" 2>/dev/null && break; sleep 0.1; done
-    kill -USR1 "$pid"  # mpiexec forwards SIGUSR1 to every rank
+    # One rank gets the signal (as under Slurm, where each task is signalled; mpiexec's own forwarding
+    # differs between OpenMPI builds): every rank must agree on it at the next step boundary.
+    ranks=$(pgrep -P "$pid" -f openvid_mpi | head -1)
+    [ -n "$ranks" ] || fail "no rank process found under mpiexec"
+    kill -USR1 "$ranks"
     # A watchdog that ends with the job (a plain `sleep 120` would hold the test's output open).
     ( for _ in $(seq 240); do sleep 0.5; kill -0 "$pid" 2>/dev/null || exit 0; done; kill -9 "$pid" ) >/dev/null 2>&1 &
     wait "$pid"; rc=$?; cat "$run_dir/first.log"
