@@ -335,7 +335,8 @@ std::string help_text(const std::string& program) {
      << "Trains a text-to-video diffusion transformer (rectified flow) over dp x fs x cp MPI ranks.\n"
      << "Options take '-' or '_' alike (--eval-every = --evaluate_every). Booleans: --flag, --flag=false.\n"
      << "INI files hold the same names as 'key = value'; in a [model] section the model_ prefix is implied.\n"
-     << "Exit codes: 0 done, 1 runtime failure (job aborted), 2 bad options/config/input.\n\n"
+     << "Exit codes: 0 done, 1 runtime failure (job aborted), 2 bad options/config/input, 3 checkpointed on\n"
+     << "SIGUSR1/SIGTERM (requeue and resume with --resume auto).\n\n"
      << desc->all;
   return os.str();
 }
