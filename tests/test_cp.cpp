@@ -22,11 +22,6 @@ double rel_err(const at::Tensor& a, const at::Tensor& b) {
   return (a - b).norm().item<double>() / (ref > 0 ? ref : 1);
 }
 
-void randomize(ov::model::DiT& m, uint64_t seed) {
-  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
-  c10::NoGradGuard no_grad;
-  for (auto& p : m->parameters()) p.copy_(at::normal(0, 0.2, p.sizes(), g) + (p.numel() == 1 ? 0.5 : 0.0));
-}
 
 }  // namespace
 
@@ -39,7 +34,7 @@ BOOST_AUTO_TEST_CASE(cp_forward_and_gradients_equal_the_single_rank_ones) {
     auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
     for (const std::string layout : {"aligned", "seed"}) {
       ov::model::DiT model(tiny_model_config(true, layout));
-      randomize(model, 3);
+      randomize_parameters(*model, 3);
       at::Generator g = at::make_generator<at::CPUGeneratorImpl>(11);  // same inputs on every rank
       const at::Tensor x = at::normal(0, 1, {2, 4, 16, 4, 6}, g), text = at::normal(0, 1, {2, 5, 24}, g);
       const at::Tensor t = at::rand({2}, g), probe = at::normal(0, 1, x.sizes(), g);

@@ -36,12 +36,6 @@ Batch batch(const DiTConfig& c, uint64_t seed, at::ScalarType dtype = at::kFloat
           at::normal(0, 1, {2, c.in_channels, frames, height, width}, g, opt)};
 }
 
-// Gives every parameter (also the zero-initialised ones) random values, so every path carries signal.
-void randomize(DiT& model, uint64_t seed) {
-  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
-  at::NoGradGuard no_grad;
-  for (auto& p : model->parameters()) p.copy_(at::normal(0, 0.2, p.sizes(), g).to(p.scalar_type()) + (p.dim() == 1 && p.numel() == 1 ? 0.5 : 0.0));
-}
 
 double rel_err(const at::Tensor& a, const at::Tensor& b) {
   const double ref = b.to(at::kDouble).norm().item<double>();
@@ -157,7 +151,7 @@ BOOST_AUTO_TEST_CASE(gradients_match_finite_differences) {
   DiT model(c);
   model->to(at::kDouble);
   model->set_compute_dtype(at::kDouble);
-  randomize(model, 11);
+  randomize_parameters(*model, 11);
   const Batch b = batch(c, 5, at::kDouble, 2, 4, 4);
   auto f = [&] { return (model->forward(b.x, b.text, b.t, {1, 2, 3}) * b.probe).sum(); };
   f().backward();
@@ -192,7 +186,7 @@ BOOST_AUTO_TEST_CASE(activation_checkpointing_gives_identical_gradients) {
   for (const std::string layout : {"aligned", "seed"}) {
     const DiTConfig c = tiny(true, layout);
     DiT model(c);
-    randomize(model, 21);
+    randomize_parameters(*model, 21);
     const Batch b = batch(c, 9);
     auto grads = [&](bool checkpointing) {
       model->set_activation_checkpointing(checkpointing);
@@ -220,7 +214,7 @@ BOOST_AUTO_TEST_CASE(activation_checkpointing_gives_identical_gradients) {
 BOOST_AUTO_TEST_CASE(bf16_compute_stays_close_to_fp32) {
   const DiTConfig c = tiny();
   DiT model(c);
-  randomize(model, 4);
+  randomize_parameters(*model, 4);
   const Batch b = batch(c, 2);
   const at::Tensor ref = model->forward(b.x, b.text, b.t);
   model->set_compute_dtype(at::kBFloat16);
@@ -349,7 +343,7 @@ BOOST_AUTO_TEST_CASE(cuda_forward_and_backward_agree_with_the_cpu) {
   BOOST_REQUIRE_MESSAGE(at::hasCUDA(), "CUDA build without a visible GPU");
   const DiTConfig c = tiny(true, "seed");
   DiT model(c);
-  randomize(model, 8);
+  randomize_parameters(*model, 8);
   const Batch b = batch(c, 3);
   const at::Tensor ref = model->forward(b.x, b.text, b.t, {1, 2, 3});
   (ref * b.probe).sum().backward();

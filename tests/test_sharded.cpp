@@ -33,11 +33,6 @@ Inputs inputs_of(int rank, int step) {
 
 at::Tensor loss_of(ov::model::DiT& m, const Inputs& in) { return (m->forward(in.x, in.text, in.t) * in.probe).sum(); }
 
-void randomize(ov::model::DiT& m, uint64_t seed) {
-  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
-  c10::NoGradGuard no_grad;
-  for (auto& p : m->parameters()) p.copy_(at::normal(0, 0.2, p.sizes(), g) + (p.numel() == 1 ? 0.5 : 0.0));
-}
 
 }  // namespace
 
@@ -54,7 +49,7 @@ BOOST_AUTO_TEST_CASE(sharded_steps_equal_unsharded_steps_on_every_layout) {
 
       // Reference: one unsharded model stepped with the sum of every rank's gradient.
       ov::model::DiT ref(cfg);
-      randomize(ref, 5);
+      randomize_parameters(*ref, 5);
       ov::train::AdamW ref_opt({0.95, 0.99, 1e-8});
       std::vector<at::Tensor> ref_grads;
       for (const auto& item : ref->named_parameters()) {
@@ -64,7 +59,7 @@ BOOST_AUTO_TEST_CASE(sharded_steps_equal_unsharded_steps_on_every_layout) {
       }
 
       ov::model::DiT model(cfg);
-      randomize(model, 5);
+      randomize_parameters(*model, 5);
       ov::parallel::ShardedModel sharded(*model, groups.shard(), groups.dp());
       BOOST_CHECK_EQUAL(sharded.num_units(), cfg.depth + 1);
       ov::train::AdamW opt({0.95, 0.99, 1e-8});
