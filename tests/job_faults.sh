@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Job-level fault scenarios of openvid_mpi (2 ranks, the quick-start model):
 #   job_faults.sh MPIEXEC OPENVID_MPI CONFIG WORKDIR SCENARIO
-# SCENARIO: kill-in-checkpoint | signal | corrupt | nonfinite. Prints PASS or FAIL lines; exit 0 on PASS.
+# SCENARIO: kill-in-checkpoint | signal | corrupt | nonfinite | profile. Prints PASS or FAIL lines; exit 0 on PASS.
 set -u
 mpiexec=$1 ovmpi=$2 config=$3 work=$4 scenario=$5
 run_dir=$work/$scenario
@@ -65,6 +65,17 @@ case $scenario in
     [ $rc -eq 1 ] || fail "expected exit 1 after repeated non-finite steps, got $rc"
     [ "$(grep -c "not finite in 3 steps in a row" "$run_dir/first.log")" -eq 1 ] || fail "no single message about non-finite steps"
     grep -q "skipped [1-9]" "$run_dir/first.log" || fail "skipped steps are not counted in the log"
+    ;;
+  profile)
+    job --max_steps 3 --profile_dir "$run_dir/profile" > "$run_dir/first.log" 2>&1 || { cat "$run_dir/first.log"; fail "the job failed"; }
+    for r in 0 1; do
+      python3 -c "import json, sys
+t = json.load(open(sys.argv[1]))
+names = sorted({e['name'] for e in t})
+assert names == ['checks_and_optimizer', 'data_wait', 'forward_backward', 'gather_parameters', 'reduce_gradients'], names
+assert len(t) == 15 and all(e['dur'] >= 0 and e['pid'] == int(sys.argv[2]) for e in t), len(t)" "$run_dir/profile/trace-rank$r.json" "$r" \
+        || fail "trace-rank$r.json is not a timeline of 3 steps x 5 phases"
+    done
     ;;
   *) fail "unknown scenario $scenario" ;;
 esac

@@ -73,7 +73,8 @@ void for_each_option(Options& o, Fn&& fn) {
      Group::kRun);
   fn("resume", o.resume, "continue a run: 'auto' (latest complete checkpoint of this run) or a path",
      Group::kRun);
-  fn("profile_dir", o.profile_dir, "write profiler traces here; empty = off", Group::kRun);
+  fn("profile_dir", o.profile_dir, "write a per-rank timeline of each step's phases here (Chrome trace JSON); empty = off",
+     Group::kRun);
   // Model
   fn("model_width", m.width, "model width D", Group::kModel);
   fn("model_depth", m.depth, "number of DiT blocks", Group::kModel);

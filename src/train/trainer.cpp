@@ -77,6 +77,32 @@ std::string format_duration(double s) {
 
 }  // namespace
 
+// --profile_dir: a timeline of each step's phases per rank, in the Chrome trace format (open in
+// chrome://tracing or ui.perfetto.dev). Host times: on GPUs they show when work was enqueued.
+class PhaseTrace {
+ public:
+  void open(const std::string& path) {
+    out_.open(path);
+    out_ << "[\n";
+  }
+  bool active() const { return out_.is_open(); }
+  void add(const char* name, Clock::time_point begin, Clock::time_point end, int64_t step, int rank) {
+    if (!active()) return;
+    const auto us = [&](Clock::time_point t) { return std::chrono::duration<double, std::micro>(t - origin_).count(); };
+    out_ << (first_ ? "" : ",\n") << "{\"name\": \"" << name << "\", \"ph\": \"X\", \"pid\": " << rank << ", \"tid\": 0, \"ts\": "
+         << std::fixed << std::setprecision(1) << us(begin) << ", \"dur\": " << us(end) - us(begin) << ", \"args\": {\"step\": " << step << "}}";
+    first_ = false;
+  }
+  ~PhaseTrace() {
+    if (active()) out_ << "\n]\n";
+  }
+
+ private:
+  std::ofstream out_;
+  bool first_ = true;
+  Clock::time_point origin_ = Clock::now();
+};
+
 struct Trainer::Impl {
   Options opt;
   Universe& u;
@@ -96,6 +122,7 @@ struct Trainer::Impl {
   std::unique_ptr<AdamW> optimizer;
   int64_t consecutive_nonfinite = 0, skipped_total = 0;
   int64_t start_step = 0;
+  PhaseTrace trace;
 
   Impl(const Options& o, Universe& universe, comm::ProcessGroups& g) : opt(o), u(universe), groups(g) {}
 
@@ -258,7 +285,11 @@ StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& batch, doubl
   const double elements = static_cast<double>(sampler->global_batch()) * static_cast<double>(batch.latents.size(1) * batch.frames *
                                                                                               batch.latents.size(3) * batch.latents.size(4));
   const double local = forward_backward(batch, step, true, static_cast<int64_t>(batch.samples.size()), elements);
+  const auto t_fb = Clock::now();
+  trace.add("forward_backward", t0, t_fb, step, u.rank());
   sharded->reduce_gradients();
+  const auto t_reduce = Clock::now();
+  trace.add("reduce_gradients", t_fb, t_reduce, step, u.rank());
   // One reduction decides for every rank: the loss, the gradient norm and whether anything is non-finite.
   at::Tensor stats = at::tensor({sharded->local_grad_norm_squared(), sharded->gradients_finite() ? 0.0 : 1.0}, at::kDouble).to(device);
   groups.shard().all_reduce(stats, comm::ReduceOp::kSum).wait();
@@ -286,7 +317,10 @@ StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& batch, doubl
     if (opt.grad_clip > 0 && r.grad_norm > opt.grad_clip) sharded->scale_gradients(opt.grad_clip / r.grad_norm);
     optimizer->step(r.lr);
   }
+  const auto t_opt = Clock::now();
+  trace.add("checks_and_optimizer", t_reduce, t_opt, step, u.rank());
   sharded->gather();
+  trace.add("gather_parameters", t_opt, Clock::now(), step, u.rank());
   r.seconds = seconds_since(t0);
   return r;
 }
@@ -314,6 +348,11 @@ Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups
   agree_on_errors(universe.world(), broadcast_string(universe.world(), error));
   d.open_data();
   d.build_model();
+  if (!options.profile_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(options.profile_dir, ec);
+    d.trace.open(options.profile_dir + "/trace-rank" + std::to_string(universe.rank()) + ".json");
+  }
   if (!options.resume.empty()) {
     std::string path = options.resume;
     if (path == "auto") {
@@ -403,7 +442,9 @@ int Trainer::run() {
   int64_t window_steps = 0;
   double eval_loss = std::nan("");
   for (int64_t step = d.start_step; step < last; ++step) {
+    const auto t_wait = Clock::now();
     const data::Prefetcher::Item item = prefetcher.next();
+    d.trace.add("data_wait", t_wait, Clock::now(), step, d.u.rank());
     const StepResult r = d.step(step, item.batch, prefetcher.last_wait_seconds());
     const auto& bucket = m.buckets[static_cast<size_t>(item.batch.bucket)];
     const double samples = static_cast<double>(d.sampler->global_batch());
