@@ -19,7 +19,7 @@ say() { echo "setup: $*"; }
 
 # ---- system packages ------------------------------------------------------------------------------
 packages=(cmake ninja-build g++ pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
-          libboost-program-options-dev libboost-test-dev nlohmann-json3-dev ccache python3-venv)
+          libboost-program-options-dev libboost-test-dev nlohmann-json3-dev ccache procps python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
