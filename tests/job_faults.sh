@@ -72,7 +72,7 @@ case $scenario in
       python3 -c "import json, sys
 t = json.load(open(sys.argv[1]))
 names = sorted({e['name'] for e in t})
-assert names == ['checks_and_optimizer', 'data_wait', 'forward_backward', 'gather_parameters', 'reduce_gradients'], names
+assert names == ['checks_and_optimizer', 'data_wait', 'finish_gradient_reduction', 'forward_backward', 'gather_parameters'], names
 assert len(t) == 15 and all(e['dur'] >= 0 and e['pid'] == int(sys.argv[2]) for e in t), len(t)" "$run_dir/profile/trace-rank$r.json" "$r" \
         || fail "trace-rank$r.json is not a timeline of 3 steps x 5 phases"
     done

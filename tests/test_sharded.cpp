@@ -104,3 +104,42 @@ BOOST_AUTO_TEST_CASE(sharded_steps_equal_unsharded_steps_on_every_layout) {
     }
   }
 }
+
+// The overlapped reduction (hooks launch each unit's reduce-scatter during backward) gives exactly what
+// reduce_gradients() gives, also with two micro-batches, and from the second step on every unit is
+// launched from the hooks.
+BOOST_AUTO_TEST_CASE(reductions_launched_during_backward_equal_the_plain_ones) {
+  const int world = ov::world_size(), me = ov::world_rank();
+  const ov::ModelOptions cfg = tiny_model_config(true);
+  for (auto [fs, cp] : layouts_for(world)) {
+    ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, fs, cp, ov::DeviceRequest::kCpu);
+    auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+    ov::model::DiT a(cfg), b(cfg);
+    randomize_parameters(*a, 9);
+    randomize_parameters(*b, 9);
+    ov::parallel::ShardedModel plain(*a, groups.shard(), groups.dp()), overlapped(*b, groups.shard(), groups.dp());
+    ov::train::AdamW opt_a({0.95, 0.99, 1e-8}), opt_b({0.95, 0.99, 1e-8});
+    plain.add_to_optimizer(opt_a, 0.1);
+    overlapped.add_to_optimizer(opt_b, 0.1);
+    for (int step = 0; step < 3; ++step) {
+      plain.gather();
+      overlapped.gather();
+      for (int micro = 0; micro < 2; ++micro) {
+        const Inputs in = inputs_of(2 * me + micro, step);
+        loss_of(a, in).backward();
+        if (micro == 1) overlapped.arm();
+        loss_of(b, in).backward();
+      }
+      plain.reduce_gradients();
+      overlapped.finish();
+      if (step > 0) BOOST_CHECK_EQUAL(overlapped.units_launched_in_backward(), overlapped.num_units());
+      opt_a.step(1e-2);
+      opt_b.step(1e-2);
+    }
+    plain.gather();
+    overlapped.gather();
+    const auto wa = ov::model::state_dict(*a), wb = ov::model::state_dict(*b);
+    for (const auto& [name, w] : wa) BOOST_CHECK_MESSAGE(at::equal(wb.at(name), w), "fs=" << fs << " cp=" << cp << " " << name);
+    groups.finalize();
+  }
+}

@@ -47,6 +47,74 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
       u.params[i].set_data(u.full.narrow(0, u.offsets[i], u.numels[i]).view(u.params[i].sizes()));
     }
   }
+  pending_.resize(units_.size());
+  for (size_t k = 0; k < units_.size(); ++k) {
+    pending_[k].seen.assign(units_[k].params.size(), false);
+    for (size_t i = 0; i < units_[k].params.size(); ++i) {
+      units_[k].params[i].register_hook([this, k, i](const at::Tensor& grad) { on_gradient(k, i, grad); });
+    }
+  }
+}
+
+void ShardedModel::arm() {
+  armed_ = true;
+  launch_order_.clear();
+  for (size_t k = 0; k < units_.size(); ++k) {
+    Pending& p = pending_[k];
+    p.flat = at::zeros({units_[k].padded}, units_[k].master.options());
+    std::fill(p.seen.begin(), p.seen.end(), false);
+    p.arrived = 0;
+    p.launched = false;
+  }
+}
+
+void ShardedModel::on_gradient(size_t k, size_t i, const at::Tensor& grad) {
+  if (!armed_) return;  // earlier micro-batches accumulate into .grad as usual
+  Unit& u = units_[k];
+  Pending& p = pending_[k];
+  OV_CHECK(!p.launched, "parameter " + u.names[i] + " received a gradient after unit " + u.name +
+                            " was reduced (a parameter used twice in one backward)");
+  c10::NoGradGuard no_grad;
+  at::Tensor slot = p.flat.narrow(0, u.offsets[i], u.numels[i]);
+  slot.add_(grad.reshape(-1));  // a parameter used twice in the graph gets two calls
+  const at::Tensor earlier = u.params[i].grad();  // micro-batches before this one
+  if (!p.seen[i]) {
+    if (earlier.defined()) slot.add_(earlier.reshape(-1));
+    p.seen[i] = true;
+    ++p.arrived;
+  }
+  if (p.arrived == p.expected && !p.launched) launch(k);
+}
+
+void ShardedModel::launch(size_t k) {
+  Pending& p = pending_[k];
+  p.work = shard_.reduce_scatter(units_[k].grad, p.flat, comm::ReduceOp::kSum);
+  p.launched = true;
+  launch_order_.push_back(k);
+}
+
+void ShardedModel::finish() {
+  OV_CHECK(armed_, "ShardedModel::finish() without arm()");
+  armed_ = false;
+  launched_in_backward_ = static_cast<int64_t>(launch_order_.size());
+  // Units the hooks did not complete, in backward order (the last units first), like reduce_gradients().
+  for (size_t k = units_.size(); k-- > 0;) {
+    Pending& p = pending_[k];
+    if (p.launched) continue;
+    for (size_t i = 0; i < units_[k].params.size(); ++i) {  // parameters with gradients from earlier micro-batches only
+      const at::Tensor g = units_[k].params[i].grad();
+      if (!p.seen[i] && g.defined()) p.flat.narrow(0, units_[k].offsets[i], units_[k].numels[i]).add_(g.reshape(-1));
+    }
+    launch(k);
+  }
+  for (size_t k : launch_order_) {
+    Pending& p = pending_[k];
+    p.work.wait();
+    dp_.all_reduce(units_[k].grad, comm::ReduceOp::kSum).wait();
+    p.expected = p.arrived;  // what the next step can wait for
+    p.flat = at::Tensor();
+    for (auto& param : units_[k].params) param.mutable_grad() = at::Tensor();
+  }
 }
 
 void ShardedModel::gather() {

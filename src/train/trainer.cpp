@@ -271,7 +271,11 @@ double Trainer::Impl::forward_backward(const data::HostBatch& host, int64_t step
     at::Tensor pred = model->forward_window(ex.x_t, text, t, window);
     const at::Tensor w = at::tensor(weight, at::kFloat).to(device).view({-1, 1, 1, 1, 1});
     const at::Tensor loss = flow_loss(pred * w, ex.target * w, global_elements);
-    if (train) loss.backward();
+    if (train) {
+      // The last micro-batch's backward launches each unit's gradient reduction as soon as it is ready.
+      if (m + 1 == micro) sharded->arm();
+      loss.backward();
+    }
     loss_sum += loss.detach().to(at::kDouble).cpu().item<double>();
   }
   return loss_sum;
@@ -287,9 +291,9 @@ StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& batch, doubl
   const double local = forward_backward(batch, step, true, static_cast<int64_t>(batch.samples.size()), elements);
   const auto t_fb = Clock::now();
   trace.add("forward_backward", t0, t_fb, step, u.rank());
-  sharded->reduce_gradients();
+  sharded->finish();
   const auto t_reduce = Clock::now();
-  trace.add("reduce_gradients", t_fb, t_reduce, step, u.rank());
+  trace.add("finish_gradient_reduction", t_fb, t_reduce, step, u.rank());
   // One reduction decides for every rank: the loss, the gradient norm and whether anything is non-finite.
   at::Tensor stats = at::tensor({sharded->local_grad_norm_squared(), sharded->gradients_finite() ? 0.0 : 1.0}, at::kDouble).to(device);
   groups.shard().all_reduce(stats, comm::ReduceOp::kSum).wait();

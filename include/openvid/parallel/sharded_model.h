@@ -38,6 +38,16 @@ class ShardedModel {
   // ranks into this rank's gradient slices; clears the module's gradients (undefined gradients count 0).
   void reduce_gradients();
 
+  // Overlapped form of reduce_gradients(): arm() before the last micro-batch's backward; every unit's
+  // reduce-scatter is then launched from gradient hooks as soon as that unit's backward has produced all
+  // its gradients (while the rest of backward runs); finish() after backward launches what is left,
+  // completes the reductions (shard group, then dp group) and clears the module's gradients. Units whose
+  // parameters got no gradient in the previous step are completed by finish() (the first step learns them).
+  void arm();
+  void finish();
+  // Units of the last finish() whose reduction was launched from the hooks, during backward.
+  int64_t units_launched_in_backward() const { return launched_in_backward_; }
+
   // Registers this rank's slices with `optimizer`, one segment per (unit slice x parameter) overlap, each
   // with the mup_adam rule of its parameter.
   void add_to_optimizer(train::AdamW& optimizer, double base_weight_decay);
@@ -75,9 +85,23 @@ class ShardedModel {
     at::Tensor exp_avg, exp_avg_sq;  // its Adam moments
     at::Tensor full;          // gathered [padded]
   };
+  void on_gradient(size_t unit, size_t param, const at::Tensor& grad);
+  void launch(size_t unit);
+
   comm::Communicator& shard_;
   comm::Communicator& dp_;
   std::vector<Unit> units_;
+  bool armed_ = false;
+  struct Pending {
+    at::Tensor flat;                 // the unit's full gradient, filled by the hooks
+    std::vector<bool> seen;          // which parameters' gradients arrived
+    int64_t arrived = 0, expected = -1;  // expected: parameters with a gradient in the last step (-1: unknown)
+    bool launched = false;
+    comm::Work work;
+  };
+  std::vector<Pending> pending_;
+  std::vector<size_t> launch_order_;
+  int64_t launched_in_backward_ = 0;
 };
 
 }  // namespace ov::parallel
