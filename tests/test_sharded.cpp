@@ -143,3 +143,34 @@ BOOST_AUTO_TEST_CASE(reductions_launched_during_backward_equal_the_plain_ones) {
     groups.finalize();
   }
 }
+
+// Gathering in bf16: the module's parameters are the bf16 rounding of the fp32 masters, the gathered
+// memory halves, and the gradients still reach the fp32 slices (training moves the weights).
+BOOST_AUTO_TEST_CASE(bf16_gathers_round_the_fp32_masters) {
+  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, ov::world_size(), 1, ov::DeviceRequest::kCpu);
+  auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+  const ov::ModelOptions cfg = tiny_model_config(false);
+  ov::model::DiT ref(cfg), model(cfg);
+  randomize_parameters(*ref, 4);
+  randomize_parameters(*model, 4);
+  const auto masters = ov::model::state_dict(*ref);
+  ov::parallel::ShardedModel fp32(*ref, groups.shard(), groups.dp());
+  ov::parallel::ShardedModel bf16(*model, groups.shard(), groups.dp(), at::kBFloat16);
+  bf16.gather();
+  model->set_compute_dtype(at::kBFloat16);
+  for (const auto& [name, w] : ov::model::state_dict(*model)) {
+    BOOST_CHECK(w.scalar_type() == at::kBFloat16);
+    BOOST_CHECK_MESSAGE(at::equal(w, masters.at(name).to(at::kBFloat16)), name);
+  }
+  BOOST_CHECK_EQUAL(2 * bf16.memory().gathered_bytes, fp32.memory().gathered_bytes);
+  ov::train::AdamW opt({0.95, 0.99, 1e-8});
+  bf16.add_to_optimizer(opt, 0.1);
+  loss_of(model, inputs_of(ov::world_rank(), 0)).backward();
+  bf16.reduce_gradients();
+  BOOST_CHECK_GT(bf16.local_grad_norm_squared() + (ov::world_size() > 1 ? 1.0 : 0.0), 0.0);
+  opt.step(1e-2);
+  const auto before = bf16.full_masters();
+  BOOST_CHECK(before.at("blocks.0.qkv.weight").scalar_type() == at::kFloat);
+  BOOST_CHECK(!at::equal(before.at("blocks.0.qkv.weight"), masters.at("blocks.0.qkv.weight")));
+  groups.finalize();
+}

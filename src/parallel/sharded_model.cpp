@@ -9,8 +9,9 @@
 
 namespace ov::parallel {
 
-ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard, comm::Communicator& dp)
-    : shard_(shard), dp_(dp) {
+ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard, comm::Communicator& dp,
+                           at::ScalarType compute_dtype)
+    : shard_(shard), dp_(dp), compute_dtype_(compute_dtype) {
   // Units: "blocks.<i>" for each block's parameters, "root" for everything else, in registration order.
   std::map<std::string, size_t> index;
   for (const auto& item : module.named_parameters(/*recurse=*/true)) {
@@ -42,7 +43,7 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
     u.grad = at::zeros_like(u.master);
     u.exp_avg = at::zeros_like(u.master);
     u.exp_avg_sq = at::zeros_like(u.master);
-    u.full = flat;
+    u.full = flat.to(compute_dtype_);
     for (size_t i = 0; i < u.params.size(); ++i) {
       u.params[i].set_data(u.full.narrow(0, u.offsets[i], u.numels[i]).view(u.params[i].sizes()));
     }
@@ -118,7 +119,7 @@ void ShardedModel::finish() {
 }
 
 void ShardedModel::gather() {
-  for (Unit& u : units_) shard_.all_gather(u.full, u.master).wait();
+  for (Unit& u : units_) shard_.all_gather(u.full, u.master.to(compute_dtype_)).wait();
 }
 
 void ShardedModel::reduce_gradients() {

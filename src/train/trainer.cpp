@@ -212,7 +212,7 @@ void Trainer::Impl::build_model() {
   model->to(device);
   model->set_compute_dtype(compute_dtype);
   if (u.mesh().cp() > 1) model->set_self_attention(std::make_shared<parallel::CpSelfAttention>(groups.cp(), opt.model.registers));
-  sharded = std::make_unique<parallel::ShardedModel>(*model, groups.shard(), groups.dp());
+  sharded = std::make_unique<parallel::ShardedModel>(*model, groups.shard(), groups.dp(), compute_dtype);
   if (!opt.load_checkpoint.empty()) {
     std::string error;
     model::TensorMap w;

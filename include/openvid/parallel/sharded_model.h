@@ -27,11 +27,15 @@ struct ShardMemory {
 
 class ShardedModel {
  public:
-  // Collective over `shard` and `dp`: every rank passes a module initialised identically. Builds the
-  // units, keeps this rank's master slices and points the module's parameters at the gathered buffers.
-  ShardedModel(torch::nn::Module& module, comm::Communicator& shard, comm::Communicator& dp);
+  // Collective over `shard` and `dp`: every rank passes a module initialised identically (fp32). Builds
+  // the units, keeps this rank's fp32 master slices and points the module's parameters at the gathered
+  // buffers, which hold `compute_dtype` (bf16 halves the gathers and the gathered memory; the module's
+  // parameters then are bf16 views, gradients are reduced in fp32 into the fp32 slices).
+  ShardedModel(torch::nn::Module& module, comm::Communicator& shard, comm::Communicator& dp,
+               at::ScalarType compute_dtype = at::kFloat);
 
-  // Collective over the shard group: all-gathers every unit's master into the module's parameters.
+  // Collective over the shard group: all-gathers every unit's master, in the compute dtype, into the
+  // module's parameters.
   void gather();
 
   // Collective over the shard group, then the dp group: sums the module's parameter gradients of all
@@ -83,13 +87,14 @@ class ShardedModel {
     int64_t numel = 0, padded = 0, shard_numel = 0;
     at::Tensor master, grad;  // this rank's fp32 slice [shard_numel]
     at::Tensor exp_avg, exp_avg_sq;  // its Adam moments
-    at::Tensor full;          // gathered [padded]
+    at::Tensor full;          // gathered [padded], compute dtype
   };
   void on_gradient(size_t unit, size_t param, const at::Tensor& grad);
   void launch(size_t unit);
 
   comm::Communicator& shard_;
   comm::Communicator& dp_;
+  at::ScalarType compute_dtype_;
   std::vector<Unit> units_;
   bool armed_ = false;
   struct Pending {
