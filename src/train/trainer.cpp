@@ -35,6 +35,7 @@
 #include "openvid/train/checkpoint.h"
 #include "openvid/train/objective.h"
 #include "openvid/train/optimizer.h"
+#include "openvid/train/run_log.h"
 
 namespace ov::train {
 namespace fs = std::filesystem;
@@ -67,41 +68,7 @@ double peak_memory_gb(const at::Device& device) {
   return static_cast<double>(u.ru_maxrss) / 1e6;  // kilobytes on Linux
 }
 
-std::string format_duration(double s) {
-  std::ostringstream os;
-  if (s >= 3600) os << static_cast<int>(s / 3600) << "h" << std::setw(2) << std::setfill('0') << static_cast<int>(s / 60) % 60 << "m";
-  else if (s >= 60) os << static_cast<int>(s / 60) << "m" << std::setw(2) << std::setfill('0') << static_cast<int>(s) % 60 << "s";
-  else os << std::fixed << std::setprecision(0) << s << "s";
-  return os.str();
-}
-
 }  // namespace
-
-// --profile_dir: a timeline of each step's phases per rank, in the Chrome trace format (open in
-// chrome://tracing or ui.perfetto.dev). Host times: on GPUs they show when work was enqueued.
-class PhaseTrace {
- public:
-  void open(const std::string& path) {
-    out_.open(path);
-    out_ << "[\n";
-  }
-  bool active() const { return out_.is_open(); }
-  void add(const char* name, Clock::time_point begin, Clock::time_point end, int64_t step, int rank) {
-    if (!active()) return;
-    const auto us = [&](Clock::time_point t) { return std::chrono::duration<double, std::micro>(t - origin_).count(); };
-    out_ << (first_ ? "" : ",\n") << "{\"name\": \"" << name << "\", \"ph\": \"X\", \"pid\": " << rank << ", \"tid\": 0, \"ts\": "
-         << std::fixed << std::setprecision(1) << us(begin) << ", \"dur\": " << us(end) - us(begin) << ", \"args\": {\"step\": " << step << "}}";
-    first_ = false;
-  }
-  ~PhaseTrace() {
-    if (active()) out_ << "\n]\n";
-  }
-
- private:
-  std::ofstream out_;
-  bool first_ = true;
-  Clock::time_point origin_ = Clock::now();
-};
 
 struct Trainer::Impl {
   Options opt;
@@ -427,9 +394,7 @@ int Trainer::run() {
               << mem.master_bytes / 1e6 << " MB, gradients " << mem.grad_bytes / 1e6 << " MB, Adam moments " << mem.optimizer_bytes / 1e6
               << " MB; gathered parameters " << mem.gathered_bytes / 1e6 << " MB\n" << std::defaultfloat << std::flush;
   }
-  std::ofstream metrics;
-  if (root) metrics.open(d.run_dir + "/metrics.jsonl", std::ios::app);
-  const double peak = d.opt.peak_tflops > 0 ? d.opt.peak_tflops : (d.device.is_cuda() ? 989.0 : 0.0);
+  RunLog log(d.run_dir, root, d.opt.peak_tflops > 0 ? d.opt.peak_tflops : (d.device.is_cuda() ? 989.0 : 0.0), d.u.size());
   const int64_t epochs_cap = int64_t{d.opt.num_epochs} * d.sampler->steps_per_epoch();
   const int64_t last = std::min(steps, epochs_cap);
   if (d.start_step >= last) {
@@ -442,9 +407,6 @@ int Trainer::run() {
   sigaction(SIGTERM, &action, nullptr);
   data::Prefetcher prefetcher(*d.dataset, *d.sampler, d.sampler->position_after(d.start_step), last - d.start_step, d.layout);
   const auto start = Clock::now();
-  double window_loss = 0, window_seconds = 0, window_wait = 0, window_flops = 0, window_samples = 0, window_tokens = 0;
-  int64_t window_steps = 0;
-  double eval_loss = std::nan("");
   for (int64_t step = d.start_step; step < last; ++step) {
     const auto t_wait = Clock::now();
     const data::Prefetcher::Item item = prefetcher.next();
@@ -452,42 +414,24 @@ int Trainer::run() {
     const StepResult r = d.step(step, item.batch, prefetcher.last_wait_seconds());
     const auto& bucket = m.buckets[static_cast<size_t>(item.batch.bucket)];
     const double samples = static_cast<double>(d.sampler->global_batch());
-    window_loss += r.loss;
-    window_seconds += r.seconds + r.data_wait;
-    window_wait += r.data_wait;
-    window_samples += samples;
-    window_tokens += samples * static_cast<double>((bucket.frames / d.opt.model.time_patch) * (bucket.height / d.opt.model.patch) *
-                                                   (bucket.width / d.opt.model.patch));
-    window_flops += samples * model::training_flops(d.opt.model, bucket.frames, bucket.height, bucket.width, m.text_tokens);
-    ++window_steps;
+    const double tokens = samples * static_cast<double>((bucket.frames / d.opt.model.time_patch) * (bucket.height / d.opt.model.patch) *
+                                                        (bucket.width / d.opt.model.patch));
+    log.add_step(r.loss, r.seconds + r.data_wait, r.data_wait, samples, tokens,
+                 samples * model::training_flops(d.opt.model, bucket.frames, bucket.height, bucket.width, m.text_tokens));
     const bool eval_now = d.opt.evaluate_every > 0 && ((step + 1) % d.opt.evaluate_every == 0 || step + 1 == last);
+    std::optional<double> eval_loss;
     if (eval_now) eval_loss = evaluate();
     if ((step + 1) % d.opt.log_every == 0 || step + 1 == last || eval_now) {
-      const double tflops = window_flops / window_seconds / 1e12 / d.u.size();
-      const double eta = seconds_since(start) / static_cast<double>(step + 1 - d.start_step) * static_cast<double>(last - step - 1);
-      if (root) {
-        std::ostringstream line;
-        line << "step " << step + 1 << "/" << last << " | loss " << std::fixed << std::setprecision(4) << window_loss / window_steps;
-        if (eval_now) line << " | eval " << eval_loss;
-        line << std::scientific << std::setprecision(2) << " | lr " << r.lr << std::fixed << " | grad " << r.grad_norm << " | "
-             << std::setprecision(3) << window_seconds / window_steps << " s/step | " << std::setprecision(1) << window_samples / window_seconds
-             << " samples/s | " << std::setprecision(0) << window_tokens / window_seconds << " tok/s | " << std::setprecision(3) << tflops
-             << " TFLOP/s";
-        if (peak > 0) line << " | MFU " << std::setprecision(1) << 100 * tflops / peak << "%";
-        line << " | data wait " << std::setprecision(1) << 100 * window_wait / window_seconds << "% | mem " << std::setprecision(2)
-             << peak_memory_gb(d.device) << " GB | ETA " << format_duration(eta);
-        if (d.skipped_total > 0) line << " | skipped " << d.skipped_total;
-        std::cout << line.str() << "\n" << std::flush;
-        metrics << std::setprecision(17) << std::defaultfloat;  // full precision: runs are compared by these numbers
-        metrics << "{\"step\": " << step + 1 << ", \"loss\": " << window_loss / window_steps;
-        if (eval_now) metrics << ", \"eval_loss\": " << eval_loss;
-        metrics << ", \"lr\": " << r.lr << ", \"grad_norm\": " << r.grad_norm << ", \"step_seconds\": " << window_seconds / window_steps
-                << ", \"samples_per_second\": " << window_samples / window_seconds << ", \"tokens_per_second\": " << window_tokens / window_seconds
-                << ", \"tflops\": " << tflops << ", \"data_wait_fraction\": " << window_wait / window_seconds
-                << ", \"peak_memory_gb\": " << peak_memory_gb(d.device) << ", \"skipped_steps\": " << d.skipped_total << "}\n" << std::flush;
-      }
-      window_loss = window_seconds = window_wait = window_flops = window_samples = window_tokens = 0;
-      window_steps = 0;
+      RunLog::Point point;
+      point.step = step + 1;
+      point.last_step = last;
+      point.lr = r.lr;
+      point.grad_norm = r.grad_norm;
+      point.eta_seconds = seconds_since(start) / static_cast<double>(step + 1 - d.start_step) * static_cast<double>(last - step - 1);
+      point.peak_memory_gb = peak_memory_gb(d.device);
+      point.skipped = d.skipped_total;
+      point.eval_loss = eval_loss;
+      log.write(point);
     }
     // Every rank learns at the same step boundary whether any rank was signalled.
     at::Tensor signalled = at::full({1}, static_cast<int64_t>(g_stop_signal.load()), at::TensorOptions().dtype(at::kLong).device(d.device));

@@ -1,0 +1,78 @@
+#include "openvid/train/run_log.h"
+
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+namespace ov::train {
+
+std::string format_duration(double s) {
+  std::ostringstream os;
+  if (s >= 3600) os << static_cast<int>(s / 3600) << "h" << std::setw(2) << std::setfill('0') << static_cast<int>(s / 60) % 60 << "m";
+  else if (s >= 60) os << static_cast<int>(s / 60) << "m" << std::setw(2) << std::setfill('0') << static_cast<int>(s) % 60 << "s";
+  else os << std::fixed << std::setprecision(0) << s << "s";
+  return os.str();
+}
+
+RunLog::RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size)
+    : writer_(writer), peak_tflops_(peak_tflops), world_size_(world_size) {
+  if (writer_) metrics_.open(run_dir + "/metrics.jsonl", std::ios::app);
+}
+
+void RunLog::add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops) {
+  loss_ += loss;
+  seconds_ += seconds;
+  wait_ += data_wait;
+  samples_ += samples;
+  tokens_ += tokens;
+  flops_ += flops;
+  ++steps_;
+}
+
+void RunLog::write(const Point& p) {
+  if (writer_ && steps_ > 0) {
+    const double loss = loss_ / static_cast<double>(steps_), step_seconds = seconds_ / static_cast<double>(steps_);
+    const double tflops = flops_ / seconds_ / 1e12 / world_size_;  // per rank
+    std::ostringstream line;
+    line << "step " << p.step << "/" << p.last_step << " | loss " << std::fixed << std::setprecision(4) << loss;
+    if (p.eval_loss) line << " | eval " << *p.eval_loss;
+    line << std::scientific << std::setprecision(2) << " | lr " << p.lr << std::fixed << " | grad " << p.grad_norm << " | "
+         << std::setprecision(3) << step_seconds << " s/step | " << std::setprecision(1) << samples_ / seconds_ << " samples/s | "
+         << std::setprecision(0) << tokens_ / seconds_ << " tok/s | " << std::setprecision(3) << tflops << " TFLOP/s";
+    if (peak_tflops_ > 0) line << " | MFU " << std::setprecision(1) << 100 * tflops / peak_tflops_ << "%";
+    line << " | data wait " << std::setprecision(1) << 100 * wait_ / seconds_ << "% | mem " << std::setprecision(2) << p.peak_memory_gb
+         << " GB | ETA " << format_duration(p.eta_seconds);
+    if (p.skipped > 0) line << " | skipped " << p.skipped;
+    std::cout << line.str() << "\n" << std::flush;
+    metrics_ << std::setprecision(17) << std::defaultfloat;  // full precision: runs are compared by these numbers
+    metrics_ << "{\"step\": " << p.step << ", \"loss\": " << loss;
+    if (p.eval_loss) metrics_ << ", \"eval_loss\": " << *p.eval_loss;
+    metrics_ << ", \"lr\": " << p.lr << ", \"grad_norm\": " << p.grad_norm << ", \"step_seconds\": " << step_seconds
+             << ", \"samples_per_second\": " << samples_ / seconds_ << ", \"tokens_per_second\": " << tokens_ / seconds_
+             << ", \"tflops\": " << tflops;
+    if (peak_tflops_ > 0) metrics_ << ", \"mfu\": " << tflops / peak_tflops_;
+    metrics_ << ", \"data_wait_fraction\": " << wait_ / seconds_ << ", \"peak_memory_gb\": " << p.peak_memory_gb
+             << ", \"skipped_steps\": " << p.skipped << "}\n" << std::flush;
+  }
+  loss_ = seconds_ = wait_ = samples_ = tokens_ = flops_ = 0;
+  steps_ = 0;
+}
+
+void PhaseTrace::open(const std::string& path) {
+  out_.open(path);
+  out_ << "[\n";
+}
+
+void PhaseTrace::add(const char* name, Clock::time_point begin, Clock::time_point end, int64_t step, int rank) {
+  if (!active()) return;
+  const auto us = [&](Clock::time_point t) { return std::chrono::duration<double, std::micro>(t - origin_).count(); };
+  out_ << (first_ ? "" : ",\n") << "{\"name\": \"" << name << "\", \"ph\": \"X\", \"pid\": " << rank << ", \"tid\": 0, \"ts\": "
+       << std::fixed << std::setprecision(1) << us(begin) << ", \"dur\": " << us(end) - us(begin) << ", \"args\": {\"step\": " << step << "}}";
+  first_ = false;
+}
+
+PhaseTrace::~PhaseTrace() {
+  if (active()) out_ << "\n]\n";
+}
+
+}  // namespace ov::train
