@@ -231,7 +231,6 @@ BOOST_AUTO_TEST_CASE(prefetcher_delivers_the_sampler_sequence_and_stops_cleanly)
       BOOST_CHECK(item.batch.samples == std::vector<int64_t>{sampler.batch(p).samples[static_cast<size_t>(me)]});
       BOOST_CHECK(at::equal(item.batch.latents[0], synthetic_sample(spec, item.batch.bucket, item.batch.samples[0]).latent));
     }
-    BOOST_CHECK_GE(pf.total_wait_seconds(), 0.0);
     BOOST_CHECK_THROW(pf.next(), ov::Error);  // only 6 steps were planned
   }
   {

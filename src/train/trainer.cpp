@@ -98,7 +98,8 @@ struct Trainer::Impl {
   StepResult step(int64_t step, const data::HostBatch& batch, double data_wait);
   // Loss sum of this rank's samples (global normalisation); backward when `train`.
   double forward_backward(const data::HostBatch& batch, int64_t step, bool train, int64_t valid, double global_elements);
-  double global_sum(double local);
+  // One all-reduce (sum) over the world of several values.
+  std::vector<double> global_sums(const std::vector<double>& local);
 };
 
 void Trainer::Impl::open_data() {
@@ -196,10 +197,11 @@ void Trainer::Impl::build_model() {
   sharded->gather();
 }
 
-double Trainer::Impl::global_sum(double local) {
-  at::Tensor t = at::full({1}, local, at::TensorOptions().dtype(at::kDouble).device(device));
+std::vector<double> Trainer::Impl::global_sums(const std::vector<double>& local) {
+  at::Tensor t = at::tensor(local, at::kDouble).to(device);
   groups.world().all_reduce(t, comm::ReduceOp::kSum).wait();
-  return t.cpu().item<double>();
+  const at::Tensor c = t.cpu();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
 double Trainer::Impl::forward_backward(const data::HostBatch& host, int64_t step, bool train, int64_t valid, double global_elements) {
@@ -265,7 +267,10 @@ StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& batch, doubl
   at::Tensor stats = at::tensor({sharded->local_grad_norm_squared(), sharded->gradients_finite() ? 0.0 : 1.0}, at::kDouble).to(device);
   groups.shard().all_reduce(stats, comm::ReduceOp::kSum).wait();
   const at::Tensor s = stats.cpu();
-  r.loss = global_sum(local);
+  // The loss and whether any rank was asked to stop (SIGUSR1/SIGTERM) travel in the same reduction.
+  const std::vector<double> sums = global_sums({local, g_stop_signal.load() != 0 ? 1.0 : 0.0});
+  r.loss = sums[0];
+  r.stop_requested = sums[1] > 0;
   r.grad_norm = std::sqrt(s[0].item<double>());
   const bool finite = s[1].item<double>() == 0 && std::isfinite(r.loss) && std::isfinite(r.grad_norm);
   // The dp replicas of a shard hold identical gradients: the shard-group verdict is the same everywhere,
@@ -372,9 +377,8 @@ double Trainer::evaluate() {
   }
   // Each valid element appears on cp ranks only through its own slice, so the element count is summed
   // over the data ranks (cp rank 0 of each group counts the whole sample).
-  const double total = d.global_sum(local);
-  const double count = d.global_sum(d.layout.cp_rank == 0 ? valid : 0.0);
-  return count > 0 ? total / count : std::nan("");
+  const std::vector<double> sums = d.global_sums({local, d.layout.cp_rank == 0 ? valid : 0.0});
+  return sums[1] > 0 ? sums[0] / sums[1] : std::nan("");
 }
 
 model::TensorMap Trainer::weights() { return impl_->sharded->full_masters(); }
@@ -433,18 +437,14 @@ int Trainer::run() {
       point.eval_loss = eval_loss;
       log.write(point);
     }
-    // Every rank learns at the same step boundary whether any rank was signalled.
-    at::Tensor signalled = at::full({1}, static_cast<int64_t>(g_stop_signal.load()), at::TensorOptions().dtype(at::kLong).device(d.device));
-    d.groups.world().all_reduce(signalled, comm::ReduceOp::kMax).wait();
-    const int64_t sig = signalled.cpu().item<int64_t>();
     const bool checkpoint_now = step + 1 == last || (d.opt.checkpoint_every > 0 ? (step + 1) % d.opt.checkpoint_every == 0 : eval_now);
-    if (checkpoint_now || sig != 0) {
+    if (checkpoint_now || r.stop_requested) {
       const std::string where = save_checkpoint(step + 1);
       if (root) std::cout << "checkpoint " << where << "\n" << std::flush;
     }
-    if (sig != 0) {
+    if (r.stop_requested) {
       if (root) {
-        std::cout << "received signal " << sig << ": checkpoint written at step " << step + 1 << "; exiting with code " << kExitRequeue
+        std::cout << "received signal (SIGUSR1 or SIGTERM on some rank): checkpoint written at step " << step + 1 << "; exiting with code " << kExitRequeue
                   << " so the job can be requeued (resume with --resume auto)\n" << std::flush;
       }
       return kExitRequeue;

@@ -22,6 +22,7 @@ struct StepResult {
   double grad_norm = 0;     // global gradient norm (before clipping)
   double lr = 0;            // base learning rate used
   bool skipped = false;     // non-finite loss or gradient: no update
+  bool stop_requested = false;  // some rank got SIGUSR1/SIGTERM: every rank learns it at this step
   double seconds = 0, data_wait = 0;
 };
 
