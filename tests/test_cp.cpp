@@ -32,7 +32,7 @@ BOOST_AUTO_TEST_CASE(cp_forward_and_gradients_equal_the_single_rank_ones) {
     if (fs != 1 || 8 % cp != 0) continue;  // the sample below has 8 time tokens
     ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, 1, cp, ov::DeviceRequest::kCpu);
     auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
-    for (const std::string layout : {"aligned", "seed"}) {
+    for (const ov::RopeLayout layout : {ov::RopeLayout::kAligned, ov::RopeLayout::kSeed}) {
       ov::model::DiT model(tiny_model_config(true, layout));
       randomize_parameters(*model, 3);
       at::Generator g = at::make_generator<at::CPUGeneratorImpl>(11);  // same inputs on every rank
@@ -60,7 +60,7 @@ BOOST_AUTO_TEST_CASE(cp_forward_and_gradients_equal_the_single_rank_ones) {
       for (auto& p : model->parameters()) {
         at::Tensor grad = p.grad().defined() ? p.grad().clone() : at::zeros_like(p);
         groups.cp().all_reduce(grad, ov::comm::ReduceOp::kSum).wait();  // what the shard reduction sums
-        BOOST_CHECK_MESSAGE(rel_err(grad, g_ref[i]) < 1e-5, layout << " cp=" << cp << " parameter " << i << ": "
+        BOOST_CHECK_MESSAGE(rel_err(grad, g_ref[i]) < 1e-5, ov::to_string(layout) << " cp=" << cp << " parameter " << i << ": "
                                                                      << rel_err(grad, g_ref[i]));
         ++i;
       }

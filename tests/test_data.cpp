@@ -19,7 +19,6 @@
 #include "openvid/runtime/mesh.h"
 #include "openvid/runtime/mpi_session.h"
 
-namespace fs = std::filesystem;
 using namespace ov::data;
 
 namespace {
@@ -27,7 +26,7 @@ namespace {
 // A fresh directory name, the same on every rank (rank 0 chooses it).
 std::string shared_dir(const std::string& tag) {
   static int n = 0;
-  const std::string mine = (fs::temp_directory_path() / ("openvid_data_" + std::to_string(::getpid()) + "_" + tag + "_" + std::to_string(n++))).string();
+  const std::string mine = (std::filesystem::temp_directory_path() / ("openvid_data_" + std::to_string(::getpid()) + "_" + tag + "_" + std::to_string(n++))).string();
   return ov::broadcast_string(MPI_COMM_WORLD, mine, 0);
 }
 
@@ -35,7 +34,7 @@ struct DirGuard {
   std::string path;
   ~DirGuard() {
     MPI_Barrier(MPI_COMM_WORLD);
-    if (ov::world_rank() == 0) fs::remove_all(path);
+    if (ov::world_rank() == 0) std::filesystem::remove_all(path);
   }
 };
 
@@ -288,7 +287,7 @@ BOOST_AUTO_TEST_CASE(bad_datasets_end_every_rank_with_one_clear_message) {
   BOOST_CHECK_MESSAGE(has(e, "format version 7; this openvid reads version 1"), e);
 
   fresh();
-  on_rank0([&] { fs::remove(spec.directory + "/shard-00001.h5"); });
+  on_rank0([&] { std::filesystem::remove(spec.directory + "/shard-00001.h5"); });
   e = open_error();
   BOOST_CHECK_MESSAGE(has(e, "shard-00001.h5' (listed in the manifest) does not exist"), e);
 

@@ -16,12 +16,12 @@
 
 using ov::model::DiT;
 using ov::model::DiTConfig;
-using ov::model::RopeLayout;
+using ov::RopeLayout;
 using ov::model::TokenWindow;
 
 namespace {
 
-DiTConfig tiny(bool affine = false, const std::string& layout = "aligned") { return tiny_model_config(affine, layout); }
+DiTConfig tiny(bool affine = false, RopeLayout layout = RopeLayout::kAligned) { return tiny_model_config(affine, layout); }
 
 struct Batch {
   at::Tensor x, text, t, probe;
@@ -183,7 +183,7 @@ BOOST_AUTO_TEST_CASE(gradients_match_finite_differences) {
 }
 
 BOOST_AUTO_TEST_CASE(activation_checkpointing_gives_identical_gradients) {
-  for (const std::string layout : {"aligned", "seed"}) {
+  for (const RopeLayout layout : {RopeLayout::kAligned, RopeLayout::kSeed}) {
     const DiTConfig c = tiny(true, layout);
     DiT model(c);
     randomize_parameters(*model, 21);
@@ -203,7 +203,7 @@ BOOST_AUTO_TEST_CASE(activation_checkpointing_gives_identical_gradients) {
     for (size_t i = 0; i < plain.size(); ++i) {
       BOOST_CHECK_EQUAL(plain[i].defined(), recomputed[i].defined());
       if (plain[i].defined() && recomputed[i].defined()) {
-        BOOST_CHECK_MESSAGE(at::equal(plain[i], recomputed[i]), layout << ": tensor " << i << " differs");
+        BOOST_CHECK_MESSAGE(at::equal(plain[i], recomputed[i]), ov::to_string(layout) << ": tensor " << i << " differs");
         ++compared;
       }
     }
@@ -341,7 +341,7 @@ BOOST_AUTO_TEST_CASE(parity_with_the_reference_implementation) {
 // Only in CUDA builds: the same model on the GPU (SDPA's flash/cuDNN kernels) agrees with the CPU.
 BOOST_AUTO_TEST_CASE(cuda_forward_and_backward_agree_with_the_cpu) {
   BOOST_REQUIRE_MESSAGE(at::hasCUDA(), "CUDA build without a visible GPU");
-  const DiTConfig c = tiny(true, "seed");
+  const DiTConfig c = tiny(true, RopeLayout::kSeed);
   DiT model(c);
   randomize_parameters(*model, 8);
   const Batch b = batch(c, 3);

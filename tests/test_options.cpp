@@ -54,8 +54,8 @@ BOOST_AUTO_TEST_CASE(defaults_match_the_reference_trainer) {
   BOOST_CHECK_EQUAL(o.model.width, 512);
   BOOST_CHECK_EQUAL(o.model.depth, 9);
   BOOST_CHECK_EQUAL(o.model.head_dim, 128);
-  BOOST_CHECK_EQUAL(o.optimizer_type, "mup_adam");
-  BOOST_CHECK_EQUAL(o.lr_scheduler_type, "cosine");
+  BOOST_CHECK(o.optimizer_type == ov::OptimizerType::kMupAdam);
+  BOOST_CHECK(o.lr_scheduler_type == ov::LrSchedule::kCosine);
   BOOST_CHECK_EQUAL(o.model.bias_and_norm_affine, false);
   BOOST_CHECK_EQUAL(o.model.init_std_factor, 0.1);
   BOOST_CHECK_EQUAL(o.load_checkpoint, "");
@@ -79,7 +79,7 @@ BOOST_AUTO_TEST_CASE(command_line_sets_values_with_either_spelling) {
   BOOST_CHECK_EQUAL(o.learning_rate, 3e-4);
   BOOST_CHECK_EQUAL(o.evaluate_every, 500);
   BOOST_CHECK_EQUAL(o.model.width, 1024);
-  BOOST_CHECK_EQUAL(o.lr_scheduler_type, "linear");
+  BOOST_CHECK(o.lr_scheduler_type == ov::LrSchedule::kLinear);
   BOOST_CHECK_EQUAL(o.model.bias_and_norm_affine, true);
   BOOST_CHECK_EQUAL(o.run_name, "small");
   BOOST_CHECK_EQUAL(parse({"--train_bias_and_rms=false"}).model.bias_and_norm_affine, false);
@@ -129,7 +129,7 @@ BOOST_AUTO_TEST_CASE(config_file_with_sections_and_command_line_override) {
   BOOST_CHECK_EQUAL(o.model.depth, 6);  // command line wins
   BOOST_CHECK_EQUAL(o.model.head_dim, 64);
   BOOST_CHECK_EQUAL(o.model.bias_and_norm_affine, true);
-  BOOST_CHECK_EQUAL(o.model.rope_layout, "seed");
+  BOOST_CHECK(o.model.rope_layout == ov::RopeLayout::kSeed);
   BOOST_CHECK_EQUAL(o.learning_rate, 1e-3);
   BOOST_CHECK_EQUAL(o.config_file, file.path);
 }

@@ -13,18 +13,17 @@
 #include "openvid/runtime/error.h"
 #include "tiny_model.h"
 
-namespace fs = std::filesystem;
 using ov::model::TensorMap;
 
 namespace {
 
 struct TempDir {
-  TempDir() : path(fs::temp_directory_path() / ("openvid_st_" + std::to_string(::getpid()) + "_" + std::to_string(n++))) {
-    fs::create_directories(path);
+  TempDir() : path(std::filesystem::temp_directory_path() / ("openvid_st_" + std::to_string(::getpid()) + "_" + std::to_string(n++))) {
+    std::filesystem::create_directories(path);
   }
-  ~TempDir() { fs::remove_all(path); }
+  ~TempDir() { std::filesystem::remove_all(path); }
   std::string file(const std::string& name) const { return (path / name).string(); }
-  fs::path path;
+  std::filesystem::path path;
   static inline int n = 0;
 };
 
@@ -76,7 +75,7 @@ BOOST_AUTO_TEST_CASE(round_trip_of_every_dtype) {
   BOOST_CHECK_EQUAL(header_len % 8, 0u);
   // Nothing is left behind by the atomic write.
   int files = 0;
-  for (const auto& e : fs::directory_iterator(dir.path)) files += e.is_regular_file() ? 1 : 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path)) files += e.is_regular_file() ? 1 : 0;
   BOOST_CHECK_EQUAL(files, 1);
 }
 
@@ -84,10 +83,10 @@ BOOST_AUTO_TEST_CASE(truncated_files_are_named_and_explained) {
   TempDir dir;
   const std::string path = dir.file("w.safetensors");
   ov::model::write_safetensors(path, {{"a", at::ones({100})}});
-  fs::resize_file(path, fs::file_size(path) - 5);
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 5);
   std::string e = error_of([&] { ov::model::read_safetensors(path); });
   BOOST_CHECK_MESSAGE(has(e, path) && has(e, "truncated"), e);
-  fs::resize_file(path, 4);
+  std::filesystem::resize_file(path, 4);
   e = error_of([&] { ov::model::read_safetensors(path); });
   BOOST_CHECK_MESSAGE(has(e, "too short"), e);
   e = error_of([&] { ov::model::read_safetensors(dir.file("missing.safetensors")); });

@@ -41,7 +41,7 @@ BOOST_AUTO_TEST_CASE(sharded_steps_equal_unsharded_steps_on_every_layout) {
   // The spec's default (no attention biases): with bias_and_norm_affine, the key half of context_kv.bias
   // has an exactly-zero true gradient (softmax ignores a shift shared by all keys), so its gradient is
   // rounding noise that Adam normalises into full-size steps, different for any other summation order.
-  const ov::ModelOptions cfg = tiny_model_config(false);
+  const ov::ModelConfig cfg = tiny_model_config(false);
   for (auto [fs, cp] : layouts_for(world)) {
     BOOST_TEST_CONTEXT("fs=" << fs << " cp=" << cp) {
       ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, fs, cp, ov::DeviceRequest::kCpu);
@@ -110,7 +110,7 @@ BOOST_AUTO_TEST_CASE(sharded_steps_equal_unsharded_steps_on_every_layout) {
 // launched from the hooks.
 BOOST_AUTO_TEST_CASE(reductions_launched_during_backward_equal_the_plain_ones) {
   const int world = ov::world_size(), me = ov::world_rank();
-  const ov::ModelOptions cfg = tiny_model_config(true);
+  const ov::ModelConfig cfg = tiny_model_config(true);
   for (auto [fs, cp] : layouts_for(world)) {
     ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, fs, cp, ov::DeviceRequest::kCpu);
     auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
@@ -149,7 +149,7 @@ BOOST_AUTO_TEST_CASE(reductions_launched_during_backward_equal_the_plain_ones) {
 BOOST_AUTO_TEST_CASE(bf16_gathers_round_the_fp32_masters) {
   ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, ov::world_size(), 1, ov::DeviceRequest::kCpu);
   auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
-  const ov::ModelOptions cfg = tiny_model_config(false);
+  const ov::ModelConfig cfg = tiny_model_config(false);
   ov::model::DiT ref(cfg), model(cfg);
   randomize_parameters(*ref, 4);
   randomize_parameters(*model, 4);

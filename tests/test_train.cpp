@@ -41,16 +41,16 @@ BOOST_AUTO_TEST_CASE(mup_adam_rules_by_hand) {
 }
 
 BOOST_AUTO_TEST_CASE(schedules_by_hand) {
-  BOOST_CHECK_EQUAL(lr_multiplier("cosine", 0, 100, 20), 0.0);  // the first update uses multiplier 0
-  BOOST_CHECK_EQUAL(lr_multiplier("linear", 5, 100, 20), 0.25);
-  BOOST_CHECK_EQUAL(lr_multiplier("linear", 20, 100, 20), 1.0);
-  BOOST_CHECK_EQUAL(lr_multiplier("linear", 60, 100, 20), 0.5);
-  BOOST_CHECK_EQUAL(lr_multiplier("linear", 100, 100, 20), 0.0);
-  BOOST_CHECK_EQUAL(lr_multiplier("linear", 130, 100, 20), 0.0);
-  BOOST_CHECK_CLOSE(lr_multiplier("cosine", 60, 100, 20), 0.5, 1e-12);
-  BOOST_CHECK_CLOSE(lr_multiplier("cosine", 40, 100, 20), 0.5 * (1 + std::cos(M_PI / 4)), 1e-12);
-  BOOST_CHECK_EQUAL(lr_multiplier("constant", 7, 100, 20), 0.35);
-  BOOST_CHECK_EQUAL(lr_multiplier("constant", 70, 100, 20), 1.0);
+  BOOST_CHECK_EQUAL(lr_multiplier(ov::LrSchedule::kCosine, 0, 100, 20), 0.0);  // the first update uses multiplier 0
+  BOOST_CHECK_EQUAL(lr_multiplier(ov::LrSchedule::kLinear, 5, 100, 20), 0.25);
+  BOOST_CHECK_EQUAL(lr_multiplier(ov::LrSchedule::kLinear, 20, 100, 20), 1.0);
+  BOOST_CHECK_EQUAL(lr_multiplier(ov::LrSchedule::kLinear, 60, 100, 20), 0.5);
+  BOOST_CHECK_EQUAL(lr_multiplier(ov::LrSchedule::kLinear, 100, 100, 20), 0.0);
+  BOOST_CHECK_EQUAL(lr_multiplier(ov::LrSchedule::kLinear, 130, 100, 20), 0.0);
+  BOOST_CHECK_CLOSE(lr_multiplier(ov::LrSchedule::kCosine, 60, 100, 20), 0.5, 1e-12);
+  BOOST_CHECK_CLOSE(lr_multiplier(ov::LrSchedule::kCosine, 40, 100, 20), 0.5 * (1 + std::cos(M_PI / 4)), 1e-12);
+  BOOST_CHECK_EQUAL(lr_multiplier(ov::LrSchedule::kConstant, 7, 100, 20), 0.35);
+  BOOST_CHECK_EQUAL(lr_multiplier(ov::LrSchedule::kConstant, 70, 100, 20), 1.0);
 }
 
 // Against torch.optim.AdamW with the spec's groups (tools/reference_optimizer.py), also run as shards:
@@ -80,7 +80,7 @@ BOOST_AUTO_TEST_CASE(adamw_matches_torch_and_shards_equal_whole) {
     BOOST_REQUIRE_EQUAL(state.size(), 16u);
     for (int step = 0; step < 3; ++step) {
       for (auto& [name, pg] : state) pg.second.copy_(fx.at("grad" + std::to_string(step) + "." + name));
-      opt.step(1e-3 * lr_multiplier("linear", step, 25, 20));
+      opt.step(1e-3 * lr_multiplier(ov::LrSchedule::kLinear, step, 25, 20));
     }
     for (const auto& [name, pg] : state) {
       const at::Tensor want = fx.at("final." + name);

@@ -14,7 +14,6 @@
 // global batch (a universe over MPI_COMM_SELF) and on every dp x fs x cp layout of the world give the same
 // loss at every step, the same weights (1e-5) and the same held-out loss.
 
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -34,8 +33,8 @@ ov::Options options_for(const std::string& dataset, const std::string& run_dir, 
   o.eval_batches = 4;
   o.heldout_fraction = 0.2;
   o.seed = 3;
-  o.device = "cpu";
-  o.backend = "mpi";
+  o.device = ov::DeviceRequest::kCpu;
+  o.backend = ov::comm::BackendRequest::kMpi;
   o.collective_timeout = 60;
   o.model.width = 32;
   o.model.depth = 2;
@@ -71,7 +70,7 @@ Run train(MPI_Comm world, const ov::Options& o) {
 BOOST_AUTO_TEST_CASE(every_layout_trains_like_one_rank_with_the_global_batch) {
   const int world = ov::world_size(), me = ov::world_rank();
   const std::string dir = ov::broadcast_string(
-      MPI_COMM_WORLD, (fs::temp_directory_path() / ("openvid_trainer_" + std::to_string(::getpid()))).string());
+      MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / ("openvid_trainer_" + std::to_string(::getpid()))).string());
   ov::data::SyntheticSpec spec;
   spec.directory = dir + "/data";
   spec.shapes = {{8, 4, 6}, {4, 6, 4}};
@@ -107,7 +106,7 @@ BOOST_AUTO_TEST_CASE(every_layout_trains_like_one_rank_with_the_global_batch) {
   BOOST_CHECK_GT(ref.losses[0], 0.0);
   BOOST_CHECK_NE(ref.losses[0], ref.losses[2]);  // the steps did something
   MPI_Barrier(MPI_COMM_WORLD);
-  if (me == 0) fs::remove_all(dir);
+  if (me == 0) std::filesystem::remove_all(dir);
 }
 
 // Resume: 6 steps straight vs 3 steps, checkpoint, a new trainer resuming, 3 more steps: bitwise equal on
@@ -115,7 +114,7 @@ BOOST_AUTO_TEST_CASE(every_layout_trains_like_one_rank_with_the_global_batch) {
 BOOST_AUTO_TEST_CASE(resume_continues_the_run_exactly) {
   const int world = ov::world_size(), me = ov::world_rank();
   const std::string dir = ov::broadcast_string(
-      MPI_COMM_WORLD, (fs::temp_directory_path() / ("openvid_resume_" + std::to_string(::getpid()))).string());
+      MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / ("openvid_resume_" + std::to_string(::getpid()))).string());
   ov::data::SyntheticSpec spec;
   spec.directory = dir + "/data";
   spec.shapes = {{4, 4, 6}};
@@ -173,5 +172,5 @@ BOOST_AUTO_TEST_CASE(resume_continues_the_run_exactly) {
   }
   self_groups.finalize();
   MPI_Barrier(MPI_COMM_WORLD);
-  if (me == 0) fs::remove_all(dir);
+  if (me == 0) std::filesystem::remove_all(dir);
 }

@@ -7,10 +7,10 @@
 
 #include <string>
 
-#include "openvid/config/options.h"
+#include "openvid/config/model_config.h"
 
-inline ov::ModelOptions tiny_model_config(bool affine = false, const std::string& layout = "aligned") {
-  ov::ModelOptions c;
+inline ov::ModelConfig tiny_model_config(bool affine = false, ov::RopeLayout layout = ov::RopeLayout::kAligned) {
+  ov::ModelConfig c;
   c.width = 32;
   c.depth = 3;
   c.head_dim = 16;

@@ -9,6 +9,7 @@
 
 #include "openvid/data/synthetic.h"
 #include "openvid/runtime/error.h"
+#include "openvid/config/options.h"
 #include "openvid/runtime/mpi_session.h"
 
 namespace po = boost::program_options;
@@ -29,19 +30,12 @@ int make_dataset(int argc, char** argv) {
       ("caption-bytes", po::value(&spec.caption_bytes)->default_value(spec.caption_bytes), "fixed caption length in bytes")
       ("shards", po::value(&spec.shards)->default_value(spec.shards), "shard files (every bucket is split over them)")
       ("seed", po::value(&spec.seed)->default_value(spec.seed), "seed of the random values");
-  std::string error;
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
-    if (!vm.count("help")) po::notify(vm);
+  ov::all_ranks_check(MPI_COMM_WORLD, [&] {
+    ov::parse_tool_command_line(desc, argc, argv, vm);
     for (const auto& s : shapes) spec.shapes.push_back(ov::data::parse_latent_shape(s, "--shape"));
     if (spec.shapes.empty()) spec.shapes.push_back({16, 32, 32});
-  } catch (const po::error& e) {
-    error = std::string(e.what()) + " (see --help)";
-  } catch (const ov::InputError& e) {
-    error = e.what();
-  }
-  ov::agree_on_errors(MPI_COMM_WORLD, error);
+  });
   const bool root = ov::world_rank() == 0;
   if (vm.count("help")) {
     if (root) std::cout << desc << "\n";

@@ -51,15 +51,10 @@ int modelcheck(int argc, char** argv) {
       ("compare", po::value(&compare), "safetensors of expected tensors: report relative errors, fail above --rtol")
       ("rtol", po::value(&rtol)->default_value(rtol), "largest relative error --compare accepts");
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw ov::InputError(std::string(e.what()) + " (see --help)");
+  ov::parse_tool_command_line(desc, argc, argv, vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
   }
   const bool grad = vm.count("grad") > 0;
 

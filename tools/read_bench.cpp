@@ -16,6 +16,7 @@
 #include "openvid/data/sampler.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mesh.h"
+#include "openvid/config/options.h"
 #include "openvid/runtime/mpi_session.h"
 
 namespace po = boost::program_options;
@@ -36,14 +37,7 @@ int read_bench(int argc, char** argv) {
       ("depth", po::value(&depth)->default_value(depth), "prefetch queue depth")
       ("compute-ms", po::value(&compute_ms)->default_value(compute_ms), "simulated compute per step (the main thread sleeps)");
   po::variables_map vm;
-  std::string error;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
-    if (!vm.count("help")) po::notify(vm);
-  } catch (const po::error& e) {
-    error = std::string(e.what()) + " (see --help)";
-  }
-  ov::agree_on_errors(MPI_COMM_WORLD, error);
+  ov::all_ranks_check(MPI_COMM_WORLD, [&] { ov::parse_tool_command_line(desc, argc, argv, vm); });
   const int rank = ov::world_rank(), world = ov::world_size();
   if (vm.count("help")) {
     if (rank == 0) std::cout << desc << "\n";

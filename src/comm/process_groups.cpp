@@ -6,19 +6,19 @@
 
 namespace ov::comm {
 
-Backend resolve_backend(const std::string& requested, const DeviceChoice& device) {
+Backend resolve_backend(BackendRequest requested, const DeviceChoice& device) {
   const bool on_gpu = device.kind == DeviceKind::kCuda;
-  if (requested == "auto") return on_gpu && nccl_compiled() ? Backend::kNccl : Backend::kMpi;
-  if (requested == "mpi") return Backend::kMpi;
-  if (requested == "nccl") {
-    if (!nccl_compiled()) {
-      throw InputError("--backend nccl: this build has no NCCL backend (rebuild with a CUDA LibTorch and "
-                       "NCCL), or use --backend mpi");
-    }
-    if (!on_gpu) throw InputError("--backend nccl needs a CUDA device, but this rank runs on the CPU");
-    return Backend::kNccl;
+  switch (requested) {
+    case BackendRequest::kAuto: return on_gpu && nccl_compiled() ? Backend::kNccl : Backend::kMpi;
+    case BackendRequest::kMpi: return Backend::kMpi;
+    case BackendRequest::kNccl: break;
   }
-  throw InputError("--backend must be auto, mpi or nccl (got '" + requested + "')");
+  if (!nccl_compiled()) {
+    throw InputError("--backend nccl: this build has no NCCL backend (rebuild with a CUDA LibTorch and "
+                     "NCCL), or use --backend mpi");
+  }
+  if (!on_gpu) throw InputError("--backend nccl needs a CUDA device, but this rank runs on the CPU");
+  return Backend::kNccl;
 }
 
 namespace {

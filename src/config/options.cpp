@@ -18,10 +18,60 @@ namespace {
 
 enum class Group { kParallel, kData, kOptim, kRun, kModel };
 
+// The words of each choice, in the order --help lists them.
+template <typename E>
+struct Choices;
+template <>
+struct Choices<comm::BackendRequest> {
+  static constexpr std::pair<comm::BackendRequest, const char*> list[] = {
+      {comm::BackendRequest::kAuto, "auto"}, {comm::BackendRequest::kMpi, "mpi"}, {comm::BackendRequest::kNccl, "nccl"}};
+};
+template <>
+struct Choices<DeviceRequest> {
+  static constexpr std::pair<DeviceRequest, const char*> list[] = {
+      {DeviceRequest::kAuto, "auto"}, {DeviceRequest::kCpu, "cpu"}, {DeviceRequest::kCuda, "cuda"}};
+};
+template <>
+struct Choices<Precision> {
+  static constexpr std::pair<Precision, const char*> list[] = {
+      {Precision::kAuto, "auto"}, {Precision::kFp32, "fp32"}, {Precision::kBf16, "bf16"}};
+};
+template <>
+struct Choices<LrSchedule> {
+  static constexpr std::pair<LrSchedule, const char*> list[] = {
+      {LrSchedule::kLinear, "linear"}, {LrSchedule::kCosine, "cosine"}, {LrSchedule::kConstant, "constant"}};
+};
+template <>
+struct Choices<OptimizerType> {
+  static constexpr std::pair<OptimizerType, const char*> list[] = {{OptimizerType::kMupAdam, "mup_adam"}};
+};
+template <>
+struct Choices<RopeLayout> {
+  static constexpr std::pair<RopeLayout, const char*> list[] = {{RopeLayout::kAligned, "aligned"}, {RopeLayout::kSeed, "seed"}};
+};
+
+template <typename E>
+const char* choice_word(E value) {
+  for (const auto& [v, word] : Choices<E>::list)
+    if (v == value) return word;
+  return "?";
+}
+
+// "--option must be one of a, b, c (got 'x')".
+template <typename E>
+E parse_choice(const std::string& option, const std::string& word) {
+  std::string list;
+  for (const auto& [v, w] : Choices<E>::list) {
+    if (word == w) return v;
+    list += (list.empty() ? "" : ", ") + std::string(w);
+  }
+  throw InputError("--" + option + " must be one of " + list + " (got '" + word + "')");
+}
+
 // The one list of options: building the parser, --help and to_ini all walk it, so they cannot drift.
 template <typename Fn>
 void for_each_option(Options& o, Fn&& fn) {
-  ModelOptions& m = o.model;
+  ModelConfig& m = o.model;
   // Parallel layout and runtime
   fn("fs", o.fs, "FSDP: shard parameters, gradients and optimizer state over fs*cp ranks", Group::kParallel);
   fn("cp", o.cp, "context parallelism: split each sample's video tokens over cp ranks (cp varies fastest)",
@@ -117,7 +167,9 @@ std::string canonical_name(std::string name) {
 
 template <typename T>
 std::string to_text(const T& v) {
-  if constexpr (std::is_same_v<T, bool>) {
+  if constexpr (std::is_enum_v<T>) {
+    return choice_word(v);
+  } else if constexpr (std::is_same_v<T, bool>) {
     return v ? "true" : "false";
   } else if constexpr (std::is_same_v<T, std::string>) {
     return v;
@@ -158,9 +210,15 @@ std::unique_ptr<Descriptions> describe(Options& o) {
   for (Group g : kGroups) d->groups.emplace(g, po::options_description(group_title(g)));
   for_each_option(o, [&](const char* name, auto& field, const char* help, Group g) {
     using T = std::remove_reference_t<decltype(field)>;
-    auto* v = po::value<T>(&field)->default_value(field, to_text(field));
-    if constexpr (std::is_same_v<T, bool>) v->implicit_value(true, "true");
-    d->groups.at(g).add_options()(name, v, help);
+    if constexpr (std::is_enum_v<T>) {  // read as a word, parsed once into the enum when notified
+      auto* v = po::value<std::string>()->default_value(to_text(field))->notifier(
+          [&field, option = std::string(name)](const std::string& word) { field = parse_choice<T>(option, word); });
+      d->groups.at(g).add_options()(name, v, help);
+    } else {
+      auto* v = po::value<T>(&field)->default_value(field, to_text(field));
+      if constexpr (std::is_same_v<T, bool>) v->implicit_value(true, "true");
+      d->groups.at(g).add_options()(name, v, help);
+    }
   });
   d->all.add(d->general);
   for (Group g : kGroups) d->all.add(d->groups.at(g));
@@ -216,6 +274,19 @@ void canonicalise_file_keys(po::parsed_options& parsed, const po::options_descri
 
 std::string version_string() { return "openvid 0.1.0"; }
 
+const char* to_string(Precision p) { return choice_word(p); }
+const char* to_string(LrSchedule s) { return choice_word(s); }
+const char* to_string(RopeLayout layout) { return choice_word(layout); }
+
+void parse_tool_command_line(const po::options_description& desc, int argc, char** argv, po::variables_map& vm) {
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (!vm.count("help")) po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(std::string(e.what()) + " (see --help)");
+  }
+}
+
 ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   ParsedCommandLine result;
   Options& o = result.options;
@@ -256,28 +327,36 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   return result;
 }
 
+// Throws "--option what (got value)" unless ok.
+template <typename T>
+void need(bool ok, const std::string& option, const std::string& what, const T& got) {
+  if (!ok) {
+    std::ostringstream os;
+    os << "--" << option << " " << what << " (got " << got << ")";
+    throw InputError(os.str());
+  }
+}
+
+void validate(const ModelConfig& m) {
+  need(m.width >= 1, "model_width", "must be >= 1", m.width);
+  need(m.depth >= 1, "model_depth", "must be >= 1", m.depth);
+  need(m.head_dim >= 8 && m.head_dim % 8 == 0, "model_head_dim",
+       "must be a positive multiple of 8 (3-D RoPE splits head_dim/2 angles into t/h/w quarters)", m.head_dim);
+  need(m.width % m.head_dim == 0, "model_width",
+       "must be a multiple of --model_head_dim " + std::to_string(m.head_dim), m.width);
+  need(m.mlp_ratio >= 1, "model_mlp_ratio", "must be >= 1", m.mlp_ratio);
+  need(m.patch >= 1, "model_patch", "must be >= 1", m.patch);
+  need(m.time_patch >= 1, "model_time_patch", "must be >= 1", m.time_patch);
+  need(m.registers >= 0, "model_registers", "must be >= 0", m.registers);
+  need(m.in_channels >= 1, "model_in_channels", "must be >= 1", m.in_channels);
+  need(m.text_dim >= 1, "model_text_dim", "must be >= 1", m.text_dim);
+  need(m.init_std_factor > 0, "init_std_factor", "must be > 0", m.init_std_factor);
+}
+
 void validate(const Options& o) {
-  auto need = [](bool ok, const std::string& option, const std::string& what, const auto& got) {
-    if (!ok) {
-      std::ostringstream os;
-      os << "--" << option << " " << what << " (got " << got << ")";
-      throw InputError(os.str());
-    }
-  };
-  auto one_of = [&](const std::string& option, const std::string& v, std::initializer_list<const char*> choices) {
-    std::string list;
-    for (const char* c : choices) {
-      if (v == c) return;
-      list += (list.empty() ? "" : ", ") + std::string(c);
-    }
-    need(false, option, "must be one of " + list, "'" + v + "'");
-  };
-  const ModelOptions& m = o.model;
+  const ModelConfig& m = o.model;
   need(o.fs >= 1, "fs", "must be >= 1", o.fs);
   need(o.cp >= 1, "cp", "must be >= 1", o.cp);
-  one_of("backend", o.backend, {"auto", "mpi", "nccl"});
-  one_of("device", o.device, {"auto", "cpu", "cuda"});
-  one_of("precision", o.precision, {"auto", "fp32", "bf16"});
   need(o.collective_timeout > 0, "collective_timeout", "must be > 0 seconds", o.collective_timeout);
   need(o.num_epochs >= 1, "num_epochs", "must be >= 1", o.num_epochs);
   need(o.batch_size >= 1, "batch_size", "must be >= 1", o.batch_size);
@@ -292,13 +371,11 @@ void validate(const Options& o) {
   need(o.fake_text_tokens >= 1, "fake_text_tokens", "must be >= 1", o.fake_text_tokens);
   need(o.peak_tflops >= 0, "peak_tflops", "must be >= 0", o.peak_tflops);
   need(o.seed >= 0, "seed", "must be >= 0", o.seed);
-  one_of("optimizer_type", o.optimizer_type, {"mup_adam"});
   need(o.learning_rate > 0, "learning_rate", "must be > 0", o.learning_rate);
   need(o.weight_decay >= 0, "weight_decay", "must be >= 0", o.weight_decay);
   need(o.adam_beta1 >= 0 && o.adam_beta1 < 1, "adam_beta1", "must be in [0, 1)", o.adam_beta1);
   need(o.adam_beta2 >= 0 && o.adam_beta2 < 1, "adam_beta2", "must be in [0, 1)", o.adam_beta2);
   need(o.adam_eps > 0, "adam_eps", "must be > 0", o.adam_eps);
-  one_of("lr_scheduler_type", o.lr_scheduler_type, {"linear", "cosine", "constant"});
   need(o.max_steps >= 1, "max_steps", "must be >= 1", o.max_steps);
   need(o.warmup_steps >= 0 && o.warmup_steps < o.max_steps, "warmup_steps",
        "must be in [0, max_steps " + std::to_string(o.max_steps) + ")", o.warmup_steps);
@@ -312,20 +389,7 @@ void validate(const Options& o) {
   need(o.log_every >= 1, "log_every", "must be >= 1", o.log_every);
   need(o.checkpoint_every >= 0, "checkpoint_every", "must be >= 0", o.checkpoint_every);
   need(o.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1", o.keep_checkpoints);
-  need(m.width >= 1, "model_width", "must be >= 1", m.width);
-  need(m.depth >= 1, "model_depth", "must be >= 1", m.depth);
-  need(m.head_dim >= 8 && m.head_dim % 8 == 0, "model_head_dim",
-       "must be a positive multiple of 8 (3-D RoPE splits head_dim/2 angles into t/h/w quarters)", m.head_dim);
-  need(m.width % m.head_dim == 0, "model_width",
-       "must be a multiple of --model_head_dim " + std::to_string(m.head_dim), m.width);
-  need(m.mlp_ratio >= 1, "model_mlp_ratio", "must be >= 1", m.mlp_ratio);
-  need(m.patch >= 1, "model_patch", "must be >= 1", m.patch);
-  need(m.time_patch >= 1, "model_time_patch", "must be >= 1", m.time_patch);
-  need(m.registers >= 0, "model_registers", "must be >= 0", m.registers);
-  need(m.in_channels >= 1, "model_in_channels", "must be >= 1", m.in_channels);
-  need(m.text_dim >= 1, "model_text_dim", "must be >= 1", m.text_dim);
-  need(m.init_std_factor > 0, "init_std_factor", "must be > 0", m.init_std_factor);
-  one_of("model_rope_layout", m.rope_layout, {"aligned", "seed"});
+  validate(m);
 }
 
 std::string help_text(const std::string& program) {

@@ -12,7 +12,6 @@
 #include "openvid/runtime/mpi_session.h"
 
 namespace ov::data {
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -140,17 +139,7 @@ std::unique_ptr<Dataset> Dataset::open(const std::string& path, MPI_Comm comm, D
 
   // Every step below runs identically on every rank (HDF5's collective metadata needs that); errors are
   // agreed on after each step so that no rank goes on into a collective the others left.
-  auto agreed = [&](auto&& step) {
-    std::string error;
-    try {
-      step();
-    } catch (const InputError& e) {
-      error = e.what();
-    } catch (const Error& e) {
-      error = e.what();
-    }
-    agree_on_errors(impl->comm, error);
-  };
+  auto agreed = [&](auto&& step) { all_ranks_check(impl->comm, step); };
   agreed([&] { impl->manifest = read_manifest(path); });
   const Manifest& m = impl->manifest;
 
@@ -160,7 +149,7 @@ std::unique_ptr<Dataset> Dataset::open(const std::string& path, MPI_Comm comm, D
       for (const ShardPart& p : b.shards) {
         if (shard_index.count(p.file)) continue;
         const std::string sp = m.shard_path(p.file);
-        if (!fs::exists(sp)) throw InputError("dataset shard '" + sp + "' (listed in the manifest) does not exist");
+        if (!std::filesystem::exists(sp)) throw InputError("dataset shard '" + sp + "' (listed in the manifest) does not exist");
         if (H5Fis_hdf5(sp.c_str()) <= 0) throw InputError("dataset shard '" + sp + "' is not an HDF5 file");
         shard_index[p.file] = impl->shards.size();
         impl->shards.push_back({sp, H5Id()});

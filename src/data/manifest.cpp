@@ -7,7 +7,6 @@
 #include "openvid/runtime/error.h"
 
 namespace ov::data {
-namespace fs = std::filesystem;
 using nlohmann::json;
 
 int64_t Manifest::total_samples() const {
@@ -16,17 +15,17 @@ int64_t Manifest::total_samples() const {
   return n;
 }
 
-std::string Manifest::shard_path(const std::string& file) const { return (fs::path(directory) / file).string(); }
+std::string Manifest::shard_path(const std::string& file) const { return (std::filesystem::path(directory) / file).string(); }
 
 std::string bucket_name(int64_t frames, int64_t height, int64_t width) {
   return "t" + std::to_string(frames) + "_h" + std::to_string(height) + "_w" + std::to_string(width);
 }
 
 Manifest read_manifest(const std::string& path) {
-  fs::path p(path);
-  if (fs::is_directory(p)) p /= kManifestName;
+  std::filesystem::path p(path);
+  if (std::filesystem::is_directory(p)) p /= kManifestName;
   const std::string where = "dataset manifest '" + p.string() + "'";
-  if (!fs::exists(p)) {
+  if (!std::filesystem::exists(p)) {
     throw InputError(where + " does not exist (give --dataset the dataset's directory or its " +
                      std::string(kManifestName) + "; openvid_make_dataset writes one)");
   }
@@ -101,14 +100,14 @@ void write_manifest(const Manifest& m) {
                        {"count", b.count}, {"shards", shards}});
   }
   j["buckets"] = buckets;
-  const fs::path target = fs::path(m.directory) / kManifestName;
-  const fs::path tmp = fs::path(m.directory) / (std::string(".") + kManifestName + ".tmp");
+  const std::filesystem::path target = std::filesystem::path(m.directory) / kManifestName;
+  const std::filesystem::path tmp = std::filesystem::path(m.directory) / (std::string(".") + kManifestName + ".tmp");
   {
     std::ofstream out(tmp);
     out << j.dump(2) << "\n";
     if (!out) throw Error("cannot write '" + tmp.string() + "'");
   }
-  fs::rename(tmp, target);
+  std::filesystem::rename(tmp, target);
 }
 
 }  // namespace ov::data

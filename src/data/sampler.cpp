@@ -2,34 +2,11 @@
 
 #include <cmath>
 #include <numeric>
-#include <random>
 
 #include "openvid/runtime/error.h"
+#include "openvid/runtime/random.h"
 
 namespace ov::data {
-
-uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c) {
-  // splitmix64 over the three words: well-spread seeds from small integers.
-  uint64_t x = a;
-  for (uint64_t v : {b, c}) {
-    x += 0x9e3779b97f4a7c15ULL + v;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-  }
-  return x;
-}
-
-void deterministic_shuffle(std::vector<int64_t>& v, uint64_t seed) {
-  std::mt19937_64 gen(seed);
-  for (size_t i = v.size(); i > 1; --i) {
-    // Unbiased draw in [0, i) by rejection.
-    const uint64_t bound = i, limit = UINT64_MAX - UINT64_MAX % bound;
-    uint64_t r = gen();
-    while (r >= limit) r = gen();
-    std::swap(v[i - 1], v[static_cast<size_t>(r % bound)]);
-  }
-}
 
 namespace {
 constexpr uint64_t kSplitSeed = 0x0e7a1d5e7;  // fixed: the held-out split depends on the data only

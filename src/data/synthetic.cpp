@@ -7,12 +7,11 @@
 #include <sstream>
 
 #include "openvid/data/hdf5.h"
-#include "openvid/data/sampler.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
+#include "openvid/runtime/random.h"
 
 namespace ov::data {
-namespace fs = std::filesystem;
 
 SyntheticSample synthetic_sample(const SyntheticSpec& spec, int64_t bucket, int64_t index) {
   const auto& s = spec.shapes[static_cast<size_t>(bucket)];
@@ -87,14 +86,12 @@ Manifest write_synthetic_dataset(MPI_Comm comm, const SyntheticSpec& spec) {
   int rank = 0, size = 1;
   OV_MPI_CHECK(MPI_Comm_rank(comm, &rank));
   OV_MPI_CHECK(MPI_Comm_size(comm, &size));
-  std::string error;
-  if (spec.shapes.empty() || spec.samples_per_bucket < 1 || spec.shards < 1) error = "a synthetic dataset needs shapes, samples and shards";
-  if (rank == 0 && error.empty()) {
+  OV_CHECK(!spec.shapes.empty() && spec.samples_per_bucket >= 1 && spec.shards >= 1, "a synthetic dataset needs shapes, samples and shards");
+  root_check(comm, [&] {
     std::error_code ec;
-    fs::create_directories(spec.directory, ec);
-    if (ec) error = "cannot create the dataset directory '" + spec.directory + "': " + ec.message();
-  }
-  agree_on_errors(comm, broadcast_string(comm, error));
+    std::filesystem::create_directories(spec.directory, ec);
+    if (ec) throw InputError("cannot create the dataset directory '" + spec.directory + "': " + ec.message());
+  });
 
   Manifest m;
   m.directory = spec.directory;
@@ -167,15 +164,7 @@ Manifest write_synthetic_dataset(MPI_Comm comm, const SyntheticSpec& spec) {
       write_rows(src, str, dxpl, static_cast<hsize_t>(first), static_cast<hsize_t>(count), srcs.data());
     }
   }
-  std::string manifest_error;
-  if (rank == 0) {
-    try {
-      write_manifest(m);
-    } catch (const std::exception& e) {
-      manifest_error = e.what();
-    }
-  }
-  agree_on_errors(comm, manifest_error, kExitFailure);
+  root_check<std::exception>(comm, [&] { write_manifest(m); }, kExitFailure);
   return m;
 }
 

@@ -16,13 +16,7 @@ namespace {
 int openvid_mpi(int argc, char** argv) {
   const bool root = ov::world_rank() == 0;
   ov::ParsedCommandLine cl;
-  std::string error;
-  try {
-    cl = ov::parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
-  } catch (const ov::InputError& e) {
-    error = e.what();
-  }
-  ov::agree_on_errors(MPI_COMM_WORLD, error);
+  ov::all_ranks_check(MPI_COMM_WORLD, [&] { cl = ov::parse_command_line(std::vector<std::string>(argv + 1, argv + argc)); });
   if (cl.action == ov::ParsedCommandLine::Action::kHelp) {
     if (root) std::cout << ov::help_text("openvid_mpi");
     return ov::kExitOk;
@@ -33,15 +27,9 @@ int openvid_mpi(int argc, char** argv) {
   }
   const ov::Options& opt = cl.options;
 
-  ov::Universe universe = ov::Universe::create(MPI_COMM_WORLD, opt.fs, opt.cp, ov::parse_device_request(opt.device));
+  ov::Universe universe = ov::Universe::create(MPI_COMM_WORLD, opt.fs, opt.cp, opt.device);
   ov::comm::Backend backend = ov::comm::Backend::kMpi;
-  error.clear();
-  try {
-    backend = ov::comm::resolve_backend(opt.backend, universe.device());
-  } catch (const ov::InputError& e) {
-    error = e.what();
-  }
-  ov::agree_on_errors(universe.world(), error);
+  ov::all_ranks_check(universe.world(), [&] { backend = ov::comm::resolve_backend(opt.backend, universe.device()); });
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.collective_timeout * 1000));
   ov::comm::ProcessGroups groups = ov::comm::ProcessGroups::create(universe, backend, timeout);
 

@@ -46,12 +46,6 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) {
 
 }  // namespace
 
-void validate_config(const DiTConfig& c) {
-  ov::Options o;
-  o.model = c;
-  ov::validate(o);  // the model's fields are checked with the options, with the same messages
-}
-
 at::Tensor LocalSelfAttention::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   return at::scaled_dot_product_attention(q, k, v, std::nullopt, 0.0, false, 1.0 / std::sqrt(q.size(-1)));
 }
@@ -133,8 +127,7 @@ std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, con
 
 DiTImpl::DiTImpl(const DiTConfig& config)
     : config_(config), self_attention_(std::make_shared<LocalSelfAttention>()) {
-  validate_config(config);
-  rope_layout_ = parse_rope_layout(config.rope_layout);
+  ov::validate(config);
   checkpointing_ = config.activation_checkpointing;
   const int64_t d = config.width;
   patch_embed_ = register_module(
@@ -236,7 +229,7 @@ at::Tensor DiTImpl::forward_window(const at::Tensor& x, const at::Tensor& text, 
   at::Tensor seq = at::cat({register_tokens_.to(dt).expand({b, r, d}), tokens}, 1);
   const at::Tensor c = time_embedding(t);
 
-  auto [cos, sin] = rope_tables(cfg.head_dim, r, window, rope_layout_);
+  auto [cos, sin] = rope_tables(cfg.head_dim, r, window, cfg.rope_layout);
   BlockContext ctx{cos.to(x.device()), sin.to(x.device()), dt, self_attention_.get()};
   at::Tensor v0;
   for (Block& block : blocks_) {

@@ -2,7 +2,7 @@
 
 namespace ov::model {
 
-int64_t parameter_count(const ov::ModelOptions& c) {
+int64_t parameter_count(const ov::ModelConfig& c) {
   const int64_t d = c.width, dc = c.text_dim, m = c.mlp_ratio;
   const int64_t p = int64_t{c.patch} * c.patch * c.time_patch * c.in_channels;
   const int64_t affine = c.bias_and_norm_affine ? 1 : 0;
@@ -24,7 +24,7 @@ int64_t parameter_count(const ov::ModelOptions& c) {
   return outside + c.depth * block;
 }
 
-double forward_flops(const ov::ModelOptions& c, int64_t frames, int64_t height, int64_t width, int64_t text_len) {
+double forward_flops(const ov::ModelConfig& c, int64_t frames, int64_t height, int64_t width, int64_t text_len) {
   const double d = c.width, dc = c.text_dim, m = c.mlp_ratio, lc = static_cast<double>(text_len);
   const double p = static_cast<double>(c.patch) * c.patch * c.time_patch * c.in_channels;
   const double n = static_cast<double>(frames / c.time_patch) * static_cast<double>(height / c.patch) *
@@ -38,7 +38,7 @@ double forward_flops(const ov::ModelOptions& c, int64_t frames, int64_t height, 
   return outside + c.depth * block;
 }
 
-double training_flops(const ov::ModelOptions& c, int64_t frames, int64_t height, int64_t width, int64_t text_len) {
+double training_flops(const ov::ModelConfig& c, int64_t frames, int64_t height, int64_t width, int64_t text_len) {
   return 3 * forward_flops(c, frames, height, width, text_len);
 }
 

@@ -6,12 +6,6 @@
 
 namespace ov::model {
 
-RopeLayout parse_rope_layout(const std::string& s) {
-  if (s == "aligned") return RopeLayout::kAligned;
-  if (s == "seed") return RopeLayout::kSeed;
-  throw InputError("rope_layout must be aligned or seed (got '" + s + "')");
-}
-
 at::Tensor rope_axis_angles(int64_t dim) {
   // The reference's operations, in its order, all fp32: 1 / base^(arange(0, dim, 2).float() / dim),
   // then outer(position, freqs).

@@ -19,7 +19,6 @@ namespace {
 
 static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr uint64_t kMaxHeader = 100u << 20;  // the reference implementation's limit
@@ -55,7 +54,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) bad(path, "cannot be opened (" + std::string(std::strerror(errno)) + ")");
   std::error_code ec;
-  const uint64_t file_size = fs::file_size(path, ec);
+  const uint64_t file_size = std::filesystem::file_size(path, ec);
   if (ec) bad(path, "cannot read its size: " + ec.message());
   if (file_size < 8) bad(path, "is " + std::to_string(file_size) + " bytes long: too short for a header (truncated?)");
   uint64_t header_len = 0;
@@ -139,10 +138,10 @@ SafetensorsFile read_safetensors(const std::string& path) {
 }
 
 TensorMap read_weights(const std::string& path) {
-  fs::path p(path);
-  if (fs::is_directory(p)) {
-    if (fs::exists(p / "model.safetensors")) return read_safetensors((p / "model.safetensors").string()).tensors;
-    if (fs::exists(p / "model.safetensors.index.json")) p = p / "model.safetensors.index.json";
+  std::filesystem::path p(path);
+  if (std::filesystem::is_directory(p)) {
+    if (std::filesystem::exists(p / "model.safetensors")) return read_safetensors((p / "model.safetensors").string()).tensors;
+    if (std::filesystem::exists(p / "model.safetensors.index.json")) p = p / "model.safetensors.index.json";
     else throw InputError("'" + path + "' holds neither model.safetensors nor model.safetensors.index.json");
   }
   const std::string s = p.string();
@@ -166,8 +165,8 @@ TensorMap read_weights(const std::string& path) {
   }
   TensorMap out;
   for (const auto& [file, names] : names_by_file) {
-    const fs::path shard = p.parent_path() / file;
-    if (!fs::exists(shard)) throw InputError("weights index '" + s + "' names shard '" + shard.string() + "', which does not exist");
+    const std::filesystem::path shard = p.parent_path() / file;
+    if (!std::filesystem::exists(shard)) throw InputError("weights index '" + s + "' names shard '" + shard.string() + "', which does not exist");
     SafetensorsFile f = read_safetensors(shard.string());
     for (const std::string& n : names) {
       auto t = f.tensors.find(n);
@@ -196,8 +195,8 @@ void write_safetensors(const std::string& path, const TensorMap& tensors, const 
   h.append((8 - h.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned, as the reference writer does
   const uint64_t header_len = h.size();
 
-  const fs::path target(path);
-  const fs::path tmp = target.parent_path() / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()));
+  const std::filesystem::path target(path);
+  const std::filesystem::path tmp = target.parent_path() / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()));
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw Error("cannot create '" + tmp.string() + "': " + std::strerror(errno));
   auto write_all = [&](const void* p, size_t n) {
@@ -223,7 +222,7 @@ void write_safetensors(const std::string& path, const TensorMap& tensors, const 
     throw Error("flushing '" + tmp.string() + "' failed: " + std::strerror(errno));
   }
   std::error_code ec;
-  fs::rename(tmp, target, ec);
+  std::filesystem::rename(tmp, target, ec);
   if (ec) {
     ::unlink(tmp.c_str());
     throw Error("renaming '" + tmp.string() + "' to '" + path + "' failed: " + ec.message());

@@ -15,13 +15,6 @@ std::string DeviceChoice::str() const {
   return kind == DeviceKind::kCpu ? std::string("cpu") : "cuda:" + std::to_string(index);
 }
 
-DeviceRequest parse_device_request(const std::string& s) {
-  if (s == "auto") return DeviceRequest::kAuto;
-  if (s == "cpu") return DeviceRequest::kCpu;
-  if (s == "cuda") return DeviceRequest::kCuda;
-  throw InputError("--device must be auto, cpu or cuda (got '" + s + "')");
-}
-
 namespace {
 
 std::string join(const std::vector<int>& v) {
@@ -47,13 +40,7 @@ Universe Universe::create(MPI_Comm world, int fs, int cp, DeviceRequest request)
   OV_MPI_CHECK(MPI_Comm_size(world, &size));
   // The verdict is the same on every rank; agreeing on it keeps the exit clean and the message single.
   std::optional<Mesh> mesh;
-  std::string mesh_error;
-  try {
-    mesh = Mesh::make(size, fs, cp);
-  } catch (const InputError& e) {
-    mesh_error = e.what();
-  }
-  agree_on_errors(world, mesh_error);
+  all_ranks_check(world, [&] { mesh = Mesh::make(size, fs, cp); });
   Universe u(world, *mesh);
   u.rank_ = rank;
   u.host_ = host_name();

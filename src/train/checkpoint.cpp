@@ -16,7 +16,6 @@
 #include "openvid/runtime/mpi_session.h"
 
 namespace ov::train {
-namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
@@ -29,7 +28,7 @@ std::string step_name(int64_t step) {
   return "step_" + std::string(digits.size() < 8 ? 8 - digits.size() : 0, '0') + digits;
 }
 
-void fsync_path(const fs::path& p) {
+void fsync_path(const std::filesystem::path& p) {
   const int fd = ::open(p.c_str(), O_RDONLY);
   if (fd >= 0) {
     ::fsync(fd);
@@ -37,7 +36,7 @@ void fsync_path(const fs::path& p) {
   }
 }
 
-void write_file_synced(const fs::path& p, const std::string& text) {
+void write_file_synced(const std::filesystem::path& p, const std::string& text) {
   {
     std::ofstream out(p);
     out << text;
@@ -62,11 +61,11 @@ void maybe_crash(int64_t step, int rank) {
 std::optional<std::string> latest_checkpoint(const std::string& dir) {
   std::optional<std::string> best;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return best;
+  if (!std::filesystem::is_directory(dir, ec)) return best;
   std::string best_name;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (name.rfind("step_", 0) != 0 || name.find('.') != std::string::npos || !fs::exists(e.path() / kComplete)) continue;
+    if (name.rfind("step_", 0) != 0 || name.find('.') != std::string::npos || !std::filesystem::exists(e.path() / kComplete)) continue;
     if (name > best_name) {
       best_name = name;
       best = e.path().string();
@@ -77,13 +76,13 @@ std::optional<std::string> latest_checkpoint(const std::string& dir) {
 
 std::string write_checkpoint(const std::string& dir, const CheckpointState& state, parallel::ShardedModel& model,
                              const Universe& u, const std::string& options_ini, int keep) {
-  const fs::path final_dir = fs::path(dir) / step_name(state.next_step);
-  const fs::path tmp = fs::path(dir) / (step_name(state.next_step) + ".tmp");
+  const std::filesystem::path final_dir = std::filesystem::path(dir) / step_name(state.next_step);
+  const std::filesystem::path tmp = std::filesystem::path(dir) / (step_name(state.next_step) + ".tmp");
   std::string error;
   if (u.rank() == 0) {
     std::error_code ec;
-    fs::remove_all(tmp, ec);
-    fs::create_directories(tmp, ec);
+    std::filesystem::remove_all(tmp, ec);
+    std::filesystem::create_directories(tmp, ec);
     if (ec) error = "cannot create the checkpoint directory '" + tmp.string() + "': " + ec.message();
   }
   agree_on_errors(u.world(), broadcast_string(u.world(), error), kExitFailure);
@@ -117,20 +116,20 @@ std::string write_checkpoint(const std::string& dir, const CheckpointState& stat
   if (u.rank() == 0) {
     try {
       std::error_code ec;
-      fs::remove_all(final_dir, ec);
-      fs::rename(tmp, final_dir);
+      std::filesystem::remove_all(final_dir, ec);
+      std::filesystem::rename(tmp, final_dir);
       fsync_path(dir);
       write_file_synced(final_dir / kComplete, step_name(state.next_step) + "\n");
       // Keep the newest `keep` complete checkpoints; drop older ones and abandoned temporaries.
       std::vector<std::string> complete;
-      for (const auto& e : fs::directory_iterator(dir)) {
+      for (const auto& e : std::filesystem::directory_iterator(dir)) {
         const std::string name = e.path().filename().string();
         if (name.rfind("step_", 0) != 0) continue;
-        if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) fs::remove_all(e.path(), ec);
-        else if (fs::exists(e.path() / kComplete)) complete.push_back(e.path().string());
+        if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) std::filesystem::remove_all(e.path(), ec);
+        else if (std::filesystem::exists(e.path() / kComplete)) complete.push_back(e.path().string());
       }
       std::sort(complete.begin(), complete.end());
-      for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) fs::remove_all(complete[i], ec);
+      for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) std::filesystem::remove_all(complete[i], ec);
     } catch (const std::exception& e) {
       error = std::string("committing checkpoint '") + final_dir.string() + "' failed: " + e.what();
     }
@@ -144,11 +143,11 @@ CheckpointState read_checkpoint(const std::string& path, parallel::ShardedModel&
   std::string error;
   int old_shards = 0;
   try {
-    if (!fs::exists(fs::path(path) / kComplete)) {
+    if (!std::filesystem::exists(std::filesystem::path(path) / kComplete)) {
       throw InputError("checkpoint '" + path + "' is missing or incomplete (no " + std::string(kComplete) +
                        " marker: it was interrupted while being written); use --resume auto or an earlier checkpoint");
     }
-    std::ifstream in(fs::path(path) / "trainer.json");
+    std::ifstream in(std::filesystem::path(path) / "trainer.json");
     json j;
     try {
       j = json::parse(in);
@@ -162,9 +161,9 @@ CheckpointState read_checkpoint(const std::string& path, parallel::ShardedModel&
     state.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
     state.skipped_steps = j.value("skipped_steps", int64_t{0});
     old_shards = j.at("shard_files").get<int>();
-    model.load_masters(model::read_weights((fs::path(path) / "model.safetensors").string()), path + "/model.safetensors");
+    model.load_masters(model::read_weights((std::filesystem::path(path) / "model.safetensors").string()), path + "/model.safetensors");
     std::vector<model::TensorMap> files;
-    for (int r = 0; r < old_shards; ++r) files.push_back(model::read_safetensors((fs::path(path) / optimizer_file(r, old_shards)).string()).tensors);
+    for (int r = 0; r < old_shards; ++r) files.push_back(model::read_safetensors((std::filesystem::path(path) / optimizer_file(r, old_shards)).string()).tensors);
     model.load_optimizer_slices(files, path);
   } catch (const InputError& e) {
     error = e.what();

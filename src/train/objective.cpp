@@ -4,11 +4,10 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
-#include <random>
 
-#include "openvid/data/sampler.h"
 #include "openvid/model/rope.h"
 #include "openvid/runtime/error.h"
+#include "openvid/runtime/random.h"
 
 namespace ov::train {
 namespace {
@@ -16,23 +15,14 @@ namespace {
 // Stream tags, so draws of different kinds never share a seed.
 constexpr uint64_t kSampleTag = 0x5a3d1e, kNoiseTag = 0x4e015e, kRopeTag = 0x40be;
 
-// Uniform (0, 1) from 53 random bits, never 0 or 1.
-double uniform01(std::mt19937_64& g) { return (static_cast<double>(g() >> 11) + 0.5) * 0x1.0p-53; }
-
-// Standard normal by Box-Muller: reproducible everywhere (std::normal_distribution is not).
-double normal(std::mt19937_64& g) {
-  const double u1 = uniform01(g), u2 = uniform01(g);
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-}
-
 }  // namespace
 
 double shift_timestep(double t, double a) { return a * t / (1 + (a - 1) * t); }
 
 SampleDraw draw_sample(uint64_t seed, int64_t step, int64_t sample, double shift, double caption_dropout) {
-  std::mt19937_64 g(data::mix_seed(data::mix_seed(seed, kSampleTag), static_cast<uint64_t>(step), static_cast<uint64_t>(sample)));
+  std::mt19937_64 g(mix_seed(mix_seed(seed, kSampleTag), static_cast<uint64_t>(step), static_cast<uint64_t>(sample)));
   SampleDraw d;
-  const double z = normal(g);
+  const double z = standard_normal(g);
   d.t = shift_timestep(1.0 / (1.0 + std::exp(-z)), shift);
   d.drop_caption = uniform01(g) < caption_dropout;
   return d;
@@ -41,16 +31,16 @@ SampleDraw draw_sample(uint64_t seed, int64_t step, int64_t sample, double shift
 at::Tensor draw_noise(uint64_t seed, int64_t step, int64_t sample, int64_t channels, int64_t t_begin, int64_t t_count,
                       int64_t height, int64_t width) {
   at::Tensor out = at::empty({channels, t_count, height, width}, at::kFloat);
-  const uint64_t base = data::mix_seed(data::mix_seed(seed, kNoiseTag), static_cast<uint64_t>(step), static_cast<uint64_t>(sample));
+  const uint64_t base = mix_seed(mix_seed(seed, kNoiseTag), static_cast<uint64_t>(step), static_cast<uint64_t>(sample));
   for (int64_t f = 0; f < t_count; ++f) {
-    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(data::mix_seed(base, static_cast<uint64_t>(t_begin + f)));
+    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(mix_seed(base, static_cast<uint64_t>(t_begin + f)));
     out.select(1, f).copy_(at::normal(0.0, 1.0, {channels, height, width}, g));
   }
   return out;
 }
 
 std::array<int64_t, 3> draw_rope_offset(uint64_t seed, int64_t step, int64_t t_tokens, int64_t h_tokens, int64_t w_tokens) {
-  std::mt19937_64 g(data::mix_seed(data::mix_seed(seed, kRopeTag), static_cast<uint64_t>(step)));
+  std::mt19937_64 g(mix_seed(mix_seed(seed, kRopeTag), static_cast<uint64_t>(step)));
   std::array<int64_t, 3> off{};
   const int64_t n[3] = {t_tokens, h_tokens, w_tokens};
   for (int i = 0; i < 3; ++i) {

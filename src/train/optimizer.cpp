@@ -24,14 +24,16 @@ ParamRule mup_adam_rule(const std::string& name, at::IntArrayRef shape, double b
   return r;
 }
 
-double lr_multiplier(const std::string& schedule, int64_t step, int64_t max_steps, int64_t warmup) {
+double lr_multiplier(LrSchedule schedule, int64_t step, int64_t max_steps, int64_t warmup) {
   if (step < warmup) return static_cast<double>(step) / static_cast<double>(warmup);
   const double span = static_cast<double>(std::max<int64_t>(max_steps - warmup, 1));
   const double done = static_cast<double>(step - warmup);
-  if (schedule == "linear") return std::max(0.0, (static_cast<double>(max_steps - step)) / span);
-  if (schedule == "cosine") return std::max(0.0, 0.5 * (1 + std::cos(M_PI * done / span)));
-  if (schedule == "constant") return 1.0;
-  throw InputError("unknown lr schedule '" + schedule + "' (linear, cosine, constant)");
+  switch (schedule) {
+    case LrSchedule::kLinear: return std::max(0.0, (static_cast<double>(max_steps - step)) / span);
+    case LrSchedule::kCosine: return std::max(0.0, 0.5 * (1 + std::cos(M_PI * done / span)));
+    case LrSchedule::kConstant: return 1.0;
+  }
+  return 1.0;
 }
 
 void AdamW::add_segment(std::string name, at::Tensor param, at::Tensor grad, ParamRule rule, at::Tensor exp_avg,

@@ -38,7 +38,6 @@
 #include "openvid/train/run_log.h"
 
 namespace ov::train {
-namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -124,7 +123,7 @@ void Trainer::Impl::open_data() {
     spec.text_tokens = opt.fake_text_tokens;
     spec.text_dim = opt.model.text_dim;
     spec.seed = static_cast<uint64_t>(opt.seed);
-    int exists = fs::exists(path + "/" + data::kManifestName) ? 1 : 0;
+    int exists = std::filesystem::exists(path + "/" + data::kManifestName) ? 1 : 0;
     OV_MPI_CHECK(MPI_Bcast(&exists, 1, MPI_INT, 0, u.world()));
     if (!exists) {
       if (u.rank() == 0) std::cout << "writing a synthetic dataset (" << opt.fake_samples << " samples of " << opt.fake_latent_shape
@@ -307,7 +306,7 @@ Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups
   if (universe.device().kind == DeviceKind::kCuda) {
     d.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(universe.device().index));
   }
-  d.compute_dtype = options.precision == "bf16" || (options.precision == "auto" && d.device.is_cuda()) ? at::kBFloat16 : at::kFloat;
+  d.compute_dtype = options.precision == Precision::kBf16 || (options.precision == Precision::kAuto && d.device.is_cuda()) ? at::kBFloat16 : at::kFloat;
   if (d.compute_dtype == at::kFloat) {
     // fp32 means fp32: no TF32 in cuBLAS or cuDNN (the CPU's results must carry over to the GPU).
     at::globalContext().setAllowTF32CuBLAS(false);
@@ -317,7 +316,7 @@ Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups
   std::string error;
   if (universe.rank() == 0) {
     std::error_code ec;
-    fs::create_directories(d.run_dir, ec);
+    std::filesystem::create_directories(d.run_dir, ec);
     if (ec) error = "cannot create the run directory '" + d.run_dir + "': " + ec.message();
     else std::ofstream(d.run_dir + "/config.ini") << to_ini(options);
   }
@@ -326,7 +325,7 @@ Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups
   d.build_model();
   if (!options.profile_dir.empty()) {
     std::error_code ec;
-    fs::create_directories(options.profile_dir, ec);
+    std::filesystem::create_directories(options.profile_dir, ec);
     d.trace.open(options.profile_dir + "/trace-rank" + std::to_string(universe.rank()) + ".json");
   }
   if (!options.resume.empty()) {

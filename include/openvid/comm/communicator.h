@@ -10,13 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "openvid/comm/backend.h"
+
 namespace ov::comm {
 
 enum class ReduceOp { kSum, kAvg, kMax, kMin };
-enum class Backend { kMpi, kNccl };
 
 const char* to_string(ReduceOp op);
-const char* to_string(Backend b);
 
 // A collective in flight. wait() completes it from the caller's point of view:
 //  * MPI:  blocks the host until the transfer is done (bounded by the communicator's timeout; past it

@@ -9,10 +9,6 @@
 
 namespace ov::comm {
 
-// "auto" -> NCCL when this rank drives a CUDA device and NCCL is compiled in, else MPI.
-// "mpi" | "nccl" as asked; throws InputError when the choice cannot work with `device`.
-Backend resolve_backend(const std::string& requested, const DeviceChoice& device);
-
 class ProcessGroups {
  public:
   // Collective over the universe's world: creates world, shard, cp and dp communicators, in that order.

@@ -10,24 +10,24 @@
 #include <string>
 #include <vector>
 
+#include "openvid/comm/backend.h"
+#include "openvid/config/model_config.h"
+#include "openvid/runtime/device.h"
+
+namespace boost::program_options {
+class options_description;
+class variables_map;
+}  // namespace boost::program_options
+
 namespace ov {
 
-struct ModelOptions {
-  int width = 512;                   // --model_width
-  int depth = 9;                     // --model_depth
-  int head_dim = 128;                // --model_head_dim (heads = width / head_dim)
-  int mlp_ratio = 4;
-  int patch = 2;                     // spatial patch (H and W)
-  int time_patch = 2;
-  int registers = 16;
-  int in_channels = 16;              // latent channels C
-  int text_dim = 4096;               // T5-XXL width
-  bool residual_v = true;
-  bool bias_and_norm_affine = false;  // the reference's --train_bias_and_rms
-  double init_std_factor = 0.1;
-  std::string rope_layout = "aligned";  // aligned | seed (the reference's exact behaviour)
-  bool activation_checkpointing = false;
-};
+// Choices, parsed once from their words (shown in --help and written by to_ini).
+enum class Precision { kAuto, kFp32, kBf16 };        // auto: bf16 compute on GPUs, fp32 on CPUs
+enum class LrSchedule { kLinear, kCosine, kConstant };
+enum class OptimizerType { kMupAdam };
+
+const char* to_string(Precision p);
+const char* to_string(LrSchedule s);
 
 struct Options {
   std::string config_file;           // --config (INI)
@@ -35,9 +35,9 @@ struct Options {
   // Parallel layout and runtime
   int fs = 1;                        // FSDP shard size (together with cp)
   int cp = 1;                        // context-parallel size
-  std::string backend = "auto";      // auto | mpi | nccl
-  std::string device = "auto";       // auto | cpu | cuda
-  std::string precision = "auto";    // auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+  comm::BackendRequest backend = comm::BackendRequest::kAuto;  // auto | mpi | nccl
+  DeviceRequest device = DeviceRequest::kAuto;                  // auto | cpu | cuda
+  Precision precision = Precision::kAuto;                       // auto | fp32 | bf16
   double collective_timeout = 600;   // seconds before a stuck collective aborts the job
   double peak_tflops = 0;            // per-device peak for MFU; 0 = 989 (H100 bf16 dense) on CUDA, none on CPU
 
@@ -57,13 +57,13 @@ struct Options {
   int fake_text_tokens = 512;
 
   // Optimisation
-  std::string optimizer_type = "mup_adam";
+  OptimizerType optimizer_type = OptimizerType::kMupAdam;
   double learning_rate = 1e-4;
   double weight_decay = 0.1;
   double adam_beta1 = 0.95;
   double adam_beta2 = 0.99;
   double adam_eps = 1e-8;
-  std::string lr_scheduler_type = "cosine";  // linear | cosine | constant
+  LrSchedule lr_scheduler_type = LrSchedule::kCosine;
   int warmup_steps = 20;
   int64_t max_steps = 10000;
   double grad_clip = 0;              // global-norm clipping; 0 = off (as in the reference)
@@ -81,7 +81,7 @@ struct Options {
   std::string resume;                // "" | auto | path of a checkpoint to continue from
   std::string profile_dir;           // "" = no profiling
 
-  ModelOptions model;
+  ModelConfig model;
 };
 
 // What the command line asks for.
@@ -96,7 +96,7 @@ struct ParsedCommandLine {
 // Deterministic: every rank gets the same verdict from the same arguments and file.
 ParsedCommandLine parse_command_line(const std::vector<std::string>& args);
 
-// Checks ranges and choices; throws ov::InputError naming the option.
+// Checks ranges (the model's too); throws ov::InputError naming the option.
 void validate(const Options& options);
 
 // --help text: every option with its default and meaning.
@@ -106,5 +106,10 @@ std::string help_text(const std::string& program);
 std::string to_ini(const Options& options);
 
 std::string version_string();
+
+// The tools' own command lines (openvid_make_dataset, ...): parses into `vm` and, unless --help was given,
+// notifies the bound variables. Throws ov::InputError naming the problem.
+void parse_tool_command_line(const boost::program_options::options_description& desc, int argc, char** argv,
+                             boost::program_options::variables_map& vm);
 
 }  // namespace ov

@@ -68,9 +68,4 @@ class Sampler {
   int64_t steps_per_epoch_ = 0;
 };
 
-// Reproducible everywhere: splitmix64-seeded mt19937_64 with an unbiased bounded draw (std's
-// distributions are implementation-defined), and Fisher-Yates.
-void deterministic_shuffle(std::vector<int64_t>& v, uint64_t seed);
-uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c = 0);
-
 }  // namespace ov::data

@@ -14,15 +14,12 @@
 
 #include <memory>
 
-#include "openvid/config/options.h"
+#include "openvid/config/model_config.h"
 #include "openvid/model/rope.h"
 
 namespace ov::model {
 
-using DiTConfig = ov::ModelOptions;
-
-// Throws InputError naming the field when the configuration cannot build a model.
-void validate_config(const DiTConfig& config);
+using DiTConfig = ov::ModelConfig;
 
 // Self-attention over the whole sequence: the hook context parallelism replaces (its version gathers
 // the video keys/values of the cp group). q, k, v are [B, heads, L, head_dim] with the registers first.
@@ -102,7 +99,6 @@ class DiTImpl : public torch::nn::Module {
   at::Tensor time_embedding(const at::Tensor& t) const;
 
   DiTConfig config_;
-  RopeLayout rope_layout_;
   at::ScalarType compute_dtype_ = at::kFloat;
   bool checkpointing_ = false;
   std::shared_ptr<SelfAttention> self_attention_;

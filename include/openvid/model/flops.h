@@ -11,17 +11,17 @@
 // A training step costs 3x the forward (backward = 2x forward), the usual convention for MFU.
 #include <cstdint>
 
-#include "openvid/config/options.h"
+#include "openvid/config/model_config.h"
 
 namespace ov::model {
 
 // Number of parameters the DiT of `config` has (exactly what DiTImpl registers).
-int64_t parameter_count(const ov::ModelOptions& config);
+int64_t parameter_count(const ov::ModelConfig& config);
 
 // Forward FLOPs for one sample whose latent is [C, frames, height, width], with text_len text tokens.
-double forward_flops(const ov::ModelOptions& config, int64_t frames, int64_t height, int64_t width, int64_t text_len);
+double forward_flops(const ov::ModelConfig& config, int64_t frames, int64_t height, int64_t width, int64_t text_len);
 
 // 3 x forward_flops.
-double training_flops(const ov::ModelOptions& config, int64_t frames, int64_t height, int64_t width, int64_t text_len);
+double training_flops(const ov::ModelConfig& config, int64_t frames, int64_t height, int64_t width, int64_t text_len);
 
 }  // namespace ov::model

@@ -9,14 +9,9 @@
 #include <cstdint>
 #include <string>
 
-namespace ov::model {
+#include "openvid/config/model_config.h"
 
-enum class RopeLayout {
-  kAligned,  // each video token gets the angles of its own (t, h, w) position; registers identity
-  kSeed,     // the reference's behaviour: token i (h,w,t order) gets the i-th position in (t,h,w)
-             // order, and registers get cos 1 and sin 1
-};
-RopeLayout parse_rope_layout(const std::string& s);  // throws InputError
+namespace ov::model {
 
 constexpr int64_t kRopeGrid = 128;
 constexpr double kRopeBase = 100.0;

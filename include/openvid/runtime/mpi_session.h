@@ -42,10 +42,46 @@ std::string host_name();
 // rank when not all ranks failed) and `exit_code`; otherwise returns on every rank.
 void agree_on_errors(MPI_Comm comm, const std::string& local_error, int exit_code = kExitInputError);
 
+// The two ways to decide an error together (after LAMMPS's Error::all and Error::one), each call site one
+// line. Both are collective over `comm` and end the job on every rank with CollectiveExit(`exit_code`) when
+// the check fails; an exception of another type than E is a one-rank failure and aborts the job as usual.
+//   all_ranks_check: every rank runs `check` (a verdict every rank can reach, e.g. a parsed option);
+//   root_check:      only `root` runs `work` (a file only it reads or writes); its verdict is broadcast.
+template <typename E = InputError, typename Fn>
+void all_ranks_check(MPI_Comm comm, Fn&& check, int exit_code = kExitInputError);
+template <typename E = InputError, typename Fn>
+void root_check(MPI_Comm comm, Fn&& work, int exit_code = kExitInputError, int root = 0);
+
 // Collective over `comm`: returns on `root` each rank's string in rank order; empty elsewhere.
 std::vector<std::string> gather_strings(MPI_Comm comm, const std::string& mine, int root = 0);
 
 // Collective over `comm`: root's string on every rank.
 std::string broadcast_string(MPI_Comm comm, const std::string& value, int root = 0);
+
+template <typename E, typename Fn>
+void all_ranks_check(MPI_Comm comm, Fn&& check, int exit_code) {
+  std::string error;
+  try {
+    check();
+  } catch (const E& e) {
+    error = e.what();
+  }
+  agree_on_errors(comm, error, exit_code);
+}
+
+template <typename E, typename Fn>
+void root_check(MPI_Comm comm, Fn&& work, int exit_code, int root) {
+  int rank = 0;
+  OV_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  std::string error;
+  if (rank == root) {
+    try {
+      work();
+    } catch (const E& e) {
+      error = e.what();
+    }
+  }
+  agree_on_errors(comm, broadcast_string(comm, error, root), exit_code);
+}
 
 }  // namespace ov

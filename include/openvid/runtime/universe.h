@@ -7,21 +7,10 @@
 
 #include <string>
 
+#include "openvid/runtime/device.h"
 #include "openvid/runtime/mesh.h"
 
 namespace ov {
-
-enum class DeviceKind { kCpu, kCuda };
-
-struct DeviceChoice {
-  DeviceKind kind = DeviceKind::kCpu;
-  int index = -1;  // CUDA ordinal, -1 on the CPU
-  std::string str() const;  // "cpu" or "cuda:N"
-};
-
-// "auto" | "cpu" | "cuda": what the user asked for; resolved per rank by Universe::create.
-enum class DeviceRequest { kAuto, kCpu, kCuda };
-DeviceRequest parse_device_request(const std::string& s);  // throws InputError
 
 class Universe {
  public:

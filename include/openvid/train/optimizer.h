@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "openvid/config/options.h"
 #include "openvid/model/safetensors.h"
 
 namespace ov::train {
@@ -28,7 +29,7 @@ struct ParamRule {
 ParamRule mup_adam_rule(const std::string& name, at::IntArrayRef shape, double base_wd);
 
 // Multiplier of every group's learning rate at optimizer step `step` (from 0: the first update uses 0).
-double lr_multiplier(const std::string& schedule, int64_t step, int64_t max_steps, int64_t warmup_steps);
+double lr_multiplier(LrSchedule schedule, int64_t step, int64_t max_steps, int64_t warmup_steps);
 
 struct AdamOptions {
   double beta1 = 0.95, beta2 = 0.99, eps = 1e-8;
