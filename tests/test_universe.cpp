@@ -33,7 +33,6 @@ BOOST_AUTO_TEST_CASE(sub_communicators_match_the_mesh_for_every_layout) {
       BOOST_CHECK(members(u.shard()) == m.shard_group(me));
       BOOST_CHECK(members(u.cp()) == m.cp_group(me));
       BOOST_CHECK(members(u.dp()) == m.dp_group(me));
-      BOOST_CHECK(u.same_data() == u.cp());
       BOOST_CHECK_EQUAL(u.data_rank(), m.data_rank(me));
       BOOST_CHECK_EQUAL(u.device().str(), "cpu");
       BOOST_CHECK(u.describe().find("rank " + std::to_string(me) + "/" + std::to_string(world)) == 0);

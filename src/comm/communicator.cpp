@@ -42,18 +42,24 @@ void Communicator::check_usable(const char* op) const {
   }
 }
 
-void Communicator::check_tensor(const char* op, const char* what, const at::Tensor& t) const {
-  if (!t.defined()) throw Error(std::string(op) + " on group '" + name_ + "': " + what + " is undefined");
-  if (!t.is_contiguous()) {
-    throw Error(std::string(op) + " on group '" + name_ + "': " + what + " must be contiguous");
+void Communicator::check_args(const char* op, const at::Tensor& in, const at::Tensor* out) const {
+  check_usable(op);
+  for (const at::Tensor* t : {&in, out}) {
+    if (t == nullptr) continue;
+    const char* what = t == &in ? (out != nullptr ? "input" : "tensor") : "output";
+    if (!t->defined()) throw Error(std::string(op) + " on group '" + name_ + "': " + what + " is undefined");
+    if (!t->is_contiguous()) throw Error(std::string(op) + " on group '" + name_ + "': " + what + " must be contiguous");
+    check_device(op, *t);
+  }
+  if (out != nullptr && in.scalar_type() != out->scalar_type()) {
+    throw Error(std::string(op) + " on group '" + name_ + "': input and output dtypes differ (" +
+                std::string(c10::toString(in.scalar_type())) + " vs " + c10::toString(out->scalar_type()) + ")");
   }
 }
 
-void Communicator::check_same_dtype(const char* op, const at::Tensor& a, const at::Tensor& b) const {
-  if (a.scalar_type() != b.scalar_type()) {
-    throw Error(std::string(op) + " on group '" + name_ + "': input and output dtypes differ (" +
-                std::string(c10::toString(a.scalar_type())) + " vs " + c10::toString(b.scalar_type()) + ")");
-  }
+bool Communicator::is_own_chunk(const at::Tensor& out, const at::Tensor& in) const {
+  const auto* base = static_cast<const char*>(out.data_ptr());
+  return in.data_ptr() == base + static_cast<int64_t>(rank_) * in.numel() * static_cast<int64_t>(in.element_size());
 }
 
 void Communicator::check_numel(const char* op, const char* what, const at::Tensor& t, int64_t expected) const {
@@ -63,21 +69,6 @@ void Communicator::check_numel(const char* op, const char* what, const at::Tenso
        << " elements, expected " << expected;
     throw Error(os.str());
   }
-}
-
-std::vector<int64_t> Communicator::displacements(const char* op, const std::vector<int64_t>& counts) const {
-  if (static_cast<int>(counts.size()) != size_) {
-    throw Error(std::string(op) + " on group '" + name_ + "': " + std::to_string(counts.size()) +
-                " counts given for " + std::to_string(size_) + " ranks");
-  }
-  std::vector<int64_t> displs(counts.size(), 0);
-  int64_t total = 0;
-  for (size_t r = 0; r < counts.size(); ++r) {
-    if (counts[r] < 0) throw Error(std::string(op) + " on group '" + name_ + "': negative count");
-    displs[r] = total;
-    total += counts[r];
-  }
-  return displs;
 }
 
 void Communicator::check_root(const char* op, int root) const {

@@ -84,25 +84,17 @@ int checked_count(int64_t n, const std::string& where) {
   return static_cast<int>(n);
 }
 
-std::vector<int> int_counts(const std::vector<int64_t>& v, const std::string& where) {
-  std::vector<int> out;
-  out.reserve(v.size());
-  for (int64_t x : v) out.push_back(checked_count(x, where));
-  return out;
-}
-
 }  // namespace
 
 // A non-blocking MPI collective; wait() polls MPI_Test until done or the group's timeout, then
 // finishes what MPI cannot do itself (the division of an average).
 class MpiCommunicator::PendingRequest final : public Work::Impl {
  public:
-  PendingRequest(std::string what, MPI_Request req, std::vector<at::Tensor> keep, at::Tensor average,
-                 std::vector<std::vector<int>> arrays, int group_size, std::chrono::milliseconds timeout)
+  PendingRequest(std::string what, MPI_Request req, std::vector<at::Tensor> keep, at::Tensor average, int group_size,
+                 std::chrono::milliseconds timeout)
       : what_(std::move(what)),
         req_(req),
         keep_(std::move(keep)),
-        arrays_(std::move(arrays)),
         average_(std::move(average)),
         group_size_(group_size),
         timeout_(timeout) {}
@@ -132,7 +124,6 @@ class MpiCommunicator::PendingRequest final : public Work::Impl {
   std::string what_;
   MPI_Request req_;
   std::vector<at::Tensor> keep_;
-  std::vector<std::vector<int>> arrays_;  // counts/displacements MPI reads until completion
   at::Tensor average_;
   int group_size_;
   std::chrono::milliseconds timeout_;
@@ -174,139 +165,68 @@ void MpiCommunicator::finalize() {
   failure_ = "finalized";
 }
 
-Work MpiCommunicator::track(const char* op, MPI_Request request, std::vector<at::Tensor> keep_alive,
-                            at::Tensor average_over_size, std::vector<std::vector<int>> arrays) {
-  return Work(std::make_unique<PendingRequest>(describe_op(op, seq_), request, std::move(keep_alive),
-                                               std::move(average_over_size), std::move(arrays), size(),
-                                               timeout()));
-}
-
-namespace {
-void check_cpu(const Communicator& c, const char* op, const at::Tensor& t) {
+void MpiCommunicator::check_device(const char* op, const at::Tensor& t) const {
   if (!t.device().is_cpu()) {
-    throw Error(std::string(op) + " on group '" + c.name() + "': the MPI backend takes CPU tensors, got one on " +
+    throw Error(std::string(op) + " on group '" + name() + "': the MPI backend takes CPU tensors, got one on " +
                 t.device().str() + " (use --backend nccl for CUDA tensors)");
   }
 }
-void check_avg(const Communicator& c, const char* op, ReduceOp rop, const at::Tensor& t) {
-  if (rop == ReduceOp::kAvg && !at::isFloatingType(t.scalar_type())) {
-    throw Error(std::string(op) + " on group '" + c.name() + "': avg needs a floating-point tensor");
+
+// Every collective ends here: numbered, started (non-blocking), and tracked with the tensors it uses.
+// `average`: divide it by the group size on completion (MPI has no average).
+template <typename Start>
+Work MpiCommunicator::start(const char* op, std::vector<at::Tensor> keep, at::Tensor average, Start&& mpi_call) {
+  if (average.defined() && !at::isFloatingType(average.scalar_type())) {
+    throw Error(std::string(op) + " on group '" + name() + "': avg needs a floating-point tensor");
   }
+  ++seq_;
+  const std::string what = describe_op(op, seq_);
+  MPI_Request req = MPI_REQUEST_NULL;
+  const int rc = mpi_call(what, &req);
+  if (rc != MPI_SUCCESS) detail::throw_mpi_failed(rc, op, __FILE__, __LINE__);
+  return Work(std::make_unique<PendingRequest>(what, req, std::move(keep), std::move(average), size(), timeout()));
 }
-}  // namespace
 
 Work MpiCommunicator::all_reduce(const at::Tensor& t, ReduceOp op) {
-  const char* name = "all_reduce";
-  check_usable(name);
-  check_tensor(name, "tensor", t);
-  check_cpu(*this, name, t);
-  check_avg(*this, name, op, t);
-  ++seq_;
-  MPI_Request req = MPI_REQUEST_NULL;
-  OV_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), checked_count(t.numel(), describe_op(name, seq_)),
-                              mpi_type(t.scalar_type()), mpi_op(op, t.scalar_type()), comm_, &req));
-  return track(name, req, {t}, op == ReduceOp::kAvg ? t : at::Tensor());
+  check_args("all_reduce", t);
+  return start("all_reduce", {t}, op == ReduceOp::kAvg ? t : at::Tensor(), [&](const std::string& what, MPI_Request* req) {
+    return MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), checked_count(t.numel(), what), mpi_type(t.scalar_type()),
+                          mpi_op(op, t.scalar_type()), comm_, req);
+  });
 }
 
 Work MpiCommunicator::all_gather(const at::Tensor& out, const at::Tensor& in) {
-  const char* name = "all_gather";
-  check_usable(name);
-  check_tensor(name, "input", in);
-  check_tensor(name, "output", out);
-  check_cpu(*this, name, in);
-  check_cpu(*this, name, out);
-  check_same_dtype(name, in, out);
-  check_numel(name, "output", out, in.numel() * size());
-  ++seq_;
-  const MPI_Datatype type = mpi_type(in.scalar_type());
-  const int n = checked_count(in.numel(), describe_op(name, seq_));
-  MPI_Request req = MPI_REQUEST_NULL;
-  OV_MPI_CHECK(MPI_Iallgather(in.data_ptr(), n, type, out.data_ptr(), n, type, comm_, &req));
-  return track(name, req, {in, out});
-}
-
-Work MpiCommunicator::all_gather_v(const at::Tensor& out, const at::Tensor& in,
-                                   const std::vector<int64_t>& counts) {
-  const char* name = "all_gather_v";
-  check_usable(name);
-  check_tensor(name, "input", in);
-  check_tensor(name, "output", out);
-  check_cpu(*this, name, in);
-  check_cpu(*this, name, out);
-  check_same_dtype(name, in, out);
-  const std::vector<int64_t> displs = displacements(name, counts);
-  check_numel(name, "input", in, counts[static_cast<size_t>(rank())]);
-  check_numel(name, "output", out, displs.back() + counts.back());
-  ++seq_;
-  const std::string where = describe_op(name, seq_);
-  const std::vector<int> c = int_counts(counts, where), d = int_counts(displs, where);
-  const MPI_Datatype type = mpi_type(in.scalar_type());
-  MPI_Request req = MPI_REQUEST_NULL;
-  OV_MPI_CHECK(MPI_Iallgatherv(in.data_ptr(), c[static_cast<size_t>(rank())], type, out.data_ptr(), c.data(),
-                               d.data(), type, comm_, &req));
-  // MPI may read the count arrays until the operation completes: the request owns them.
-  return track(name, req, {in, out}, {}, {c, d});
+  check_args("all_gather", in, &out);
+  check_numel("all_gather", "output", out, in.numel() * size());
+  // MPI forbids overlapping send and receive buffers: an in-place gather says so with MPI_IN_PLACE.
+  const void* send = is_own_chunk(out, in) ? MPI_IN_PLACE : in.data_ptr();
+  return start("all_gather", {in, out}, {}, [&](const std::string& what, MPI_Request* req) {
+    const MPI_Datatype type = mpi_type(in.scalar_type());
+    const int n = checked_count(in.numel(), what);
+    return MPI_Iallgather(send, n, type, out.data_ptr(), n, type, comm_, req);
+  });
 }
 
 Work MpiCommunicator::reduce_scatter(const at::Tensor& out, const at::Tensor& in, ReduceOp op) {
-  const char* name = "reduce_scatter";
-  check_usable(name);
-  check_tensor(name, "input", in);
-  check_tensor(name, "output", out);
-  check_cpu(*this, name, in);
-  check_cpu(*this, name, out);
-  check_same_dtype(name, in, out);
-  check_avg(*this, name, op, out);
-  check_numel(name, "input", in, out.numel() * size());
-  ++seq_;
-  MPI_Request req = MPI_REQUEST_NULL;
-  OV_MPI_CHECK(MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(),
-                                         checked_count(out.numel(), describe_op(name, seq_)),
-                                         mpi_type(in.scalar_type()), mpi_op(op, in.scalar_type()), comm_, &req));
-  return track(name, req, {in, out}, op == ReduceOp::kAvg ? out : at::Tensor());
-}
-
-Work MpiCommunicator::reduce_scatter_v(const at::Tensor& out, const at::Tensor& in,
-                                       const std::vector<int64_t>& counts, ReduceOp op) {
-  const char* name = "reduce_scatter_v";
-  check_usable(name);
-  check_tensor(name, "input", in);
-  check_tensor(name, "output", out);
-  check_cpu(*this, name, in);
-  check_cpu(*this, name, out);
-  check_same_dtype(name, in, out);
-  check_avg(*this, name, op, out);
-  const std::vector<int64_t> displs = displacements(name, counts);
-  check_numel(name, "input", in, displs.back() + counts.back());
-  check_numel(name, "output", out, counts[static_cast<size_t>(rank())]);
-  ++seq_;
-  std::vector<int> c = int_counts(counts, describe_op(name, seq_));
-  MPI_Request req = MPI_REQUEST_NULL;
-  OV_MPI_CHECK(MPI_Ireduce_scatter(in.data_ptr(), out.data_ptr(), c.data(), mpi_type(in.scalar_type()),
-                                   mpi_op(op, in.scalar_type()), comm_, &req));
-  return track(name, req, {in, out}, op == ReduceOp::kAvg ? out : at::Tensor(), {std::move(c)});
+  check_args("reduce_scatter", in, &out);
+  check_numel("reduce_scatter", "input", in, out.numel() * size());
+  return start("reduce_scatter", {in, out}, op == ReduceOp::kAvg ? out : at::Tensor(), [&](const std::string& what, MPI_Request* req) {
+    return MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), checked_count(out.numel(), what), mpi_type(in.scalar_type()),
+                                     mpi_op(op, in.scalar_type()), comm_, req);
+  });
 }
 
 Work MpiCommunicator::broadcast(const at::Tensor& t, int root) {
-  const char* name = "broadcast";
-  check_usable(name);
-  check_tensor(name, "tensor", t);
-  check_cpu(*this, name, t);
-  check_root(name, root);
-  ++seq_;
-  MPI_Request req = MPI_REQUEST_NULL;
-  OV_MPI_CHECK(MPI_Ibcast(t.data_ptr(), checked_count(t.numel(), describe_op(name, seq_)),
-                          mpi_type(t.scalar_type()), root, comm_, &req));
-  return track(name, req, {t});
+  check_args("broadcast", t);
+  check_root("broadcast", root);
+  return start("broadcast", {t}, {}, [&](const std::string& what, MPI_Request* req) {
+    return MPI_Ibcast(t.data_ptr(), checked_count(t.numel(), what), mpi_type(t.scalar_type()), root, comm_, req);
+  });
 }
 
 void MpiCommunicator::barrier() {
-  const char* name = "barrier";
-  check_usable(name);
-  ++seq_;
-  MPI_Request req = MPI_REQUEST_NULL;
-  OV_MPI_CHECK(MPI_Ibarrier(comm_, &req));
-  track(name, req, {}).wait();
+  check_usable("barrier");
+  start("barrier", {}, {}, [&](const std::string&, MPI_Request* req) { return MPI_Ibarrier(comm_, req); }).wait();
 }
 
 }  // namespace ov::comm

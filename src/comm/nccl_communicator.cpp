@@ -117,7 +117,7 @@ class NcclCommunicator final : public Communicator {
 
   Work all_reduce(const at::Tensor& t, ReduceOp op) override {
     const char* name = "all_reduce";
-    check_cuda_tensor(name, "tensor", t);
+    check_args(name, t);
     return launch(name, {t}, [&] {
       return ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                            nccl_type(t.scalar_type()), nccl_op(op), comm_, stream_);
@@ -126,9 +126,7 @@ class NcclCommunicator final : public Communicator {
 
   Work all_gather(const at::Tensor& out, const at::Tensor& in) override {
     const char* name = "all_gather";
-    check_cuda_tensor(name, "input", in);
-    check_cuda_tensor(name, "output", out);
-    check_same_dtype(name, in, out);
+    check_args(name, in, &out);  // in place when `in` is this rank's chunk of `out`: NCCL handles that itself
     check_numel(name, "output", out, in.numel() * size());
     return launch(name, {in, out}, [&] {
       return ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
@@ -136,34 +134,9 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
-  // NCCL has no gather-v: a group of broadcasts, one per source rank, into its slot of the output.
-  Work all_gather_v(const at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& counts) override {
-    const char* name = "all_gather_v";
-    check_cuda_tensor(name, "input", in);
-    check_cuda_tensor(name, "output", out);
-    check_same_dtype(name, in, out);
-    const std::vector<int64_t> displs = displacements(name, counts);
-    check_numel(name, "input", in, counts[static_cast<size_t>(rank())]);
-    check_numel(name, "output", out, displs.back() + counts.back());
-    const size_t elem = out.element_size();
-    return launch(name, {in, out}, [&] {
-      const ncclDataType_t type = nccl_type(in.scalar_type());
-      ncclResult_t rc = ncclGroupStart();
-      for (int r = 0; r < size() && accepted(rc); ++r) {
-        char* dst = static_cast<char*>(out.data_ptr()) + displs[static_cast<size_t>(r)] * static_cast<int64_t>(elem);
-        const void* src = r == rank() ? in.data_ptr() : dst;
-        rc = ncclBroadcast(src, dst, static_cast<size_t>(counts[static_cast<size_t>(r)]), type, r, comm_, stream_);
-      }
-      const ncclResult_t end = ncclGroupEnd();
-      return accepted(rc) ? end : rc;
-    });
-  }
-
   Work reduce_scatter(const at::Tensor& out, const at::Tensor& in, ReduceOp op) override {
     const char* name = "reduce_scatter";
-    check_cuda_tensor(name, "input", in);
-    check_cuda_tensor(name, "output", out);
-    check_same_dtype(name, in, out);
+    check_args(name, in, &out);
     check_numel(name, "input", in, out.numel() * size());
     return launch(name, {in, out}, [&] {
       return ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
@@ -171,34 +144,9 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
-  // NCCL has no reduce-scatter-v: a group of reduces, one per destination rank.
-  Work reduce_scatter_v(const at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& counts,
-                        ReduceOp op) override {
-    const char* name = "reduce_scatter_v";
-    check_cuda_tensor(name, "input", in);
-    check_cuda_tensor(name, "output", out);
-    check_same_dtype(name, in, out);
-    const std::vector<int64_t> displs = displacements(name, counts);
-    check_numel(name, "input", in, displs.back() + counts.back());
-    check_numel(name, "output", out, counts[static_cast<size_t>(rank())]);
-    const size_t elem = in.element_size();
-    return launch(name, {in, out}, [&] {
-      const ncclDataType_t type = nccl_type(in.scalar_type());
-      ncclResult_t rc = ncclGroupStart();
-      for (int r = 0; r < size() && accepted(rc); ++r) {
-        const char* src = static_cast<const char*>(in.data_ptr()) + displs[static_cast<size_t>(r)] * static_cast<int64_t>(elem);
-        void* dst = out.data_ptr();  // written on the root (r) only
-        rc = ncclReduce(src, dst, static_cast<size_t>(counts[static_cast<size_t>(r)]), type, nccl_op(op), r, comm_,
-                        stream_);
-      }
-      const ncclResult_t end = ncclGroupEnd();
-      return accepted(rc) ? end : rc;
-    });
-  }
-
   Work broadcast(const at::Tensor& t, int root) override {
     const char* name = "broadcast";
-    check_cuda_tensor(name, "tensor", t);
+    check_args(name, t);
     check_root(name, root);
     return launch(name, {t}, [&] {
       return ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
@@ -265,9 +213,7 @@ class NcclCommunicator final : public Communicator {
 
   static bool accepted(ncclResult_t rc) { return rc == ncclSuccess || rc == ncclInProgress; }
 
-  void check_cuda_tensor(const char* op, const char* what, const at::Tensor& t) const {
-    check_usable(op);
-    check_tensor(op, what, t);
+  void check_device(const char* op, const at::Tensor& t) const override {
     if (!t.is_cuda() || t.device().index() != device_) {
       throw Error(std::string(op) + " on group '" + name() + "': the NCCL backend takes tensors on cuda:" +
                   std::to_string(device_) + ", got one on " + t.device().str());

@@ -65,18 +65,11 @@ class Communicator {
 
   // In place: t = op over ranks of t.
   [[nodiscard]] virtual Work all_reduce(const at::Tensor& t, ReduceOp op) = 0;
-  // out (flat) = concatenation over ranks of in; out.numel() == size() * in.numel().
+  // out (flat) = concatenation over ranks of in; out.numel() == size() * in.numel(). In place when `in`
+  // is this rank's own chunk of `out` (out.narrow(0, rank() * n, n)): nothing is copied for it.
   [[nodiscard]] virtual Work all_gather(const at::Tensor& out, const at::Tensor& in) = 0;
-  // Uneven: rank r contributes counts[r] elements (in.numel() == counts[rank()]);
-  // out.numel() == sum(counts), rank r's part starting at counts[0] + ... + counts[r-1].
-  [[nodiscard]] virtual Work all_gather_v(const at::Tensor& out, const at::Tensor& in,
-                                          const std::vector<int64_t>& counts) = 0;
   // out = op over ranks of chunk rank() of in (flat); in.numel() == size() * out.numel().
   [[nodiscard]] virtual Work reduce_scatter(const at::Tensor& out, const at::Tensor& in, ReduceOp op) = 0;
-  // Uneven: rank r receives the reduction of the counts[r] elements of in starting at
-  // counts[0] + ... + counts[r-1]; in.numel() == sum(counts), out.numel() == counts[rank()].
-  [[nodiscard]] virtual Work reduce_scatter_v(const at::Tensor& out, const at::Tensor& in,
-                                              const std::vector<int64_t>& counts, ReduceOp op) = 0;
   // In place: t = root's t.
   [[nodiscard]] virtual Work broadcast(const at::Tensor& t, int root) = 0;
   // Returns once every rank of the group has entered it; blocks the host (bounded by the timeout).
@@ -95,13 +88,15 @@ class Communicator {
       : name_(std::move(name)), rank_(rank), size_(size), timeout_(timeout) {}
 
   // Argument checks shared by the backends; they throw ov::Error naming the collective and the group.
+  // check_args: the group is usable, the tensors are defined, contiguous and on this backend's device
+  // (check_device), and `out` (when given) has `in`'s dtype.
+  void check_args(const char* op, const at::Tensor& in, const at::Tensor* out = nullptr) const;
+  virtual void check_device(const char* op, const at::Tensor& t) const = 0;
   void check_usable(const char* op) const;
-  void check_tensor(const char* op, const char* what, const at::Tensor& t) const;
-  void check_same_dtype(const char* op, const at::Tensor& a, const at::Tensor& b) const;
   void check_numel(const char* op, const char* what, const at::Tensor& t, int64_t expected) const;
-  // Validates counts (size() entries, none negative) and returns their exclusive prefix sums.
-  std::vector<int64_t> displacements(const char* op, const std::vector<int64_t>& counts) const;
   void check_root(const char* op, int root) const;
+  // True when `in` is this rank's chunk of `out` (an in-place all_gather).
+  bool is_own_chunk(const at::Tensor& out, const at::Tensor& in) const;
   // "all_reduce #12 on group 'dp' (rank 1 of 2)"
   std::string describe_op(const char* op, uint64_t seq) const;
 

@@ -18,10 +18,7 @@ class MpiCommunicator final : public Communicator {
   Backend backend() const override { return Backend::kMpi; }
   Work all_reduce(const at::Tensor& t, ReduceOp op) override;
   Work all_gather(const at::Tensor& out, const at::Tensor& in) override;
-  Work all_gather_v(const at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& counts) override;
   Work reduce_scatter(const at::Tensor& out, const at::Tensor& in, ReduceOp op) override;
-  Work reduce_scatter_v(const at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& counts,
-                        ReduceOp op) override;
   Work broadcast(const at::Tensor& t, int root) override;
   void barrier() override;
   void finalize() override;
@@ -31,8 +28,9 @@ class MpiCommunicator final : public Communicator {
  private:
   class PendingRequest;
   MpiCommunicator(MPI_Comm dup, std::string name, std::chrono::milliseconds timeout, int);
-  Work track(const char* op, MPI_Request request, std::vector<at::Tensor> keep_alive,
-             at::Tensor average_over_size = {}, std::vector<std::vector<int>> arrays = {});
+  void check_device(const char* op, const at::Tensor& t) const override;
+  template <typename Start>
+  Work start(const char* op, std::vector<at::Tensor> keep, at::Tensor average, Start&& mpi_call);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   uint64_t seq_ = 0;

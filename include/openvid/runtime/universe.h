@@ -42,7 +42,6 @@ class Universe {
   MPI_Comm shard() const { return shard_; }  // FSDP group: fs*cp ranks
   MPI_Comm cp() const { return cp_; }        // context-parallel group; also the "same data" group
   MPI_Comm dp() const { return dp_; }        // replicas of this rank's shard
-  MPI_Comm same_data() const { return cp_; }
 
   // One line describing this rank, e.g.
   // "rank 3/4 host=n01 local=3/4 device=cpu mesh(dp,fs,cp)=(0,1,1) data_rank=1/2 shard=[0,1,2,3] cp=[2,3] dp=[3]"
