@@ -136,7 +136,7 @@ BOOST_AUTO_TEST_CASE(config_file_with_sections_and_command_line_override) {
 
 BOOST_AUTO_TEST_CASE(to_ini_reads_back_to_the_same_options) {
   ov::Options o = parse({"--fs", "2", "--learning_rate", "0.00031", "--dataset", "/data/set.h5",
-                         "--model_rope_layout", "seed", "--seed", "1234567890123", "--activation_checkpointing"});
+                         "--model_rope_layout", "seed", "--seed", "1234567890123", "--recompute_every", "2"});
   const std::string ini = ov::to_ini(o);
   TempFile file(ini);
   const ov::Options back = parse({"--config", file.path});
@@ -145,7 +145,7 @@ BOOST_AUTO_TEST_CASE(to_ini_reads_back_to_the_same_options) {
   BOOST_CHECK_EQUAL(back.learning_rate, 0.00031);
   BOOST_CHECK_EQUAL(back.seed, 1234567890123);
   BOOST_CHECK_EQUAL(back.dataset, "/data/set.h5");
-  BOOST_CHECK_EQUAL(back.model.activation_checkpointing, true);
+  BOOST_CHECK_EQUAL(back.model.recompute_every, 2);
 }
 
 BOOST_AUTO_TEST_CASE(unknown_and_malformed_options_give_one_clear_line) {

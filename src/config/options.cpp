@@ -141,7 +141,8 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("init_std_factor", m.init_std_factor, "multiplier of every 2-D weight after default init", Group::kModel);
   fn("model_rope_layout", m.rope_layout,
      "aligned (each token its own position) or seed (the reference's exact tables)", Group::kModel);
-  fn("activation_checkpointing", m.activation_checkpointing, "recompute each block in backward",
+  fn("recompute_every", m.recompute_every,
+     "activation recomputation (checkpointing): recompute every k-th block in backward; 0 = none, 1 = all, 2 = every other",
      Group::kModel);
 }
 
@@ -154,7 +155,7 @@ const std::map<std::string, std::string>& aliases() {
       {"model_bias_and_norm_affine", "train_bias_and_rms"},
       {"bias_and_norm_affine", "train_bias_and_rms"},
       {"model_init_std_factor", "init_std_factor"},
-      {"model_activation_checkpointing", "activation_checkpointing"},
+      {"model_recompute_every", "recompute_every"},
   };
   return kAliases;
 }
@@ -351,6 +352,7 @@ void validate(const ModelConfig& m) {
   need(m.in_channels >= 1, "model_in_channels", "must be >= 1", m.in_channels);
   need(m.text_dim >= 1, "model_text_dim", "must be >= 1", m.text_dim);
   need(m.init_std_factor > 0, "init_std_factor", "must be > 0", m.init_std_factor);
+  need(m.recompute_every >= 0, "recompute_every", "must be >= 0 (0 = no recomputation)", m.recompute_every);
 }
 
 void validate(const Options& o) {

@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "openvid/model/checkpoint.h"
+#include "openvid/model/recompute.h"
 #include "openvid/runtime/error.h"
 
 namespace ov::model {
@@ -128,7 +128,6 @@ std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, con
 DiTImpl::DiTImpl(const DiTConfig& config)
     : config_(config), self_attention_(std::make_shared<LocalSelfAttention>()) {
   ov::validate(config);
-  checkpointing_ = config.activation_checkpointing;
   const int64_t d = config.width;
   patch_embed_ = register_module(
       "patch_embed", torch::nn::Conv3d(torch::nn::Conv3dOptions(config.in_channels, d,
@@ -233,8 +232,8 @@ at::Tensor DiTImpl::forward_window(const at::Tensor& x, const at::Tensor& text, 
   BlockContext ctx{cos.to(x.device()), sin.to(x.device()), dt, self_attention_.get()};
   at::Tensor v0;
   for (Block& block : blocks_) {
-    const bool recompute = checkpointing_ && c10::GradMode::is_enabled();
-    auto [out, v] = recompute ? checkpointed_block(*block, seq, c, text, v0, ctx) : block->forward(seq, c, text, v0, ctx);
+    const bool recompute = cfg.recompute_every > 0 && block->index() % cfg.recompute_every == 0 && c10::GradMode::is_enabled();
+    auto [out, v] = recompute ? recomputed_block(*block, seq, c, text, v0, ctx) : block->forward(seq, c, text, v0, ctx);
     seq = out;
     if (block->index() == 0) v0 = v;
   }

@@ -89,7 +89,8 @@ class DiTImpl : public torch::nn::Module {
   void set_compute_dtype(at::ScalarType dtype) { compute_dtype_ = dtype; }
   at::ScalarType compute_dtype() const { return compute_dtype_; }
   void set_self_attention(std::shared_ptr<SelfAttention> op) { self_attention_ = std::move(op); }
-  void set_activation_checkpointing(bool on) { checkpointing_ = on; }
+  // Recompute the activations of every k-th block in backward (0: none, 1: all, 2: every other block).
+  void set_recompute_every(int k) { config_.recompute_every = k; }
 
   const DiTConfig& config() const { return config_; }
   int64_t num_blocks() const { return static_cast<int64_t>(blocks_.size()); }
@@ -100,7 +101,6 @@ class DiTImpl : public torch::nn::Module {
 
   DiTConfig config_;
   at::ScalarType compute_dtype_ = at::kFloat;
-  bool checkpointing_ = false;
   std::shared_ptr<SelfAttention> self_attention_;
   torch::nn::Conv3d patch_embed_{nullptr};
   at::Tensor register_tokens_;

@@ -1,4 +1,4 @@
-#include "openvid/model/checkpoint.h"
+#include "openvid/model/recompute.h"
 
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -23,7 +23,7 @@ at::Tensor detached_leaf(const at::Tensor& t) {
   return d;
 }
 
-class CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
+class RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
  public:
   static variable_list forward(AutogradContext* actx, const at::Tensor& x, const at::Tensor& c,
                                const at::Tensor& text, const std::optional<at::Tensor>& v0,
@@ -67,12 +67,12 @@ class CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
 
 }  // namespace
 
-std::pair<at::Tensor, at::Tensor> checkpointed_block(BlockImpl& block, const at::Tensor& x, const at::Tensor& c,
+std::pair<at::Tensor, at::Tensor> recomputed_block(BlockImpl& block, const at::Tensor& x, const at::Tensor& c,
                                                      const at::Tensor& text, const at::Tensor& v0,
                                                      const BlockContext& ctx) {
   auto saved = std::make_shared<Saved>(Saved{&block, ctx});
   const std::optional<at::Tensor> v0_opt = v0.defined() ? std::optional<at::Tensor>(v0) : std::nullopt;
-  variable_list out = CheckpointedBlock::apply(x, c, text, v0_opt, std::move(saved));
+  variable_list out = RecomputedBlock::apply(x, c, text, v0_opt, std::move(saved));
   return {out[0], out[1]};
 }
 
