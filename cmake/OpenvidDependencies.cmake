@@ -67,6 +67,27 @@ target_link_libraries(openvid_deps INTERFACE ${HDF5_C_LIBRARIES})
 target_compile_definitions(openvid_deps INTERFACE ${HDF5_C_DEFINITIONS} OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1
                            $<$<BOOL:${OPENVID_TORCH_CUDA}>:OPENVID_TORCH_CUDA=1>)
 
+# ---- CUDA kernels (optional) --------------------------------------------------------------------
+# AUTO compiles src/kernels/*.cu whenever a CUDA toolkit with nvcc is found, also beside a CPU LibTorch
+# (the kernels use no LibTorch headers): a machine without a GPU checks that they compile; they run only
+# on CUDA tensors.
+set(OPENVID_HAVE_KERNELS OFF)
+if(NOT OPENVID_WITH_KERNELS STREQUAL "OFF")
+  find_package(CUDAToolkit QUIET)
+  if(CUDAToolkit_FOUND AND EXISTS "${CUDAToolkit_NVCC_EXECUTABLE}")
+    if(NOT CMAKE_CUDA_COMPILER)
+      set(CMAKE_CUDA_COMPILER "${CUDAToolkit_NVCC_EXECUTABLE}")
+    endif()
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 80 90)  # A100, H100/H200; bf16 needs 80 or newer
+    endif()
+    enable_language(CUDA)
+    set(OPENVID_HAVE_KERNELS ON)
+  elseif(OPENVID_WITH_KERNELS STREQUAL "ON")
+    message(FATAL_ERROR "OPENVID_WITH_KERNELS=ON but no CUDA toolkit with nvcc was found (set CUDAToolkit_ROOT)")
+  endif()
+endif()
+
 # ---- CUDA runtime + NCCL (optional) -------------------------------------------------------------
 # AUTO builds the NCCL backend when LibTorch has CUDA. ON also builds it against a CPU LibTorch (the
 # backend needs only the CUDA runtime and NCCL), which is how a machine without a GPU checks it compiles.

@@ -75,15 +75,20 @@ BOOST_AUTO_TEST_CASE(parameter_names_follow_the_reference) {
   BOOST_CHECK(with_bias.at("final_proj.weight").sizes() == at::IntArrayRef({2 * 2 * 2 * 4, 32}));
 }
 
-BOOST_AUTO_TEST_CASE(parameter_count_matches_the_module) {
+BOOST_AUTO_TEST_CASE(parameter_count_and_shapes_match_the_module) {
   for (bool affine : {false, true}) {
     for (int depth : {1, 3}) {
       DiTConfig c = tiny(affine);
       c.depth = depth;
       DiT m(c);
       int64_t n = 0;
-      for (const auto& p : m->parameters()) n += p.numel();
+      ov::model::ParameterShapes registered;
+      for (const auto& p : m->named_parameters()) {
+        n += p.value().numel();
+        registered.push_back({p.key(), p.value().sizes().vec()});
+      }
       BOOST_CHECK_EQUAL(ov::model::parameter_count(c), n);
+      BOOST_CHECK(ov::model::parameter_shapes(c) == registered);  // names, shapes and order
     }
   }
 }

@@ -22,21 +22,12 @@ std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm, std::string name,
 #include <thread>
 #include <vector>
 
+#include "openvid/kernels/cuda_check.h"
 #include "openvid/runtime/mpi_session.h"
 
 #ifdef OPENVID_TORCH_CUDA
 #include <c10/cuda/CUDAStream.h>
 #endif
-
-// Every CUDA and NCCL call is checked; a failure throws ov::Error naming the call, file and line.
-#define OV_CUDA_CHECK(call)                                                                          \
-  do {                                                                                               \
-    const cudaError_t ov_cuda_rc_ = (call);                                                          \
-    if (ov_cuda_rc_ != cudaSuccess) {                                                                \
-      throw ::ov::Error(std::string("CUDA call failed: ") + #call + ": " + cudaGetErrorString(ov_cuda_rc_) + \
-                        " at " + __FILE__ + ":" + std::to_string(__LINE__));                         \
-    }                                                                                                \
-  } while (0)
 
 namespace ov::comm {
 

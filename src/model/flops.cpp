@@ -1,27 +1,17 @@
 #include "openvid/model/flops.h"
 
+#include "openvid/model/state_dict.h"
+
 namespace ov::model {
 
 int64_t parameter_count(const ov::ModelConfig& c) {
-  const int64_t d = c.width, dc = c.text_dim, m = c.mlp_ratio;
-  const int64_t p = int64_t{c.patch} * c.patch * c.time_patch * c.in_channels;
-  const int64_t affine = c.bias_and_norm_affine ? 1 : 0;
-  const int64_t block = 3 * d * d + affine * 3 * d      // qkv
-                        + d * d                          // attn_proj
-                        + 1                              // lambda_param
-                        + d * d + affine * d             // q_cross
-                        + dc * 2 * d + affine * 2 * d    // context_kv
-                        + d * d                          // cross_proj
-                        + d * m * d + m * d + m * d * d + d  // mlp
-                        + d * 9 * d + 9 * d              // adaLN_modulation
-                        + affine * 3 * d;                // norm1..3
-  const int64_t outside = (c.in_channels * c.time_patch * c.patch * c.patch) * d + d  // patch_embed
-                          + int64_t{c.registers} * d                                  // register_tokens
-                          + d * 4 * d + 4 * d + 4 * d * d + d                         // time_embed
-                          + d * 2 * d + 2 * d                                         // final_modulation
-                          + d                                                         // final_norm
-                          + d * p + p;                                                // final_proj
-  return outside + c.depth * block;
+  int64_t n = 0;
+  for (const auto& [name, shape] : parameter_shapes(c)) {
+    int64_t k = 1;
+    for (int64_t x : shape) k *= x;
+    n += k;
+  }
+  return n;
 }
 
 double forward_flops(const ov::ModelConfig& c, int64_t frames, int64_t height, int64_t width, int64_t text_len) {

@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/nn/module.h>
 
 #include <map>
 
@@ -9,79 +12,138 @@
 
 namespace ov::parallel {
 
-ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard, comm::Communicator& dp,
-                           at::ScalarType compute_dtype)
-    : shard_(shard), dp_(dp), compute_dtype_(compute_dtype) {
-  // Units: "blocks.<i>" for each block's parameters, "root" for everything else, in registration order.
-  std::map<std::string, size_t> index;
+// One unit's gradients during a step.
+struct ShardedModel::Pending {
+  at::Tensor flat;          // shard groups of several ranks: the unit's full fp32 gradient, summed here first
+  std::vector<bool> seen;   // parameters with a gradient in this step (any micro-batch)
+  std::vector<bool> last;   // ... in the last micro-batch (after arm())
+  int64_t arrived = 0;      // count of `last`
+  int64_t expected = -1;    // parameters with a gradient in the last micro-batch of the previous step
+  bool launched = false;
+  comm::Work reduction;
+};
+
+namespace {
+
+// The post-hook of a parameter's gradient accumulator runs once autograd has put the parameter's gradient
+// of this backward into .grad (summed over every use of the parameter).
+template <typename Fn>
+std::shared_ptr<void> hook_gradient_accumulator(const at::Tensor& param, Fn&& fn) {
+  auto accumulator = torch::autograd::impl::grad_accumulator(param);
+  OV_CHECK(accumulator != nullptr, "sharded parameters must be leaves that require gradients");
+  accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+      [fn = std::forward<Fn>(fn)](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+        fn();
+        return outputs;
+      }));
+  // Autograd keeps only a weak reference to a leaf's accumulator between backward passes: holding it keeps
+  // the hook installed. (Its pointer type differs between LibTorch versions; the deleter knows it.)
+  using Holder = decltype(accumulator);
+  return std::shared_ptr<void>(new Holder(std::move(accumulator)), [](void* p) { delete static_cast<Holder*>(p); });
+}
+
+}  // namespace
+
+ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard, comm::Communicator& dp, ShardingOptions options)
+    : shard_(shard), dp_(dp), options_(options), units_(flat_units(module, shard.size())) {
+  std::map<std::string, at::Tensor> by_name;
   for (const auto& item : module.named_parameters(/*recurse=*/true)) {
-    const std::string& name = item.key();
-    std::string unit = "root";
-    if (name.rfind("blocks.", 0) == 0) unit = name.substr(0, name.find('.', 7));
-    if (!index.count(unit)) {
-      index[unit] = units_.size();
-      units_.push_back(Unit{unit, {}, {}, {}, {}, 0, 0, 0, {}, {}, {}, {}, {}});
-    }
-    Unit& u = units_[index[unit]];
     OV_CHECK(item.value().scalar_type() == at::kFloat, "sharded parameters must be fp32 masters");
-    u.names.push_back(name);
-    u.params.push_back(item.value());
-    u.offsets.push_back(u.numel);
-    u.numels.push_back(item.value().numel());
-    u.numel += item.value().numel();
+    by_name[item.key()] = item.value();
   }
-  const int64_t s = shard_.size(), r = shard_.rank();
+  const at::TensorOptions fp32 = by_name.begin()->second.options();  // buffers live where the parameters do
+  int64_t total = 0;
+  for (const FlatUnit& u : units_) total += u.shard_numel;
+  master_all_ = at::empty({total}, fp32);
+  grad_all_ = at::zeros({total}, fp32);
+  exp_avg_all_ = at::zeros({total}, fp32);
+  exp_avg_sq_all_ = at::zeros({total}, fp32);
+
   c10::NoGradGuard no_grad;
-  for (Unit& u : units_) {
-    u.padded = (u.numel + s - 1) / s * s;
-    u.shard_numel = u.padded / s;
-    // Every rank holds the same initial values; each keeps its slice as the master. Buffers live where
-    // the module's parameters do (the GPU for NCCL).
-    at::Tensor flat = at::zeros({u.padded}, u.params.front().options());
-    for (size_t i = 0; i < u.params.size(); ++i) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(u.params[i].reshape(-1));
-    u.master = flat.narrow(0, r * u.shard_numel, u.shard_numel).clone();
-    u.grad = at::zeros_like(u.master);
-    u.exp_avg = at::zeros_like(u.master);
-    u.exp_avg_sq = at::zeros_like(u.master);
-    u.full = flat.to(compute_dtype_);
-    for (size_t i = 0; i < u.params.size(); ++i) {
-      u.params[i].set_data(u.full.narrow(0, u.offsets[i], u.numels[i]).view(u.params[i].sizes()));
-    }
+  int64_t at_rank = 0;
+  for (const FlatUnit& u : units_) {
+    std::vector<at::Tensor> params;
+    for (const FlatParam& p : u.params) params.push_back(by_name.at(p.name));
+    // Every rank holds the same initial values: each keeps its slice as the master, and the full buffer
+    // needs no gather.
+    const at::Tensor flat = u.pack([&](size_t i) { return params[i]; }, fp32);
+    UnitSlices s;
+    s.begin = shard_.rank() * u.shard_numel;
+    s.master = master_all_.narrow(0, at_rank, u.shard_numel);
+    s.grad = grad_all_.narrow(0, at_rank, u.shard_numel);
+    s.exp_avg = exp_avg_all_.narrow(0, at_rank, u.shard_numel);
+    s.exp_avg_sq = exp_avg_sq_all_.narrow(0, at_rank, u.shard_numel);
+    s.master.copy_(flat.narrow(0, s.begin, u.shard_numel));
+    s.full = flat.to(options_.compute_dtype);
+    for (size_t i = 0; i < params.size(); ++i) params[i].set_data(u.view(s.full, i));
+    at_rank += u.shard_numel;
+    slices_.push_back(std::move(s));
+    params_.push_back(std::move(params));
   }
   pending_.resize(units_.size());
+  gathers_.resize(units_.size());
   for (size_t k = 0; k < units_.size(); ++k) {
-    pending_[k].seen.assign(units_[k].params.size(), false);
-    for (size_t i = 0; i < units_[k].params.size(); ++i) {
-      units_[k].params[i].register_hook([this, k, i](const at::Tensor& grad) { on_gradient(k, i, grad); });
+    pending_[k].seen.assign(params_[k].size(), false);
+    pending_[k].last.assign(params_[k].size(), false);
+    if (!options_.reduce_in_backward) continue;
+    // After set_data: a new dtype gives a parameter a new gradient accumulator.
+    for (size_t i = 0; i < params_[k].size(); ++i) {
+      hook_owners_.push_back(hook_gradient_accumulator(params_[k][i], [this, k, i] { on_gradient(k, i); }));
     }
   }
 }
 
-void ShardedModel::arm() {
-  armed_ = true;
-  launch_order_.clear();
-  for (size_t k = 0; k < units_.size(); ++k) {
-    Pending& p = pending_[k];
-    p.flat = at::zeros({units_[k].padded}, units_[k].master.options());
-    std::fill(p.seen.begin(), p.seen.end(), false);
-    p.arrived = 0;
-    p.launched = false;
-  }
+ShardedModel::~ShardedModel() = default;
+
+void ShardedModel::gather() {
+  gather_async();
+  complete_gathers();
 }
 
-void ShardedModel::on_gradient(size_t k, size_t i, const at::Tensor& grad) {
-  if (!armed_) return;  // earlier micro-batches accumulate into .grad as usual
-  Unit& u = units_[k];
-  Pending& p = pending_[k];
-  OV_CHECK(!p.launched, "parameter " + u.names[i] + " received a gradient after unit " + u.name +
-                            " was reduced (a parameter used twice in one backward)");
+void ShardedModel::gather_async() {
+  if (shard_.size() == 1) return;  // this rank's chunk is the whole unit
+  complete_gathers();
+  for (size_t k = 0; k < units_.size(); ++k) gathers_[k] = shard_.all_gather(slices_[k].full, slices_[k].own_full());
+}
+
+void ShardedModel::wait_gathered(size_t unit) { gathers_[unit].wait(); }
+
+void ShardedModel::complete_gathers() {
+  for (comm::Work& w : gathers_) w.wait();
+}
+
+void ShardedModel::refresh_compute_copy() {
   c10::NoGradGuard no_grad;
-  at::Tensor slot = p.flat.narrow(0, u.offsets[i], u.numels[i]);
-  slot.add_(grad.reshape(-1));  // a parameter used twice in the graph gets two calls
-  const at::Tensor earlier = u.params[i].grad();  // micro-batches before this one
-  if (!p.seen[i]) {
-    if (earlier.defined()) slot.add_(earlier.reshape(-1));
-    p.seen[i] = true;
+  for (UnitSlices& s : slices_) s.own_full().copy_(s.master);
+  gather();
+}
+
+void ShardedModel::accumulate(size_t k, size_t i, const at::Tensor& grad) {
+  Pending& p = pending_[k];
+  OV_CHECK(!p.launched, "parameter " + units_[k].params[i].name + " received a gradient after unit " + units_[k].name +
+                            " was reduced (a parameter used in two backward passes of one micro-batch)");
+  c10::NoGradGuard no_grad;
+  const FlatParam& fp = units_[k].params[i];
+  if (shard_.size() == 1) {  // straight into the gradient slice, which is the whole unit
+    at::Tensor slot = slices_[k].grad.narrow(0, fp.offset, fp.numel);
+    if (p.seen[i]) slot.add_(grad.reshape(-1));
+    else slot.copy_(grad.reshape(-1));
+  } else {
+    if (!p.flat.defined()) p.flat = at::zeros({units_[k].padded}, slices_[k].grad.options());
+    p.flat.narrow(0, fp.offset, fp.numel).add_(grad.reshape(-1));
+  }
+  p.seen[i] = true;
+}
+
+void ShardedModel::on_gradient(size_t k, size_t i) {
+  at::Tensor& g = params_[k][i].mutable_grad();
+  if (!g.defined()) return;
+  accumulate(k, i, g);
+  g = at::Tensor();  // released now: the fp32 sum holds it
+  Pending& p = pending_[k];
+  if (!armed_) return;  // an earlier micro-batch: accumulate only
+  if (!p.last[i]) {
+    p.last[i] = true;
     ++p.arrived;
   }
   if (p.arrived == p.expected && !p.launched) launch(k);
@@ -89,176 +151,77 @@ void ShardedModel::on_gradient(size_t k, size_t i, const at::Tensor& grad) {
 
 void ShardedModel::launch(size_t k) {
   Pending& p = pending_[k];
-  p.work = shard_.reduce_scatter(units_[k].grad, p.flat, comm::ReduceOp::kSum);
+  UnitSlices& s = slices_[k];
+  if (shard_.size() == 1) {
+    c10::NoGradGuard no_grad;
+    for (size_t i = 0; i < p.seen.size(); ++i) {  // a parameter without a gradient this step: zero, not last step's
+      if (!p.seen[i]) s.grad.narrow(0, units_[k].params[i].offset, units_[k].params[i].numel).zero_();
+    }
+    if (dp_.size() > 1) p.reduction = dp_.all_reduce(s.grad, comm::ReduceOp::kSum);
+  } else {
+    if (!p.flat.defined()) p.flat = at::zeros({units_[k].padded}, s.grad.options());
+    p.reduction = shard_.reduce_scatter(s.grad, p.flat, comm::ReduceOp::kSum);
+  }
   p.launched = true;
   launch_order_.push_back(k);
+}
+
+void ShardedModel::arm() {
+  OV_CHECK(options_.reduce_in_backward, "arm() needs the hooks of reduce_in_backward");
+  complete_gathers();
+  armed_ = true;
 }
 
 void ShardedModel::finish() {
   OV_CHECK(armed_, "ShardedModel::finish() without arm()");
   armed_ = false;
   launched_in_backward_ = static_cast<int64_t>(launch_order_.size());
-  // Units the hooks did not complete, in backward order (the last units first), like reduce_gradients().
-  for (size_t k = units_.size(); k-- > 0;) {
-    Pending& p = pending_[k];
-    if (p.launched) continue;
-    for (size_t i = 0; i < units_[k].params.size(); ++i) {  // parameters with gradients from earlier micro-batches only
-      const at::Tensor g = units_[k].params[i].grad();
-      if (!p.seen[i] && g.defined()) p.flat.narrow(0, units_[k].offsets[i], units_[k].numels[i]).add_(g.reshape(-1));
-    }
-    launch(k);
+  for (size_t k = units_.size(); k-- > 0;) {  // the rest in backward order (the last units first)
+    if (!pending_[k].launched) launch(k);
   }
-  for (size_t k : launch_order_) {
-    Pending& p = pending_[k];
-    p.work.wait();
-    dp_.all_reduce(units_[k].grad, comm::ReduceOp::kSum).wait();
-    p.expected = p.arrived;  // what the next step can wait for
-    p.flat = at::Tensor();
-    for (auto& param : units_[k].params) param.mutable_grad() = at::Tensor();
-  }
+  complete_reductions();
 }
 
-void ShardedModel::gather() {
-  for (Unit& u : units_) shard_.all_gather(u.full, u.master.to(compute_dtype_)).wait();
+void ShardedModel::complete_reductions() {
+  for (size_t k : launch_order_) {
+    Pending& p = pending_[k];
+    p.reduction.wait();
+    // A shard group of several ranks reduce-scattered; its slices are then summed over the replicas.
+    if (shard_.size() > 1 && dp_.size() > 1) dp_.all_reduce(slices_[k].grad, comm::ReduceOp::kSum).wait();
+    p.expected = p.arrived;  // what the next step can wait for
+    p.arrived = 0;
+    p.launched = false;
+    p.flat = at::Tensor();
+    std::fill(p.seen.begin(), p.seen.end(), false);
+    std::fill(p.last.begin(), p.last.end(), false);
+  }
+  launch_order_.clear();
 }
 
 void ShardedModel::reduce_gradients() {
-  c10::NoGradGuard no_grad;
-  for (auto it = units_.rbegin(); it != units_.rend(); ++it) {  // backward order, as a hooked version would
-    Unit& u = *it;
-    at::Tensor flat = at::zeros({u.padded}, u.master.options());
-    for (size_t i = 0; i < u.params.size(); ++i) {
-      at::Tensor g = u.params[i].grad();
-      if (g.defined()) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(g.reshape(-1));
-      u.params[i].mutable_grad() = at::Tensor();
+  OV_CHECK(!options_.reduce_in_backward, "reduce_gradients() is the path without hooks (reduce_in_backward = false)");
+  complete_gathers();
+  for (size_t k = units_.size(); k-- > 0;) {  // backward order, as the hooks would
+    for (size_t i = 0; i < params_[k].size(); ++i) {
+      at::Tensor& g = params_[k][i].mutable_grad();
+      if (!g.defined()) continue;
+      accumulate(k, i, g);
+      g = at::Tensor();
     }
-    shard_.reduce_scatter(u.grad, flat, comm::ReduceOp::kSum).wait();
-    dp_.all_reduce(u.grad, comm::ReduceOp::kSum).wait();
+    launch(k);
   }
+  complete_reductions();
 }
 
-void ShardedModel::add_to_optimizer(train::AdamW& optimizer, double base_weight_decay) {
-  const int64_t r = shard_.rank();
-  for (Unit& u : units_) {
-    const int64_t lo = r * u.shard_numel, hi = lo + u.shard_numel;
-    for (size_t i = 0; i < u.params.size(); ++i) {
-      const int64_t a = std::max(lo, u.offsets[i]), b = std::min(hi, u.offsets[i] + u.numels[i]);
-      if (a >= b) continue;
-      optimizer.add_segment(u.names[i] + "@" + std::to_string(a - u.offsets[i]), u.master.narrow(0, a - lo, b - a),
-                            u.grad.narrow(0, a - lo, b - a),
-                            train::mup_adam_rule(u.names[i], u.params[i].sizes(), base_weight_decay),
-                            u.exp_avg.narrow(0, a - lo, b - a), u.exp_avg_sq.narrow(0, a - lo, b - a));
-    }
-  }
-}
-
-double ShardedModel::local_grad_norm_squared() const {
-  double s = 0;
-  for (const Unit& u : units_) s += u.grad.to(at::kDouble).pow(2).sum().item<double>();
-  return s;
-}
-
-void ShardedModel::scale_gradients(double factor) {
-  for (Unit& u : units_) u.grad.mul_(factor);
-}
-
-bool ShardedModel::gradients_finite() const {
-  for (const Unit& u : units_)
-    if (!at::isfinite(u.grad).all().item<bool>()) return false;
-  return true;
-}
+at::Tensor ShardedModel::grad_norm_squared() const { return at::linalg_vector_norm(grad_all_, 2).square().view({1}); }
 
 ShardMemory ShardedModel::memory(int64_t states) const {
   ShardMemory m;
-  for (const Unit& u : units_) {
-    m.master_bytes += u.master.nbytes();
-    m.grad_bytes += u.grad.nbytes();
-    m.optimizer_bytes += states * u.master.nbytes();  // exp_avg and exp_avg_sq
-    m.gathered_bytes += u.full.nbytes();
-  }
+  m.master_bytes = master_all_.nbytes();
+  m.grad_bytes = grad_all_.nbytes();
+  m.optimizer_bytes = states * master_all_.nbytes();  // exp_avg and exp_avg_sq
+  for (const UnitSlices& s : slices_) m.gathered_bytes += s.full.nbytes();
   return m;
-}
-
-}  // namespace ov::parallel
-
-namespace ov::parallel {
-
-model::TensorMap ShardedModel::full_masters() {
-  model::TensorMap out;
-  for (Unit& u : units_) {
-    at::Tensor flat = at::empty({u.padded}, u.master.options());
-    shard_.all_gather(flat, u.master).wait();
-    for (size_t i = 0; i < u.params.size(); ++i) {
-      out[u.names[i]] = flat.narrow(0, u.offsets[i], u.numels[i]).view(u.params[i].sizes()).clone();
-    }
-  }
-  return out;
-}
-
-void ShardedModel::load_masters(const model::TensorMap& full, const std::string& source) {
-  std::string problems;
-  for (const Unit& u : units_)
-    for (size_t i = 0; i < u.params.size(); ++i) {
-      const auto it = full.find(u.names[i]);
-      if (it == full.end() || it->second.numel() != u.numels[i]) problems += (problems.empty() ? "" : ", ") + u.names[i];
-    }
-  if (!problems.empty()) throw InputError("'" + source + "' lacks or mis-shapes: " + problems);
-  const int64_t r = shard_.rank();
-  c10::NoGradGuard no_grad;
-  for (Unit& u : units_) {
-    at::Tensor flat = at::zeros({u.padded}, u.master.options());
-    for (size_t i = 0; i < u.params.size(); ++i) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(full.at(u.names[i]).reshape(-1));
-    u.master.copy_(flat.narrow(0, r * u.shard_numel, u.shard_numel));
-  }
-}
-
-}  // namespace ov::parallel
-
-#include <nlohmann/json.hpp>
-
-namespace ov::parallel {
-
-model::TensorMap ShardedModel::optimizer_slices() const {
-  model::TensorMap out;
-  for (const Unit& u : units_) {
-    out[u.name + ".exp_avg"] = u.exp_avg;
-    out[u.name + ".exp_avg_sq"] = u.exp_avg_sq;
-  }
-  return out;
-}
-
-std::string ShardedModel::geometry_json() const {
-  nlohmann::json units = nlohmann::json::array();
-  for (const Unit& u : units_) {
-    nlohmann::json params = nlohmann::json::array();
-    for (size_t i = 0; i < u.names.size(); ++i) params.push_back({u.names[i], u.offsets[i], u.numels[i]});
-    units.push_back({{"name", u.name}, {"numel", u.numel}, {"padded", u.padded}, {"params", params}});
-  }
-  return nlohmann::json{{"shard_size", shard_.size()}, {"units", units}}.dump();
-}
-
-void ShardedModel::load_optimizer_slices(const std::vector<model::TensorMap>& files, const std::string& source) {
-  const int64_t old_size = static_cast<int64_t>(files.size()), r = shard_.rank();
-  c10::NoGradGuard no_grad;
-  for (Unit& u : units_) {
-    for (const char* kind : {".exp_avg", ".exp_avg_sq"}) {
-      // The old layout padded the unit to a multiple of its shard count: reassemble, trim, re-slice.
-      std::vector<at::Tensor> parts;
-      for (const model::TensorMap& f : files) {
-        const auto it = f.find(u.name + kind);
-        if (it == f.end()) throw InputError("optimizer state in '" + source + "' lacks " + u.name + kind);
-        parts.push_back(it->second.reshape(-1).to(at::kFloat));
-      }
-      const at::Tensor old_flat = at::cat(parts);
-      if (old_flat.numel() < u.numel || old_flat.numel() != (u.numel + old_size - 1) / old_size * old_size) {
-        throw InputError("optimizer state in '" + source + "' does not match unit " + u.name + " (" + std::to_string(old_flat.numel()) +
-                         " values for " + std::to_string(u.numel) + " parameters over " + std::to_string(old_size) + " shards)");
-      }
-      at::Tensor flat = at::zeros({u.padded}, u.master.options());
-      flat.narrow(0, 0, u.numel).copy_(old_flat.narrow(0, 0, u.numel));
-      (std::string(kind) == ".exp_avg" ? u.exp_avg : u.exp_avg_sq).copy_(flat.narrow(0, r * u.shard_numel, u.shard_numel));
-    }
-  }
 }
 
 }  // namespace ov::parallel

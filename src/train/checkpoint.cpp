@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "openvid/model/safetensors.h"
+#include "openvid/parallel/shard_io.h"
 #include "openvid/runtime/error.h"
 #include "openvid/config/options.h"
 #include "openvid/runtime/mpi_session.h"
@@ -74,103 +75,108 @@ std::optional<std::string> latest_checkpoint(const std::string& dir) {
   return best;
 }
 
-std::string write_checkpoint(const std::string& dir, const CheckpointState& state, parallel::ShardedModel& model,
+std::string write_checkpoint(const std::string& dir, const CheckpointState& state, parallel::ShardedModel& sharded,
                              const Universe& u, const std::string& options_ini, int keep) {
   const std::filesystem::path final_dir = std::filesystem::path(dir) / step_name(state.next_step);
   const std::filesystem::path tmp = std::filesystem::path(dir) / (step_name(state.next_step) + ".tmp");
-  std::string error;
-  if (u.rank() == 0) {
-    std::error_code ec;
-    std::filesystem::remove_all(tmp, ec);
-    std::filesystem::create_directories(tmp, ec);
-    if (ec) error = "cannot create the checkpoint directory '" + tmp.string() + "': " + ec.message();
-  }
-  agree_on_errors(u.world(), broadcast_string(u.world(), error), kExitFailure);
+  root_check(
+      u.world(),
+      [&] {
+        std::error_code ec;
+        std::filesystem::remove_all(tmp, ec);
+        std::filesystem::create_directories(tmp, ec);
+        if (ec) throw Error("cannot create the checkpoint directory '" + tmp.string() + "': " + ec.message());
+      },
+      kExitFailure);
 
-  const model::TensorMap masters = model.full_masters();  // collective over each shard group
-  error.clear();
-  try {
-    if (u.rank() == 0) model::write_safetensors((tmp / "model.safetensors").string(), masters, {{"format", "pt"}, {"producer", version_string()}});
-    if (u.coord().dp == 0) {  // one replica writes the shards of the moments
-      const int r = u.coord().fs * u.mesh().cp() + u.coord().cp, s = u.mesh().shard_size();
-      model::write_safetensors((tmp / optimizer_file(r, s)).string(), model.optimizer_slices(), {{"geometry", model.geometry_json()}});
-    }
-    if (u.rank() == 0) {
-      const json j = {{"format", kFormat},
-                      {"version", 1},
-                      {"next_step", state.next_step},
-                      {"optimizer_steps", state.optimizer_steps},
-                      {"skipped_steps", state.skipped_steps},
-                      {"shard_files", u.mesh().shard_size()},
-                      {"layout", {{"world", u.size()}, {"dp", u.mesh().dp()}, {"fs", u.mesh().fs()}, {"cp", u.mesh().cp()}}},
-                      {"options", options_ini}};
-      write_file_synced(tmp / "trainer.json", j.dump(2));
-    }
-  } catch (const std::exception& e) {
-    error = std::string("writing checkpoint '") + tmp.string() + "' failed: " + e.what();
-  }
-  agree_on_errors(u.world(), error, kExitFailure);  // every file is on disk (fsynced) past this point
+  const model::TensorMap masters = parallel::full_masters(sharded);  // collective over each shard group
+  all_ranks_check<std::exception>(
+      u.world(),
+      [&] {
+        try {
+          if (u.rank() == 0) model::write_safetensors((tmp / "model.safetensors").string(), masters, {{"format", "pt"}, {"producer", version_string()}});
+          if (u.coord().dp == 0) {  // one replica writes the shards of the moments
+            const int r = u.coord().fs * u.mesh().cp() + u.coord().cp, s = u.mesh().shard_size();
+            model::write_safetensors((tmp / optimizer_file(r, s)).string(), parallel::optimizer_slices(sharded),
+                                     {{"geometry", parallel::geometry_json(sharded)}});
+          }
+          if (u.rank() == 0) {
+            const json j = {{"format", kFormat},
+                            {"version", 1},
+                            {"next_step", state.next_step},
+                            {"optimizer_steps", state.optimizer_steps},
+                            {"skipped_steps", state.skipped_steps},
+                            {"shard_files", u.mesh().shard_size()},
+                            {"layout", {{"world", u.size()}, {"dp", u.mesh().dp()}, {"fs", u.mesh().fs()}, {"cp", u.mesh().cp()}}},
+                            {"options", options_ini}};
+            write_file_synced(tmp / "trainer.json", j.dump(2));
+          }
+        } catch (const std::exception& e) {
+          throw Error(std::string("writing checkpoint '") + tmp.string() + "' failed: " + e.what());
+        }
+      },
+      kExitFailure);  // every file is on disk (fsynced) past this point
   maybe_crash(state.next_step, u.rank());
 
-  error.clear();
-  if (u.rank() == 0) {
-    try {
-      std::error_code ec;
-      std::filesystem::remove_all(final_dir, ec);
-      std::filesystem::rename(tmp, final_dir);
-      fsync_path(dir);
-      write_file_synced(final_dir / kComplete, step_name(state.next_step) + "\n");
-      // Keep the newest `keep` complete checkpoints; drop older ones and abandoned temporaries.
-      std::vector<std::string> complete;
-      for (const auto& e : std::filesystem::directory_iterator(dir)) {
-        const std::string name = e.path().filename().string();
-        if (name.rfind("step_", 0) != 0) continue;
-        if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) std::filesystem::remove_all(e.path(), ec);
-        else if (std::filesystem::exists(e.path() / kComplete)) complete.push_back(e.path().string());
-      }
-      std::sort(complete.begin(), complete.end());
-      for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) std::filesystem::remove_all(complete[i], ec);
-    } catch (const std::exception& e) {
-      error = std::string("committing checkpoint '") + final_dir.string() + "' failed: " + e.what();
-    }
-  }
-  agree_on_errors(u.world(), broadcast_string(u.world(), error), kExitFailure);
+  root_check<std::exception>(
+      u.world(),
+      [&] {
+        try {
+          std::error_code ec;
+          std::filesystem::remove_all(final_dir, ec);
+          std::filesystem::rename(tmp, final_dir);
+          fsync_path(dir);
+          write_file_synced(final_dir / kComplete, step_name(state.next_step) + "\n");
+          // Keep the newest `keep` complete checkpoints; drop older ones and abandoned temporaries.
+          std::vector<std::string> complete;
+          for (const auto& e : std::filesystem::directory_iterator(dir)) {
+            const std::string name = e.path().filename().string();
+            if (name.rfind("step_", 0) != 0) continue;
+            if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) std::filesystem::remove_all(e.path(), ec);
+            else if (std::filesystem::exists(e.path() / kComplete)) complete.push_back(e.path().string());
+          }
+          std::sort(complete.begin(), complete.end());
+          for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) std::filesystem::remove_all(complete[i], ec);
+        } catch (const std::exception& e) {
+          throw Error(std::string("committing checkpoint '") + final_dir.string() + "' failed: " + e.what());
+        }
+      },
+      kExitFailure);
   return final_dir.string();
 }
 
-CheckpointState read_checkpoint(const std::string& path, parallel::ShardedModel& model, const Universe& u) {
+CheckpointState read_checkpoint(const std::string& path, parallel::ShardedModel& sharded, const Universe& u) {
   CheckpointState state;
-  std::string error;
-  int old_shards = 0;
-  try {
-    if (!std::filesystem::exists(std::filesystem::path(path) / kComplete)) {
+  all_ranks_check(u.world(), [&] {
+    const std::filesystem::path dir(path);
+    if (!std::filesystem::exists(dir / kComplete)) {
       throw InputError("checkpoint '" + path + "' is missing or incomplete (no " + std::string(kComplete) +
                        " marker: it was interrupted while being written); use --resume auto or an earlier checkpoint");
     }
-    std::ifstream in(std::filesystem::path(path) / "trainer.json");
-    json j;
+    int old_shards = 0;
     try {
-      j = json::parse(in);
+      std::ifstream in(dir / "trainer.json");
+      const json j = json::parse(in);
+      if (j.value("format", std::string()) != kFormat || j.value("version", 0) != 1) {
+        throw InputError("checkpoint '" + path + "': trainer.json is not an openvid checkpoint of version 1");
+      }
+      state.next_step = j.at("next_step").get<int64_t>();
+      state.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
+      state.skipped_steps = j.value("skipped_steps", int64_t{0});
+      old_shards = j.at("shard_files").get<int>();
     } catch (const json::exception& e) {
-      throw InputError("checkpoint '" + path + "': trainer.json is not valid JSON: " + e.what());
+      throw InputError("checkpoint '" + path + "': trainer.json is not valid or lacks a field: " + e.what());
     }
-    if (j.value("format", std::string()) != kFormat || j.value("version", 0) != 1) {
-      throw InputError("checkpoint '" + path + "': trainer.json is not an openvid checkpoint of version 1");
-    }
-    state.next_step = j.at("next_step").get<int64_t>();
-    state.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
-    state.skipped_steps = j.value("skipped_steps", int64_t{0});
-    old_shards = j.at("shard_files").get<int>();
-    model.load_masters(model::read_weights((std::filesystem::path(path) / "model.safetensors").string()), path + "/model.safetensors");
+    parallel::load_masters(sharded, model::read_weights((dir / "model.safetensors").string()), path + "/model.safetensors");
     std::vector<model::TensorMap> files;
-    for (int r = 0; r < old_shards; ++r) files.push_back(model::read_safetensors((std::filesystem::path(path) / optimizer_file(r, old_shards)).string()).tensors);
-    model.load_optimizer_slices(files, path);
-  } catch (const InputError& e) {
-    error = e.what();
-  } catch (const json::exception& e) {
-    error = "checkpoint '" + path + "': trainer.json lacks a field: " + e.what();
-  }
-  agree_on_errors(u.world(), error);
+    std::string geometry;
+    for (int r = 0; r < old_shards; ++r) {
+      model::SafetensorsFile f = model::read_safetensors((dir / optimizer_file(r, old_shards)).string());
+      if (r == 0) geometry = f.metadata["geometry"];
+      files.push_back(std::move(f.tensors));
+    }
+    parallel::load_optimizer_slices(sharded, files, geometry, path);
+  });
   return state;
 }
 

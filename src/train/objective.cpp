@@ -56,6 +56,47 @@ FlowExample make_example(const at::Tensor& x, const at::Tensor& noise, const at:
   return {(1 - tt) * x + tt * noise, x - noise};
 }
 
+int64_t sample_key(int64_t bucket, int64_t index) { return (bucket << 40) | index; }
+
+FlowBatch make_flow_batch(const data::DeviceBatch& b, int64_t first, int64_t count, int64_t step, int64_t valid,
+                          const ObjectiveSettings& s) {
+  const bool train = step != kEvalStep;
+  const int64_t C = b.latents.size(1), H = b.latents.size(3), W = b.latents.size(4);
+  FlowBatch out;
+  model::TokenWindow& w = out.window;
+  w.t = b.frames / s.time_patch;
+  w.h = H / s.patch;
+  w.w = W / s.patch;
+  w.t_begin = b.t_begin / s.time_patch;
+  w.t_count = b.t_count / s.time_patch;
+  w.offset = train ? draw_rope_offset(s.seed, step, w.t, w.h, w.w) : std::array<int64_t, 3>{0, 0, 0};
+
+  std::vector<at::Tensor> noise;
+  std::vector<float> ts, weights;
+  std::vector<int64_t> dropped;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t k = first + i;
+    const int64_t key = sample_key(b.bucket, b.samples[static_cast<size_t>(k)]);
+    const SampleDraw d = draw_sample(s.seed, step, key, s.timestep_shift, train ? s.caption_dropout : 0.0);
+    ts.push_back(static_cast<float>(d.t));
+    if (d.drop_caption) dropped.push_back(i);
+    noise.push_back(draw_noise(s.seed, step, key, C, b.t_begin, b.t_count, H, W));
+    weights.push_back(k < valid ? 1.f : 0.f);
+  }
+  const at::Device device = b.latents.device();
+  out.text = b.text.narrow(0, first, count);
+  if (!dropped.empty()) {
+    out.text = out.text.clone();
+    for (int64_t i : dropped) out.text[i].zero_();
+  }
+  out.t = at::tensor(ts, at::kFloat).to(device);
+  out.weight = at::tensor(weights, at::kFloat).to(device).view({-1, 1, 1, 1, 1});
+  const FlowExample ex = make_example(b.latents.narrow(0, first, count), at::stack(noise).to(device), out.t);
+  out.x_t = ex.x_t;
+  out.target = ex.target;
+  return out;
+}
+
 at::Tensor flow_loss(const at::Tensor& prediction, const at::Tensor& target, double global_elements) {
   return (prediction.to(at::kFloat) - target.to(at::kFloat)).pow(2).sum() / global_elements;
 }

@@ -1,10 +1,54 @@
 #include "openvid/train/run_log.h"
 
+#include <sys/resource.h>
+
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 
+#ifdef OPENVID_TORCH_CUDA
+#include <ATen/cuda/CUDAContextLight.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 namespace ov::train {
+
+std::string device_name(const c10::Device& device) {
+#ifdef OPENVID_TORCH_CUDA
+  if (device.is_cuda()) return at::cuda::getDeviceProperties(device.index())->name;
+#endif
+  return device.str();
+}
+
+double device_peak_tflops(const c10::Device& device, bool bf16) {
+  if (!device.is_cuda()) return 0;
+  // Vendor datasheet figures, dense (no sparsity). More specific names first.
+  static const struct {
+    const char* name;
+    double bf16, fp32;
+  } kPeaks[] = {
+      {"H100 PCIe", 756.5, 51.2}, {"H100 NVL", 835.5, 59.9}, {"H100", 989.4, 66.9}, {"H200", 989.4, 66.9},
+      {"H800", 989.4, 66.9},      {"A100", 312.0, 19.5},     {"A800", 312.0, 19.5}, {"B200", 2250.0, 80.0},
+      {"B100", 1750.0, 60.0},     {"L40S", 362.1, 91.6},     {"L4", 121.0, 30.3},
+  };
+  const std::string name = device_name(device);
+  for (const auto& p : kPeaks)
+    if (name.find(p.name) != std::string::npos) return bf16 ? p.bf16 : p.fp32;
+  return 0;
+}
+
+double peak_memory_gb(const c10::Device& device) {
+#ifdef OPENVID_TORCH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return static_cast<double>(stats.allocated_bytes[0].peak) / 1e9;  // [0]: all pools
+  }
+#endif
+  static_cast<void>(device);
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1e6;  // kilobytes on Linux
+}
 
 std::string format_duration(double s) {
   std::ostringstream os;
@@ -14,8 +58,8 @@ std::string format_duration(double s) {
   return os.str();
 }
 
-RunLog::RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size)
-    : writer_(writer), peak_tflops_(peak_tflops), world_size_(world_size) {
+RunLog::RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size, c10::Device device)
+    : writer_(writer), peak_tflops_(peak_tflops), world_size_(world_size), device_(device) {
   if (writer_) metrics_.open(run_dir + "/metrics.jsonl", std::ios::app);
 }
 
@@ -30,6 +74,7 @@ void RunLog::add_step(double loss, double seconds, double data_wait, double samp
 }
 
 void RunLog::write(const Point& p) {
+  const double memory_gb = peak_memory_gb(device_);
   if (writer_ && steps_ > 0) {
     const double loss = loss_ / static_cast<double>(steps_), step_seconds = seconds_ / static_cast<double>(steps_);
     const double tflops = flops_ / seconds_ / 1e12 / world_size_;  // per rank
@@ -40,7 +85,7 @@ void RunLog::write(const Point& p) {
          << std::setprecision(3) << step_seconds << " s/step | " << std::setprecision(1) << samples_ / seconds_ << " samples/s | "
          << std::setprecision(0) << tokens_ / seconds_ << " tok/s | " << std::setprecision(3) << tflops << " TFLOP/s";
     if (peak_tflops_ > 0) line << " | MFU " << std::setprecision(1) << 100 * tflops / peak_tflops_ << "%";
-    line << " | data wait " << std::setprecision(1) << 100 * wait_ / seconds_ << "% | mem " << std::setprecision(2) << p.peak_memory_gb
+    line << " | data wait " << std::setprecision(1) << 100 * wait_ / seconds_ << "% | mem " << std::setprecision(2) << memory_gb
          << " GB | ETA " << format_duration(p.eta_seconds);
     if (p.skipped > 0) line << " | skipped " << p.skipped;
     std::cout << line.str() << "\n" << std::flush;
@@ -51,7 +96,7 @@ void RunLog::write(const Point& p) {
              << ", \"samples_per_second\": " << samples_ / seconds_ << ", \"tokens_per_second\": " << tokens_ / seconds_
              << ", \"tflops\": " << tflops;
     if (peak_tflops_ > 0) metrics_ << ", \"mfu\": " << tflops / peak_tflops_;
-    metrics_ << ", \"data_wait_fraction\": " << wait_ / seconds_ << ", \"peak_memory_gb\": " << p.peak_memory_gb
+    metrics_ << ", \"data_wait_fraction\": " << wait_ / seconds_ << ", \"peak_memory_gb\": " << memory_gb
              << ", \"skipped_steps\": " << p.skipped << "}\n" << std::flush;
   }
   loss_ = seconds_ = wait_ = samples_ = tokens_ = flops_ = 0;

@@ -1,22 +1,30 @@
 #pragma once
-// Sharded data parallelism with ZeRO-2 semantics (SPEC.md "Parallelism"; DDP is the case of a shard group
-// of one rank). The module's parameters are grouped in flat units (one per DiT block, one for the rest).
-// Each rank of the shard group (fs*cp ranks) keeps the fp32 master copy, the gradient and the optimizer
-// state of its 1/(fs*cp) slice of every unit; the module's parameters are views of gathered full
-// buffers, kept from forward to backward (reshard_after_forward = false). After backward each unit's
-// gradient is reduce-scattered (summed) over the shard group, then all-reduced (summed) over the dp group
-// -- hybrid sharding. Losses are normalised by the global element count, so sums are the gradient.
+// Sharded data parallelism with ZeRO-2 semantics (docs/training.md "Sharding"; DDP is a shard group of
+// one rank). The module's parameters are grouped in flat units (parallel/flat_unit.h). Each rank of the
+// shard group (fs*cp ranks) keeps the fp32 master copy, the fp32 gradient and the Adam moments of its
+// slice of every unit; the module's parameters are views of each unit's full buffer in the compute dtype,
+// kept from forward to backward (reshard_after_forward = false).
 //
-// This version gathers and reduces unit by unit at the step's start and end (exact, simple); launching
-// each unit's reduction while the rest of backward runs is the GPU-speed work that builds on it.
-#include <torch/nn/module.h>
+// Gradients: every parameter's gradient is added, in fp32, into its unit's accumulation buffer as soon as
+// autograd has produced it (a hook on the parameter's gradient accumulator; the parameter's own .grad is
+// released at once). On the last micro-batch, a unit whose gradients are all in is reduce-scattered (sum)
+// over the shard group at once, while the rest of backward runs, then all-reduced (sum) over the dp
+// group: hybrid sharding. Losses are normalised by the global element count, so sums are the gradient.
+// A shard group of one rank accumulates straight into its gradient slice and reduces nothing.
+//
+// Parameters: the optimizer writes the updated masters, in the compute dtype, into this rank's chunk of
+// each unit's full buffer (the slice views of slices()); gather() all-gathers the chunks in place.
+#include <ATen/core/Tensor.h>
 
-#include <string>
+#include <memory>
 #include <vector>
 
 #include "openvid/comm/communicator.h"
-#include "openvid/model/safetensors.h"
-#include "openvid/train/optimizer.h"
+#include "openvid/parallel/flat_unit.h"
+
+namespace torch::nn {
+class Module;
+}
 
 namespace ov::parallel {
 
@@ -25,87 +33,85 @@ struct ShardMemory {
   int64_t gathered_bytes = 0;                                      // full-size compute buffers
 };
 
+// This rank's state of one unit. master, grad, exp_avg, exp_avg_sq are fp32 [shard_numel] views into
+// rank-wide buffers (one allocation each, units back to back, so that a fused optimizer or a norm reads
+// them in one pass); full is the unit's gathered buffer [padded] in the compute dtype.
+struct UnitSlices {
+  at::Tensor master, grad, exp_avg, exp_avg_sq;
+  at::Tensor full;
+  int64_t begin = 0;  // this rank's slice is [begin, begin + shard_numel) of the unit's flat buffer
+  at::Tensor own_full() const { return full.narrow(0, begin, master.numel()); }
+};
+
+struct ShardingOptions {
+  at::ScalarType compute_dtype = at::kFloat;  // the gathered parameters' dtype (bf16 halves gathers and memory)
+  bool reduce_in_backward = true;             // false: reduce_gradients() after backward (the plain path)
+};
+
 class ShardedModel {
  public:
   // Collective over `shard` and `dp`: every rank passes a module initialised identically (fp32). Builds
-  // the units, keeps this rank's fp32 master slices and points the module's parameters at the gathered
-  // buffers, which hold `compute_dtype` (bf16 halves the gathers and the gathered memory; the module's
-  // parameters then are bf16 views, gradients are reduced in fp32 into the fp32 slices).
-  ShardedModel(torch::nn::Module& module, comm::Communicator& shard, comm::Communicator& dp,
-               at::ScalarType compute_dtype = at::kFloat);
+  // the units, keeps this rank's fp32 slices and points the module's parameters at the full buffers. The
+  // sharded model must outlive every backward pass through the module (its hooks point back to it).
+  ShardedModel(torch::nn::Module& module, comm::Communicator& shard, comm::Communicator& dp, ShardingOptions options = {});
+  ~ShardedModel();
+  ShardedModel(const ShardedModel&) = delete;
+  ShardedModel& operator=(const ShardedModel&) = delete;
 
-  // Collective over the shard group: all-gathers every unit's master, in the compute dtype, into the
-  // module's parameters.
+  const std::vector<FlatUnit>& units() const { return units_; }
+  int64_t num_units() const { return static_cast<int64_t>(units_.size()); }
+  const UnitSlices& slices(size_t unit) const { return slices_[unit]; }
+  comm::Communicator& shard_group() const { return shard_; }
+  at::ScalarType compute_dtype() const { return options_.compute_dtype; }
+
+  // Collective over the shard group: all-gathers every unit's chunk of its full buffer (written by the
+  // optimizer, or by refresh_compute_copy()), in place. Nothing to do for a shard group of one rank.
+  // gather() completes the gathers (on NCCL: the compute stream waits for them). gather_async() only
+  // launches them: the caller waits for unit k with wait_gathered(k) before using it (a forward pre-hook of
+  // block k), so that the gathers of later units run behind the computation of earlier ones; arm(),
+  // reduce_gradients() and gather() complete whatever was not waited for.
   void gather();
+  void gather_async();
+  void wait_gathered(size_t unit);
+  // Local, then gather(): copies the masters into the chunks in the compute dtype (after loading them).
+  void refresh_compute_copy();
 
-  // Collective over the shard group, then the dp group: sums the module's parameter gradients of all
-  // ranks into this rank's gradient slices; clears the module's gradients (undefined gradients count 0).
-  void reduce_gradients();
-
-  // Overlapped form of reduce_gradients(): arm() before the last micro-batch's backward; every unit's
-  // reduce-scatter is then launched from gradient hooks as soon as that unit's backward has produced all
-  // its gradients (while the rest of backward runs); finish() after backward launches what is left,
-  // completes the reductions (shard group, then dp group) and clears the module's gradients. Units whose
-  // parameters got no gradient in the previous step are completed by finish() (the first step learns them).
+  // Gradient reduction launched during backward: arm() before the last micro-batch's backward; finish()
+  // after it launches what the hooks did not (units whose parameters got no gradient in the previous
+  // step: the first step learns which) and makes the reductions complete (shard group, then dp group)
+  // from the caller's point of view. Earlier micro-batches only accumulate.
   void arm();
   void finish();
+  // The plain path (reduce_in_backward = false): after backward, reduces every unit in backward order.
+  void reduce_gradients();
   // Units of the last finish() whose reduction was launched from the hooks, during backward.
   int64_t units_launched_in_backward() const { return launched_in_backward_; }
 
-  // Registers this rank's slices with `optimizer`, one segment per (unit slice x parameter) overlap, each
-  // with the mup_adam rule of its parameter.
-  void add_to_optimizer(train::AdamW& optimizer, double base_weight_decay);
-
-  // Sum of squares of this rank's gradient slices (all-reduce over shard and dp for the global norm).
-  double local_grad_norm_squared() const;
-  void scale_gradients(double factor);
-  bool gradients_finite() const;
-
+  // Sum of squares of this rank's gradient slices, as a 1-element fp32 tensor on the device: no host
+  // synchronisation (a non-finite gradient makes it non-finite).
+  at::Tensor grad_norm_squared() const;
   ShardMemory memory(int64_t optimizer_states_per_element = 2) const;
 
-  // Collective over the shard group: the fp32 masters of every parameter, full size, by name.
-  model::TensorMap full_masters();
-  // Local: replaces this rank's master slices by the matching slices of `full` (name -> full tensor),
-  // then gather() makes the module use them. Throws InputError listing every missing or mis-shaped name.
-  void load_masters(const model::TensorMap& full, const std::string& source);
-
-  // Local: this rank's optimizer moments, flat per unit ("<unit>.exp_avg", "<unit>.exp_avg_sq"), and the
-  // geometry that lets another layout re-slice them (JSON: units, their parameters, offsets, padding).
-  model::TensorMap optimizer_slices() const;
-  std::string geometry_json() const;
-  // Local: sets this rank's moments from the slices written by all `files.size()` shard ranks of some
-  // earlier layout (in shard-rank order; any shard count). Throws InputError on a mismatch.
-  void load_optimizer_slices(const std::vector<model::TensorMap>& files, const std::string& source);
-  int64_t num_units() const { return static_cast<int64_t>(units_.size()); }
-
  private:
-  struct Unit {
-    std::string name;
-    std::vector<std::string> names;
-    std::vector<at::Tensor> params;  // the module's parameters (views of `full` after gather())
-    std::vector<int64_t> offsets, numels;
-    int64_t numel = 0, padded = 0, shard_numel = 0;
-    at::Tensor master, grad;  // this rank's fp32 slice [shard_numel]
-    at::Tensor exp_avg, exp_avg_sq;  // its Adam moments
-    at::Tensor full;          // gathered [padded], compute dtype
-  };
-  void on_gradient(size_t unit, size_t param, const at::Tensor& grad);
+  struct Pending;
+  void on_gradient(size_t unit, size_t param);
+  void accumulate(size_t unit, size_t param, const at::Tensor& grad);
   void launch(size_t unit);
+  void complete_reductions();
+  void complete_gathers();
 
   comm::Communicator& shard_;
   comm::Communicator& dp_;
-  at::ScalarType compute_dtype_;
-  std::vector<Unit> units_;
-  bool armed_ = false;
-  struct Pending {
-    at::Tensor flat;                 // the unit's full gradient, filled by the hooks
-    std::vector<bool> seen;          // which parameters' gradients arrived
-    int64_t arrived = 0, expected = -1;  // expected: parameters with a gradient in the last step (-1: unknown)
-    bool launched = false;
-    comm::Work work;
-  };
+  ShardingOptions options_;
+  std::vector<FlatUnit> units_;
+  std::vector<UnitSlices> slices_;
+  at::Tensor master_all_, grad_all_, exp_avg_all_, exp_avg_sq_all_;  // rank-wide buffers the slices view
+  std::vector<std::vector<at::Tensor>> params_;                       // the module's parameters, by unit
+  std::vector<comm::Work> gathers_;
   std::vector<Pending> pending_;
   std::vector<size_t> launch_order_;
+  std::vector<std::shared_ptr<void>> hook_owners_;  // keeps the gradient accumulators (and their hooks) alive
+  bool armed_ = false;
   int64_t launched_in_backward_ = 0;
 };
 

@@ -12,6 +12,9 @@
 #include <array>
 #include <cstdint>
 
+#include "openvid/data/device_batch.h"
+#include "openvid/model/rope.h"
+
 namespace ov::train {
 
 // a*t / (1 + (a-1)*t)
@@ -37,6 +40,34 @@ struct FlowExample {
   at::Tensor target;  // velocity target x - noise
 };
 FlowExample make_example(const at::Tensor& x, const at::Tensor& noise, const at::Tensor& t);
+
+// The step number evaluation draws use: fixed across the run and across runs.
+constexpr int64_t kEvalStep = -1;
+
+// A sample's identity for random draws: unique in the dataset, independent of the layout.
+int64_t sample_key(int64_t bucket, int64_t index);
+
+struct ObjectiveSettings {
+  uint64_t seed = 0;
+  double timestep_shift = 8;
+  double caption_dropout = 0.01;
+  int64_t patch = 2, time_patch = 2;
+};
+
+// One micro-batch as the model and the loss take it, on the batch's device.
+struct FlowBatch {
+  at::Tensor x_t, target;  // [b, C, t_count, H, W]
+  at::Tensor t;            // [b] fp32 timesteps
+  at::Tensor text;         // [b, Lc, Dc], zeros where the caption was dropped
+  at::Tensor weight;       // [b, 1, 1, 1, 1]: 1 for real samples, 0 for the padding of an evaluation batch
+  model::TokenWindow window;  // this rank's tokens and the step's RoPE offset
+};
+
+// Samples [first, first + count) of this rank's batch: the per-sample draws of `step` (kEvalStep:
+// evaluation draws, no caption dropout, RoPE offset 0), the noised inputs and the velocity target.
+// Positions at or past `valid` are padding and get weight 0.
+FlowBatch make_flow_batch(const data::DeviceBatch& batch, int64_t first, int64_t count, int64_t step, int64_t valid,
+                          const ObjectiveSettings& settings);
 
 // Sum of squared errors in fp32 divided by `global_elements` (the element count of the whole global
 // batch): summed over ranks and micro-batches it is the mean over the global batch, whatever the layout.

@@ -1,6 +1,9 @@
 #pragma once
-// What a run reports: the log line and the metrics.jsonl record of each logging window (rank 0), and
-// the optional per-rank timeline of each step's phases (--profile_dir).
+// What a run reports and when: the cadences of logging, evaluation and checkpoints, the log line and the
+// metrics.jsonl record of each logging window (rank 0) with throughput, MFU and peak memory, and the
+// optional per-rank timeline of each step's phases (--profile_dir).
+#include <c10/core/Device.h>
+
 #include <chrono>
 #include <cstdint>
 #include <fstream>
@@ -9,11 +12,35 @@
 
 namespace ov::train {
 
+// When a run logs, evaluates and checkpoints, by the number of steps done (1 after the first step).
+struct Cadence {
+  int64_t last_step = 0;         // the run ends when this many steps are done
+  int64_t log_every = 10;        // >= 1
+  int64_t evaluate_every = 0;    // 0: never
+  int64_t checkpoint_every = 0;  // 0: with every evaluation (the reference trainer's behaviour)
+  bool evaluate(int64_t done) const { return evaluate_every > 0 && (done % evaluate_every == 0 || done == last_step); }
+  bool log(int64_t done) const { return done % log_every == 0 || done == last_step || evaluate(done); }
+  bool checkpoint(int64_t done) const {
+    return done == last_step || (checkpoint_every > 0 ? done % checkpoint_every == 0 : evaluate(done));
+  }
+};
+
+// Peak dense TFLOP/s of one device for MFU: bf16 tensor cores, or fp32 without TF32, by the device's name
+// (H100 SXM/PCIe/NVL, H200, GH200, H800, A100, A800, B200, B100, L40S, L4); 0 when it is not known (no MFU;
+// --peak_tflops sets it) and on CPUs.
+double device_peak_tflops(const c10::Device& device, bool bf16);
+std::string device_name(const c10::Device& device);
+
+// Peak memory of this rank since the start: the CUDA caching allocator's on a GPU, the process's resident
+// set on a CPU. In GB (1e9 bytes).
+double peak_memory_gb(const c10::Device& device);
+
 // Averages over the steps since the last log line, and writes that line and its JSON record.
 class RunLog {
  public:
-  // `writer`: only this rank prints and writes metrics.jsonl. `peak_tflops` 0: no MFU.
-  RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size);
+  // `writer`: only this rank prints and writes metrics.jsonl. `peak_tflops` 0: no MFU. Memory is that
+  // of `device`.
+  RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size, c10::Device device);
 
   // One step: its mean loss, duration (compute and data wait), samples, video tokens and FLOPs.
   void add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops);
@@ -21,7 +48,7 @@ class RunLog {
   // Writes the window's line and record and starts a new window.
   struct Point {
     int64_t step = 0, last_step = 0;
-    double lr = 0, grad_norm = 0, eta_seconds = 0, peak_memory_gb = 0;
+    double lr = 0, grad_norm = 0, eta_seconds = 0;
     int64_t skipped = 0;
     std::optional<double> eval_loss;
   };
@@ -31,6 +58,7 @@ class RunLog {
   bool writer_;
   double peak_tflops_;
   int world_size_;
+  c10::Device device_;
   std::ofstream metrics_;
   double loss_ = 0, seconds_ = 0, wait_ = 0, samples_ = 0, tokens_ = 0, flops_ = 0;
   int64_t steps_ = 0;

@@ -1,0 +1,31 @@
+#pragma once
+// Moving a sharded model's state to and from files: full-size fp32 weights by name (checkpoints, the
+// export, --load_checkpoint) and the flat Adam moments of each rank's slices with the geometry that lets
+// any other layout re-slice them.
+#include <string>
+#include <vector>
+
+#include "openvid/model/safetensors.h"
+#include "openvid/parallel/sharded_model.h"
+
+namespace ov::parallel {
+
+// Collective over the shard group: the fp32 masters of every parameter, full size, by name.
+model::TensorMap full_masters(const ShardedModel& model);
+
+// Local: replaces this rank's master slices by the matching slices of `full` (name -> tensor), then
+// refresh_compute_copy() makes the module use them. Throws InputError (model::check_weights) first.
+void load_masters(ShardedModel& model, const model::TensorMap& full, const std::string& source);
+
+// Local: this rank's Adam moments, flat per unit ("<unit>.exp_avg", "<unit>.exp_avg_sq"), and the geometry
+// (JSON: the shard count, the units with their parameters' offsets and sizes).
+model::TensorMap optimizer_slices(const ShardedModel& model);
+std::string geometry_json(const ShardedModel& model);
+
+// Local: sets this rank's moments from the slices written by every shard rank of some layout (in shard-rank
+// order, with that layout's geometry): each parameter's moments are found by name wherever that layout put
+// them. Throws InputError on a mismatch.
+void load_optimizer_slices(ShardedModel& model, const std::vector<model::TensorMap>& files, const std::string& geometry,
+                           const std::string& source);
+
+}  // namespace ov::parallel

@@ -1,0 +1,63 @@
+#pragma once
+// Setting a run up before its first step: where and in which precision each rank computes, the run
+// directory, the data (with the synthetic dataset of --dataset fake) checked against the model and the
+// layout, and the sharded model with its optimizer and initial weights. Every input check ends the job on
+// every rank with one message (exit 2) before anything of the run is written.
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "openvid/comm/process_groups.h"
+#include "openvid/config/options.h"
+#include "openvid/data/dataset.h"
+#include "openvid/data/sampler.h"
+#include "openvid/model/dit.h"
+#include "openvid/parallel/sharded_model.h"
+#include "openvid/runtime/universe.h"
+#include "openvid/train/objective.h"
+#include "openvid/train/optimizer.h"
+
+namespace ov::train {
+
+// Local: this rank's device and compute dtype (bf16 on GPUs unless --precision fp32). fp32 means fp32:
+// TF32 is switched off in cuBLAS and cuDNN, so that the CPU's results carry over to the GPU.
+struct ComputeSetup {
+  at::Device device{at::kCPU};
+  at::ScalarType dtype = at::kFloat;
+};
+ComputeSetup compute_setup(const Options& options, const Universe& universe);
+
+// Collective over the world: <run_dir>/<run_name>, created by rank 0. Ends the job when it cannot be.
+std::string make_run_directory(const Options& options, const Universe& universe);
+
+// The data of a run: the dataset, the sampler, this rank's share of every read and the fixed evaluation
+// batches (read once, before the prefetcher owns the dataset).
+struct RunData {
+  std::unique_ptr<data::Dataset> dataset;
+  std::unique_ptr<data::Sampler> sampler;
+  data::ReaderLayout layout;
+  std::vector<data::HostBatch> eval_batches;
+  std::vector<int64_t> eval_valid;  // real samples of each evaluation batch on this rank
+};
+
+// Collective over the world: writes the synthetic dataset first for --dataset fake (into the run
+// directory), opens the dataset, and checks it against the model and the layout.
+RunData open_run_data(const Options& options, const Universe& universe, const std::string& run_dir);
+
+// The model of a run on this rank: the DiT (context-parallel attention over the cp group), its sharded
+// state over the shard and dp groups, and AdamW on this rank's slices.
+struct RunModel {
+  model::DiT model{nullptr};
+  std::unique_ptr<parallel::ShardedModel> sharded;
+  std::unique_ptr<AdamW> optimizer;
+};
+
+// Collective over the world: builds the model from --seed, or from --load_checkpoint's weights.
+RunModel build_run_model(const Options& options, const Universe& universe, comm::ProcessGroups& groups,
+                         const ComputeSetup& compute);
+
+ObjectiveSettings objective_settings(const Options& options);
+
+}  // namespace ov::train

@@ -1,0 +1,46 @@
+#include "openvid/parallel/flat_unit.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include <map>
+
+namespace ov::parallel {
+namespace {
+int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+}  // namespace
+
+at::Tensor FlatUnit::view(const at::Tensor& flat, size_t i) const {
+  const FlatParam& p = params[i];
+  return flat.narrow(0, p.offset, p.numel).view(p.shape);
+}
+
+at::Tensor FlatUnit::pack(const std::function<at::Tensor(size_t)>& values, const at::TensorOptions& options) const {
+  at::Tensor flat = at::zeros({padded}, options);
+  for (size_t i = 0; i < params.size(); ++i) flat.narrow(0, params[i].offset, params[i].numel).copy_(values(i).reshape(-1));
+  return flat;
+}
+
+std::vector<FlatUnit> flat_units(const torch::nn::Module& module, int64_t shard_size) {
+  std::vector<FlatUnit> units;
+  std::map<std::string, size_t> index;
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    const std::string unit = name.rfind("blocks.", 0) == 0 ? name.substr(0, name.find('.', 7)) : "root";
+    if (!index.count(unit)) {
+      index[unit] = units.size();
+      units.push_back(FlatUnit{unit, {}, 0, 0, 0});
+    }
+    FlatUnit& u = units[index[unit]];
+    const int64_t offset = round_up(u.extent, kAlignElements);
+    u.params.push_back(FlatParam{name, item.value().sizes().vec(), offset, item.value().numel()});
+    u.extent = offset + item.value().numel();
+  }
+  for (FlatUnit& u : units) {
+    u.padded = round_up(std::max<int64_t>(u.extent, 1), shard_size * kAlignElements);
+    u.shard_numel = u.padded / shard_size;
+  }
+  return units;
+}
+
+}  // namespace ov::parallel
