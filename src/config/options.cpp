@@ -3,6 +3,7 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <fstream>
 #include <map>
@@ -20,39 +21,27 @@ enum class Group { kParallel, kData, kOptim, kRun, kModel };
 
 // The words of each choice, in the order --help lists them.
 template <typename E>
-struct Choices;
-template <>
-struct Choices<comm::BackendRequest> {
-  static constexpr std::pair<comm::BackendRequest, const char*> list[] = {
-      {comm::BackendRequest::kAuto, "auto"}, {comm::BackendRequest::kMpi, "mpi"}, {comm::BackendRequest::kNccl, "nccl"}};
-};
-template <>
-struct Choices<DeviceRequest> {
-  static constexpr std::pair<DeviceRequest, const char*> list[] = {
-      {DeviceRequest::kAuto, "auto"}, {DeviceRequest::kCpu, "cpu"}, {DeviceRequest::kCuda, "cuda"}};
-};
-template <>
-struct Choices<Precision> {
-  static constexpr std::pair<Precision, const char*> list[] = {
-      {Precision::kAuto, "auto"}, {Precision::kFp32, "fp32"}, {Precision::kBf16, "bf16"}};
-};
-template <>
-struct Choices<LrSchedule> {
-  static constexpr std::pair<LrSchedule, const char*> list[] = {
-      {LrSchedule::kLinear, "linear"}, {LrSchedule::kCosine, "cosine"}, {LrSchedule::kConstant, "constant"}};
-};
-template <>
-struct Choices<OptimizerType> {
-  static constexpr std::pair<OptimizerType, const char*> list[] = {{OptimizerType::kMupAdam, "mup_adam"}};
-};
-template <>
-struct Choices<RopeLayout> {
-  static constexpr std::pair<RopeLayout, const char*> list[] = {{RopeLayout::kAligned, "aligned"}, {RopeLayout::kSeed, "seed"}};
-};
+constexpr auto choices() {
+  using std::pair;
+  if constexpr (std::is_same_v<E, comm::BackendRequest>) {
+    return std::array{pair{E::kAuto, "auto"}, pair{E::kMpi, "mpi"}, pair{E::kNccl, "nccl"}};
+  } else if constexpr (std::is_same_v<E, DeviceRequest>) {
+    return std::array{pair{E::kAuto, "auto"}, pair{E::kCpu, "cpu"}, pair{E::kCuda, "cuda"}};
+  } else if constexpr (std::is_same_v<E, Precision>) {
+    return std::array{pair{E::kAuto, "auto"}, pair{E::kFp32, "fp32"}, pair{E::kBf16, "bf16"}};
+  } else if constexpr (std::is_same_v<E, LrSchedule>) {
+    return std::array{pair{E::kLinear, "linear"}, pair{E::kCosine, "cosine"}, pair{E::kConstant, "constant"}};
+  } else if constexpr (std::is_same_v<E, OptimizerType>) {
+    return std::array{pair{E::kMupAdam, "mup_adam"}};
+  } else {
+    static_assert(std::is_same_v<E, RopeLayout>);
+    return std::array{pair{E::kAligned, "aligned"}, pair{E::kSeed, "seed"}};
+  }
+}
 
 template <typename E>
 const char* choice_word(E value) {
-  for (const auto& [v, word] : Choices<E>::list)
+  for (const auto& [v, word] : choices<E>())
     if (v == value) return word;
   return "?";
 }
@@ -61,7 +50,7 @@ const char* choice_word(E value) {
 template <typename E>
 E parse_choice(const std::string& option, const std::string& word) {
   std::string list;
-  for (const auto& [v, w] : Choices<E>::list) {
+  for (const auto& [v, w] : choices<E>()) {
     if (word == w) return v;
     list += (list.empty() ? "" : ", ") + std::string(w);
   }
