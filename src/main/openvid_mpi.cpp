@@ -30,22 +30,23 @@ int openvid_mpi(int argc, char** argv) {
   ov::Universe universe = ov::Universe::create(MPI_COMM_WORLD, opt.fs, opt.cp, opt.device);
   ov::comm::Backend backend = ov::comm::Backend::kMpi;
   ov::all_ranks_check(universe.world(), [&] { backend = ov::comm::resolve_backend(opt.backend, universe.device()); });
-  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.collective_timeout * 1000));
-  ov::comm::ProcessGroups groups = ov::comm::ProcessGroups::create(universe, backend, timeout);
-
   const std::vector<std::string> lines = ov::gather_strings(universe.world(), universe.describe());
-  ov::comm::verify_groups(groups, universe);
   if (root) {
     std::cout << ov::version_string() << ": " << universe.size() << " ranks on " << universe.num_nodes()
               << " node(s), mesh " << universe.mesh().describe() << ", backend "
               << ov::comm::to_string(backend) << "\n";
     for (const std::string& line : lines) std::cout << "  " << line << "\n";
-    std::cout << "communication groups verified (world, shard, cp, dp)\n";
     std::cout.flush();
   }
+  // Every input is checked (over MPI) before the first NCCL communicator exists.
+  ov::train::RunInputs inputs = ov::train::check_run_inputs(opt, universe);
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.collective_timeout * 1000));
+  ov::comm::ProcessGroups groups = ov::comm::ProcessGroups::create(universe, backend, timeout);
+  ov::comm::verify_groups(groups, universe);
+  if (root) std::cout << "communication groups verified (world, shard, cp, dp)\n" << std::flush;
   int code = ov::kExitOk;
   {
-    ov::train::Trainer trainer(opt, universe, groups);
+    ov::train::Trainer trainer(opt, universe, groups, std::move(inputs));
     code = trainer.run();
   }
   groups.finalize();

@@ -50,7 +50,7 @@ struct Entry {
 
 }  // namespace
 
-SafetensorsFile read_safetensors(const std::string& path) {
+SafetensorsFile read_safetensors(const std::string& path, Read what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) bad(path, "cannot be opened (" + std::string(std::strerror(errno)) + ")");
   std::error_code ec;
@@ -128,6 +128,10 @@ SafetensorsFile read_safetensors(const std::string& path) {
                   std::to_string(data_len) + (expected_begin > data_len ? " (truncated)" : " (trailing bytes)"));
   }
   for (const Entry& e : entries) {
+    if (what == Read::kHeader) {
+      out.tensors.emplace(e.name, at::empty(e.shape, at::TensorOptions().dtype(e.dtype).device(at::kMeta)));
+      continue;
+    }
     at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype));
     in.seekg(static_cast<std::streamoff>(8 + header_len + e.begin));
     in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
@@ -137,15 +141,15 @@ SafetensorsFile read_safetensors(const std::string& path) {
   return out;
 }
 
-TensorMap read_weights(const std::string& path) {
+TensorMap read_weights(const std::string& path, Read what) {
   std::filesystem::path p(path);
   if (std::filesystem::is_directory(p)) {
-    if (std::filesystem::exists(p / "model.safetensors")) return read_safetensors((p / "model.safetensors").string()).tensors;
+    if (std::filesystem::exists(p / "model.safetensors")) return read_safetensors((p / "model.safetensors").string(), what).tensors;
     if (std::filesystem::exists(p / "model.safetensors.index.json")) p = p / "model.safetensors.index.json";
     else throw InputError("'" + path + "' holds neither model.safetensors nor model.safetensors.index.json");
   }
   const std::string s = p.string();
-  if (s.size() < 5 || s.compare(s.size() - 5, 5, ".json") != 0) return read_safetensors(s).tensors;
+  if (s.size() < 5 || s.compare(s.size() - 5, 5, ".json") != 0) return read_safetensors(s, what).tensors;
 
   std::ifstream in(s);
   if (!in) throw InputError("weights index '" + s + "' cannot be opened");
@@ -167,7 +171,7 @@ TensorMap read_weights(const std::string& path) {
   for (const auto& [file, names] : names_by_file) {
     const std::filesystem::path shard = p.parent_path() / file;
     if (!std::filesystem::exists(shard)) throw InputError("weights index '" + s + "' names shard '" + shard.string() + "', which does not exist");
-    SafetensorsFile f = read_safetensors(shard.string());
+    SafetensorsFile f = read_safetensors(shard.string(), what);
     for (const std::string& n : names) {
       auto t = f.tensors.find(n);
       if (t == f.tensors.end()) {

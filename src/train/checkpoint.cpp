@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "openvid/model/safetensors.h"
+#include "openvid/model/state_dict.h"
 #include "openvid/parallel/shard_io.h"
 #include "openvid/runtime/error.h"
 #include "openvid/config/options.h"
@@ -145,33 +146,53 @@ std::string write_checkpoint(const std::string& dir, const CheckpointState& stat
   return final_dir.string();
 }
 
+namespace {
+
+// The marker and trainer.json of the checkpoint at `path`.
+CheckpointState parse_trainer_state(const std::string& path) {
+  const std::filesystem::path dir(path);
+  if (!std::filesystem::exists(dir / kComplete)) {
+    throw InputError("checkpoint '" + path + "' is missing or incomplete (no " + std::string(kComplete) +
+                     " marker: it was interrupted while being written); use --resume auto or an earlier checkpoint");
+  }
+  CheckpointState state;
+  try {
+    std::ifstream in(dir / "trainer.json");
+    const json j = json::parse(in);
+    if (j.value("format", std::string()) != kFormat || j.value("version", 0) != 1) {
+      throw InputError("checkpoint '" + path + "': trainer.json is not an openvid checkpoint of version 1");
+    }
+    state.next_step = j.at("next_step").get<int64_t>();
+    state.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
+    state.skipped_steps = j.value("skipped_steps", int64_t{0});
+    state.shard_files = j.at("shard_files").get<int>();
+  } catch (const json::exception& e) {
+    throw InputError("checkpoint '" + path + "': trainer.json is not valid or lacks a field: " + e.what());
+  }
+  return state;
+}
+
+}  // namespace
+
+CheckpointState check_checkpoint(const std::string& path, const ModelConfig& model) {
+  const std::filesystem::path dir(path);
+  const CheckpointState state = parse_trainer_state(path);
+  model::check_weights(model::read_weights((dir / "model.safetensors").string(), model::Read::kHeader), model::parameter_shapes(model),
+                       path + "/model.safetensors");
+  for (int r = 0; r < state.shard_files; ++r) model::read_safetensors((dir / optimizer_file(r, state.shard_files)).string(), model::Read::kHeader);
+  return state;
+}
+
 CheckpointState read_checkpoint(const std::string& path, parallel::ShardedModel& sharded, const Universe& u) {
   CheckpointState state;
   all_ranks_check(u.world(), [&] {
     const std::filesystem::path dir(path);
-    if (!std::filesystem::exists(dir / kComplete)) {
-      throw InputError("checkpoint '" + path + "' is missing or incomplete (no " + std::string(kComplete) +
-                       " marker: it was interrupted while being written); use --resume auto or an earlier checkpoint");
-    }
-    int old_shards = 0;
-    try {
-      std::ifstream in(dir / "trainer.json");
-      const json j = json::parse(in);
-      if (j.value("format", std::string()) != kFormat || j.value("version", 0) != 1) {
-        throw InputError("checkpoint '" + path + "': trainer.json is not an openvid checkpoint of version 1");
-      }
-      state.next_step = j.at("next_step").get<int64_t>();
-      state.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
-      state.skipped_steps = j.value("skipped_steps", int64_t{0});
-      old_shards = j.at("shard_files").get<int>();
-    } catch (const json::exception& e) {
-      throw InputError("checkpoint '" + path + "': trainer.json is not valid or lacks a field: " + e.what());
-    }
+    state = parse_trainer_state(path);
     parallel::load_masters(sharded, model::read_weights((dir / "model.safetensors").string()), path + "/model.safetensors");
     std::vector<model::TensorMap> files;
     std::string geometry;
-    for (int r = 0; r < old_shards; ++r) {
-      model::SafetensorsFile f = model::read_safetensors((dir / optimizer_file(r, old_shards)).string());
+    for (int r = 0; r < state.shard_files; ++r) {
+      model::SafetensorsFile f = model::read_safetensors((dir / optimizer_file(r, state.shard_files)).string());
       if (r == 0) geometry = f.metadata["geometry"];
       files.push_back(std::move(f.tensors));
     }

@@ -3,14 +3,19 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "openvid/data/synthetic.h"
+#include "openvid/model/state_dict.h"
 #include "openvid/parallel/cp_attention.h"
 #include "openvid/parallel/shard_io.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
+#include "openvid/train/checkpoint.h"
 
 namespace ov::train {
 
@@ -26,22 +31,12 @@ ComputeSetup compute_setup(const Options& options, const Universe& universe) {
   return c;
 }
 
-std::string make_run_directory(const Options& options, const Universe& universe) {
-  const std::string dir = options.run_dir + "/" + options.run_name;
-  root_check(universe.world(), [&] {
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) throw InputError("cannot create the run directory '" + dir + "': " + ec.message());
-  });
-  return dir;
-}
-
 namespace {
 
 // --dataset fake: the synthetic dataset of the fake_* options in the run directory, written on first use.
 std::string synthetic_dataset(const Options& opt, const Universe& u, const std::string& run_dir) {
   data::SyntheticSpec spec;
-  all_ranks_check(u.world(), [&] { spec.shapes = {data::parse_latent_shape(opt.fake_latent_shape, "--fake_latent_shape")}; });
+  spec.shapes = {data::parse_latent_shape(opt.fake_latent_shape, "--fake_latent_shape")};
   spec.directory = run_dir + "/fake_data";
   spec.samples_per_bucket = opt.fake_samples;
   spec.channels = opt.model.in_channels;
@@ -74,13 +69,8 @@ void check_against_model(const data::Manifest& m, const ModelConfig& model, cons
   }
 }
 
-}  // namespace
-
-RunData open_run_data(const Options& opt, const Universe& u, const std::string& run_dir) {
-  all_ranks_check(u.world(), [&] {
-    if (opt.dataset.empty()) throw InputError("no dataset: pass --dataset PATH (a dataset.json or its directory) or --dataset fake");
-  });
-  const std::string path = opt.dataset == "fake" ? synthetic_dataset(opt, u, run_dir) : opt.dataset;
+// The dataset at `path`, checked against the model and the layout, and the fixed evaluation batches.
+RunData open_run_data(const Options& opt, const Universe& u, const std::string& path) {
   RunData d;
   d.dataset = data::Dataset::open(path, u.world(), data::DatasetOptions{opt.check_finite_data});
   const data::Manifest& m = d.dataset->manifest();
@@ -102,6 +92,54 @@ RunData open_run_data(const Options& opt, const Universe& u, const std::string& 
   return d;
 }
 
+// Rank 0 creates the run directory and proves it writable (a probe file, removed again).
+void make_run_directory(const std::string& dir, const Universe& u) {
+  root_check(u.world(), [&] {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) throw InputError("cannot create the run directory '" + dir + "': " + ec.message() + " (check --run_dir)");
+    const std::filesystem::path probe = std::filesystem::path(dir) / ".openvid-write-probe";
+    if (!std::ofstream(probe) || !std::filesystem::remove(probe, ec)) {
+      throw InputError("the run directory '" + dir + "' is not writable (check --run_dir and its permissions)");
+    }
+  });
+}
+
+}  // namespace
+
+RunInputs check_run_inputs(const Options& opt, const Universe& u) {
+  RunInputs in;
+  in.compute = compute_setup(opt, u);
+  in.run_dir = opt.run_dir + "/" + opt.run_name;
+  const bool fake = opt.dataset == "fake";
+  all_ranks_check(u.world(), [&] {
+    if (opt.dataset.empty()) throw InputError("no dataset: pass --dataset PATH (a dataset.json or its directory) or --dataset fake");
+    if (fake) data::parse_latent_shape(opt.fake_latent_shape, "--fake_latent_shape");
+    if (!opt.load_checkpoint.empty()) {
+      model::check_weights(model::read_weights(opt.load_checkpoint, model::Read::kHeader), model::parameter_shapes(opt.model),
+                           opt.load_checkpoint);
+    }
+  });
+  if (!opt.resume.empty()) {
+    in.resume_from = opt.resume == "auto" ? broadcast_string(u.world(), latest_checkpoint(in.run_dir + "/checkpoints").value_or(""))
+                                          : opt.resume;
+    if (!in.resume_from.empty()) all_ranks_check(u.world(), [&] { check_checkpoint(in.resume_from, opt.model); });
+  }
+  if (fake) {
+    make_run_directory(in.run_dir, u);
+    in.data = open_run_data(opt, u, synthetic_dataset(opt, u, in.run_dir));
+  } else {
+    in.data = open_run_data(opt, u, opt.dataset);
+    make_run_directory(in.run_dir, u);
+  }
+  root_check<std::exception>(u.world(), [&] {
+    std::ofstream out(in.run_dir + "/config.ini");
+    out << to_ini(opt);
+    if (!out.flush()) throw InputError("cannot write '" + in.run_dir + "/config.ini': " + std::strerror(errno));
+  });
+  return in;
+}
+
 RunModel build_run_model(const Options& opt, const Universe& u, comm::ProcessGroups& groups, const ComputeSetup& compute) {
   RunModel r;
   r.model = model::DiT(opt.model);
@@ -110,8 +148,8 @@ RunModel build_run_model(const Options& opt, const Universe& u, comm::ProcessGro
   r.model->set_compute_dtype(compute.dtype);
   if (u.mesh().cp() > 1) r.model->set_self_attention(std::make_shared<parallel::CpSelfAttention>(groups.cp(), opt.model.registers));
   r.sharded = std::make_unique<parallel::ShardedModel>(*r.model, groups.shard(), groups.dp(), parallel::ShardingOptions{compute.dtype});
-  if (!opt.load_checkpoint.empty()) {
-    all_ranks_check(u.world(), [&] { parallel::load_masters(*r.sharded, model::read_weights(opt.load_checkpoint), opt.load_checkpoint); });
+  if (!opt.load_checkpoint.empty()) {  // names and shapes were checked by check_run_inputs
+    parallel::load_masters(*r.sharded, model::read_weights(opt.load_checkpoint), opt.load_checkpoint);
     r.sharded->refresh_compute_copy();
   }
   r.optimizer = std::make_unique<AdamW>(AdamOptions{opt.adam_beta1, opt.adam_beta2, opt.adam_eps});

@@ -53,13 +53,13 @@ struct Trainer::Impl {
   int64_t start_step = 0, skipped_total = 0, consecutive_nonfinite = 0;
   PhaseTrace trace;
 
-  Impl(const Options& o, Universe& universe, comm::ProcessGroups& g)
+  Impl(const Options& o, Universe& universe, comm::ProcessGroups& g, RunInputs in)
       : opt(o),
         u(universe),
         groups(g),
-        compute(compute_setup(o, universe)),
-        run_dir(make_run_directory(o, universe)),
-        data(open_run_data(o, universe, run_dir)),
+        compute(in.compute),
+        run_dir(std::move(in.run_dir)),
+        data(std::move(in.data)),
         m(build_run_model(o, universe, g, compute)),
         objective(objective_settings(o)) {}
 
@@ -135,13 +135,7 @@ StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& host, double
   return r;
 }
 
-void Trainer::Impl::resume(const std::string& request) {
-  std::string path = request;
-  if (path == "auto") path = broadcast_string(u.world(), latest_checkpoint(run_dir + "/checkpoints").value_or(""));
-  if (path.empty()) {
-    if (u.rank() == 0) std::cout << "--resume auto: no complete checkpoint under " << run_dir << "/checkpoints; starting at step 0\n";
-    return;
-  }
+void Trainer::Impl::resume(const std::string& path) {
   const CheckpointState st = read_checkpoint(path, *m.sharded, u);
   m.sharded->refresh_compute_copy();
   m.optimizer->set_steps(st.optimizer_steps);
@@ -150,17 +144,24 @@ void Trainer::Impl::resume(const std::string& request) {
   if (u.rank() == 0) std::cout << "resuming from " << path << " at step " << start_step << "\n" << std::flush;
 }
 
-Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups& groups)
-    : impl_(std::make_unique<Impl>(options, universe, groups)) {
+Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups& groups, RunInputs inputs) {
+  const std::string resume_from = inputs.resume_from;
+  impl_ = std::make_unique<Impl>(options, universe, groups, std::move(inputs));
   Impl& d = *impl_;
-  if (universe.rank() == 0) std::ofstream(d.run_dir + "/config.ini") << to_ini(options);
   if (!options.profile_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(options.profile_dir, ec);
     d.trace.open(options.profile_dir + "/trace-rank" + std::to_string(universe.rank()) + ".json");
   }
-  if (!options.resume.empty()) d.resume(options.resume);
+  if (!resume_from.empty()) {
+    d.resume(resume_from);
+  } else if (options.resume == "auto" && universe.rank() == 0) {
+    std::cout << "--resume auto: no complete checkpoint under " << d.run_dir << "/checkpoints; starting at step 0\n";
+  }
 }
+
+Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups& groups)
+    : Trainer(options, universe, groups, check_run_inputs(options, universe)) {}
 
 int64_t Trainer::start_step() const { return impl_->start_step; }
 

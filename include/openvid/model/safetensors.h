@@ -19,13 +19,17 @@ struct SafetensorsFile {
   Metadata metadata;
 };
 
+// What to read: the tensors, or only the header (tensors on the meta device: names, dtypes and shapes,
+// for checks before anything is loaded).
+enum class Read { kData, kHeader };
+
 // Reads one .safetensors file, checking every entry (dtype, shape, offsets against sizes and the file's
 // length, no overlaps or holes). Throws InputError naming the file and the problem.
-SafetensorsFile read_safetensors(const std::string& path);
+SafetensorsFile read_safetensors(const std::string& path, Read what = Read::kData);
 
 // Reads weights from a .safetensors file, a sharded set's *.safetensors.index.json, or a directory that
 // holds model.safetensors or model.safetensors.index.json.
-TensorMap read_weights(const std::string& path);
+TensorMap read_weights(const std::string& path, Read what = Read::kData);
 
 // Writes `tensors` (any device; written as stored: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)
 // atomically: a temporary file in the same directory, fsync, rename. Throws ov::Error on I/O failure.

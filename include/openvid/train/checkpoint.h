@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "openvid/config/model_config.h"
 #include "openvid/parallel/sharded_model.h"
 #include "openvid/runtime/universe.h"
 
@@ -19,7 +20,13 @@ struct CheckpointState {
   int64_t next_step = 0;        // the first step still to run
   int64_t optimizer_steps = 0;  // AdamW's step count (bias correction)
   int64_t skipped_steps = 0;
+  int shard_files = 0;          // the writing layout's shard group size
 };
+
+// Local: checks the checkpoint at `path` without loading its tensors: complete, an openvid trainer.json,
+// weights whose names and shapes fit `model`, every optimizer file there. Throws InputError naming the
+// problem; returns the trainer state.
+CheckpointState check_checkpoint(const std::string& path, const ModelConfig& model);
 
 // Local: the newest complete checkpoint directory under `checkpoints_dir`, if any.
 std::optional<std::string> latest_checkpoint(const std::string& checkpoints_dir);
@@ -28,8 +35,8 @@ std::optional<std::string> latest_checkpoint(const std::string& checkpoints_dir)
 std::string write_checkpoint(const std::string& checkpoints_dir, const CheckpointState& state, parallel::ShardedModel& model,
                              const Universe& universe, const std::string& options_ini, int keep);
 
-// Collective over the world: loads masters and moments into `model` (call gather() after) and returns
-// the trainer state. Bad or incomplete checkpoints end the job on every rank with one message.
+// Collective over the world: loads masters and moments into `model` (call refresh_compute_copy() after)
+// and returns the trainer state. Bad or incomplete checkpoints end the job on every rank with one message.
 CheckpointState read_checkpoint(const std::string& path, parallel::ShardedModel& model, const Universe& universe);
 
 }  // namespace ov::train

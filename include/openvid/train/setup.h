@@ -29,9 +29,6 @@ struct ComputeSetup {
 };
 ComputeSetup compute_setup(const Options& options, const Universe& universe);
 
-// Collective over the world: <run_dir>/<run_name>, created by rank 0. Ends the job when it cannot be.
-std::string make_run_directory(const Options& options, const Universe& universe);
-
 // The data of a run: the dataset, the sampler, this rank's share of every read and the fixed evaluation
 // batches (read once, before the prefetcher owns the dataset).
 struct RunData {
@@ -42,9 +39,19 @@ struct RunData {
   std::vector<int64_t> eval_valid;  // real samples of each evaluation batch on this rank
 };
 
-// Collective over the world: writes the synthetic dataset first for --dataset fake (into the run
-// directory), opens the dataset, and checks it against the model and the layout.
-RunData open_run_data(const Options& options, const Universe& universe, const std::string& run_dir);
+// Everything a run reads, checked on every rank before any communicator but MPI's exists: the data (the
+// synthetic dataset of --dataset fake written first), the names and shapes of --load_checkpoint's weights,
+// the checkpoint --resume names, and that the run directory can be written. Only then is config.ini
+// written: a relaunch with bad input leaves a finished run's directory as it was.
+struct RunInputs {
+  ComputeSetup compute;
+  std::string run_dir;      // <run_dir>/<run_name>
+  RunData data;
+  std::string resume_from;  // the checkpoint to continue from; "" starts at step 0
+};
+
+// Collective over the world (MPI only). Bad input ends the job on every rank with one message (exit 2).
+RunInputs check_run_inputs(const Options& options, const Universe& universe);
 
 // The model of a run on this rank: the DiT (context-parallel attention over the cp group), its sharded
 // state over the shard and dp groups, and AdamW on this rank's slices.

@@ -13,6 +13,7 @@
 #include "openvid/config/options.h"
 #include "openvid/model/safetensors.h"
 #include "openvid/runtime/universe.h"
+#include "openvid/train/setup.h"
 
 namespace ov::train {
 
@@ -28,6 +29,9 @@ struct StepResult {
 
 class Trainer {
  public:
+  // `inputs` from check_run_inputs (train/setup.h), run before the groups were created.
+  Trainer(const Options& options, Universe& universe, comm::ProcessGroups& groups, RunInputs inputs);
+  // check_run_inputs, then the above.
   Trainer(const Options& options, Universe& universe, comm::ProcessGroups& groups);
   ~Trainer();
   Trainer(const Trainer&) = delete;
