@@ -12,13 +12,33 @@ function(add_mpi_test name target np)
   set_tests_properties(${name}_np${np} PROPERTIES TIMEOUT 300 PROCESSORS ${np} ENVIRONMENT "${OPENVID_TEST_ENV}")
 endfunction()
 
-# add_boost_test(<target> <sources...>): a Boost.Test executable linked with openvid.
-function(add_boost_test target)
-  add_executable(${target} ${ARGN})
+# The test suites share one precompiled header (cmake/openvid_pch.h), built once by this stub target
+# with the suites' own flags.
+function(openvid_test_target target)
   target_link_libraries(${target} PRIVATE openvid::core Boost::unit_test_framework)
   target_compile_definitions(${target} PRIVATE BOOST_TEST_DYN_LINK)
   target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   openvid_warnings(${target})
+endfunction()
+if(OPENVID_PCH)
+  add_library(openvid_test_pch OBJECT ${PROJECT_SOURCE_DIR}/tests/pch_stub.cpp)
+  openvid_test_target(openvid_test_pch)
+  openvid_precompiled_header(openvid_test_pch)
+endif()
+
+# add_boost_test(<target> [LIGHT] <sources...>): a Boost.Test executable linked with openvid. LIGHT suites
+# (no LibTorch beyond tensors) skip the precompiled header, which costs them more to load than it saves.
+function(add_boost_test target)
+  set(_light FALSE)
+  if(ARGV1 STREQUAL "LIGHT")
+    set(_light TRUE)
+    list(REMOVE_AT ARGN 0)
+  endif()
+  add_executable(${target} ${ARGN})
+  openvid_test_target(${target})
+  if(OPENVID_PCH AND NOT _light)
+    target_precompile_headers(${target} REUSE_FROM openvid_test_pch)
+  endif()
 endfunction()
 
 # add_exit_test(<name> ARGS...): runs tests/expect_exit.sh with ARGS (exit code, time limit, expected

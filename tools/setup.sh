@@ -4,7 +4,7 @@
 #
 # Environment knobs:
 #   OPENVID_BUILD_DIR    build directory (default: build)
-#   OPENVID_BUILD_TYPE   CMake build type (default: RelWithDebInfo)
+#   OPENVID_BUILD_TYPE   CMake build type (default: Release; RelWithDebInfo for debugging)
 #   OPENVID_TORCH_INDEX  pip index for torch when no LibTorch is found (e.g. https://download.pytorch.org/whl/cpu;
 #                        plain PyPI serves a CUDA build of several GB on Linux)
 #   OPENVID_NCCL         auto (default): when CUDA's nvcc is present, also compile the NCCL backend (getting
@@ -79,10 +79,12 @@ elif [ "$nccl" = on ]; then
 fi
 
 # ---- configure and build ----------------------------------------------------------------------------
-command -v ccache >/dev/null && cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+# ccache with the precompiled header: it must not insist on the header's macros and timestamps.
+command -v ccache >/dev/null &&
+  cmake_args+=("-DCMAKE_CXX_COMPILER_LAUNCHER=env;CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime;ccache")
 if [ ! -f "$build/CMakeCache.txt" ]; then
   say "configuring $build/"
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${OPENVID_BUILD_TYPE:-RelWithDebInfo}" "${cmake_args[@]}" >/dev/null
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${OPENVID_BUILD_TYPE:-Release}" "${cmake_args[@]}" >/dev/null
 fi
 say "building $build/"
 cmake --build "$build" -j "$(nproc)" | grep -vE '^\[[0-9]+/[0-9]+\] ' || true

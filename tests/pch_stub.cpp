@@ -1,0 +1,1 @@
+// Compiles the test suites' shared precompiled header (cmake/OpenvidTesting.cmake).
