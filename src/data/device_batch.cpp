@@ -10,4 +10,9 @@ DeviceBatch to_device(const HostBatch& host, const at::Device& device, at::Scala
                      host.text.to(device, /*non_blocking=*/async).to(dtype), host.frames, host.t_begin, host.t_count};
 }
 
+at::Tensor to_device_async(const at::Tensor& host, const at::Device& device) {
+  if (!device.is_cuda()) return host.to(device);
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 }  // namespace ov::data

@@ -7,6 +7,7 @@
 #endif
 
 #include "openvid/kernels/adamw.h"
+#include "openvid/kernels/noise.h"
 #include "openvid/runtime/error.h"
 
 namespace ov::kernels {
@@ -34,6 +35,7 @@ namespace {
 void fused_adamw(const AdamSegment*, const int64_t*, int64_t, CopyKind, const AdamConstants&, const float*, const int64_t*, Stream) {
   missing("fused_adamw");
 }
+void gaussian_noise(float*, const uint64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, Stream) { missing("gaussian_noise"); }
 #endif
 
 }  // namespace ov::kernels

@@ -228,8 +228,9 @@ at::Tensor DiTImpl::forward_window(const at::Tensor& x, const at::Tensor& text, 
   at::Tensor seq = at::cat({register_tokens_.to(dt).expand({b, r, d}), tokens}, 1);
   const at::Tensor c = time_embedding(t);
 
-  auto [cos, sin] = rope_tables(cfg.head_dim, r, window, cfg.rope_layout);
-  BlockContext ctx{cos.to(x.device()), sin.to(x.device()), dt, self_attention_.get()};
+  if (!rope_axes_.cos_time.defined() || rope_axes_.cos_time.device() != x.device()) rope_axes_ = rope_axis_tables(cfg.head_dim, x.device());
+  auto [cos, sin] = rope_tables(rope_axes_, r, window, cfg.rope_layout);
+  BlockContext ctx{cos, sin, dt, self_attention_.get()};
   at::Tensor v0;
   for (Block& block : blocks_) {
     const bool recompute = cfg.recompute_every > 0 && block->index() % cfg.recompute_every == 0 && c10::GradMode::is_enabled();

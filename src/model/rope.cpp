@@ -13,10 +13,16 @@ at::Tensor rope_axis_angles(int64_t dim) {
   return at::outer(at::arange(kRopeGrid, at::kFloat), freqs);
 }
 
-std::pair<at::Tensor, at::Tensor> rope_tables(int64_t head_dim, int64_t registers, const TokenWindow& win,
-                                              RopeLayout layout) {
+RopeAxisTables rope_axis_tables(int64_t head_dim, const at::Device& device) {
   OV_CHECK(head_dim % 8 == 0, "head_dim must be a multiple of 8 for 3-D RoPE");
   const int64_t r = head_dim / 2;
+  const at::Tensor time = rope_axis_angles(r), space = rope_axis_angles(r / 2);  // [128, r/2], [128, r/4]
+  return {at::cos(time).to(device), at::sin(time).to(device), at::cos(space).to(device), at::sin(space).to(device)};
+}
+
+std::pair<at::Tensor, at::Tensor> rope_tables(const RopeAxisTables& axes, int64_t registers, const TokenWindow& win,
+                                              RopeLayout layout) {
+  const int64_t r = 2 * axes.cos_time.size(1);
   const int64_t lt = win.local_t();
   OV_CHECK(win.t_begin >= 0 && lt >= 0 && win.t_begin + lt <= win.t, "time slice outside the token grid");
   const auto& off = win.offset;
@@ -27,13 +33,11 @@ std::pair<at::Tensor, at::Tensor> rope_tables(int64_t head_dim, int64_t register
                      std::to_string(off[1]) + ", " + std::to_string(off[2]) + ") does not fit the " +
                      std::to_string(kRopeGrid) + "^3 RoPE grid");
   }
-  const at::Tensor time_angles = rope_axis_angles(r);       // [128, r/2]
-  const at::Tensor space_angles = rope_axis_angles(r / 2);  // [128, r/4]
-
-  // Grid coordinates of this rank's tokens, in token order (h, w, t_local), t fastest.
-  const at::Tensor hi = at::arange(win.h, at::kLong).view({-1, 1, 1}).expand({win.h, win.w, lt}).reshape(-1);
-  const at::Tensor wi = at::arange(win.w, at::kLong).view({1, -1, 1}).expand({win.h, win.w, lt}).reshape(-1);
-  const at::Tensor ti = (at::arange(lt, at::kLong) + win.t_begin).view({1, 1, -1}).expand({win.h, win.w, lt}).reshape(-1);
+  // Grid coordinates of this rank's tokens, in token order (h, w, t_local), t fastest; built on the device.
+  const at::TensorOptions index = at::TensorOptions().dtype(at::kLong).device(axes.cos_time.device());
+  const at::Tensor hi = at::arange(win.h, index).view({-1, 1, 1}).expand({win.h, win.w, lt}).reshape(-1);
+  const at::Tensor wi = at::arange(win.w, index).view({1, -1, 1}).expand({win.h, win.w, lt}).reshape(-1);
+  const at::Tensor ti = (at::arange(lt, index) + win.t_begin).view({1, 1, -1}).expand({win.h, win.w, lt}).reshape(-1);
   at::Tensor pt = ti, ph = hi, pw = wi;
   if (layout == RopeLayout::kSeed) {
     // Token i (global index in h, w, t order) takes the i-th position of the window in t, h, w order.
@@ -42,14 +46,17 @@ std::pair<at::Tensor, at::Tensor> rope_tables(int64_t head_dim, int64_t register
     ph = at::remainder(at::div(g, win.w, "floor"), win.h);
     pw = at::remainder(g, win.w);
   }
-  const at::Tensor angles = at::cat({time_angles.index_select(0, pt + off[0]),
-                                     space_angles.index_select(0, ph + off[1]),
-                                     space_angles.index_select(0, pw + off[2])},
-                                    1);  // [tokens, r]
-  const at::Tensor reg_cos = at::ones({registers, r}, at::kFloat);
-  const at::Tensor reg_sin = layout == RopeLayout::kSeed ? at::ones({registers, r}, at::kFloat)
-                                                         : at::zeros({registers, r}, at::kFloat);
-  return {at::cat({reg_cos, at::cos(angles)}, 0), at::cat({reg_sin, at::sin(angles)}, 0)};
+  auto gather = [&](const at::Tensor& time, const at::Tensor& space) {
+    return at::cat({time.index_select(0, pt + off[0]), space.index_select(0, ph + off[1]), space.index_select(0, pw + off[2])}, 1);
+  };
+  const at::TensorOptions fp32 = axes.cos_time.options();
+  const at::Tensor reg_cos = at::ones({registers, r}, fp32);
+  const at::Tensor reg_sin = layout == RopeLayout::kSeed ? at::ones({registers, r}, fp32) : at::zeros({registers, r}, fp32);
+  return {at::cat({reg_cos, gather(axes.cos_time, axes.cos_space)}, 0), at::cat({reg_sin, gather(axes.sin_time, axes.sin_space)}, 0)};
+}
+
+std::pair<at::Tensor, at::Tensor> rope_tables(int64_t head_dim, int64_t registers, const TokenWindow& window, RopeLayout layout) {
+  return rope_tables(rope_axis_tables(head_dim, at::kCPU), registers, window, layout);
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {

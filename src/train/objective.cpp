@@ -1,11 +1,13 @@
 #include "openvid/train/objective.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
 
 #include "openvid/model/rope.h"
+#include "openvid/kernels/noise.h"
+#include "openvid/kernels/philox.h"
+#include "openvid/kernels/stream.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/random.h"
 
@@ -28,14 +30,20 @@ SampleDraw draw_sample(uint64_t seed, int64_t step, int64_t sample, double shift
   return d;
 }
 
+uint64_t noise_key(uint64_t seed, int64_t step, int64_t sample, int64_t frame) {
+  return mix_seed(mix_seed(mix_seed(seed, kNoiseTag), static_cast<uint64_t>(step), static_cast<uint64_t>(sample)), static_cast<uint64_t>(frame));
+}
+
 at::Tensor draw_noise(uint64_t seed, int64_t step, int64_t sample, int64_t channels, int64_t t_begin, int64_t t_count,
                       int64_t height, int64_t width) {
   at::Tensor out = at::empty({channels, t_count, height, width}, at::kFloat);
-  const uint64_t base = mix_seed(mix_seed(seed, kNoiseTag), static_cast<uint64_t>(step), static_cast<uint64_t>(sample));
-  for (int64_t f = 0; f < t_count; ++f) {
-    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(mix_seed(base, static_cast<uint64_t>(t_begin + f)));
-    out.select(1, f).copy_(at::normal(0.0, 1.0, {channels, height, width}, g));
-  }
+  float* o = out.data_ptr<float>();
+  const int64_t plane = height * width;
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t f = 0; f < t_count; ++f) {
+      const uint64_t key = noise_key(seed, step, sample, t_begin + f);
+      for (int64_t p = 0; p < plane; ++p) *o++ = kernels::philox_normal(key, static_cast<uint64_t>(c * plane + p));
+    }
   return out;
 }
 
@@ -71,27 +79,35 @@ FlowBatch make_flow_batch(const data::DeviceBatch& b, int64_t first, int64_t cou
   w.t_count = b.t_count / s.time_patch;
   w.offset = train ? draw_rope_offset(s.seed, step, w.t, w.h, w.w) : std::array<int64_t, 3>{0, 0, 0};
 
-  std::vector<at::Tensor> noise;
-  std::vector<float> ts, weights;
-  std::vector<int64_t> dropped;
+  // Per sample on the host: timestep, caption dropout, padding weight; and the noise streams' keys.
+  at::Tensor host = at::empty({3, count}, at::kFloat);  // rows: t, keep text (0/1), weight
+  at::Tensor keys = at::empty({count, b.t_count}, at::kLong);
   for (int64_t i = 0; i < count; ++i) {
     const int64_t k = first + i;
     const int64_t key = sample_key(b.bucket, b.samples[static_cast<size_t>(k)]);
     const SampleDraw d = draw_sample(s.seed, step, key, s.timestep_shift, train ? s.caption_dropout : 0.0);
-    ts.push_back(static_cast<float>(d.t));
-    if (d.drop_caption) dropped.push_back(i);
-    noise.push_back(draw_noise(s.seed, step, key, C, b.t_begin, b.t_count, H, W));
-    weights.push_back(k < valid ? 1.f : 0.f);
+    host[0][i] = static_cast<float>(d.t);
+    host[1][i] = d.drop_caption ? 0.f : 1.f;
+    host[2][i] = k < valid ? 1.f : 0.f;
+    for (int64_t f = 0; f < b.t_count; ++f) keys[i][f] = static_cast<int64_t>(noise_key(s.seed, step, key, b.t_begin + f));
   }
   const at::Device device = b.latents.device();
-  out.text = b.text.narrow(0, first, count);
-  if (!dropped.empty()) {
-    out.text = out.text.clone();
-    for (int64_t i : dropped) out.text[i].zero_();
+  const at::Tensor per_sample = data::to_device_async(host, device);
+  out.t = per_sample[0];
+  out.text = b.text.narrow(0, first, count) * per_sample[1].view({-1, 1, 1}).to(b.text.scalar_type());
+  out.weight = per_sample[2].view({-1, 1, 1, 1, 1});
+  at::Tensor noise = at::empty({count, C, b.t_count, H, W}, b.latents.options().dtype(at::kFloat));
+  if (device.is_cuda() && kernels::available()) {
+    const at::Tensor device_keys = data::to_device_async(keys, device);
+    kernels::gaussian_noise(noise.data_ptr<float>(), reinterpret_cast<const uint64_t*>(device_keys.data_ptr<int64_t>()), count, C,
+                            b.t_count, H, W, kernels::current_stream(device));
+  } else {
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t key = sample_key(b.bucket, b.samples[static_cast<size_t>(first + i)]);
+      noise[i].copy_(draw_noise(s.seed, step, key, C, b.t_begin, b.t_count, H, W));
+    }
   }
-  out.t = at::tensor(ts, at::kFloat).to(device);
-  out.weight = at::tensor(weights, at::kFloat).to(device).view({-1, 1, 1, 1, 1});
-  const FlowExample ex = make_example(b.latents.narrow(0, first, count), at::stack(noise).to(device), out.t);
+  const FlowExample ex = make_example(b.latents.narrow(0, first, count), noise, out.t);
   out.x_t = ex.x_t;
   out.target = ex.target;
   return out;

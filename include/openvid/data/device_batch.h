@@ -21,4 +21,8 @@ struct DeviceBatch {
 // does not hand the memory out again before it completes). On the CPU this is a plain conversion.
 DeviceBatch to_device(const HostBatch& host, const at::Device& device, at::ScalarType dtype);
 
+// A small host tensor (per-sample scalars, keys) on `device` without making the host wait for the device:
+// staged through pinned memory on CUDA (a copy from pageable memory would synchronise). As is on the CPU.
+at::Tensor to_device_async(const at::Tensor& host, const at::Device& device);
+
 }  // namespace ov::data

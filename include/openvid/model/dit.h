@@ -102,6 +102,7 @@ class DiTImpl : public torch::nn::Module {
   DiTConfig config_;
   at::ScalarType compute_dtype_ = at::kFloat;
   std::shared_ptr<SelfAttention> self_attention_;
+  RopeAxisTables rope_axes_;  // on the device of the last forward
   torch::nn::Conv3d patch_embed_{nullptr};
   at::Tensor register_tokens_;
   torch::nn::Linear time0_{nullptr}, time2_{nullptr}, final_mod_{nullptr}, final_proj_{nullptr};

@@ -29,8 +29,19 @@ struct TokenWindow {
 // Per-axis frequency table [kRopeGrid, dim/2]: position x 1 / base^(arange(0, dim, 2) / dim), in fp32.
 at::Tensor rope_axis_angles(int64_t dim);
 
-// cos and sin [registers + window.local_tokens(), head_dim/2] in fp32, on the CPU. Throws InputError when
-// the window does not fit the grid.
+// cos and sin of the per-axis angle tables, on one device: time [kRopeGrid, head_dim/4], space (height
+// and width) [kRopeGrid, head_dim/8]. Computed once on the CPU with the reference's operations; a token's
+// angles are the concatenation of its three axes' rows, so its cos/sin are too.
+struct RopeAxisTables {
+  at::Tensor cos_time, sin_time, cos_space, sin_space;
+};
+RopeAxisTables rope_axis_tables(int64_t head_dim, const at::Device& device);
+
+// cos and sin [registers + window.local_tokens(), head_dim/2] in fp32 on the axis tables' device, built
+// there (no host-to-device copy). Throws InputError when the window does not fit the grid.
+std::pair<at::Tensor, at::Tensor> rope_tables(const RopeAxisTables& axes, int64_t registers, const TokenWindow& window,
+                                              RopeLayout layout);
+// The same from tables made for the CPU.
 std::pair<at::Tensor, at::Tensor> rope_tables(int64_t head_dim, int64_t registers, const TokenWindow& window,
                                               RopeLayout layout);
 
