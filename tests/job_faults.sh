@@ -75,6 +75,13 @@ names = sorted({e['name'] for e in t})
 assert names == ['checks_and_optimizer', 'data_wait', 'finish_gradient_reduction', 'forward_backward', 'gather_parameters'], names
 assert len(t) == 15 and all(e['dur'] >= 0 and e['pid'] == int(sys.argv[2]) for e in t), len(t)" "$run_dir/profile/trace-rank$r.json" "$r" \
         || fail "trace-rank$r.json is not a timeline of 3 steps x 5 phases"
+      # LibTorch's profiler traced --profile_steps (default 2:4; the run ends after step 2), with the ranges.
+      python3 -c "import json, sys
+t = json.load(open(sys.argv[1]))['traceEvents']
+names = {e['name'] for e in t if e.get('cat') == 'user_annotation'}
+assert {'step 2', 'forward', 'backward', 'optimizer'} <= names and 'step 1' not in names, names
+assert sum(e.get('cat') == 'cpu_op' for e in t) > 50" "$run_dir/profile/kineto-rank$r.json" \
+        || fail "kineto-rank$r.json is not a Kineto trace of step 2"
     done
     ;;
   *) fail "unknown scenario $scenario" ;;

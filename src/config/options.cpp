@@ -108,12 +108,18 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("checkpoint_every", o.checkpoint_every, "steps between checkpoints; 0 = after every evaluation",
      Group::kRun);
   fn("keep_checkpoints", o.keep_checkpoints, "complete checkpoints kept; older ones are deleted", Group::kRun);
+  fn("write_checkpoints", o.write_checkpoints,
+     "false: no checkpoints on the cadence and no final model.safetensors (benchmarks); a signal still checkpoints",
+     Group::kRun);
   fn("load_checkpoint", o.load_checkpoint, "initial weights: a safetensors file or a checkpoint directory",
      Group::kRun);
   fn("resume", o.resume, "continue a run: 'auto' (latest complete checkpoint of this run) or a path",
      Group::kRun);
-  fn("profile_dir", o.profile_dir, "write a per-rank timeline of each step's phases here (Chrome trace JSON); empty = off",
+  fn("profile_dir", o.profile_dir,
+     "write here a per-rank host timeline of every step's phases and a Kineto trace (CUDA kernels, copies, NCCL) of "
+     "--profile_steps; empty = off",
      Group::kRun);
+  fn("profile_steps", o.profile_steps, "steps FIRST:END traced with LibTorch's profiler under --profile_dir", Group::kRun);
   // Model
   fn("model_width", m.width, "model width D", Group::kModel);
   fn("model_depth", m.depth, "number of DiT blocks", Group::kModel);
@@ -264,6 +270,16 @@ void canonicalise_file_keys(po::parsed_options& parsed, const po::options_descri
 
 std::string version_string() { return "openvid 0.1.0"; }
 
+std::pair<int64_t, int64_t> parse_step_range(const std::string& text) {
+  int64_t a = -1, b = -1;
+  char colon = 0;
+  std::istringstream in(text);
+  if (!(in >> a >> colon >> b) || colon != ':' || !in.eof() || a < 0 || b <= a) {
+    throw InputError("--profile_steps must be FIRST:END with 0 <= FIRST < END, e.g. 2:4 traces steps 2 and 3 (got '" + text + "')");
+  }
+  return {a, b};
+}
+
 const char* to_string(Precision p) { return choice_word(p); }
 const char* to_string(LrSchedule s) { return choice_word(s); }
 const char* to_string(RopeLayout layout) { return choice_word(layout); }
@@ -380,6 +396,7 @@ void validate(const Options& o) {
   need(o.log_every >= 1, "log_every", "must be >= 1", o.log_every);
   need(o.checkpoint_every >= 0, "checkpoint_every", "must be >= 0", o.checkpoint_every);
   need(o.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1", o.keep_checkpoints);
+  parse_step_range(o.profile_steps);
   validate(m);
 }
 

@@ -103,7 +103,7 @@ struct FusedPlan {
 }  // namespace
 
 bool AdamW::step_fused(double lr, const at::Tensor& control) {
-  if (!kernels::available() || !steps_.is_cuda()) return false;
+  if (!options_.fused || !kernels::available() || !steps_.is_cuda()) return false;
   if (!fused_plan_) {
     auto plan = std::make_shared<FusedPlan>();
     std::vector<kernels::AdamSegment> table;

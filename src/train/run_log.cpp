@@ -63,7 +63,11 @@ RunLog::RunLog(const std::string& run_dir, bool writer, double peak_tflops, int 
   if (writer_) metrics_.open(run_dir + "/metrics.jsonl", std::ios::app);
 }
 
-void RunLog::add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops) {
+void RunLog::add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops,
+                      const std::vector<std::pair<std::string, double>>& phase_ms) {
+  if (phase_ms_.size() != phase_ms.size()) phase_ms_.assign(phase_ms.begin(), phase_ms.end());
+  else
+    for (size_t i = 0; i < phase_ms.size(); ++i) phase_ms_[i].second += phase_ms[i].second;
   loss_ += loss;
   seconds_ += seconds;
   wait_ += data_wait;
@@ -97,27 +101,19 @@ void RunLog::write(const Point& p) {
              << ", \"tflops\": " << tflops;
     if (peak_tflops_ > 0) metrics_ << ", \"mfu\": " << tflops / peak_tflops_;
     metrics_ << ", \"data_wait_fraction\": " << wait_ / seconds_ << ", \"peak_memory_gb\": " << memory_gb
-             << ", \"skipped_steps\": " << p.skipped << "}\n" << std::flush;
+             << ", \"skipped_steps\": " << p.skipped;
+    if (!phase_ms_.empty()) {  // mean milliseconds per step of each phase, timed where it ran
+      metrics_ << ", \"phase_ms\": {";
+      for (size_t i = 0; i < phase_ms_.size(); ++i) {
+        metrics_ << (i ? ", " : "") << "\"" << phase_ms_[i].first << "\": " << phase_ms_[i].second / static_cast<double>(steps_);
+      }
+      metrics_ << "}";
+    }
+    metrics_ << "}\n" << std::flush;
   }
   loss_ = seconds_ = wait_ = samples_ = tokens_ = flops_ = 0;
+  phase_ms_.clear();
   steps_ = 0;
-}
-
-void PhaseTrace::open(const std::string& path) {
-  out_.open(path);
-  out_ << "[\n";
-}
-
-void PhaseTrace::add(const char* name, Clock::time_point begin, Clock::time_point end, int64_t step, int rank) {
-  if (!active()) return;
-  const auto us = [&](Clock::time_point t) { return std::chrono::duration<double, std::micro>(t - origin_).count(); };
-  out_ << (first_ ? "" : ",\n") << "{\"name\": \"" << name << "\", \"ph\": \"X\", \"pid\": " << rank << ", \"tid\": 0, \"ts\": "
-       << std::fixed << std::setprecision(1) << us(begin) << ", \"dur\": " << us(end) - us(begin) << ", \"args\": {\"step\": " << step << "}}";
-  first_ = false;
-}
-
-PhaseTrace::~PhaseTrace() {
-  if (active()) out_ << "\n]\n";
 }
 
 }  // namespace ov::train

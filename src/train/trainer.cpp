@@ -19,6 +19,8 @@
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/train/checkpoint.h"
+#include "openvid/kernels/range.h"
+#include "openvid/train/profiling.h"
 #include "openvid/train/run_log.h"
 #include "openvid/train/setup.h"
 
@@ -52,6 +54,7 @@ struct Trainer::Impl {
   ObjectiveSettings objective;
   int64_t start_step = 0, skipped_total = 0, consecutive_nonfinite = 0;
   PhaseTrace trace;
+  StepTimer timer{compute.device};
 
   Impl(const Options& o, Universe& universe, comm::ProcessGroups& g, RunInputs in)
       : opt(o),
@@ -77,7 +80,9 @@ struct Trainer::Impl {
 // One optimizer step. The host waits for the device once, for the step's statistics, after everything of
 // the step is enqueued.
 StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& host, double data_wait) {
+  const kernels::Range range("step " + std::to_string(step));
   const auto t0 = Clock::now();
+  timer.begin();
   StepResult r;
   r.step = step;
   r.data_wait = data_wait;
@@ -86,14 +91,22 @@ StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& host, double
   const double elements = global_elements(host, data.sampler->global_batch());
   at::Tensor loss_sum = at::zeros({1}, b.latents.options().dtype(at::kDouble));
   for (int64_t i = 0; i < micro; ++i) {
-    const at::Tensor l = loss(b, i * per_micro, per_micro, step, n, elements);
+    const at::Tensor l = [&] {
+      const kernels::Range forward("forward");
+      return loss(b, i * per_micro, per_micro, step, n, elements);
+    }();
     if (i + 1 == micro) m.sharded->arm();  // the last backward launches each unit's reduction when it is ready
-    l.backward();
+    {
+      const kernels::Range backward("backward");
+      l.backward();
+    }
     loss_sum += l.detach();
   }
+  timer.end_phase("forward_backward");
   const auto t_fb = Clock::now();
   trace.add("forward_backward", t0, t_fb, step, u.rank());
   m.sharded->finish();
+  timer.end_phase("gradient_reduction");
   const auto t_reduce = Clock::now();
   trace.add("finish_gradient_reduction", t_fb, t_reduce, step, u.rank());
 
@@ -109,12 +122,18 @@ StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& host, double
   const at::Tensor factor = opt.grad_clip > 0 ? (opt.grad_clip / norm).clamp_max(1.0) : at::ones_like(norm);
   const at::Tensor control = at::cat({finite.to(at::kFloat), factor.to(at::kFloat)});
   r.lr = opt.learning_rate * lr_multiplier(opt.lr_scheduler_type, step, opt.max_steps, opt.warmup_steps);
-  m.optimizer->step(r.lr, control);
+  {
+    const kernels::Range optimizer("optimizer");
+    m.optimizer->step(r.lr, control);
+  }
+  timer.end_phase("optimizer");
   const auto t_opt = Clock::now();
   trace.add("checks_and_optimizer", t_reduce, t_opt, step, u.rank());
   m.sharded->gather();
+  timer.end_phase("gather");
   const at::Tensor s = stats.cpu();  // the step's one host synchronisation
   trace.add("gather_parameters", t_opt, Clock::now(), step, u.rank());
+  r.phase_ms = timer.read();
   r.loss = s[0].item<double>();
   r.stop_requested = s[1].item<double>() > 0;
   r.grad_norm = std::sqrt(s[2].item<double>());
@@ -236,8 +255,14 @@ int Trainer::run() {
   sigaction(SIGTERM, &action, nullptr);
   data::Prefetcher prefetcher(*d.data.dataset, *d.data.sampler, d.data.sampler->position_after(d.start_step),
                               cadence.last_step - d.start_step, d.data.layout);
+  std::optional<KinetoTrace> kineto;
+  if (!d.opt.profile_dir.empty()) {
+    const auto [first, last] = parse_step_range(d.opt.profile_steps);
+    kineto.emplace(d.opt.profile_dir + "/kineto-rank" + std::to_string(d.u.rank()) + ".json", first, last, d.compute.device.is_cuda());
+  }
   const auto start = Clock::now();
   for (int64_t step = d.start_step; step < cadence.last_step; ++step) {
+    if (kineto) kineto->at_step(step);
     const auto t_wait = Clock::now();
     const data::Prefetcher::Item item = prefetcher.next();
     d.trace.add("data_wait", t_wait, Clock::now(), step, d.u.rank());
@@ -248,7 +273,8 @@ int Trainer::run() {
     const double tokens = samples * static_cast<double>((bucket.frames / d.opt.model.time_patch) * (bucket.height / d.opt.model.patch) *
                                                         (bucket.width / d.opt.model.patch));
     log.add_step(r.loss, r.seconds + r.data_wait, r.data_wait, samples, tokens,
-                 samples * model::training_flops(d.opt.model, bucket.frames, bucket.height, bucket.width, manifest.text_tokens));
+                 samples * model::training_flops(d.opt.model, bucket.frames, bucket.height, bucket.width, manifest.text_tokens),
+                 r.phase_ms);
     std::optional<double> eval_loss;
     if (cadence.evaluate(done)) eval_loss = evaluate();
     if (cadence.log(done)) {
@@ -262,7 +288,7 @@ int Trainer::run() {
       point.eval_loss = eval_loss;
       log.write(point);
     }
-    if (cadence.checkpoint(done) || r.stop_requested) {
+    if ((d.opt.write_checkpoints && cadence.checkpoint(done)) || r.stop_requested) {
       const std::string where = save_checkpoint(done);
       if (root) std::cout << "checkpoint " << where << "\n" << std::flush;
     }
@@ -273,6 +299,11 @@ int Trainer::run() {
       }
       return kExitRequeue;
     }
+  }
+  kineto.reset();  // saves a trace still running
+  if (!d.opt.write_checkpoints) {
+    if (root) std::cout << "done in " << format_duration(seconds_since(start)) << " (--write_checkpoints false: nothing saved)\n";
+    return kExitOk;
   }
   // The trained weights, with the reference's names, for the reference trainer and openvid_modelcheck.
   const model::TensorMap w = weights();

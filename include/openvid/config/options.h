@@ -8,6 +8,7 @@
 // ([parallel] fs = 2 is fs).
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "openvid/comm/backend.h"
@@ -77,9 +78,11 @@ struct Options {
   int log_every = 10;
   int checkpoint_every = 0;          // steps; 0 = after every evaluation (the reference's behaviour)
   int keep_checkpoints = 3;
+  bool write_checkpoints = true;     // false: no checkpoints on the cadence and no final export (benchmarks)
   std::string load_checkpoint;       // initial weights (safetensors or checkpoint dir); "" = none
   std::string resume;                // "" | auto | path of a checkpoint to continue from
   std::string profile_dir;           // "" = no profiling
+  std::string profile_steps = "2:4"; // steps [A, B) traced with LibTorch's profiler (Kineto) under profile_dir
 
   ModelConfig model;
 };
@@ -101,6 +104,9 @@ void validate(const Options& options);
 
 // --help text: every option with its default and meaning.
 std::string help_text(const std::string& program);
+
+// --profile_steps "A:B": steps [A, B). Throws InputError naming the option otherwise.
+std::pair<int64_t, int64_t> parse_step_range(const std::string& text);
 
 // The resolved options as an INI file that parse_command_line reads back to the same Options.
 std::string to_ini(const Options& options);

@@ -26,6 +26,10 @@ struct SampleDraw {
 };
 SampleDraw draw_sample(uint64_t seed, int64_t step, int64_t sample, double shift, double caption_dropout);
 
+// The key of the noise stream of one frame of a sample (kernels/philox.h): element (c, h, w) of the frame is
+// element (c * H + h) * W + w of the stream.
+uint64_t noise_key(uint64_t seed, int64_t step, int64_t sample, int64_t frame);
+
 // Noise of frames [t_begin, t_begin + t_count) of the sample: [C, t_count, H, W] fp32 on the CPU.
 at::Tensor draw_noise(uint64_t seed, int64_t step, int64_t sample, int64_t channels, int64_t t_begin, int64_t t_count,
                       int64_t height, int64_t width);

@@ -41,6 +41,7 @@ double lr_multiplier(LrSchedule schedule, int64_t step, int64_t max_steps, int64
 
 struct AdamOptions {
   double beta1 = 0.95, beta2 = 0.99, eps = 1e-8;
+  bool fused = true;  // CUDA segments: the fused kernel when the build has it (false: the ATen path, its reference)
 };
 
 class AdamW {

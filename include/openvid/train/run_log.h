@@ -9,6 +9,8 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace ov::train {
 
@@ -42,8 +44,10 @@ class RunLog {
   // of `device`.
   RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size, c10::Device device);
 
-  // One step: its mean loss, duration (compute and data wait), samples, video tokens and FLOPs.
-  void add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops);
+  // One step: its mean loss, duration (compute and data wait), samples, video tokens and FLOPs, and the
+  // milliseconds of its phases (StepTimer).
+  void add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops,
+                const std::vector<std::pair<std::string, double>>& phase_ms = {});
 
   // Writes the window's line and record and starts a new window.
   struct Point {
@@ -61,23 +65,8 @@ class RunLog {
   c10::Device device_;
   std::ofstream metrics_;
   double loss_ = 0, seconds_ = 0, wait_ = 0, samples_ = 0, tokens_ = 0, flops_ = 0;
+  std::vector<std::pair<std::string, double>> phase_ms_;  // sums over the window
   int64_t steps_ = 0;
-};
-
-// --profile_dir: complete events in the Chrome trace format (chrome://tracing, ui.perfetto.dev). Host
-// times: on GPUs they show when work was enqueued, not when it ran.
-class PhaseTrace {
- public:
-  using Clock = std::chrono::steady_clock;
-  void open(const std::string& path);
-  bool active() const { return out_.is_open(); }
-  void add(const char* name, Clock::time_point begin, Clock::time_point end, int64_t step, int rank);
-  ~PhaseTrace();
-
- private:
-  std::ofstream out_;
-  bool first_ = true;
-  Clock::time_point origin_ = Clock::now();
 };
 
 std::string format_duration(double seconds);

@@ -8,6 +8,8 @@
 // Every public function is a collective over the universe's world unless it says otherwise.
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "openvid/comm/process_groups.h"
 #include "openvid/config/options.h"
@@ -25,6 +27,7 @@ struct StepResult {
   bool skipped = false;     // non-finite loss or gradient: no update
   bool stop_requested = false;  // some rank got SIGUSR1/SIGTERM: every rank learns it at this step
   double seconds = 0, data_wait = 0;
+  std::vector<std::pair<std::string, double>> phase_ms;  // milliseconds of each phase, timed where it ran
 };
 
 class Trainer {

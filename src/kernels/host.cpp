@@ -1,9 +1,15 @@
 // Host-side glue of the kernels: compiled in every build (with or without CUDA), so that call sites need no
 // #ifdef: without the kernels, available() is false and a launch throws.
+#include <ATen/record_function.h>
+
+#include "openvid/kernels/range.h"
 #include "openvid/kernels/stream.h"
 
 #ifdef OPENVID_TORCH_CUDA
 #include <c10/cuda/CUDAStream.h>
+#endif
+#ifdef OPENVID_HAVE_KERNELS
+#include <nvtx3/nvToolsExt.h>
 #endif
 
 #include "openvid/kernels/adamw.h"
@@ -18,6 +24,21 @@ Stream current_stream(const c10::Device& device) {
 #else
   static_cast<void>(device);
   return nullptr;
+#endif
+}
+
+Range::Range(const std::string& name) {
+#ifdef OPENVID_HAVE_KERNELS
+  nvtxRangePushA(name.c_str());
+#endif
+  record_ = std::make_unique<at::RecordFunction>(at::RecordScope::USER_SCOPE);
+  if (record_->isActive()) record_->before(name);
+}
+
+Range::~Range() {
+  record_.reset();
+#ifdef OPENVID_HAVE_KERNELS
+  nvtxRangePop();
 #endif
 }
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The training-step benchmark of one GPU (run on the GPU machine, from the repository root):
+#   bash bench/step_bench.sh [WIDTHxDEPTH ...]      (default: 1024x16 2048x8 4096x4)
+# Builds build-gpu/ (CUDA LibTorch, NCCL, kernels), then for each configuration trains openvid for
+# $STEPS steps on a synthetic dataset (batch 2, latent [16,16,64,64] = 8,208 tokens with registers, text
+# [512,4096], bf16 compute, head_dim 128), and runs the PyTorch baseline of the same math
+# (bench/torch_baseline.py: FSDP2 bf16 parameters, per-block torch.compile, fused AdamW) in the same run.
+# Prints one table (bench/step_summary.py): medians of CUDA-event timings after warm-up, tokens/s, MFU,
+# peak memory, and openvid's ratio to the baseline. A Kineto trace of the middle configuration is turned
+# into a breakdown table (bench/trace_breakdown.py). Everything goes to ${OUT:-/tmp/openvid-bench}.
+# Knobs: STEPS (default 14), WARMUP (steps left out of the medians, default 4), BASELINE=0 skips PyTorch,
+# OPENVID_EXTRA (more openvid_mpi options, e.g. "--recompute_every 1").
+set -uo pipefail
+out=${OUT:-/tmp/openvid-bench}
+mkdir -p "$out"
+configs=("$@")
+[ ${#configs[@]} -gt 0 ] || configs=(1024x16 2048x8 4096x4)
+steps=${STEPS:-14}
+warmup=${WARMUP:-4}
+if [ -f .device/deps.sh ]; then source .device/deps.sh > "$out/deps.log" 2>&1; fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
+if [ ! -x build-gpu/openvid_mpi ] || [ -n "${REBUILD:-}" ]; then
+  t0=$SECONDS
+  { cmake -S . -B build-gpu ${OPENVID_CMAKE_ARGS:-} -DOPENVID_BUILD_TESTS=${BUILD_TESTS:-OFF} > "$out/configure.log" 2>&1 &&
+    cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1; } || { tail -40 "$out/configure.log" "$out/build.log"; exit 1; }
+  echo "built in $((SECONDS - t0)) s, compiler warnings: $(grep -c 'warning:' "$out/build.log")"
+fi
+git rev-parse --short HEAD > "$out/commit.txt" 2>/dev/null || true
+
+for cfg in "${configs[@]}"; do
+  width=${cfg%x*} depth=${cfg#*x}
+  profile=()
+  [ "$cfg" = "${configs[$(( ${#configs[@]} / 2 ))]}" ] && profile=(--profile_dir "$out/profile_$cfg" --profile_steps "$((steps - 3)):$((steps - 1))")
+  timeout 300 mpiexec -n 1 build-gpu/openvid_mpi --dataset fake --fake_samples 8 --fake_latent_shape 16x64x64 --fake_text_tokens 512 \
+    --batch_size 2 --num_epochs 1000 --max_steps "$steps" --warmup_steps 2 --log_every 1 --evaluate_every 0 --write_checkpoints false \
+    --model_width "$width" --model_depth "$depth" --model_head_dim 128 --run_dir "$out/runs" --run_name "$cfg" \
+    "${profile[@]}" ${OPENVID_EXTRA:-} > "$out/openvid_$cfg.log" 2>&1 || { echo "openvid $cfg failed:"; tail -15 "$out/openvid_$cfg.log"; }
+done
+if [ "${BASELINE:-1}" != 0 ]; then
+  timeout 420 python3 bench/torch_baseline.py --configs "${configs[@]}" --json "$out/torch.json" > "$out/torch.log" 2>&1 ||
+    { echo "baseline failed:"; tail -15 "$out/torch.log"; }
+fi
+python3 bench/step_summary.py --out "$out" --warmup "$warmup" "${configs[@]}" | tee "$out/summary.md"
+for cfg in "${configs[@]}"; do
+  t="$out/profile_$cfg/kineto-rank0.json"
+  [ -f "$t" ] && python3 bench/trace_breakdown.py "$t" --label "openvid $cfg" | tee "$out/breakdown_$cfg.md"
+done
+exit 0

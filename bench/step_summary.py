@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""The table of bench/step_bench.sh: openvid's metrics.jsonl (per-step CUDA-event phase timings) beside
+the PyTorch baseline's JSON, medians after --warmup steps.
+
+    python3 bench/step_summary.py --out DIR --warmup 4 1024x16 2048x8 4096x4
+
+MFU = model FLOPs per step (3 x forward, docs/model.md) / step time / the device's peak bf16 TFLOP/s.
+"""
+import argparse
+import json
+import os
+import statistics
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("configs", nargs="+")
+    a = ap.parse_args()
+    base = {}
+    tp = os.path.join(a.out, "torch.json")
+    if os.path.exists(tp):
+        t = json.load(open(tp))
+        base = {r["config"]: r for r in t["results"]}
+    device = open(os.path.join(a.out, "device.txt")).read().strip() if os.path.exists(os.path.join(a.out, "device.txt")) else "?"
+    commit = open(os.path.join(a.out, "commit.txt")).read().strip() if os.path.exists(os.path.join(a.out, "commit.txt")) else "?"
+    print(f"device: {device}; openvid commit {commit}; medians of steps after the first {a.warmup}\n")
+    print("| config | openvid step ms | fwd+bwd ms | optimizer ms | tokens/s | MFU | peak GiB | baseline step ms | fwd+bwd | opt | "
+          "baseline MFU | baseline GiB | step ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for cfg in a.configs:
+        path = os.path.join(a.out, "runs", cfg, "metrics.jsonl")
+        row = [cfg]
+        ours = None
+        if os.path.exists(path):
+            rows = [json.loads(l) for l in open(path)][a.warmup:]
+            if rows:
+                med = lambda k: statistics.median(r["phase_ms"][k] for r in rows)  # noqa: E731
+                ours = med("step")
+                mfu = statistics.median(r.get("mfu", 0) for r in rows)
+                row += [f"{ours:.1f}", f"{med('forward_backward'):.1f}", f"{med('optimizer'):.2f}",
+                        f"{statistics.median(r['tokens_per_second'] for r in rows):.0f}", f"{100 * mfu:.1f}%",
+                        f"{max(r['peak_memory_gb'] for r in rows) * 1e9 / 2**30:.1f}"]
+        if ours is None:
+            row += ["failed"] + [""] * 5
+        b = base.get(cfg)
+        if b:
+            peak = 989.4
+            row += [f"{b['step_ms']:.1f}", f"{b['forward_backward_ms']:.1f}", f"{b['optimizer_ms']:.2f}",
+                    f"{100 * b['tflops'] / peak:.1f}%", f"{b['peak_memory_gib']:.1f}",
+                    f"{ours / b['step_ms']:.2f}" if ours else ""]
+        else:
+            row += [""] * 6
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
