@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "openvid/kernels/range.h"
 #include "openvid/model/recompute.h"
 #include "openvid/runtime/error.h"
 
@@ -233,6 +234,7 @@ at::Tensor DiTImpl::forward_window(const at::Tensor& x, const at::Tensor& text, 
   BlockContext ctx{cos, sin, dt, self_attention_.get()};
   at::Tensor v0;
   for (Block& block : blocks_) {
+    const kernels::Range range("block " + std::to_string(block->index()));
     const bool recompute = cfg.recompute_every > 0 && block->index() % cfg.recompute_every == 0 && c10::GradMode::is_enabled();
     auto [out, v] = recompute ? recomputed_block(*block, seq, c, text, v0, ctx) : block->forward(seq, c, text, v0, ctx);
     seq = out;
