@@ -7,11 +7,13 @@
 # (bench/torch_baseline.py: FSDP2 bf16 parameters, per-block torch.compile, fused AdamW) in the same run.
 # Prints one table (bench/step_summary.py): medians of CUDA-event timings after warm-up, tokens/s, MFU,
 # peak memory, and openvid's ratio to the baseline. A Kineto trace of the middle configuration is turned
-# into a breakdown table (bench/trace_breakdown.py). Everything goes to ${OUT:-/tmp/openvid-bench}.
+# into a breakdown table (bench/trace_breakdown.py). Work files go to /tmp/openvid-bench; the summary,
+# the breakdown, the metrics and the baseline's JSON are also copied to $OUT when it is set.
 # Knobs: STEPS (default 14), WARMUP (steps left out of the medians, default 4), BASELINE=0 skips PyTorch,
 # OPENVID_EXTRA (more openvid_mpi options, e.g. "--recompute_every 1").
 set -uo pipefail
-out=${OUT:-/tmp/openvid-bench}
+out=/tmp/openvid-bench
+rm -rf "$out/runs" "$out"/profile_*
 mkdir -p "$out"
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(1024x16 2048x8 4096x4)
@@ -43,6 +45,12 @@ fi
 python3 bench/step_summary.py --out "$out" --warmup "$warmup" "${configs[@]}" | tee "$out/summary.md"
 for cfg in "${configs[@]}"; do
   t="$out/profile_$cfg/kineto-rank0.json"
-  [ -f "$t" ] && python3 bench/trace_breakdown.py "$t" --label "openvid $cfg" | tee "$out/breakdown_$cfg.md"
+  [ -f "$t" ] && python3 bench/trace_breakdown.py "$t" --label "openvid $cfg" | tee "$out/breakdown.md"
 done
+if [ -n "${OUT:-}" ]; then
+  cp "$out/summary.md" "$OUT/" 2>/dev/null
+  cp "$out/breakdown.md" "$OUT/" 2>/dev/null
+  cp "$out/torch.json" "$OUT/" 2>/dev/null
+  for cfg in "${configs[@]}"; do cp "$out/runs/$cfg/metrics.jsonl" "$OUT/metrics_$cfg.jsonl" 2>/dev/null; done
+fi
 exit 0
