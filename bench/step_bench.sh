@@ -27,7 +27,7 @@ if [ ! -x build-gpu/openvid_mpi ] || [ -n "${REBUILD:-}" ]; then
     cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1; } || { tail -40 "$out/configure.log" "$out/build.log"; exit 1; }
   echo "built in $((SECONDS - t0)) s, compiler warnings: $(grep -c 'warning:' "$out/build.log")"
 fi
-git rev-parse --short HEAD > "$out/commit.txt" 2>/dev/null || true
+echo "${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}" > "$out/commit.txt"
 
 for cfg in "${configs[@]}"; do
   width=${cfg%x*} depth=${cfg#*x}

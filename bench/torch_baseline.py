@@ -213,9 +213,10 @@ def main():
     ap.add_argument("--eager", action="store_true", help="no torch.compile")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
-    dev = torch.device("cuda")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29533")
+    dev = torch.device("cuda", 0)
+    torch.cuda.set_device(dev)
+    for k, v in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29533"), ("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        os.environ.setdefault(k, v)
     try:
         import torch.distributed as dist
         dist.init_process_group("nccl", rank=0, world_size=1, device_id=dev)
