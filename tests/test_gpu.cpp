@@ -18,6 +18,8 @@
 #include "openvid/kernels/launch.h"
 #include "openvid/kernels/noise.h"
 #include "openvid/kernels/stream.h"
+#include "openvid/model/block_ops.h"
+#include "openvid/model/rope.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/train/objective.h"
 #include "openvid/train/optimizer.h"
@@ -44,40 +46,42 @@ struct SyncCounter : c10::WarningHandler {
 
 BOOST_AUTO_TEST_CASE(fused_adamw_matches_the_aten_path) {
   BOOST_REQUIRE(at::hasCUDA() && ov::kernels::available());
-  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(1);
-  // Segments of awkward sizes (tails, more than one chunk), bf16 compute copies, decay on and off.
-  const std::vector<int64_t> sizes = {1, 7, 8193, 100000, 3};
-  ov::train::AdamOptions fused_options, aten_options;
-  aten_options.fused = false;
-  ov::train::AdamW fused(fused_options), aten(aten_options);
-  std::vector<at::Tensor> params_f, params_a, grads, copies_f, copies_a;
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    const at::Tensor p = at::normal(0, 1, {sizes[i]}, g).to(kCuda), grad = at::normal(0, 1, {sizes[i]}, g).to(kCuda);
-    params_f.push_back(p.clone());
-    params_a.push_back(p.clone());
-    grads.push_back(grad);
-    copies_f.push_back(at::full({sizes[i]}, 7, at::TensorOptions().dtype(at::kBFloat16).device(kCuda)));  // poisoned
-    copies_a.push_back(copies_f.back().clone());
-    const ov::train::ParamRule rule{0.5 + 0.1 * static_cast<double>(i), i % 2 ? 0.0 : 0.05};
-    fused.add_segment("s" + std::to_string(i), params_f.back(), grads.back(), rule, {}, {}, copies_f.back());
-    aten.add_segment("s" + std::to_string(i), params_a.back(), grads.back(), rule, {}, {}, copies_a.back());
+  for (at::ScalarType grad_dtype : {at::kFloat, at::kBFloat16}) {
+    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(1);
+    // Segments of awkward sizes (tails, more than one chunk), bf16 compute copies, decay on and off.
+    const std::vector<int64_t> sizes = {1, 7, 8193, 100000, 3};
+    ov::train::AdamOptions fused_options, aten_options;
+    aten_options.fused = false;
+    ov::train::AdamW fused(fused_options), aten(aten_options);
+    std::vector<at::Tensor> params_f, params_a, grads, copies_f, copies_a;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const at::Tensor p = at::normal(0, 1, {sizes[i]}, g).to(kCuda);
+      params_f.push_back(p.clone());
+      params_a.push_back(p.clone());
+      grads.push_back(at::zeros({sizes[i]}, at::TensorOptions().dtype(grad_dtype).device(kCuda)));
+      copies_f.push_back(at::full({sizes[i]}, 7, at::TensorOptions().dtype(at::kBFloat16).device(kCuda)));  // poisoned
+      copies_a.push_back(copies_f.back().clone());
+      const ov::train::ParamRule rule{0.5 + 0.1 * static_cast<double>(i), i % 2 ? 0.0 : 0.05};
+      fused.add_segment("s" + std::to_string(i), params_f.back(), grads.back(), rule, {}, {}, copies_f.back());
+      aten.add_segment("s" + std::to_string(i), params_a.back(), grads.back(), rule, {}, {}, copies_a.back());
+    }
+    const at::Tensor control = at::tensor({1.f, 0.75f}).to(kCuda);
+    for (int step = 0; step < 3; ++step) {
+      for (auto& gr : grads) gr.copy_(at::normal(0, 1, gr.sizes(), g));
+      fused.step(1e-2 * (step + 1), control);
+      aten.step(1e-2 * (step + 1), control);
+    }
+    const std::string tag = std::string(c10::toString(grad_dtype)) + " gradients: ";
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      BOOST_CHECK_MESSAGE(relative_error(params_f[i], params_a[i]) < 1e-6, tag << "segment " << i);
+      BOOST_CHECK_MESSAGE(at::equal(copies_f[i].cpu(), params_f[i].to(at::kBFloat16).cpu()), tag << "copy " << i);  // all written
+    }
+    BOOST_CHECK_EQUAL(fused.steps(), 3);
+    const at::Tensor before = params_f[2].clone();
+    fused.step(1e-2, at::tensor({0.f, 1.f}).to(kCuda));  // skipped on the device
+    BOOST_CHECK(at::equal(params_f[2], before));
+    BOOST_CHECK_EQUAL(fused.steps(), 3);
   }
-  const at::Tensor control = at::tensor({1.f, 0.75f}).to(kCuda);
-  for (int step = 0; step < 3; ++step) {
-    for (auto& gr : grads) gr.copy_(at::normal(0, 1, gr.sizes(), g));
-    fused.step(1e-2 * (step + 1), control);
-    aten.step(1e-2 * (step + 1), control);
-  }
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    BOOST_CHECK_LT(relative_error(params_f[i], params_a[i]), 1e-6);
-    BOOST_CHECK_LT(relative_error(copies_f[i], copies_a[i]), 1e-2);
-    BOOST_CHECK(at::equal(copies_f[i].cpu(), params_f[i].to(at::kBFloat16).cpu()));  // every element written
-  }
-  BOOST_CHECK_EQUAL(fused.steps(), 3);
-  const at::Tensor before = params_f[2].clone();
-  fused.step(1e-2, at::tensor({0.f, 1.f}).to(kCuda));  // skipped on the device
-  BOOST_CHECK(at::equal(params_f[2], before));
-  BOOST_CHECK_EQUAL(fused.steps(), 3);
 }
 
 BOOST_AUTO_TEST_CASE(gpu_noise_is_the_cpu_noise) {
@@ -94,6 +98,101 @@ BOOST_AUTO_TEST_CASE(gpu_noise_is_the_cpu_noise) {
   ov::kernels::gaussian_noise(got.data_ptr<float>(), reinterpret_cast<const uint64_t*>(k.data_ptr<int64_t>()), B, C, F, H, W,
                               ov::kernels::current_stream(kCuda));
   BOOST_CHECK_LE((got.cpu() - want).abs().max().item<double>(), 1e-6);
+}
+
+// The fused block operations against their ATen compositions computed in fp32 from the same (bf16) values:
+// outputs and every input's gradient within bf16 rounding (relative L2 error < 1e-2), on shapes with odd
+// token counts, both RoPE layouts' register rows, with and without the value residual and norm weights.
+namespace {
+
+struct Leaf {
+  at::Tensor bf16, fp32;  // the same values; both require grad
+};
+
+Leaf leaf(at::IntArrayRef shape, at::Generator& g, double scale = 1.0, double shift = 0.0) {
+  const at::Tensor v = (at::normal(0, 1, shape, g) * scale + shift).to(at::kBFloat16);
+  return {v.to(kCuda).requires_grad_(), v.to(at::kFloat).to(kCuda).requires_grad_()};
+}
+
+// Modulation rows [B, 1, D] as chunks of one [B, 1, n*D] tensor, as the block makes them.
+at::Tensor chunk_of(const at::Tensor& mod, int64_t k, int64_t D) { return mod.narrow(2, k * D, D); }
+
+void check_close(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
+  BOOST_REQUIRE_MESSAGE(got.defined() && want.defined(), what << " is undefined");
+  const double err = relative_error(got, want);
+  BOOST_CHECK_MESSAGE(err < 1e-2, what << ": relative error " << err);
+  BOOST_CHECK_MESSAGE(at::isfinite(got).all().item<bool>(), what << " has non-finite values");
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(fused_block_operations_match_their_aten_compositions) {
+  namespace ops = ov::model::ops;
+  BOOST_REQUIRE(at::hasCUDA() && ops::fused_kernels_enabled());
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(5);
+  const int64_t B = 2, L = 37, H = 3, Dh = 32, D = H * Dh;
+  for (bool affine : {false, true}) {
+    // modulated RMSNorm
+    const Leaf x = leaf({B, L, D}, g, 2.0, 0.5), mod = leaf({B, 1, 3 * D}, g, 0.3), w = leaf({D}, g, 0.2, 1.0);
+    const at::Tensor probe = at::normal(0, 1, {B, L, D}, g).to(kCuda);
+    const at::Tensor out = ops::modulated_rms_norm(x.bf16, affine ? w.bf16 : at::Tensor(), chunk_of(mod.bf16, 0, D), chunk_of(mod.bf16, 1, D),
+                                                   at::kBFloat16);
+    const at::Tensor ref = ops::reference::modulated_rms_norm(x.fp32, affine ? w.fp32 : at::Tensor(), chunk_of(mod.fp32, 0, D),
+                                                              chunk_of(mod.fp32, 1, D), at::kFloat);
+    check_close(out, ref, "norm output");
+    (out.to(at::kFloat) * probe).sum().backward();
+    (ref * probe).sum().backward();
+    check_close(x.bf16.grad(), x.fp32.grad(), "norm dx");
+    check_close(mod.bf16.grad(), mod.fp32.grad(), "norm dshift, dscale");
+    if (affine) check_close(w.bf16.grad(), w.fp32.grad(), "norm dweight");
+  }
+  {  // gated residual
+    const Leaf x = leaf({B, L, D}, g), y = leaf({B, L, D}, g), mod = leaf({B, 1, 2 * D}, g);
+    const at::Tensor probe = at::normal(0, 1, {B, L, D}, g).to(kCuda);
+    const at::Tensor out = ops::gated_residual(x.bf16, y.bf16, chunk_of(mod.bf16, 1, D));
+    const at::Tensor ref = ops::reference::gated_residual(x.fp32, y.fp32, chunk_of(mod.fp32, 1, D));
+    check_close(out, ref, "residual output");
+    (out.to(at::kFloat) * probe).sum().backward();
+    (ref * probe).sum().backward();
+    check_close(x.bf16.grad(), x.fp32.grad(), "residual dx");
+    check_close(y.bf16.grad(), y.fp32.grad(), "residual dy");
+    check_close(mod.bf16.grad(), mod.fp32.grad(), "residual dgate");
+  }
+  for (bool residual : {false, true}) {  // heads, RoPE, value residual
+    for (ov::RopeLayout layout : {ov::RopeLayout::kAligned, ov::RopeLayout::kSeed}) {
+      ov::model::TokenWindow w;
+      w.t = 3, w.h = 2, w.w = 5, w.offset = {4, 9, 1};  // 30 video tokens + 7 registers = 37
+      auto [cos, sin] = ov::model::rope_tables(ov::model::rope_axis_tables(Dh, kCuda), 7, w, layout);
+      const Leaf qkv = leaf({B, L, 3 * D}, g), v0 = leaf({B, H, L, Dh}, g), lam = leaf({1}, g, 0.1, 0.6);
+      const at::Tensor p = at::normal(0, 1, {3, B, H, L, Dh}, g).to(kCuda);
+      const ops::Heads out = ops::attention_heads(qkv.bf16, H, Dh, cos, sin, residual ? v0.bf16 : at::Tensor(), lam.bf16);
+      const ops::Heads ref = ops::reference::attention_heads(qkv.fp32, H, Dh, cos, sin, residual ? v0.fp32 : at::Tensor(), lam.fp32);
+      const std::string tag = std::string(residual ? "residual " : "") + ov::to_string(layout) + " ";
+      check_close(out.q, ref.q, tag + "q");
+      check_close(out.k, ref.k, tag + "k");
+      check_close(out.v, ref.v, tag + "v");
+      ((out.q.to(at::kFloat) * p[0]).sum() + (out.k.to(at::kFloat) * p[1]).sum() + (out.v.to(at::kFloat) * p[2]).sum()).backward();
+      ((ref.q * p[0]).sum() + (ref.k * p[1]).sum() + (ref.v * p[2]).sum()).backward();
+      check_close(qkv.bf16.grad(), qkv.fp32.grad(), tag + "dqkv");
+      if (residual) {
+        check_close(v0.bf16.grad(), v0.fp32.grad(), tag + "dv0");
+        check_close(lam.bf16.grad(), lam.fp32.grad(), tag + "dlambda");
+      }
+    }
+  }
+  {  // the MLP that recomputes its GELU
+    const Leaf x = leaf({B, L, D}, g), w1 = leaf({4 * D, D}, g, 0.1), b1 = leaf({4 * D}, g, 0.1), w2 = leaf({D, 4 * D}, g, 0.1),
+               b2 = leaf({D}, g, 0.1);
+    const at::Tensor probe = at::normal(0, 1, {B, L, D}, g).to(kCuda);
+    const at::Tensor out = ops::gelu_mlp(x.bf16, w1.bf16, b1.bf16, w2.bf16, b2.bf16);
+    const at::Tensor ref = ops::reference::gelu_mlp(x.fp32, w1.fp32, b1.fp32, w2.fp32, b2.fp32);
+    check_close(out, ref, "mlp output");
+    (out.to(at::kFloat) * probe).sum().backward();
+    (ref * probe).sum().backward();
+    for (const auto& [name, l] : {std::pair{"dx", &x}, std::pair{"dw1", &w1}, std::pair{"db1", &b1}, std::pair{"dw2", &w2}, std::pair{"db2", &b2}}) {
+      check_close(l->bf16.grad(), l->fp32.grad(), std::string("mlp ") + name);
+    }
+  }
 }
 
 // After the first step (plans, caches), a training step makes the host wait for the device once: when

@@ -13,7 +13,18 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kUnroll = 4;
 
-template <CopyKind Copy>
+template <typename Grad>
+__device__ __forceinline__ float load_grad(const void* g, int64_t i);
+template <>
+__device__ __forceinline__ float load_grad<float>(const void* g, int64_t i) {
+  return static_cast<const float*>(g)[i];
+}
+template <>
+__device__ __forceinline__ float load_grad<__nv_bfloat16>(const void* g, int64_t i) {
+  return __bfloat162float(static_cast<const __nv_bfloat16*>(g)[i]);
+}
+
+template <typename Grad, CopyKind Copy>
 __global__ void __launch_bounds__(kThreads) adamw_kernel(const AdamSegment* __restrict__ segments,
                                                          const int64_t* __restrict__ chunks, AdamConstants c,
                                                          const float* __restrict__ control,
@@ -38,7 +49,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const AdamSegment* __re
       const int64_t i = base + static_cast<int64_t>(u) * kThreads;
       if (i < end) {
         p[u] = seg.param[i];
-        g[u] = seg.grad[i];
+        g[u] = load_grad<Grad>(seg.grad, i);
         m[u] = seg.exp_avg[i];
         v[u] = seg.exp_avg_sq[i];
       }
@@ -66,24 +77,31 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const AdamSegment* __re
   }
 }
 
-}  // namespace
-
-void fused_adamw(const AdamSegment* segments, const int64_t* chunks, int64_t num_chunks, CopyKind copy, const AdamConstants& c,
-                 const float* control, const int64_t* steps, Stream stream) {
-  if (num_chunks == 0) return;
+template <typename Grad>
+void launch(const AdamSegment* segments, const int64_t* chunks, int64_t num_chunks, CopyKind copy, const AdamConstants& c,
+            const float* control, const int64_t* steps, Stream stream) {
   const dim3 grid(static_cast<unsigned>(num_chunks)), block(kThreads);
   switch (copy) {
     case CopyKind::kNone:
-      adamw_kernel<CopyKind::kNone><<<grid, block, 0, stream>>>(segments, chunks, c, control, steps);
+      adamw_kernel<Grad, CopyKind::kNone><<<grid, block, 0, stream>>>(segments, chunks, c, control, steps);
       break;
     case CopyKind::kFloat:
-      adamw_kernel<CopyKind::kFloat><<<grid, block, 0, stream>>>(segments, chunks, c, control, steps);
+      adamw_kernel<Grad, CopyKind::kFloat><<<grid, block, 0, stream>>>(segments, chunks, c, control, steps);
       break;
     case CopyKind::kBFloat16:
-      adamw_kernel<CopyKind::kBFloat16><<<grid, block, 0, stream>>>(segments, chunks, c, control, steps);
+      adamw_kernel<Grad, CopyKind::kBFloat16><<<grid, block, 0, stream>>>(segments, chunks, c, control, steps);
       break;
   }
   OV_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void fused_adamw(const AdamSegment* segments, const int64_t* chunks, int64_t num_chunks, CopyKind grad, CopyKind copy,
+                 const AdamConstants& c, const float* control, const int64_t* steps, Stream stream) {
+  if (num_chunks == 0) return;
+  if (grad == CopyKind::kBFloat16) launch<__nv_bfloat16>(segments, chunks, num_chunks, copy, c, control, steps, stream);
+  else launch<float>(segments, chunks, num_chunks, copy, c, control, steps, stream);
 }
 
 }  // namespace ov::kernels

@@ -53,7 +53,8 @@ namespace {
 }
 }  // namespace
 
-void fused_adamw(const AdamSegment*, const int64_t*, int64_t, CopyKind, const AdamConstants&, const float*, const int64_t*, Stream) {
+void fused_adamw(const AdamSegment*, const int64_t*, int64_t, CopyKind, CopyKind, const AdamConstants&, const float*, const int64_t*,
+                 Stream) {
   missing("fused_adamw");
 }
 void gaussian_noise(float*, const uint64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, Stream) { missing("gaussian_noise"); }

@@ -7,13 +7,12 @@
 #include <cmath>
 
 #include "openvid/kernels/range.h"
+#include "openvid/model/block_ops.h"
 #include "openvid/model/recompute.h"
 #include "openvid/runtime/error.h"
 
 namespace ov::model {
 namespace {
-
-constexpr double kNormEps = 1e-6;
 
 at::Tensor linear(const at::Tensor& x, const torch::nn::Linear& l, at::ScalarType dtype) {
   return at::linear(x, l->weight.to(dtype), l->bias.defined() ? l->bias.to(dtype) : at::Tensor());
@@ -32,17 +31,6 @@ std::shared_ptr<torch::nn::Module> container(torch::nn::Module& parent, const st
 at::Tensor norm_weight(torch::nn::Module& parent, const std::string& name, int64_t width, bool affine) {
   if (!affine) return at::Tensor();
   return container(parent, name)->register_parameter("weight", at::ones({width}));
-}
-
-// At least fp32: norms, RoPE and modulation arithmetic run here (bf16 -> fp32; fp64 stays fp64).
-at::ScalarType accumulate_type(at::ScalarType t) { return at::promote_types(t, at::kFloat); }
-
-// RMSNorm (eps 1e-6) in at least fp32, times the weight when there is one.
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) {
-  const at::Tensor x32 = x.to(accumulate_type(x.scalar_type()));
-  at::Tensor y = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + kNormEps);
-  if (weight.defined()) y = y * weight;
-  return y;
 }
 
 }  // namespace
@@ -76,15 +64,8 @@ BlockImpl::BlockImpl(const DiTConfig& config, int index)
   ada_ = container(*this, "adaLN_modulation")->register_module("1", make_linear(d, 9 * d, true));
 }
 
-at::Tensor BlockImpl::mod_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift,
-                               const at::Tensor& scale, at::ScalarType dtype) const {
-  const at::ScalarType acc = accumulate_type(dtype);
-  return (rms_norm(x, weight) * (1 + scale.to(acc)) + shift.to(acc)).to(dtype);
-}
-
-std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, const at::Tensor& c,
-                                                     const at::Tensor& text, const at::Tensor& v0,
-                                                     const BlockContext& ctx) {
+std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, const at::Tensor& c, const at::Tensor& text,
+                                                     const at::Tensor& v0, const BlockContext& ctx) {
   const at::ScalarType dt = ctx.compute_dtype;
   const int64_t b = x_in.size(0), l = x_in.size(1), lc = text.size(1);
   const std::vector<at::Tensor> mod = linear(at::silu(c), ada_, dt).unsqueeze(1).chunk(9, -1);
@@ -93,22 +74,16 @@ std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, con
                    &gate_mlp = mod[8];
   at::Tensor x = x_in;
 
-  // Self-attention; qkv features split as (3, heads, head_dim), 3 outermost.
-  const at::Tensor qkv =
-      linear(mod_norm(x, norm1_, shift_sa, scale_sa, dt), qkv_, dt).view({b, l, 3, heads_, head_dim_}).permute({2, 0, 3, 1, 4});
-  at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
-  if (residual_v_ && index_ > 0) {
-    OV_CHECK(v0.defined(), "value residual needs block 0's values");
-    const at::Tensor lam = lambda_.to(dt);
-    v = lam * v + (1 - lam) * v0;
-  }
-  q = apply_rope(q, ctx.rope_cos, ctx.rope_sin);
-  k = apply_rope(k, ctx.rope_cos, ctx.rope_sin);
-  const at::Tensor sa = ctx.self_attention->attend(q, k, v).transpose(1, 2).reshape({b, l, width_});
-  x = x + linear(sa, attn_proj_, dt) * gate_sa;
+  // Self-attention; qkv features split as (3, heads, head_dim), 3 outermost; value residual; RoPE on q, k.
+  const at::Tensor qkv = linear(ops::modulated_rms_norm(x, norm1_, shift_sa, scale_sa, dt), qkv_, dt);
+  OV_CHECK(!residual_v_ || index_ == 0 || v0.defined(), "value residual needs block 0's values");
+  const ops::Heads heads = ops::attention_heads(qkv, heads_, head_dim_, ctx.rope_cos, ctx.rope_sin,
+                                                residual_v_ && index_ > 0 ? v0 : at::Tensor(), lambda_);
+  const at::Tensor sa = ctx.self_attention->attend(heads.q, heads.k, heads.v).transpose(1, 2).reshape({b, l, width_});
+  x = ops::gated_residual(x, linear(sa, attn_proj_, dt), gate_sa);
 
   // Cross-attention to the text states (no RoPE).
-  const at::Tensor qc = linear(mod_norm(x, norm2_, shift_ca, scale_ca, dt), q_cross_, dt)
+  const at::Tensor qc = linear(ops::modulated_rms_norm(x, norm2_, shift_ca, scale_ca, dt), q_cross_, dt)
                             .view({b, l, heads_, head_dim_})
                             .transpose(1, 2);
   const at::Tensor kv = linear(text.to(dt), context_kv_, dt).view({b, lc, 2, heads_, head_dim_}).permute({2, 0, 3, 1, 4});
@@ -116,12 +91,13 @@ std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, con
                                                          1.0 / std::sqrt(static_cast<double>(head_dim_)))
                             .transpose(1, 2)
                             .reshape({b, l, width_});
-  x = x + linear(ca, cross_proj_, dt) * gate_ca;
+  x = ops::gated_residual(x, linear(ca, cross_proj_, dt), gate_ca);
 
   // MLP with exact (erf) GELU.
-  const at::Tensor h = mod_norm(x, norm3_, shift_mlp, scale_mlp, dt);
-  x = x + linear(at::gelu(linear(h, mlp0_, dt)), mlp2_, dt) * gate_mlp;
-  return {x, v};
+  const at::Tensor h = ops::modulated_rms_norm(x, norm3_, shift_mlp, scale_mlp, dt);
+  x = ops::gated_residual(x, ops::gelu_mlp(h, mlp0_->weight.to(dt), mlp0_->bias.to(dt), mlp2_->weight.to(dt), mlp2_->bias.to(dt)),
+                          gate_mlp);
+  return {x, heads.v};
 }
 
 // ---- DiT ---------------------------------------------------------------------------------------------
@@ -232,11 +208,12 @@ at::Tensor DiTImpl::forward_window(const at::Tensor& x, const at::Tensor& text, 
   if (!rope_axes_.cos_time.defined() || rope_axes_.cos_time.device() != x.device()) rope_axes_ = rope_axis_tables(cfg.head_dim, x.device());
   auto [cos, sin] = rope_tables(rope_axes_, r, window, cfg.rope_layout);
   BlockContext ctx{cos, sin, dt, self_attention_.get()};
+  const at::Tensor text_c = text.to(dt);  // once, not in every block
   at::Tensor v0;
   for (Block& block : blocks_) {
     const kernels::Range range("block " + std::to_string(block->index()));
     const bool recompute = cfg.recompute_every > 0 && block->index() % cfg.recompute_every == 0 && c10::GradMode::is_enabled();
-    auto [out, v] = recompute ? recomputed_block(*block, seq, c, text, v0, ctx) : block->forward(seq, c, text, v0, ctx);
+    auto [out, v] = recompute ? recomputed_block(*block, seq, c, text_c, v0, ctx) : block->forward(seq, c, text_c, v0, ctx);
     seq = out;
     if (block->index() == 0) v0 = v;
   }
@@ -244,13 +221,11 @@ at::Tensor DiTImpl::forward_window(const at::Tensor& x, const at::Tensor& text, 
   // Final layer on the video tokens, then unpatchify: features (p_h, p_w, p_t, c), c fastest.
   const at::Tensor video = seq.narrow(1, r, hh * ww * lt);
   const std::vector<at::Tensor> mod = linear(at::silu(c), final_mod_, dt).unsqueeze(1).chunk(2, -1);
-  const at::ScalarType acc = accumulate_type(dt);
-  const at::Tensor y = (rms_norm(video, final_norm_) * (1 + mod[1].to(acc)) + mod[0].to(acc)).to(dt);
-  const at::Tensor out = linear(y, final_proj_, dt);
+  const at::Tensor out = linear(ops::modulated_rms_norm(video, final_norm_, mod[0], mod[1], dt), final_proj_, dt);
   return out.view({b, hh, ww, lt, cfg.patch, cfg.patch, cfg.time_patch, cfg.in_channels})
       .permute({0, 7, 3, 6, 1, 4, 2, 5})
       .reshape({b, cfg.in_channels, lt * cfg.time_patch, hh * cfg.patch, ww * cfg.patch})
-      .to(acc);
+      .to(at::promote_types(dt, at::kFloat));
 }
 
 }  // namespace ov::model

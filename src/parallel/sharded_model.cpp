@@ -54,8 +54,9 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
   const at::TensorOptions fp32 = by_name.begin()->second.options();  // buffers live where the parameters do
   int64_t total = 0;
   for (const FlatUnit& u : units_) total += u.shard_numel;
+  const bool keep_dtype = options_.single_backward && shard_.size() == 1 && dp_.size() == 1;
   master_all_ = at::empty({total}, fp32);
-  grad_all_ = at::zeros({total}, fp32);
+  grad_all_ = at::zeros({total}, fp32.dtype(keep_dtype ? options_.compute_dtype : at::kFloat));
   exp_avg_all_ = at::zeros({total}, fp32);
   exp_avg_sq_all_ = at::zeros({total}, fp32);
 
@@ -126,6 +127,9 @@ void ShardedModel::accumulate(size_t k, size_t i, const at::Tensor& grad) {
   const FlatParam& fp = units_[k].params[i];
   if (shard_.size() == 1) {  // straight into the gradient slice, which is the whole unit
     at::Tensor slot = slices_[k].grad.narrow(0, fp.offset, fp.numel);
+    OV_CHECK(!p.seen[i] || slot.scalar_type() == at::kFloat,
+             "parameter " + fp.name + " got a second gradient in one step, but gradients are kept in " +
+                 std::string(c10::toString(slot.scalar_type())) + " (single_backward)");
     if (p.seen[i]) slot.add_(grad.reshape(-1));
     else slot.copy_(grad.reshape(-1));
   } else {
@@ -139,7 +143,7 @@ void ShardedModel::on_gradient(size_t k, size_t i) {
   at::Tensor& g = params_[k][i].mutable_grad();
   if (!g.defined()) return;
   accumulate(k, i, g);
-  g = at::Tensor();  // released now: the fp32 sum holds it
+  g = at::Tensor();  // released now: the gradient slot holds it
   Pending& p = pending_[k];
   if (!armed_) return;  // an earlier micro-batch: accumulate only
   if (!p.last[i]) {
@@ -213,7 +217,9 @@ void ShardedModel::reduce_gradients() {
   complete_reductions();
 }
 
-at::Tensor ShardedModel::grad_norm_squared() const { return at::linalg_vector_norm(grad_all_, 2).square().view({1}); }
+at::Tensor ShardedModel::grad_norm_squared() const {
+  return at::linalg_vector_norm(grad_all_, 2, {}, false, at::kFloat).square().view({1});
+}
 
 ShardMemory ShardedModel::memory(int64_t states) const {
   ShardMemory m;

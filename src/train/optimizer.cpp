@@ -41,7 +41,9 @@ double lr_multiplier(LrSchedule schedule, int64_t step, int64_t max_steps, int64
 
 void AdamW::add_segment(std::string name, at::Tensor param, at::Tensor grad, ParamRule rule, at::Tensor exp_avg,
                         at::Tensor exp_avg_sq, at::Tensor compute_copy) {
-  OV_CHECK(param.scalar_type() == at::kFloat && grad.sizes() == param.sizes(), "AdamW segments are fp32 with matching gradients");
+  OV_CHECK(param.scalar_type() == at::kFloat && grad.sizes() == param.sizes() &&
+               (grad.scalar_type() == at::kFloat || grad.scalar_type() == at::kBFloat16),
+           "AdamW segments are fp32 masters with fp32 or bf16 gradients of the same shape");
   if (!exp_avg.defined()) exp_avg = at::zeros_like(param);
   if (!exp_avg_sq.defined()) exp_avg_sq = at::zeros_like(param);
   OV_CHECK(exp_avg.sizes() == param.sizes() && exp_avg_sq.sizes() == param.sizes(), "AdamW state views must match the segment");
@@ -80,7 +82,8 @@ void AdamW::step_with_aten(double lr, const at::Tensor& control) {
   const double bc2_sqrt = std::sqrt(1 - std::pow(b2, t));
   for (Segment& s : segments_) {
     const double lr_i = lr * s.rule.lr_mult;
-    const at::Tensor g = factor == 1.0 ? s.grad : s.grad * factor;
+    const at::Tensor g32 = s.grad.to(at::kFloat);
+    const at::Tensor g = factor == 1.0 ? g32 : g32 * factor;
     if (s.rule.weight_decay != 0) s.param.mul_(1 - lr_i * s.rule.weight_decay);
     s.exp_avg.lerp_(g, 1 - b1);
     s.exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2);
@@ -98,6 +101,7 @@ struct FusedPlan {
   at::Tensor chunks;    // int64 (segment, first) pairs
   int64_t num_chunks = 0;
   kernels::CopyKind copy = kernels::CopyKind::kNone;
+  kernels::CopyKind grad = kernels::CopyKind::kFloat;
 };
 
 }  // namespace
@@ -124,7 +128,10 @@ bool AdamW::step_fused(double lr, const at::Tensor& control) {
         chunks.push_back(static_cast<int64_t>(table.size()));
         chunks.push_back(first);
       }
-      table.push_back({s.param.data_ptr<float>(), s.grad.data_ptr<float>(), s.exp_avg.data_ptr<float>(),
+      const kernels::CopyKind grad_kind = s.grad.scalar_type() == at::kBFloat16 ? kernels::CopyKind::kBFloat16 : kernels::CopyKind::kFloat;
+      OV_CHECK(table.empty() || plan->grad == grad_kind, "fused AdamW needs one gradient dtype");
+      plan->grad = grad_kind;
+      table.push_back({s.param.data_ptr<float>(), s.grad.data_ptr(), s.exp_avg.data_ptr<float>(),
                        s.exp_avg_sq.data_ptr<float>(), s.compute_copy.defined() ? s.compute_copy.data_ptr() : nullptr,
                        s.param.numel(), s.rule.lr_mult, s.rule.weight_decay});
     }
@@ -143,7 +150,7 @@ bool AdamW::step_fused(double lr, const at::Tensor& control) {
                                  static_cast<float>(1 - options_.beta2),
                                  static_cast<float>(options_.eps)};
   kernels::fused_adamw(reinterpret_cast<const kernels::AdamSegment*>(plan.segments.data_ptr()), plan.chunks.data_ptr<int64_t>(),
-                       plan.num_chunks, plan.copy, c, control.data_ptr<float>(), steps_.data_ptr<int64_t>(),
+                       plan.num_chunks, plan.grad, plan.copy, c, control.data_ptr<float>(), steps_.data_ptr<int64_t>(),
                        kernels::current_stream(steps_.device()));
   return true;
 }

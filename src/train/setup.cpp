@@ -147,7 +147,9 @@ RunModel build_run_model(const Options& opt, const Universe& u, comm::ProcessGro
   r.model->to(compute.device);
   r.model->set_compute_dtype(compute.dtype);
   if (u.mesh().cp() > 1) r.model->set_self_attention(std::make_shared<parallel::CpSelfAttention>(groups.cp(), opt.model.registers));
-  r.sharded = std::make_unique<parallel::ShardedModel>(*r.model, groups.shard(), groups.dp(), parallel::ShardingOptions{compute.dtype});
+  // One backward per step: the gradients are kept in the compute dtype when no rank sums into them.
+  r.sharded = std::make_unique<parallel::ShardedModel>(*r.model, groups.shard(), groups.dp(),
+                                                       parallel::ShardingOptions{compute.dtype, true, opt.grad_accum == 1});
   if (!opt.load_checkpoint.empty()) {  // names and shapes were checked by check_run_inputs
     parallel::load_masters(*r.sharded, model::read_weights(opt.load_checkpoint), opt.load_checkpoint);
     r.sharded->refresh_compute_copy();

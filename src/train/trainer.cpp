@@ -122,6 +122,7 @@ StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& host, double
   const at::Tensor factor = opt.grad_clip > 0 ? (opt.grad_clip / norm).clamp_max(1.0) : at::ones_like(norm);
   const at::Tensor control = at::cat({finite.to(at::kFloat), factor.to(at::kFloat)});
   r.lr = opt.learning_rate * lr_multiplier(opt.lr_scheduler_type, step, opt.max_steps, opt.warmup_steps);
+  timer.end_phase("statistics");
   {
     const kernels::Range optimizer("optimizer");
     m.optimizer->step(r.lr, control);

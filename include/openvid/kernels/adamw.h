@@ -10,7 +10,7 @@ namespace ov::kernels {
 
 struct AdamSegment {
   float* param;
-  const float* grad;
+  const void* grad;  // fp32 or bf16 as the launch says
   float* exp_avg;
   float* exp_avg_sq;
   void* compute_copy;  // nullptr: none; else bf16 or fp32 as the launch says
@@ -36,9 +36,10 @@ enum class CopyKind : int { kNone = 0, kFloat = 1, kBFloat16 = 2 };
 constexpr int64_t kAdamChunk = 8192;
 
 // segments: device array; chunks: device array of (segment index, first element) pairs, kAdamChunk apart.
+// grad: the gradients' dtype (kFloat or kBFloat16), copy: the compute copies' (or kNone).
 // control (device, 2 floats): [apply (1/0), gradient factor]; steps (device, int64): applied updates
 // before this one (bias correction uses steps + 1). Does not change *steps.
-void fused_adamw(const AdamSegment* segments, const int64_t* chunks, int64_t num_chunks, CopyKind copy, const AdamConstants& c,
-                 const float* control, const int64_t* steps, Stream stream);
+void fused_adamw(const AdamSegment* segments, const int64_t* chunks, int64_t num_chunks, CopyKind grad, CopyKind copy,
+                 const AdamConstants& c, const float* control, const int64_t* steps, Stream stream);
 
 }  // namespace ov::kernels

@@ -54,9 +54,6 @@ class BlockImpl : public torch::nn::Module {
   int index() const { return index_; }
 
  private:
-  at::Tensor mod_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift,
-                      const at::Tensor& scale, at::ScalarType dtype) const;
-
   int index_;
   int64_t width_, heads_, head_dim_;
   bool residual_v_;

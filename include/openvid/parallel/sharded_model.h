@@ -33,8 +33,8 @@ struct ShardMemory {
   int64_t gathered_bytes = 0;                                      // full-size compute buffers
 };
 
-// This rank's state of one unit. master, grad, exp_avg, exp_avg_sq are fp32 [shard_numel] views into
-// rank-wide buffers (one allocation each, units back to back, so that a fused optimizer or a norm reads
+// This rank's state of one unit. master, exp_avg, exp_avg_sq are fp32 [shard_numel] views into rank-wide
+// buffers, grad too (or in the compute dtype, see ShardingOptions::single_backward) (one allocation each, units back to back, so that a fused optimizer or a norm reads
 // them in one pass); full is the unit's gathered buffer [padded] in the compute dtype.
 struct UnitSlices {
   at::Tensor master, grad, exp_avg, exp_avg_sq;
@@ -46,6 +46,11 @@ struct UnitSlices {
 struct ShardingOptions {
   at::ScalarType compute_dtype = at::kFloat;  // the gathered parameters' dtype (bf16 halves gathers and memory)
   bool reduce_in_backward = true;             // false: reduce_gradients() after backward (the plain path)
+  // Gradients are kept in fp32 wherever something is summed into them (several ranks, several micro-batches).
+  // true: nothing is (one rank per shard group and dp group, one backward per step): keep them in the compute
+  // dtype the backward produces them in, which is exact, and halves their memory and the optimizer's reads.
+  // A second gradient for a parameter in one step is then an error.
+  bool single_backward = false;
 };
 
 class ShardedModel {
@@ -88,7 +93,7 @@ class ShardedModel {
   int64_t units_launched_in_backward() const { return launched_in_backward_; }
 
   // Sum of squares of this rank's gradient slices, as a 1-element fp32 tensor on the device: no host
-  // synchronisation (a non-finite gradient makes it non-finite).
+  // synchronisation (a non-finite gradient makes it non-finite). Accumulated in fp32 whatever the dtype.
   at::Tensor grad_norm_squared() const;
   ShardMemory memory(int64_t optimizer_states_per_element = 2) const;
 

@@ -1,0 +1,261 @@
+#include "openvid/model/block_ops.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "openvid/kernels/fused.h"
+#include "openvid/kernels/stream.h"
+#include "openvid/model/rope.h"
+
+namespace ov::model::ops {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using kernels::bf16_t;
+
+constexpr double kNormEps = 1e-6;
+
+// ---- the fused path ----------------------------------------------------------------------------------------
+
+const bf16_t* bits(const at::Tensor& t) { return t.defined() ? static_cast<const bf16_t*>(t.data_ptr()) : nullptr; }
+bf16_t* mutable_bits(const at::Tensor& t) { return static_cast<bf16_t*>(t.data_ptr()); }
+bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+// [B, 1, D] rows of the modulation (chunks of one linear's output): contiguous rows at a batch stride.
+bool fits_rows(const at::Tensor& r, int64_t B, int64_t D) {
+  return r.is_cuda() && r.scalar_type() == at::kBFloat16 && r.dim() == 3 && r.size(0) == B && r.size(1) == 1 && r.size(2) == D &&
+         r.stride(2) == 1 && r.stride(0) % kernels::kVecElements == 0 && aligned16(r);
+}
+kernels::RowVector row_vector(const at::Tensor& r) { return {bits(r), r.stride(0)}; }
+
+// x [B, L, D] bf16 on CUDA with D a multiple of 8 (after .contiguous()).
+bool fits_activations(const at::Tensor& x) {
+  return fused_kernels_enabled() && x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() == 3 &&
+         x.size(2) % kernels::kVecElements == 0;
+}
+
+kernels::Stream stream_of(const at::Tensor& t) { return kernels::current_stream(t.device()); }
+
+at::Tensor contiguous_aligned(const at::Tensor& t) {
+  at::Tensor c = t.contiguous();
+  return aligned16(c) ? c : c.clone();  // a fresh allocation is aligned
+}
+
+class ModulatedRmsNorm : public torch::autograd::Function<ModulatedRmsNorm> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x_in, const std::optional<at::Tensor>& weight, const at::Tensor& shift,
+                               const at::Tensor& scale) {
+    const at::Tensor x = contiguous_aligned(x_in);
+    const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+    at::Tensor out = at::empty_like(x);
+    at::Tensor rstd = at::empty({B * L}, x.options().dtype(at::kFloat));
+    const at::Tensor w = weight.value_or(at::Tensor());
+    kernels::mod_rms_norm_forward(bits(x), bits(w), row_vector(shift), row_vector(scale), mutable_bits(out), rstd.data_ptr<float>(), B, L,
+                                  D, static_cast<float>(kNormEps), stream_of(x));
+    ctx->save_for_backward({x, w, scale, rstd});
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1], &scale = saved[2], &rstd = saved[3];
+    const at::Tensor g = contiguous_aligned(grads[0]);
+    const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+    at::Tensor dx = at::empty_like(x);
+    kernels::mod_rms_norm_backward_dx(bits(g), bits(x), rstd.data_ptr<float>(), bits(w), row_vector(scale), mutable_bits(dx), B, L, D,
+                                      stream_of(x));
+    // d shift = sum_l g; d scale = sum_l g * n * w with n = x * rstd; d w = sum_b,l g * (1 + scale) * n.
+    const at::TensorOptions fp32 = x.options().dtype(at::kFloat);
+    at::Tensor sum_g = at::empty({B, 1, D}, fp32), sum_gn = at::empty({B, 1, D}, fp32);
+    at::Tensor workspace = at::empty({kernels::column_sums_workspace(B, L, D)}, fp32);
+    kernels::column_sums(bits(g), bits(x), rstd.data_ptr<float>(), sum_g.data_ptr<float>(), sum_gn.data_ptr<float>(),
+                         workspace.data_ptr<float>(), B, L, D, stream_of(x));
+    const at::Tensor dscale = (w.defined() ? sum_gn * w.to(at::kFloat) : sum_gn).to(scale.scalar_type());
+    const at::Tensor dw = w.defined() ? ((1 + scale.to(at::kFloat)) * sum_gn).sum({0, 1}).to(w.scalar_type()) : at::Tensor();
+    return {dx, dw, sum_g.to(scale.scalar_type()), dscale};
+  }
+};
+
+class GatedResidual : public torch::autograd::Function<GatedResidual> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& gate) {
+    const at::Tensor x = contiguous_aligned(x_in), y = contiguous_aligned(y_in);
+    const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+    at::Tensor out = at::empty_like(x);
+    kernels::gated_residual_forward(bits(x), bits(y), row_vector(gate), mutable_bits(out), B, L, D, stream_of(x));
+    ctx->save_for_backward({y, gate});
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &y = saved[0], &gate = saved[1];
+    const at::Tensor g = contiguous_aligned(grads[0]);
+    const int64_t B = y.size(0), L = y.size(1), D = y.size(2);
+    at::Tensor dy = at::empty_like(y);
+    kernels::gated_residual_backward_dy(bits(g), row_vector(gate), mutable_bits(dy), B, L, D, stream_of(y));
+    const at::TensorOptions fp32 = y.options().dtype(at::kFloat);
+    at::Tensor sum_gy = at::empty({B, 1, D}, fp32);
+    at::Tensor workspace = at::empty({kernels::column_sums_workspace(B, L, D)}, fp32);
+    kernels::column_sums(bits(g), bits(y), nullptr, nullptr, sum_gy.data_ptr<float>(), workspace.data_ptr<float>(), B, L, D, stream_of(y));
+    return {g, dy, sum_gy.to(gate.scalar_type())};
+  }
+};
+
+// qkv [B, L, 3D] -> q, k, v [B, L, H, Dh] (the caller transposes them to [B, H, L, Dh]).
+class AttentionHeads : public torch::autograd::Function<AttentionHeads> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& qkv_in, const at::Tensor& cos, const at::Tensor& sin,
+                               const std::optional<at::Tensor>& v0_blhd, const std::optional<at::Tensor>& lambda, int64_t heads,
+                               int64_t head_dim) {
+    const at::Tensor qkv = contiguous_aligned(qkv_in);
+    const int64_t B = qkv.size(0), L = qkv.size(1);
+    const std::vector<int64_t> shape{B, L, heads, head_dim};
+    at::Tensor q = at::empty(shape, qkv.options()), k = at::empty(shape, qkv.options()), v = at::empty(shape, qkv.options());
+    const at::Tensor v0 = v0_blhd ? contiguous_aligned(*v0_blhd) : at::Tensor();
+    const at::Tensor lam = lambda.value_or(at::Tensor());
+    const at::Tensor v_raw = v0.defined() ? at::empty(shape, qkv.options()) : at::Tensor();
+    kernels::rope_split_forward(bits(qkv), cos.data_ptr<float>(), sin.data_ptr<float>(), bits(v0), bits(lam), mutable_bits(q), mutable_bits(k),
+                                mutable_bits(v), v_raw.defined() ? mutable_bits(v_raw) : nullptr, B, L, heads, head_dim, stream_of(qkv));
+    ctx->save_for_backward({cos, sin, v_raw, v0, lam});
+    ctx->saved_data["shape"] = shape;
+    return {q, k, v};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &cos = saved[0], &sin = saved[1], &v_raw = saved[2], &v0 = saved[3], &lam = saved[4];
+    const std::vector<int64_t> shape = ctx->saved_data["shape"].toIntVector();
+    const int64_t B = shape[0], L = shape[1], H = shape[2], Dh = shape[3];
+    // A head whose gradient is undefined (unused) counts as zeros.
+    std::vector<at::Tensor> g;
+    for (int i = 0; i < 3; ++i) {
+      at::Tensor t = grads[static_cast<size_t>(i)].defined() ? grads[static_cast<size_t>(i)] : at::zeros(shape, cos.options().dtype(at::kBFloat16));
+      if (t.stride(3) != 1 || !aligned16(t) || t.stride(0) % kernels::kVecElements || t.stride(1) % kernels::kVecElements ||
+          t.stride(2) % kernels::kVecElements) {
+        t = t.contiguous();
+      }
+      g.push_back(t);
+    }
+    auto strides = [](const at::Tensor& t) { return kernels::HeadStrides{t.stride(0), t.stride(1), t.stride(2)}; };
+    at::Tensor dqkv = at::empty({B, L, 3 * H * Dh}, g[0].options());
+    at::Tensor dv0 = v0.defined() ? at::empty_like(v0) : at::Tensor();
+    at::Tensor partials = v0.defined() ? at::empty({kernels::rope_split_blocks(B, L, H, Dh)}, cos.options()) : at::Tensor();
+    kernels::rope_split_backward(bits(g[0]), strides(g[0]), bits(g[1]), strides(g[1]), bits(g[2]), strides(g[2]), cos.data_ptr<float>(),
+                                 sin.data_ptr<float>(), bits(v_raw), bits(v0), bits(lam), mutable_bits(dqkv),
+                                 dv0.defined() ? mutable_bits(dv0) : nullptr, partials.defined() ? partials.data_ptr<float>() : nullptr, B,
+                                 L, H, Dh, stream_of(cos));
+    const at::Tensor dlam = lam.defined() ? partials.sum().to(lam.scalar_type()).view({1}) : at::Tensor();
+    return {dqkv, at::Tensor(), at::Tensor(), dv0, dlam, at::Tensor(), at::Tensor()};
+  }
+};
+
+// fc2(GELU(fc1(x))) saving x and fc1(x): the GELU output is recomputed in backward.
+class GeluMlp : public torch::autograd::Function<GeluMlp> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                               const at::Tensor& b2) {
+    const at::Tensor a = at::linear(x, w1, b1);
+    ctx->save_for_backward({x, a, w1, w2});
+    return {at::linear(at::gelu(a), w2, b2)};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &a = saved[1], &w1 = saved[2], &w2 = saved[3];
+    const at::Tensor g2 = grads[0].reshape({-1, grads[0].size(-1)});
+    const at::Tensor h = at::gelu(a).reshape({-1, a.size(-1)});
+    const at::Tensor dw2 = g2.t().mm(h), db2 = g2.sum(0);
+    const at::Tensor da = at::gelu_backward(g2.mm(w2).view_as(a), a).reshape({-1, a.size(-1)});
+    const at::Tensor dw1 = da.t().mm(x.reshape({-1, x.size(-1)})), db1 = da.sum(0);
+    const at::Tensor dx = da.mm(w1).view_as(x);
+    return {dx, dw1, db1, dw2, db2};
+  }
+};
+
+}  // namespace
+
+// ---- the ATen compositions -------------------------------------------------------------------------------
+
+namespace reference {
+
+at::Tensor modulated_rms_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift, const at::Tensor& scale,
+                              at::ScalarType dtype) {
+  const auto accumulate_type = [](at::ScalarType t) { return at::promote_types(t, at::kFloat); };
+  const at::Tensor x32 = x.to(accumulate_type(x.scalar_type()));
+  at::Tensor y = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + kNormEps);
+  if (weight.defined()) y = y * weight;
+  const at::ScalarType acc = accumulate_type(dtype);
+  return (y * (1 + scale.to(acc)) + shift.to(acc)).to(dtype);
+}
+
+at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate) { return x + y * gate; }
+
+Heads attention_heads(const at::Tensor& qkv, int64_t heads, int64_t head_dim, const at::Tensor& cos, const at::Tensor& sin,
+                      const at::Tensor& v0, const at::Tensor& lambda) {
+  const at::Tensor split = qkv.view({qkv.size(0), qkv.size(1), 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
+  at::Tensor v = split[2];
+  if (v0.defined()) {
+    const at::Tensor lam = lambda.to(qkv.scalar_type());
+    v = lam * v + (1 - lam) * v0;
+  }
+  return {apply_rope(split[0], cos, sin), apply_rope(split[1], cos, sin), v};
+}
+
+at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2) {
+  return at::linear(at::gelu(at::linear(x, w1, b1)), w2, b2);
+}
+
+}  // namespace reference
+
+// ---- dispatch ---------------------------------------------------------------------------------------------
+
+bool fused_kernels_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("OPENVID_FUSED_KERNELS");
+    return kernels::available() && !(v != nullptr && std::strcmp(v, "0") == 0);
+  }();
+  return enabled;
+}
+
+at::Tensor modulated_rms_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift, const at::Tensor& scale,
+                              at::ScalarType out_dtype) {
+  if (fits_activations(x) && out_dtype == at::kBFloat16 && fits_rows(shift, x.size(0), x.size(2)) &&
+      fits_rows(scale, x.size(0), x.size(2))) {
+    const std::optional<at::Tensor> w = weight.defined() ? std::optional<at::Tensor>(contiguous_aligned(weight.to(at::kBFloat16)))
+                                                         : std::nullopt;
+    return ModulatedRmsNorm::apply(x, w, shift, scale)[0];
+  }
+  return reference::modulated_rms_norm(x, weight, shift, scale, out_dtype);
+}
+
+at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate) {
+  if (fits_activations(x) && y.sizes() == x.sizes() && y.scalar_type() == at::kBFloat16 && fits_rows(gate, x.size(0), x.size(2))) {
+    return GatedResidual::apply(x, y, gate)[0];
+  }
+  return reference::gated_residual(x, y, gate);
+}
+
+Heads attention_heads(const at::Tensor& qkv, int64_t heads, int64_t head_dim, const at::Tensor& cos, const at::Tensor& sin,
+                      const at::Tensor& v0, const at::Tensor& lambda) {
+  const bool fused = fits_activations(qkv) && head_dim % (2 * kernels::kVecElements) == 0 && cos.scalar_type() == at::kFloat &&
+                     cos.is_contiguous() && sin.is_contiguous() && cos.size(0) == qkv.size(1) &&
+                     (!v0.defined() || (v0.scalar_type() == at::kBFloat16 && lambda.is_cuda()));
+  if (!fused) return reference::attention_heads(qkv, heads, head_dim, cos, sin, v0, lambda);
+  // v0 comes as [B, H, L, Dh] (what a block returns); the kernel reads it as [B, L, H, Dh].
+  const std::optional<at::Tensor> v0_blhd = v0.defined() ? std::optional<at::Tensor>(v0.transpose(1, 2)) : std::nullopt;
+  const std::optional<at::Tensor> lam = v0.defined() ? std::optional<at::Tensor>(lambda.to(at::kBFloat16)) : std::nullopt;
+  const variable_list out = AttentionHeads::apply(qkv, cos, sin, v0_blhd, lam, heads, head_dim);
+  return {out[0].transpose(1, 2), out[1].transpose(1, 2), out[2].transpose(1, 2)};
+}
+
+at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2) {
+  if (fits_activations(x)) return GeluMlp::apply(x, w1, b1, w2, b2)[0];
+  return reference::gelu_mlp(x, w1, b1, w2, b2);
+}
+
+}  // namespace ov::model::ops
