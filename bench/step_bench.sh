@@ -39,7 +39,8 @@ for cfg in "${configs[@]}"; do
     "${profile[@]}" ${OPENVID_EXTRA:-} > "$out/openvid_$cfg.log" 2>&1 || { echo "openvid $cfg failed:"; tail -15 "$out/openvid_$cfg.log"; }
 done
 if [ "${BASELINE:-1}" != 0 ]; then
-  timeout 420 python3 bench/torch_baseline.py --configs "${configs[@]}" --json "$out/torch.json" > "$out/torch.log" 2>&1 ||
+  timeout 420 python3 bench/torch_baseline.py --configs "${configs[@]}" --warmup "${BASE_WARMUP:-6}" --steps "${BASE_STEPS:-10}" \
+    --json "$out/torch.json" > "$out/torch.log" 2>&1 ||
     { echo "baseline failed:"; tail -15 "$out/torch.log"; }
 fi
 python3 bench/step_summary.py --out "$out" --warmup "$warmup" "${configs[@]}" | tee "$out/summary.md"

@@ -213,6 +213,7 @@ def main():
     ap.add_argument("--eager", action="store_true", help="no torch.compile")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
+    torch._dynamo.config.cache_size_limit = 64  # one compiled block per block, however deep the model
     dev = torch.device("cuda", 0)
     torch.cuda.set_device(dev)
     for k, v in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29533"), ("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
