@@ -75,7 +75,7 @@ class ModulatedRmsNorm : public torch::autograd::Function<ModulatedRmsNorm> {
     kernels::column_sums(bits(g), bits(x), rstd.data_ptr<float>(), sum_g.data_ptr<float>(), sum_gn.data_ptr<float>(),
                          workspace.data_ptr<float>(), B, L, D, stream_of(x));
     const at::Tensor dscale = (w.defined() ? sum_gn * w.to(at::kFloat) : sum_gn).to(scale.scalar_type());
-    const at::Tensor dw = w.defined() ? ((1 + scale.to(at::kFloat)) * sum_gn).sum({0, 1}).to(w.scalar_type()) : at::Tensor();
+    const at::Tensor dw = w.defined() ? ((1 + scale.to(at::kFloat)) * sum_gn).sum(at::IntArrayRef{0, 1}).to(w.scalar_type()) : at::Tensor();
     return {dx, dw, sum_g.to(scale.scalar_type()), dscale};
   }
 };
