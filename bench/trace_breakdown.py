@@ -54,7 +54,7 @@ def union_length(intervals):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("trace")
-    ap.add_argument("--top", type=int, default=12, help="most expensive kernels to list")
+    ap.add_argument("--top", type=int, default=25, help="most expensive kernels to list")
     ap.add_argument("--label", default="", help="a title for the table")
     args = ap.parse_args()
     events = json.load(open(args.trace))["traceEvents"]

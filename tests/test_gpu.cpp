@@ -132,31 +132,44 @@ BOOST_AUTO_TEST_CASE(fused_block_operations_match_their_aten_compositions) {
   at::Generator g = at::make_generator<at::CPUGeneratorImpl>(5);
   const int64_t B = 2, L = 37, H = 3, Dh = 32, D = H * Dh;
   for (bool affine : {false, true}) {
-    // modulated RMSNorm
-    const Leaf x = leaf({B, L, D}, g, 2.0, 0.5), mod = leaf({B, 1, 3 * D}, g, 0.3), w = leaf({D}, g, 0.2, 1.0);
-    const at::Tensor probe = at::normal(0, 1, {B, L, D}, g).to(kCuda);
-    const at::Tensor out = ops::modulated_rms_norm(x.bf16, affine ? w.bf16 : at::Tensor(), chunk_of(mod.bf16, 0, D), chunk_of(mod.bf16, 1, D),
-                                                   at::kBFloat16);
-    const at::Tensor ref = ops::reference::modulated_rms_norm(x.fp32, affine ? w.fp32 : at::Tensor(), chunk_of(mod.fp32, 0, D),
-                                                              chunk_of(mod.fp32, 1, D), at::kFloat);
-    check_close(out, ref, "norm output");
-    (out.to(at::kFloat) * probe).sum().backward();
-    (ref * probe).sum().backward();
-    check_close(x.bf16.grad(), x.fp32.grad(), "norm dx");
-    check_close(mod.bf16.grad(), mod.fp32.grad(), "norm dshift, dscale");
-    if (affine) check_close(w.bf16.grad(), w.fp32.grad(), "norm dweight");
-  }
-  {  // gated residual
-    const Leaf x = leaf({B, L, D}, g), y = leaf({B, L, D}, g), mod = leaf({B, 1, 2 * D}, g);
-    const at::Tensor probe = at::normal(0, 1, {B, L, D}, g).to(kCuda);
-    const at::Tensor out = ops::gated_residual(x.bf16, y.bf16, chunk_of(mod.bf16, 1, D));
-    const at::Tensor ref = ops::reference::gated_residual(x.fp32, y.fp32, chunk_of(mod.fp32, 1, D));
-    check_close(out, ref, "residual output");
-    (out.to(at::kFloat) * probe).sum().backward();
-    (ref * probe).sum().backward();
-    check_close(x.bf16.grad(), x.fp32.grad(), "residual dx");
-    check_close(y.bf16.grad(), y.fp32.grad(), "residual dy");
-    check_close(mod.bf16.grad(), mod.fp32.grad(), "residual dgate");
+    // modulated RMSNorm alone, the gated residual alone, and both at one junction
+    const Leaf x = leaf({B, L, D}, g, 2.0, 0.5), y = leaf({B, L, D}, g), mod = leaf({B, 1, 3 * D}, g, 0.3), w = leaf({D}, g, 0.2, 1.0);
+    const at::Tensor p1 = at::normal(0, 1, {B, L, D}, g).to(kCuda), p2 = at::normal(0, 1, {B, L, D}, g).to(kCuda);
+    const std::string tag = affine ? "with norm weight: " : "";
+    for (int kind = 0; kind < 3; ++kind) {  // 0: norm, 1: residual, 2: both
+      for (const Leaf* l : {&x, &y, &mod, &w}) {
+        l->bf16.mutable_grad() = at::Tensor();
+        l->fp32.mutable_grad() = at::Tensor();
+      }
+      auto run = [&](bool fused, const at::Tensor& xx, const at::Tensor& yy, const at::Tensor& mm, const at::Tensor& ww) {
+        const at::Tensor gate = chunk_of(mm, 2, D), weight = affine ? ww : at::Tensor();
+        const at::ScalarType dt = xx.scalar_type();
+        std::pair<at::Tensor, at::Tensor> r;
+        if (kind == 0) {
+          r.second = fused ? ops::modulated_rms_norm(xx, weight, chunk_of(mm, 0, D), chunk_of(mm, 1, D), dt)
+                           : ops::reference::modulated_rms_norm(xx, weight, chunk_of(mm, 0, D), chunk_of(mm, 1, D), dt);
+        } else if (kind == 1) {
+          r.first = fused ? ops::gated_residual(xx, yy, gate) : ops::reference::gated_residual(xx, yy, gate);
+        } else {
+          r = fused ? ops::residual_then_norm(xx, yy, gate, weight, chunk_of(mm, 0, D), chunk_of(mm, 1, D))
+                    : ops::reference::residual_then_norm(xx, yy, gate, weight, chunk_of(mm, 0, D), chunk_of(mm, 1, D));
+        }
+        at::Tensor loss = at::zeros({}, at::TensorOptions().device(kCuda));
+        if (r.first.defined()) loss = loss + (r.first.to(at::kFloat) * p1).sum();
+        if (r.second.defined()) loss = loss + (r.second.to(at::kFloat) * p2).sum();
+        loss.backward();
+        return r;
+      };
+      const auto got = run(true, x.bf16, y.bf16, mod.bf16, w.bf16);
+      const auto want = run(false, x.fp32, y.fp32, mod.fp32, w.fp32);
+      const std::string k = tag + (kind == 0 ? "norm " : kind == 1 ? "residual " : "residual+norm ");
+      if (kind > 0) check_close(got.first, want.first, k + "x_new");
+      if (kind != 1) check_close(got.second, want.second, k + "h");
+      check_close(x.bf16.grad(), x.fp32.grad(), k + "dx");
+      if (kind > 0) check_close(y.bf16.grad(), y.fp32.grad(), k + "dy");
+      check_close(mod.bf16.grad(), mod.fp32.grad(), k + "d(shift, scale, gate)");
+      if (affine && kind != 1) check_close(w.bf16.grad(), w.fp32.grad(), k + "dweight");
+    }
   }
   for (bool residual : {false, true}) {  // heads, RoPE, value residual
     for (ov::RopeLayout layout : {ov::RopeLayout::kAligned, ov::RopeLayout::kSeed}) {

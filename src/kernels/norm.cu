@@ -1,6 +1,12 @@
-// Modulated RMSNorm and the deterministic column sums (include/openvid/kernels/fused.h). One warp per row:
-// a first pass reduces the row (its sum of squares, or the backward's dot product), a second pass re-reads
-// the row (from L1/L2: a row is at most a few KB) and writes the output, 8 bf16 per 16-byte access.
+// The residual stream's memory-bound work (include/openvid/kernels/fused.h): the gated residual, the
+// modulated RMSNorm, and both fused, forward and backward.
+//
+// Layout of every kernel here: a CUDA block owns a chunk of kRowsPerChunk rows of one sample and spans a
+// whole row, each thread V x 8 columns (16-byte accesses, V = 1 up to D = 4096, 2 up to 8192), so that the
+// per-sample rows (shift, scale, gate, weight) sit in registers for the whole chunk, a row's reduction is
+// one block reduction, and the column sums over the tokens (the gradients of shift, scale and gate)
+// accumulate in registers across the chunk's rows. Each block writes its column sums as partials
+// [B, chunks, D]; a second kernel adds the chunks in order, so every result is deterministic.
 #include <cuda_bf16.h>
 
 #include "openvid/kernels/cuda_check.h"
@@ -11,146 +17,198 @@ namespace ov::kernels {
 namespace {
 
 using bf16 = __nv_bfloat16;
-constexpr int kWarpsPerBlock = 8;
+constexpr int64_t kRowsPerChunk = 32;
+constexpr int kMaxThreads = 512;
+constexpr int kMaxWarps = kMaxThreads / 32;
 
 __device__ __forceinline__ const bf16* as_bf16(const bf16_t* p) { return reinterpret_cast<const bf16*>(p); }
 __device__ __forceinline__ bf16* as_bf16(bf16_t* p) { return reinterpret_cast<bf16*>(p); }
-
-__global__ void __launch_bounds__(32 * kWarpsPerBlock)
-    norm_forward_kernel(const bf16_t* __restrict__ x_, const bf16_t* __restrict__ w_, RowVector shift, RowVector scale,
-                        bf16_t* __restrict__ out_, float* __restrict__ rstd, int64_t rows, int64_t L, int64_t D, float eps) {
-  const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  if (row >= rows) return;
-  const int64_t b = row / L;
-  const bf16* x = as_bf16(x_) + row * D;
-  float ss = 0.f;
-  for (int64_t c = lane * kVec; c < D; c += 32 * kVec) {
-    float v[kVec];
-    load8(x + c, v);
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) ss += v[i] * v[i];
-  }
-  ss = warp_sum(ss);
-  const float r = rsqrtf(ss / static_cast<float>(D) + eps);
-  if (lane == 0) rstd[row] = r;
-  const bf16* sh = as_bf16(shift.data) + b * shift.batch_stride;
-  const bf16* sc = as_bf16(scale.data) + b * scale.batch_stride;
-  bf16* out = as_bf16(out_) + row * D;
-  for (int64_t c = lane * kVec; c < D; c += 32 * kVec) {
-    float v[kVec], s[kVec], t[kVec], w[kVec];
-    load8(x + c, v);
-    load8(sc + c, s);
-    load8(sh + c, t);
-    if (w_ != nullptr) load8(as_bf16(w_) + c, w);
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) {
-      float n = v[i] * r;
-      if (w_ != nullptr) n *= w[i];
-      v[i] = n * (1.f + s[i]) + t[i];
-    }
-    store8(out + c, v);
-  }
-}
-
-__global__ void __launch_bounds__(32 * kWarpsPerBlock)
-    norm_backward_dx_kernel(const bf16_t* __restrict__ g_, const bf16_t* __restrict__ x_, const float* __restrict__ rstd,
-                            const bf16_t* __restrict__ w_, RowVector scale, bf16_t* __restrict__ dx_, int64_t rows, int64_t L,
-                            int64_t D) {
-  const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  if (row >= rows) return;
-  const int64_t b = row / L;
-  const bf16* x = as_bf16(x_) + row * D;
-  const bf16* g = as_bf16(g_) + row * D;
-  const bf16* sc = as_bf16(scale.data) + b * scale.batch_stride;
-  const float r = rstd[row];
-  // u = g (1 + scale) w, n = x r: dx = r (u - n mean(u n)).
-  auto load_u_n = [&](int64_t c, float (&u)[kVec], float (&n)[kVec]) {
-    float s[kVec], w[kVec];
-    load8(g + c, u);
-    load8(x + c, n);
-    load8(sc + c, s);
-    if (w_ != nullptr) load8(as_bf16(w_) + c, w);
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) {
-      u[i] *= 1.f + s[i];
-      if (w_ != nullptr) u[i] *= w[i];
-      n[i] *= r;
-    }
-  };
-  float dot = 0.f;
-  for (int64_t c = lane * kVec; c < D; c += 32 * kVec) {
-    float u[kVec], n[kVec];
-    load_u_n(c, u, n);
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) dot += u[i] * n[i];
-  }
-  const float mean = warp_sum(dot) / static_cast<float>(D);
-  bf16* dx = as_bf16(dx_) + row * D;
-  for (int64_t c = lane * kVec; c < D; c += 32 * kVec) {
-    float u[kVec], n[kVec];
-    load_u_n(c, u, n);
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) u[i] = r * (u[i] - n[i] * mean);
-    store8(dx + c, u);
-  }
-}
-
-// Column sums, pass 1: block (32, kRowLanes) covers 32 * kVec columns of one chunk of rows of one sample;
-// each thread sums 8 columns over the chunk's rows ty, ty + kRowLanes, ...; the row lanes are then summed
-// in shared memory and written as the chunk's partial sums.
-constexpr int kRowLanes = 8;
-constexpr int64_t kRowsPerChunk = 64;
+__device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
 int64_t chunks_of(int64_t L) { return (L + kRowsPerChunk - 1) / kRowsPerChunk; }
+int vectors_per_thread(int64_t D) { return D <= kVec * kMaxThreads ? 1 : 2; }
+int threads_for(int64_t D) {
+  const int64_t per_thread = kVec * vectors_per_thread(D);
+  return static_cast<int>(((D + per_thread - 1) / per_thread + 31) / 32 * 32);
+}
 
-__global__ void __launch_bounds__(32 * kRowLanes)
-    column_partial_kernel(const bf16_t* __restrict__ a_, const bf16_t* __restrict__ c_, const float* __restrict__ row_scale,
-                          float* __restrict__ part_a, float* __restrict__ part_ac, int64_t L, int64_t D, int64_t chunks) {
-  const int64_t b = blockIdx.z, chunk = blockIdx.y;
-  const int64_t col = (static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x) * kVec;
-  float sa[kVec] = {}, sac[kVec] = {};
-  if (col < D) {
-    const int64_t end = min(L, (chunk + 1) * kRowsPerChunk);
-    for (int64_t l = chunk * kRowsPerChunk + threadIdx.y; l < end; l += kRowLanes) {
-      const int64_t at = (b * L + l) * D + col;
-      float a[kVec];
-      load8(as_bf16(a_) + at, a);
-#pragma unroll
-      for (int i = 0; i < kVec; ++i) sa[i] += a[i];
-      if (part_ac != nullptr) {
-        float c[kVec];
-        load8(as_bf16(c_) + at, c);
-        const float rs = row_scale != nullptr ? row_scale[b * L + l] : 1.f;
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) sac[i] += a[i] * c[i] * rs;
-      }
-    }
-  }
-  __shared__ float shared[2][kRowLanes][32 * kVec + 1];
-#pragma unroll
-  for (int i = 0; i < kVec; ++i) {
-    shared[0][threadIdx.y][threadIdx.x * kVec + i] = sa[i];
-    shared[1][threadIdx.y][threadIdx.x * kVec + i] = sac[i];
-  }
+// Sum of `v` over the block. `shared` holds one float per warp and is written by every call: callers
+// alternate between two buffers so that consecutive calls need one barrier each.
+__device__ __forceinline__ float block_sum(float v, float* shared) {
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = v;
   __syncthreads();
-  // Thread (x, y) finishes columns y * 32 + x of the tile, in order of the row lanes: deterministic.
-  for (int64_t t = threadIdx.y * 32 + threadIdx.x; t < 32 * kVec; t += 32 * kRowLanes) {
-    const int64_t out_col = static_cast<int64_t>(blockIdx.x) * 32 * kVec + t;
-    if (out_col >= D) continue;
-    float s0 = 0.f, s1 = 0.f;
-    for (int y = 0; y < kRowLanes; ++y) {
-      s0 += shared[0][y][t];
-      s1 += shared[1][y][t];
+  float s = 0.f;
+  const int warps = static_cast<int>(blockDim.x / 32);
+  for (int w = 0; w < warps; ++w) s += shared[w];
+  return s;
+}
+
+// A thread's columns: vector j covers [col(j), col(j) + 8).
+template <int V>
+struct Columns {
+  int64_t first;
+  __device__ Columns() : first(static_cast<int64_t>(threadIdx.x) * kVec) {}
+  __device__ int64_t col(int j) const { return first + static_cast<int64_t>(j) * blockDim.x * kVec; }
+};
+
+// A per-sample row vector's values at this thread's columns (zeros past the row, or `fill` for a null one).
+template <int V>
+__device__ __forceinline__ void load_row(const bf16_t* data, int64_t base, const Columns<V>& c, int64_t D, float fill,
+                                         float (&v)[V][kVec]) {
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    if (data != nullptr && c.col(j) < D) {
+      load8(as_bf16(data) + base + c.col(j), v[j]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) v[j][i] = data == nullptr ? fill : 0.f;
     }
-    const int64_t at = (b * chunks + chunk) * D + out_col;
-    if (part_a != nullptr) part_a[at] = s0;
-    if (part_ac != nullptr) part_ac[at] = s1;
   }
 }
 
-// Column sums, pass 2: one thread per (b, d) adds its chunks in order.
+// Forward. Residual (y given): x_new = x + y * gate, written to x_out. Norm (h given): h = x_new * rstd * w *
+// (1 + scale) + shift, rstd written per row.
+template <int V>
+__global__ void __launch_bounds__(kMaxThreads)
+    forward_kernel(const bf16_t* __restrict__ x_, const bf16_t* __restrict__ y_, RowVector gate, bf16_t* __restrict__ x_out_,
+                   const bf16_t* __restrict__ w_, RowVector shift, RowVector scale, bf16_t* __restrict__ h_, float* __restrict__ rstd,
+                   int64_t L, int64_t D, float eps) {
+  __shared__ float shared[2][kMaxWarps];
+  const int64_t b = blockIdx.y;
+  const Columns<V> c;
+  float gt[V][kVec], sc[V][kVec], sh[V][kVec], w[V][kVec];
+  load_row<V>(gate.data, b * gate.batch_stride, c, D, 0.f, gt);
+  load_row<V>(scale.data, b * scale.batch_stride, c, D, 0.f, sc);
+  load_row<V>(shift.data, b * shift.batch_stride, c, D, 0.f, sh);
+  load_row<V>(w_, 0, c, D, 1.f, w);
+  const int64_t end = min(L, (static_cast<int64_t>(blockIdx.x) + 1) * kRowsPerChunk);
+  int parity = 0;
+  for (int64_t l = blockIdx.x * kRowsPerChunk; l < end; ++l) {
+    const int64_t row = (b * L + l) * D;
+    float x[V][kVec];
+    float ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      const bool active = c.col(j) < D;
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) x[j][i] = 0.f;
+      if (active) load8(as_bf16(x_) + row + c.col(j), x[j]);
+      if (active && y_ != nullptr) {
+        float y[kVec];
+        load8(as_bf16(y_) + row + c.col(j), y);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) x[j][i] = round_bf16(x[j][i] + y[i] * gt[j][i]);  // the norm reads the stored bf16
+        store8(as_bf16(x_out_) + row + c.col(j), x[j]);
+      }
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) ss += x[j][i] * x[j][i];
+    }
+    if (h_ == nullptr) continue;
+    const float r = rsqrtf(block_sum(ss, shared[parity]) / static_cast<float>(D) + eps);
+    parity ^= 1;
+    if (threadIdx.x == 0) rstd[b * L + l] = r;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      if (c.col(j) >= D) continue;
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) x[j][i] = x[j][i] * r * w[j][i] * (1.f + sc[j][i]) + sh[j][i];
+      store8(as_bf16(h_) + row + c.col(j), x[j]);
+    }
+  }
+}
+
+template <int V>
+__device__ __forceinline__ void write_partial(float* part, int64_t at, const Columns<V>& c, int64_t D, const float (&s)[V][kVec]) {
+  if (part == nullptr) return;
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    if (c.col(j) >= D) continue;
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) part[at + c.col(j) + i] = s[j][i];
+  }
+}
+
+// Backward at one junction of the residual stream: x_new = x + y * gate (when y is given), h = norm(x_new)
+// (when g_h is given). t = g_x (the gradient of x_new from downstream; 0 when null) + the norm's dx;
+// dx = t is written (when dx is given), and dy = t * gate. Column partials: dshift = sum g_h,
+// dscale_n = sum g_h * n (n = x_new * rstd, before the weight), dgate = sum t * y.
+template <int V>
+__global__ void __launch_bounds__(kMaxThreads)
+    backward_kernel(const bf16_t* __restrict__ g_x_, const bf16_t* __restrict__ g_h_, const bf16_t* __restrict__ xn_,
+                    const float* __restrict__ rstd, const bf16_t* __restrict__ w_, RowVector scale, const bf16_t* __restrict__ y_,
+                    RowVector gate, bf16_t* __restrict__ dx_, bf16_t* __restrict__ dy_, float* __restrict__ part_shift,
+                    float* __restrict__ part_scale, float* __restrict__ part_gate, int64_t L, int64_t D, int64_t chunks) {
+  __shared__ float shared[2][kMaxWarps];
+  const int64_t b = blockIdx.y, chunk = blockIdx.x;
+  const Columns<V> c;
+  float gt[V][kVec], sc[V][kVec], w[V][kVec];
+  load_row<V>(gate.data, b * gate.batch_stride, c, D, 0.f, gt);
+  load_row<V>(scale.data, b * scale.batch_stride, c, D, 0.f, sc);
+  load_row<V>(w_, 0, c, D, 1.f, w);
+  float s_shift[V][kVec] = {}, s_scale[V][kVec] = {}, s_gate[V][kVec] = {};
+  const int64_t end = min(L, (chunk + 1) * kRowsPerChunk);
+  int parity = 0;
+  for (int64_t l = chunk * kRowsPerChunk; l < end; ++l) {
+    const int64_t row_index = b * L + l, row = row_index * D;
+    float t[V][kVec];
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) t[j][i] = 0.f;
+      if (g_x_ != nullptr && c.col(j) < D) load8(as_bf16(g_x_) + row + c.col(j), t[j]);
+    }
+    if (g_h_ != nullptr) {
+      const float r = rstd[row_index];
+      float u[V][kVec], n[V][kVec];
+      float dot = 0.f;
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) u[j][i] = n[j][i] = 0.f;
+        if (c.col(j) < D) {
+          load8(as_bf16(g_h_) + row + c.col(j), u[j]);
+          load8(as_bf16(xn_) + row + c.col(j), n[j]);
+        }
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) {
+          n[j][i] *= r;
+          s_shift[j][i] += u[j][i];
+          s_scale[j][i] += u[j][i] * n[j][i];
+          u[j][i] *= (1.f + sc[j][i]) * w[j][i];
+          dot += u[j][i] * n[j][i];
+        }
+      }
+      const float mean = block_sum(dot, shared[parity]) / static_cast<float>(D);
+      parity ^= 1;
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) t[j][i] += r * (u[j][i] - n[j][i] * mean);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      if (c.col(j) >= D) continue;
+      if (dx_ != nullptr) store8(as_bf16(dx_) + row + c.col(j), t[j]);
+      if (y_ == nullptr) continue;
+      float y[kVec], dy[kVec];
+      load8(as_bf16(y_) + row + c.col(j), y);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) {
+        s_gate[j][i] += t[j][i] * y[i];
+        dy[i] = t[j][i] * gt[j][i];
+      }
+      store8(as_bf16(dy_) + row + c.col(j), dy);
+    }
+  }
+  const int64_t at = (b * chunks + chunk) * D;
+  write_partial<V>(part_shift, at, c, D, s_shift);
+  write_partial<V>(part_scale, at, c, D, s_scale);
+  write_partial<V>(part_gate, at, c, D, s_gate);
+}
+
+// Second pass of the column sums: one thread per (b, d) adds its chunks in order.
 __global__ void column_final_kernel(const float* __restrict__ part, float* __restrict__ out, int64_t B, int64_t D, int64_t chunks) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (n >= B * D) return;
@@ -162,40 +220,44 @@ __global__ void column_final_kernel(const float* __restrict__ part, float* __res
 
 }  // namespace
 
-void mod_rms_norm_forward(const bf16_t* x, const bf16_t* weight, RowVector shift, RowVector scale, bf16_t* out, float* rstd, int64_t B,
-                          int64_t L, int64_t D, float eps, Stream stream) {
-  const int64_t rows = B * L;
-  if (rows == 0) return;
-  norm_forward_kernel<<<blocks_for(rows, kWarpsPerBlock), 32 * kWarpsPerBlock, 0, stream>>>(x, weight, shift, scale, out, rstd, rows,
-                                                                                             L, D, eps);
+bool residual_stream_fits(int64_t D) { return D % kVec == 0 && D <= 2 * kVec * kMaxThreads; }
+
+int64_t residual_stream_workspace(int64_t B, int64_t L, int64_t D) { return 3 * B * chunks_of(L) * D; }
+
+void residual_norm_forward(const bf16_t* x, const bf16_t* y, RowVector gate, bf16_t* x_out, const bf16_t* weight, RowVector shift,
+                           RowVector scale, bf16_t* h, float* rstd, int64_t B, int64_t L, int64_t D, float eps, Stream stream) {
+  if (B * L == 0) return;
+  const dim3 grid(static_cast<unsigned>(chunks_of(L)), static_cast<unsigned>(B));
+  if (vectors_per_thread(D) == 1) {
+    forward_kernel<1><<<grid, threads_for(D), 0, stream>>>(x, y, gate, x_out, weight, shift, scale, h, rstd, L, D, eps);
+  } else {
+    forward_kernel<2><<<grid, threads_for(D), 0, stream>>>(x, y, gate, x_out, weight, shift, scale, h, rstd, L, D, eps);
+  }
   OV_CUDA_CHECK_LAUNCH();
 }
 
-void mod_rms_norm_backward_dx(const bf16_t* g, const bf16_t* x, const float* rstd, const bf16_t* weight, RowVector scale, bf16_t* dx,
-                              int64_t B, int64_t L, int64_t D, Stream stream) {
-  const int64_t rows = B * L;
-  if (rows == 0) return;
-  norm_backward_dx_kernel<<<blocks_for(rows, kWarpsPerBlock), 32 * kWarpsPerBlock, 0, stream>>>(g, x, rstd, weight, scale, dx, rows,
-                                                                                                 L, D);
-  OV_CUDA_CHECK_LAUNCH();
-}
-
-int64_t column_sums_workspace(int64_t B, int64_t L, int64_t D) { return 2 * B * chunks_of(L) * D; }
-
-void column_sums(const bf16_t* a, const bf16_t* c, const float* row_scale, float* sum_a, float* sum_ac, float* workspace, int64_t B,
-                 int64_t L, int64_t D, Stream stream) {
+void residual_norm_backward(const bf16_t* g_x, const bf16_t* g_h, const bf16_t* x_new, const float* rstd, const bf16_t* weight,
+                            RowVector scale, const bf16_t* y, RowVector gate, bf16_t* dx, bf16_t* dy, float* dshift, float* dscale_n,
+                            float* dgate, float* workspace, int64_t B, int64_t L, int64_t D, Stream stream) {
   if (B * D == 0) return;
   const int64_t chunks = chunks_of(L);
-  float* part_a = sum_a != nullptr ? workspace : nullptr;
-  float* part_ac = sum_ac != nullptr ? workspace + B * chunks * D : nullptr;
+  float* part[3] = {dshift != nullptr ? workspace : nullptr, dscale_n != nullptr ? workspace + B * chunks * D : nullptr,
+                    dgate != nullptr ? workspace + 2 * B * chunks * D : nullptr};
   if (L > 0) {
-    const dim3 grid(blocks_for(D, 32 * kVec), static_cast<unsigned>(chunks), static_cast<unsigned>(B)), block(32, kRowLanes);
-    column_partial_kernel<<<grid, block, 0, stream>>>(a, c, row_scale, part_a, part_ac, L, D, chunks);
+    const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(B));
+    if (vectors_per_thread(D) == 1) {
+      backward_kernel<1><<<grid, threads_for(D), 0, stream>>>(g_x, g_h, x_new, rstd, weight, scale, y, gate, dx, dy, part[0], part[1],
+                                                              part[2], L, D, chunks);
+    } else {
+      backward_kernel<2><<<grid, threads_for(D), 0, stream>>>(g_x, g_h, x_new, rstd, weight, scale, y, gate, dx, dy, part[0], part[1],
+                                                              part[2], L, D, chunks);
+    }
     OV_CUDA_CHECK_LAUNCH();
   }
-  for (auto [part, out] : {std::pair{part_a, sum_a}, std::pair{part_ac, sum_ac}}) {
-    if (out == nullptr) continue;
-    column_final_kernel<<<blocks_for(B * D, 256), 256, 0, stream>>>(part, out, B, D, L > 0 ? chunks : 0);
+  float* outs[3] = {dshift, dscale_n, dgate};
+  for (int k = 0; k < 3; ++k) {
+    if (outs[k] == nullptr) continue;
+    column_final_kernel<<<blocks_for(B * D, 256), 256, 0, stream>>>(part[k], outs[k], B, D, L > 0 ? chunks : 0);
     OV_CUDA_CHECK_LAUNCH();
   }
 }

@@ -45,65 +45,96 @@ at::Tensor contiguous_aligned(const at::Tensor& t) {
   return aligned16(c) ? c : c.clone();  // a fresh allocation is aligned
 }
 
+// One junction of the residual stream, in the kernels' terms: the residual half (y, gate) and/or the norm
+// half (weight, shift, scale) of x_new = x + y * gate; h = norm(x_new).
+struct Junction {
+  bool residual, norm;
+};
+
+// Runs the forward of `j` and saves what its backward needs. Inputs: x, then y and gate when residual,
+// then weight (may be undefined), shift, scale when norm. Outputs: x_new when residual, then h when norm.
+variable_list junction_forward(AutogradContext* ctx, Junction j, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& gate,
+                               const at::Tensor& weight, const at::Tensor& shift, const at::Tensor& scale) {
+  const at::Tensor x = contiguous_aligned(x_in);
+  const at::Tensor y = j.residual ? contiguous_aligned(y_in) : at::Tensor();
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  const at::Tensor x_new = j.residual ? at::empty_like(x) : x;
+  const at::Tensor h = j.norm ? at::empty_like(x) : at::Tensor();
+  const at::Tensor rstd = j.norm ? at::empty({B * L}, x.options().dtype(at::kFloat)) : at::Tensor();
+  const kernels::RowVector none{nullptr, 0};
+  kernels::residual_norm_forward(bits(x), bits(y), j.residual ? row_vector(gate) : none, j.residual ? mutable_bits(x_new) : nullptr,
+                                 bits(weight), j.norm ? row_vector(shift) : none, j.norm ? row_vector(scale) : none,
+                                 j.norm ? mutable_bits(h) : nullptr, j.norm ? rstd.data_ptr<float>() : nullptr, B, L, D,
+                                 static_cast<float>(kNormEps), stream_of(x));
+  ctx->save_for_backward({x_new, y, gate, weight, scale, rstd});
+  ctx->saved_data["residual"] = j.residual;
+  ctx->saved_data["norm"] = j.norm;
+  variable_list out;
+  if (j.residual) out.push_back(x_new);
+  if (j.norm) out.push_back(h);
+  return out;
+}
+
+// Gradients of (x, y, gate, weight, shift, scale) from those of the outputs (g_x for x_new, g_h for h).
+variable_list junction_backward(AutogradContext* ctx, const at::Tensor& g_x_in, const at::Tensor& g_h_in) {
+  const variable_list saved = ctx->get_saved_variables();
+  const at::Tensor &x_new = saved[0], &y = saved[1], &gate = saved[2], &w = saved[3], &scale = saved[4], &rstd = saved[5];
+  const Junction j{ctx->saved_data["residual"].toBool(), ctx->saved_data["norm"].toBool()};
+  const at::Tensor g_x = g_x_in.defined() ? contiguous_aligned(g_x_in) : at::Tensor();
+  const at::Tensor g_h = j.norm && g_h_in.defined() ? contiguous_aligned(g_h_in) : at::Tensor();
+  const int64_t B = x_new.size(0), L = x_new.size(1), D = x_new.size(2);
+  const at::TensorOptions fp32 = x_new.options().dtype(at::kFloat);
+  // With the norm's gradient the input gradient is new; without it, it is the downstream gradient itself.
+  const bool write_dx = g_h.defined() || !g_x.defined();
+  at::Tensor dx = write_dx ? at::empty_like(x_new) : g_x;
+  at::Tensor dy = j.residual ? at::empty_like(x_new) : at::Tensor();
+  at::Tensor dshift = g_h.defined() ? at::empty({B, 1, D}, fp32) : at::Tensor();
+  at::Tensor dscale_n = g_h.defined() ? at::empty({B, 1, D}, fp32) : at::Tensor();
+  at::Tensor dgate = j.residual ? at::empty({B, 1, D}, fp32) : at::Tensor();
+  at::Tensor workspace = at::empty({kernels::residual_stream_workspace(B, L, D)}, fp32);
+  auto out = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+  kernels::residual_norm_backward(bits(g_x), bits(g_h), bits(x_new), out(rstd), bits(w), j.norm ? row_vector(scale) : kernels::RowVector{nullptr, 0},
+                                  bits(y), j.residual ? row_vector(gate) : kernels::RowVector{nullptr, 0},
+                                  write_dx ? mutable_bits(dx) : nullptr, j.residual ? mutable_bits(dy) : nullptr, out(dshift),
+                                  out(dscale_n), out(dgate), workspace.data_ptr<float>(), B, L, D, stream_of(x_new));
+  variable_list grads{dx};
+  if (j.residual) {
+    grads.push_back(dy);
+    grads.push_back(dgate.to(gate.scalar_type()));
+  }
+  if (j.norm) {
+    const bool any = g_h.defined();
+    grads.push_back(w.defined() && any ? ((1 + scale.to(at::kFloat)) * dscale_n).sum(at::IntArrayRef{0, 1}).to(w.scalar_type()) : at::Tensor());
+    grads.push_back(any ? dshift.to(scale.scalar_type()) : at::Tensor());
+    grads.push_back(any ? (w.defined() ? dscale_n * w.to(at::kFloat) : dscale_n).to(scale.scalar_type()) : at::Tensor());
+  }
+  return grads;
+}
+
 class ModulatedRmsNorm : public torch::autograd::Function<ModulatedRmsNorm> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x_in, const std::optional<at::Tensor>& weight, const at::Tensor& shift,
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& shift,
                                const at::Tensor& scale) {
-    const at::Tensor x = contiguous_aligned(x_in);
-    const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
-    at::Tensor out = at::empty_like(x);
-    at::Tensor rstd = at::empty({B * L}, x.options().dtype(at::kFloat));
-    const at::Tensor w = weight.value_or(at::Tensor());
-    kernels::mod_rms_norm_forward(bits(x), bits(w), row_vector(shift), row_vector(scale), mutable_bits(out), rstd.data_ptr<float>(), B, L,
-                                  D, static_cast<float>(kNormEps), stream_of(x));
-    ctx->save_for_backward({x, w, scale, rstd});
-    return {out};
+    return junction_forward(ctx, {false, true}, x, at::Tensor(), at::Tensor(), weight.value_or(at::Tensor()), shift, scale);
   }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &w = saved[1], &scale = saved[2], &rstd = saved[3];
-    const at::Tensor g = contiguous_aligned(grads[0]);
-    const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
-    at::Tensor dx = at::empty_like(x);
-    kernels::mod_rms_norm_backward_dx(bits(g), bits(x), rstd.data_ptr<float>(), bits(w), row_vector(scale), mutable_bits(dx), B, L, D,
-                                      stream_of(x));
-    // d shift = sum_l g; d scale = sum_l g * n * w with n = x * rstd; d w = sum_b,l g * (1 + scale) * n.
-    const at::TensorOptions fp32 = x.options().dtype(at::kFloat);
-    at::Tensor sum_g = at::empty({B, 1, D}, fp32), sum_gn = at::empty({B, 1, D}, fp32);
-    at::Tensor workspace = at::empty({kernels::column_sums_workspace(B, L, D)}, fp32);
-    kernels::column_sums(bits(g), bits(x), rstd.data_ptr<float>(), sum_g.data_ptr<float>(), sum_gn.data_ptr<float>(),
-                         workspace.data_ptr<float>(), B, L, D, stream_of(x));
-    const at::Tensor dscale = (w.defined() ? sum_gn * w.to(at::kFloat) : sum_gn).to(scale.scalar_type());
-    const at::Tensor dw = w.defined() ? ((1 + scale.to(at::kFloat)) * sum_gn).sum(at::IntArrayRef{0, 1}).to(w.scalar_type()) : at::Tensor();
-    return {dx, dw, sum_g.to(scale.scalar_type()), dscale};
-  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) { return junction_backward(ctx, at::Tensor(), grads[0]); }
 };
 
 class GatedResidual : public torch::autograd::Function<GatedResidual> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& gate) {
-    const at::Tensor x = contiguous_aligned(x_in), y = contiguous_aligned(y_in);
-    const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
-    at::Tensor out = at::empty_like(x);
-    kernels::gated_residual_forward(bits(x), bits(y), row_vector(gate), mutable_bits(out), B, L, D, stream_of(x));
-    ctx->save_for_backward({y, gate});
-    return {out};
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate) {
+    return junction_forward(ctx, {true, false}, x, y, gate, at::Tensor(), at::Tensor(), at::Tensor());
   }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) { return junction_backward(ctx, grads[0], at::Tensor()); }
+};
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &y = saved[0], &gate = saved[1];
-    const at::Tensor g = contiguous_aligned(grads[0]);
-    const int64_t B = y.size(0), L = y.size(1), D = y.size(2);
-    at::Tensor dy = at::empty_like(y);
-    kernels::gated_residual_backward_dy(bits(g), row_vector(gate), mutable_bits(dy), B, L, D, stream_of(y));
-    const at::TensorOptions fp32 = y.options().dtype(at::kFloat);
-    at::Tensor sum_gy = at::empty({B, 1, D}, fp32);
-    at::Tensor workspace = at::empty({kernels::column_sums_workspace(B, L, D)}, fp32);
-    kernels::column_sums(bits(g), bits(y), nullptr, nullptr, sum_gy.data_ptr<float>(), workspace.data_ptr<float>(), B, L, D, stream_of(y));
-    return {g, dy, sum_gy.to(gate.scalar_type())};
+class ResidualNorm : public torch::autograd::Function<ResidualNorm> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate,
+                               const std::optional<at::Tensor>& weight, const at::Tensor& shift, const at::Tensor& scale) {
+    return junction_forward(ctx, {true, true}, x, y, gate, weight.value_or(at::Tensor()), shift, scale);
   }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) { return junction_backward(ctx, grads[0], grads[1]); }
 };
 
 // qkv [B, L, 3D] -> q, k, v [B, L, H, Dh] (the caller transposes them to [B, H, L, Dh]).
@@ -167,13 +198,18 @@ class GeluMlp : public torch::autograd::Function<GeluMlp> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &a = saved[1], &w1 = saved[2], &w2 = saved[3];
+    const int64_t hidden = a.size(-1);
     const at::Tensor g2 = grads[0].reshape({-1, grads[0].size(-1)});
-    const at::Tensor h = at::gelu(a).reshape({-1, a.size(-1)});
-    const at::Tensor dw2 = g2.t().mm(h), db2 = g2.sum(0);
-    const at::Tensor da = at::gelu_backward(g2.mm(w2).view_as(a), a).reshape({-1, a.size(-1)});
+    at::Tensor dw2;
+    {
+      const at::Tensor h = at::gelu(a).reshape({-1, hidden});
+      dw2 = g2.t().mm(h);
+    }  // the recomputed activation is gone before the next [tokens, 4D] buffer exists
+    at::Tensor da = g2.mm(w2);
+    at::gelu_backward_out(da, da, a.reshape({-1, hidden}));  // in place: one [tokens, 4D] buffer at a time
     const at::Tensor dw1 = da.t().mm(x.reshape({-1, x.size(-1)})), db1 = da.sum(0);
     const at::Tensor dx = da.mm(w1).view_as(x);
-    return {dx, dw1, db1, dw2, db2};
+    return {dx, dw1, db1, dw2, g2.sum(0)};
   }
 };
 
@@ -194,6 +230,12 @@ at::Tensor modulated_rms_norm(const at::Tensor& x, const at::Tensor& weight, con
 }
 
 at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate) { return x + y * gate; }
+
+std::pair<at::Tensor, at::Tensor> residual_then_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& weight,
+                                                     const at::Tensor& shift, const at::Tensor& scale) {
+  const at::Tensor x_new = gated_residual(x, y, gate);
+  return {x_new, modulated_rms_norm(x_new, weight, shift, scale, x_new.scalar_type())};
+}
 
 Heads attention_heads(const at::Tensor& qkv, int64_t heads, int64_t head_dim, const at::Tensor& cos, const at::Tensor& sin,
                       const at::Tensor& v0, const at::Tensor& lambda) {
@@ -222,22 +264,42 @@ bool fused_kernels_enabled() {
   return enabled;
 }
 
+namespace {
+
+// The norm's learnable weight as the kernels take it (bf16, contiguous), or none.
+std::optional<at::Tensor> kernel_weight(const at::Tensor& weight) {
+  return weight.defined() ? std::optional<at::Tensor>(contiguous_aligned(weight.to(at::kBFloat16))) : std::nullopt;
+}
+
+bool fits_junction(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& shift, const at::Tensor& scale) {
+  if (!fits_activations(x) || !kernels::residual_stream_fits(x.size(2))) return false;
+  const int64_t B = x.size(0), D = x.size(2);
+  if (y.defined() && (y.sizes() != x.sizes() || y.scalar_type() != at::kBFloat16 || !fits_rows(gate, B, D))) return false;
+  return !shift.defined() || (fits_rows(shift, B, D) && fits_rows(scale, B, D));
+}
+
+}  // namespace
+
 at::Tensor modulated_rms_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift, const at::Tensor& scale,
                               at::ScalarType out_dtype) {
-  if (fits_activations(x) && out_dtype == at::kBFloat16 && fits_rows(shift, x.size(0), x.size(2)) &&
-      fits_rows(scale, x.size(0), x.size(2))) {
-    const std::optional<at::Tensor> w = weight.defined() ? std::optional<at::Tensor>(contiguous_aligned(weight.to(at::kBFloat16)))
-                                                         : std::nullopt;
-    return ModulatedRmsNorm::apply(x, w, shift, scale)[0];
+  if (out_dtype == at::kBFloat16 && fits_junction(x, at::Tensor(), at::Tensor(), shift, scale)) {
+    return ModulatedRmsNorm::apply(x, kernel_weight(weight), shift, scale)[0];
   }
   return reference::modulated_rms_norm(x, weight, shift, scale, out_dtype);
 }
 
 at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate) {
-  if (fits_activations(x) && y.sizes() == x.sizes() && y.scalar_type() == at::kBFloat16 && fits_rows(gate, x.size(0), x.size(2))) {
-    return GatedResidual::apply(x, y, gate)[0];
-  }
+  if (fits_junction(x, y, gate, at::Tensor(), at::Tensor())) return GatedResidual::apply(x, y, gate)[0];
   return reference::gated_residual(x, y, gate);
+}
+
+std::pair<at::Tensor, at::Tensor> residual_then_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& weight,
+                                                     const at::Tensor& shift, const at::Tensor& scale) {
+  if (fits_junction(x, y, gate, shift, scale)) {
+    const variable_list out = ResidualNorm::apply(x, y, gate, kernel_weight(weight), shift, scale);
+    return {out[0], out[1]};
+  }
+  return reference::residual_then_norm(x, y, gate, weight, shift, scale);
 }
 
 Heads attention_heads(const at::Tensor& qkv, int64_t heads, int64_t head_dim, const at::Tensor& cos, const at::Tensor& sin,

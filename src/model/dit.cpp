@@ -80,21 +80,19 @@ std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, con
   const ops::Heads heads = ops::attention_heads(qkv, heads_, head_dim_, ctx.rope_cos, ctx.rope_sin,
                                                 residual_v_ && index_ > 0 ? v0 : at::Tensor(), lambda_);
   const at::Tensor sa = ctx.self_attention->attend(heads.q, heads.k, heads.v).transpose(1, 2).reshape({b, l, width_});
-  x = ops::gated_residual(x, linear(sa, attn_proj_, dt), gate_sa);
+  at::Tensor h;  // the modulated norm of the residual stream after each gated residual, computed with it
+  std::tie(x, h) = ops::residual_then_norm(x, linear(sa, attn_proj_, dt), gate_sa, norm2_, shift_ca, scale_ca);
 
   // Cross-attention to the text states (no RoPE).
-  const at::Tensor qc = linear(ops::modulated_rms_norm(x, norm2_, shift_ca, scale_ca, dt), q_cross_, dt)
-                            .view({b, l, heads_, head_dim_})
-                            .transpose(1, 2);
+  const at::Tensor qc = linear(h, q_cross_, dt).view({b, l, heads_, head_dim_}).transpose(1, 2);
   const at::Tensor kv = linear(text.to(dt), context_kv_, dt).view({b, lc, 2, heads_, head_dim_}).permute({2, 0, 3, 1, 4});
   const at::Tensor ca = at::scaled_dot_product_attention(qc, kv[0], kv[1], std::nullopt, 0.0, false,
                                                          1.0 / std::sqrt(static_cast<double>(head_dim_)))
                             .transpose(1, 2)
                             .reshape({b, l, width_});
-  x = ops::gated_residual(x, linear(ca, cross_proj_, dt), gate_ca);
+  std::tie(x, h) = ops::residual_then_norm(x, linear(ca, cross_proj_, dt), gate_ca, norm3_, shift_mlp, scale_mlp);
 
   // MLP with exact (erf) GELU.
-  const at::Tensor h = ops::modulated_rms_norm(x, norm3_, shift_mlp, scale_mlp, dt);
   x = ops::gated_residual(x, ops::gelu_mlp(h, mlp0_->weight.to(dt), mlp0_->bias.to(dt), mlp2_->weight.to(dt), mlp2_->bias.to(dt)),
                           gate_mlp);
   return {x, heads.v};

@@ -18,26 +18,22 @@ struct RowVector {
   int64_t batch_stride;  // elements between sample b and b + 1
 };
 
-// ---- modulated RMSNorm: out = x * rstd * w * (1 + scale[b]) + shift[b], rstd = 1 / sqrt(mean(x^2) + eps)
-// weight may be null (no learnable weight). rstd: [B * L] fp32, saved for backward.
-void mod_rms_norm_forward(const bf16_t* x, const bf16_t* weight, RowVector shift, RowVector scale, bf16_t* out, float* rstd,
-                          int64_t B, int64_t L, int64_t D, float eps, Stream stream);
-// dx = rstd * (u - n * mean(u * n)) with n = x * rstd and u = g * (1 + scale[b]) * w.
-void mod_rms_norm_backward_dx(const bf16_t* g, const bf16_t* x, const float* rstd, const bf16_t* weight, RowVector scale, bf16_t* dx,
-                              int64_t B, int64_t L, int64_t D, Stream stream);
-
-// ---- column sums over the tokens of each sample, deterministic (partial sums per chunk of rows, then a
-// second pass): sum_a[b, d] = sum_l a[b, l, d]; sum_ac[b, d] = sum_l a[b, l, d] * c[b, l, d] * row_scale[b, l].
-// Either output may be null (then c and row_scale are not read; row_scale may be null for 1).
-// workspace: column_sums_workspace(B, L, D) floats.
-int64_t column_sums_workspace(int64_t B, int64_t L, int64_t D);
-void column_sums(const bf16_t* a, const bf16_t* c, const float* row_scale, float* sum_a, float* sum_ac, float* workspace, int64_t B,
-                 int64_t L, int64_t D, Stream stream);
-
-// ---- gated residual: out = x + y * gate[b]; backward dy = g * gate[b] (dx = g; dgate = column_sums(g, y)).
-void gated_residual_forward(const bf16_t* x, const bf16_t* y, RowVector gate, bf16_t* out, int64_t B, int64_t L, int64_t D,
-                            Stream stream);
-void gated_residual_backward_dy(const bf16_t* g, RowVector gate, bf16_t* dy, int64_t B, int64_t L, int64_t D, Stream stream);
+// ---- the residual stream (kernels/norm.cu): at a junction x_new = x + y * gate (the gated residual, when y
+// is given), then h = x_new * rstd * w * (1 + scale) + shift with rstd = 1 / sqrt(mean(x_new^2) + eps) (the
+// modulated RMSNorm, when h is given; weight may be null). Either half alone is the plain operation.
+// Rows of width D fit when residual_stream_fits(D) (D a multiple of 8, at most 8192).
+bool residual_stream_fits(int64_t D);
+void residual_norm_forward(const bf16_t* x, const bf16_t* y, RowVector gate, bf16_t* x_out, const bf16_t* weight, RowVector shift,
+                           RowVector scale, bf16_t* h, float* rstd, int64_t B, int64_t L, int64_t D, float eps, Stream stream);
+// Backward in one pass: t = g_x (gradient of x_new from downstream; null: 0) + the norm's input gradient
+// (when g_h is given); dx = t (written when dx is given), dy = t * gate (when y is given). fp32 [B, D] sums
+// over the tokens, each optional: dshift = sum g_h, dscale_n = sum g_h * x_new * rstd (times w and summed
+// with (1 + scale) over samples, it gives dscale and dw), dgate = sum t * y. Deterministic.
+// workspace: residual_stream_workspace(B, L, D) floats.
+int64_t residual_stream_workspace(int64_t B, int64_t L, int64_t D);
+void residual_norm_backward(const bf16_t* g_x, const bf16_t* g_h, const bf16_t* x_new, const float* rstd, const bf16_t* weight,
+                            RowVector scale, const bf16_t* y, RowVector gate, bf16_t* dx, bf16_t* dy, float* dshift, float* dscale_n,
+                            float* dgate, float* workspace, int64_t B, int64_t L, int64_t D, Stream stream);
 
 // ---- the heads of a qkv projection, with RoPE and the value residual.
 // qkv [B, L, 3, H, Dh] -> q, k, v [B, L, H, Dh]: q and k rotated (rotate-half, cos/sin [L, Dh/2] fp32); with

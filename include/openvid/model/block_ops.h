@@ -7,6 +7,8 @@
 // OPENVID_FUSED_KERNELS=0 in the environment forces the ATen path (to compare, or to rule the kernels out).
 #include <ATen/core/Tensor.h>
 
+#include <utility>
+
 namespace ov::model::ops {
 
 // False when OPENVID_FUSED_KERNELS=0 or the build has no kernels.
@@ -19,6 +21,11 @@ at::Tensor modulated_rms_norm(const at::Tensor& x, const at::Tensor& weight, con
 
 // x + y * gate: x, y [B, L, D]; gate [B, 1, D].
 at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate);
+
+// Both at one junction of the residual stream: x_new = x + y * gate and h = modulated_rms_norm(x_new, ...) in
+// x's dtype. Fused, the backward reads each tensor once: 6 [B, L, D] passes instead of 14.
+std::pair<at::Tensor, at::Tensor> residual_then_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& weight,
+                                                     const at::Tensor& shift, const at::Tensor& scale);
 
 // The heads of a self-attention projection qkv [B, L, 3 * heads * head_dim] (features split as (3, heads,
 // head_dim)): q and k rotated by RoPE (cos, sin [L, head_dim / 2] fp32), v mixed with block 0's values v0
@@ -39,6 +46,8 @@ namespace reference {
 at::Tensor modulated_rms_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift, const at::Tensor& scale,
                               at::ScalarType out_dtype);
 at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate);
+std::pair<at::Tensor, at::Tensor> residual_then_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate, const at::Tensor& weight,
+                                                     const at::Tensor& shift, const at::Tensor& scale);
 Heads attention_heads(const at::Tensor& qkv, int64_t heads, int64_t head_dim, const at::Tensor& cos, const at::Tensor& sin,
                       const at::Tensor& v0, const at::Tensor& lambda);
 at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2);
