@@ -209,7 +209,8 @@ BOOST_AUTO_TEST_CASE(fused_block_operations_match_their_aten_compositions) {
 }
 
 // After the first step (plans, caches), a training step makes the host wait for the device once: when
-// it reads the step's loss, gradient norm and stop flag.
+// it reads the step's loss, gradient norm and stop flag (the trainer counts its waits; LibTorch reports
+// every synchronising operation of its own in sync-debug mode, and none may come from elsewhere).
 BOOST_AUTO_TEST_CASE(a_training_step_synchronises_once) {
   BOOST_REQUIRE(at::hasCUDA());
   const std::string dir = (std::filesystem::temp_directory_path() / ("openvid_gpu_" + std::to_string(::getpid()))).string();
@@ -235,6 +236,7 @@ BOOST_AUTO_TEST_CASE(a_training_step_synchronises_once) {
   {
     ov::train::Trainer trainer(o, u, groups);
     trainer.train_step(0);
+    const int64_t waits_before = trainer.host_synchronisations();
     SyncCounter counter;
     c10::WarningUtils::WarningHandlerGuard guard(&counter);
     c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_WARN);
@@ -245,7 +247,11 @@ BOOST_AUTO_TEST_CASE(a_training_step_synchronises_once) {
       BOOST_TEST_MESSAGE("step " << s << ": " << counter.count - before << " synchronisations");
     }
     c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
-    BOOST_CHECK_LE(counter.count, 3);
+    const int64_t waits = trainer.host_synchronisations() - waits_before;
+    BOOST_CHECK_EQUAL(waits, 3);
+    // LibTorch either does not see the trainer's event wait (0) or sees exactly it (one per step).
+    BOOST_CHECK_MESSAGE(counter.count == 0 || counter.count == waits,
+                        counter.count << " synchronisations reported by LibTorch in 3 steps with " << waits << " waits of the trainer");
   }
   groups.finalize();
   std::filesystem::remove_all(dir);

@@ -208,14 +208,30 @@ __global__ void __launch_bounds__(kMaxThreads)
   write_partial<V>(part_gate, at, c, D, s_gate);
 }
 
-// Second pass of the column sums: one thread per (b, d) adds its chunks in order.
-__global__ void column_final_kernel(const float* __restrict__ part, float* __restrict__ out, int64_t B, int64_t D, int64_t chunks) {
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (n >= B * D) return;
-  const int64_t b = n / D, d = n % D;
+// Second pass of the column sums, for up to three outputs at once (blockIdx.z): a block takes 32 columns of
+// one sample; its kFinalLanes rows of threads add every kFinalLanes-th chunk, then one row adds the lanes,
+// always in the same order.
+constexpr int kFinalLanes = 16;
+struct Partials {
+  const float* part[3];
+  float* out[3];
+};
+
+__global__ void __launch_bounds__(32 * kFinalLanes)
+    column_final_kernel(Partials p, int64_t B, int64_t D, int64_t chunks) {
+  __shared__ float lanes[kFinalLanes][33];
+  const int64_t b = blockIdx.y, d = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
+  const float* part = p.part[blockIdx.z];
   float s = 0.f;
-  for (int64_t k = 0; k < chunks; ++k) s += part[(b * chunks + k) * D + d];
-  out[n] = s;
+  if (d < D) {
+    for (int64_t k = threadIdx.y; k < chunks; k += kFinalLanes) s += part[(b * chunks + k) * D + d];
+  }
+  lanes[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y != 0 || d >= D) return;
+  float total = 0.f;
+  for (int y = 0; y < kFinalLanes; ++y) total += lanes[y][threadIdx.x];
+  p.out[blockIdx.z][b * D + d] = total;
 }
 
 }  // namespace
@@ -254,12 +270,18 @@ void residual_norm_backward(const bf16_t* g_x, const bf16_t* g_h, const bf16_t* 
     }
     OV_CUDA_CHECK_LAUNCH();
   }
-  float* outs[3] = {dshift, dscale_n, dgate};
-  for (int k = 0; k < 3; ++k) {
-    if (outs[k] == nullptr) continue;
-    column_final_kernel<<<blocks_for(B * D, 256), 256, 0, stream>>>(part[k], outs[k], B, D, L > 0 ? chunks : 0);
-    OV_CUDA_CHECK_LAUNCH();
+  Partials p{};
+  int outputs = 0;
+  for (auto [partial, out] : {std::pair{part[0], dshift}, std::pair{part[1], dscale_n}, std::pair{part[2], dgate}}) {
+    if (out == nullptr) continue;
+    p.part[outputs] = partial;
+    p.out[outputs] = out;
+    ++outputs;
   }
+  if (outputs == 0) return;
+  const dim3 grid(blocks_for(D, 32), static_cast<unsigned>(B), static_cast<unsigned>(outputs)), block(32, kFinalLanes);
+  column_final_kernel<<<grid, block, 0, stream>>>(p, B, D, L > 0 ? chunks : 0);
+  OV_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace ov::kernels

@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -11,6 +14,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 
 #include "openvid/data/device_batch.h"
 #include "openvid/data/prefetch.h"
@@ -54,7 +58,7 @@ struct Trainer::Impl {
   ObjectiveSettings objective;
   int64_t start_step = 0, skipped_total = 0, consecutive_nonfinite = 0;
   PhaseTrace trace;
-  StepTimer timer{compute.device};
+  int64_t host_waits = 0;  // times the host waited for the device (one per step)
 
   Impl(const Options& o, Universe& universe, comm::ProcessGroups& g, RunInputs in)
       : opt(o),
@@ -73,19 +77,40 @@ struct Trainer::Impl {
     return flow_loss(pred * fb.weight, fb.target * fb.weight, elements);
   }
 
-  StepResult step(int64_t step, const data::HostBatch& batch, double data_wait);
+  // A step whose work is enqueued and whose statistics are on their way to the host.
+  struct InFlight {
+    StepResult result;              // filled by complete()
+    int64_t bucket = -1;
+    at::Tensor stats;               // [loss, stop flag, squared gradient norm] on the host (pinned on GPUs)
+    std::optional<c10::Event> copied;  // GPUs: recorded after the statistics' copy
+    StepTimer* timer = nullptr;
+    Clock::time_point t0, t_enqueued;
+  };
+  // Enqueues one optimizer step without waiting for the device. Two steps may be in flight at once
+  // (launch(s + 1) before complete(s)), so that the device never idles while the host prepares a step.
+  InFlight launch(int64_t step, const data::HostBatch& batch, double data_wait);
+  // Waits for the step's statistics (its one host synchronisation) and fills its result.
+  StepResult complete(InFlight& f);
+  StepResult step(int64_t step, const data::HostBatch& batch, double data_wait) {
+    InFlight f = launch(step, batch, data_wait);
+    return complete(f);
+  }
   void resume(const std::string& request);
+  StepTimer timers[2]{StepTimer{compute.device}, StepTimer{compute.device}};  // steps alternate
+  Clock::time_point last_completed = Clock::now();
 };
 
-// One optimizer step. The host waits for the device once, for the step's statistics, after everything of
-// the step is enqueued.
-StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& host, double data_wait) {
+Trainer::Impl::InFlight Trainer::Impl::launch(int64_t step, const data::HostBatch& host, double data_wait) {
   const kernels::Range range("step " + std::to_string(step));
-  const auto t0 = Clock::now();
+  InFlight f;
+  f.t0 = Clock::now();
+  f.timer = &timers[step % 2];
+  StepTimer& timer = *f.timer;
   timer.begin();
-  StepResult r;
+  StepResult& r = f.result;
   r.step = step;
   r.data_wait = data_wait;
+  f.bucket = host.bucket;
   const data::DeviceBatch b = data::to_device(host, compute.device, at::kFloat);
   const int64_t n = static_cast<int64_t>(b.samples.size()), micro = opt.grad_accum, per_micro = n / micro;
   const double elements = global_elements(host, data.sampler->global_batch());
@@ -104,7 +129,7 @@ StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& host, double
   }
   timer.end_phase("forward_backward");
   const auto t_fb = Clock::now();
-  trace.add("forward_backward", t0, t_fb, step, u.rank());
+  trace.add("forward_backward", f.t0, t_fb, step, u.rank());
   m.sharded->finish();
   timer.end_phase("gradient_reduction");
   const auto t_reduce = Clock::now();
@@ -132,26 +157,44 @@ StepResult Trainer::Impl::step(int64_t step, const data::HostBatch& host, double
   trace.add("checks_and_optimizer", t_reduce, t_opt, step, u.rank());
   m.sharded->gather();
   timer.end_phase("gather");
-  const at::Tensor s = stats.cpu();  // the step's one host synchronisation
-  trace.add("gather_parameters", t_opt, Clock::now(), step, u.rank());
-  r.phase_ms = timer.read();
-  r.loss = s[0].item<double>();
-  r.stop_requested = s[1].item<double>() > 0;
-  r.grad_norm = std::sqrt(s[2].item<double>());
+  if (stats.is_cuda()) {
+    f.stats = at::empty({3}, stats.options().device(at::kCPU).pinned_memory(true));
+    f.stats.copy_(stats, /*non_blocking=*/true);
+    f.copied.emplace(c10::DeviceType::CUDA);
+    f.copied->record(c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(stats.device()));
+  } else {
+    f.stats = stats;
+  }
+  f.t_enqueued = t_opt;
+  return f;
+}
+
+StepResult Trainer::Impl::complete(InFlight& f) {
+  if (f.copied) f.copied->synchronize();  // the step's one host synchronisation
+  ++host_waits;
+  StepResult& r = f.result;
+  trace.add("gather_parameters", f.t_enqueued, Clock::now(), r.step, u.rank());
+  r.phase_ms = f.timer->read();
+  const double* s = f.stats.data_ptr<double>();
+  r.loss = s[0];
+  r.stop_requested = s[1] > 0;
+  r.grad_norm = std::sqrt(s[2]);
   r.skipped = !(std::isfinite(r.loss) && std::isfinite(r.grad_norm));
   if (r.skipped) {
     ++skipped_total;
     if (++consecutive_nonfinite >= opt.max_nonfinite_steps) {
       agree_on_errors(u.world(),
                       "the loss or the gradients were not finite in " + std::to_string(consecutive_nonfinite) +
-                          " steps in a row (last: step " + std::to_string(step) + "); stopping. Lower --learning_rate, set "
+                          " steps in a row (last: step " + std::to_string(r.step) + "); stopping. Lower --learning_rate, set "
                           "--grad_clip, or check the data with --check_finite_data",
                       kExitFailure);
     }
   } else {
     consecutive_nonfinite = 0;
   }
-  r.seconds = seconds_since(t0);
+  const auto now = Clock::now();
+  r.seconds = std::chrono::duration<double>(now - std::max(last_completed, f.t0)).count();
+  last_completed = now;
   return r;
 }
 
@@ -184,6 +227,7 @@ Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups
     : Trainer(options, universe, groups, check_run_inputs(options, universe)) {}
 
 int64_t Trainer::start_step() const { return impl_->start_step; }
+int64_t Trainer::host_synchronisations() const { return impl_->host_waits; }
 
 std::string Trainer::save_checkpoint(int64_t next_step) {
   Impl& d = *impl_;
@@ -262,14 +306,18 @@ int Trainer::run() {
     kineto.emplace(d.opt.profile_dir + "/kineto-rank" + std::to_string(d.u.rank()) + ".json", first, last, d.compute.device.is_cuda());
   }
   const auto start = Clock::now();
-  for (int64_t step = d.start_step; step < cadence.last_step; ++step) {
-    if (kineto) kineto->at_step(step);
-    const auto t_wait = Clock::now();
-    const data::Prefetcher::Item item = prefetcher.next();
-    d.trace.add("data_wait", t_wait, Clock::now(), step, d.u.rank());
-    const StepResult r = d.step(step, item.batch, prefetcher.last_wait_seconds());
-    const int64_t done = step + 1;
-    const auto& bucket = manifest.buckets[static_cast<size_t>(item.batch.bucket)];
+  // A step's result is read while the next step is already enqueued (the device never waits for the host
+  // between steps), except where the state after the step matters before anything else runs: evaluation,
+  // checkpoints, the last step, and a stop requested by a signal (learned one step late: every rank then
+  // finishes that next step, checkpoints after it and exits).
+  std::optional<Impl::InFlight> pending;
+  bool stop = false;
+  // Logs, evaluates, checkpoints as the cadence says for the completed step; true when the run stops here.
+  auto finish = [&](Impl::InFlight& f) {
+    const StepResult r = d.complete(f);
+    stop = stop || r.stop_requested;
+    const int64_t done = r.step + 1;
+    const auto& bucket = manifest.buckets[static_cast<size_t>(f.bucket)];
     const double samples = static_cast<double>(d.data.sampler->global_batch());
     const double tokens = samples * static_cast<double>((bucket.frames / d.opt.model.time_patch) * (bucket.height / d.opt.model.patch) *
                                                         (bucket.width / d.opt.model.patch));
@@ -289,16 +337,38 @@ int Trainer::run() {
       point.eval_loss = eval_loss;
       log.write(point);
     }
-    if ((d.opt.write_checkpoints && cadence.checkpoint(done)) || r.stop_requested) {
+    const bool in_sync = !pending.has_value();  // no later step was enqueued: the state is this step's
+    if (in_sync && ((d.opt.write_checkpoints && cadence.checkpoint(done)) || stop)) {
       const std::string where = save_checkpoint(done);
       if (root) std::cout << "checkpoint " << where << "\n" << std::flush;
     }
-    if (r.stop_requested) {
+    if (in_sync && stop) {
       if (root) {
         std::cout << "received signal (SIGUSR1 or SIGTERM on some rank): checkpoint written at step " << done << "; exiting with code "
                   << kExitRequeue << " so the job can be requeued (resume with --resume auto)\n" << std::flush;
       }
-      return kExitRequeue;
+      return true;
+    }
+    return false;
+  };
+  for (int64_t step = d.start_step; step < cadence.last_step; ++step) {
+    if (kineto) kineto->at_step(step);
+    const auto t_wait = Clock::now();
+    const data::Prefetcher::Item item = prefetcher.next();
+    d.trace.add("data_wait", t_wait, Clock::now(), step, d.u.rank());
+    Impl::InFlight now = d.launch(step, item.batch, prefetcher.last_wait_seconds());
+    if (pending) {
+      Impl::InFlight previous = std::move(*pending);
+      pending = std::move(now);
+      finish(previous);  // its stop flag makes this step the last
+    } else {
+      pending = std::move(now);
+    }
+    const int64_t done = step + 1;
+    if (stop || cadence.evaluate(done) || (d.opt.write_checkpoints && cadence.checkpoint(done)) || done == cadence.last_step) {
+      Impl::InFlight current = std::move(*pending);
+      pending.reset();
+      if (finish(current)) return kExitRequeue;
     }
   }
   kineto.reset();  // saves a trace still running

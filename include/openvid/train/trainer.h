@@ -46,6 +46,8 @@ class Trainer {
 
   // The first step this trainer runs (0, or the step a resumed checkpoint continues at).
   int64_t start_step() const;
+  // Times the trainer waited for the device to read a step's statistics (once per step).
+  int64_t host_synchronisations() const;
   // Writes a checkpoint whose next step is `next_step`; returns its directory.
   std::string save_checkpoint(int64_t next_step);
 
