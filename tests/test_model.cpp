@@ -56,17 +56,18 @@ BOOST_AUTO_TEST_CASE(parameter_names_follow_the_reference) {
                         "time_embed.2.bias", "blocks.0.qkv.weight", "blocks.0.attn_proj.weight",
                         "blocks.2.lambda_param", "blocks.1.q_cross.weight", "blocks.1.context_kv.weight",
                         "blocks.1.cross_proj.weight", "blocks.0.mlp.0.weight", "blocks.0.mlp.2.bias",
-                        "blocks.0.adaLN_modulation.1.weight", "final_modulation.1.bias", "final_norm.weight",
+                        "blocks.0.adaLN_modulation.1.weight", "final_modulation.1.bias",
                         "final_proj.weight", "final_proj.bias"}) {
     BOOST_CHECK_MESSAGE(names.count(n), "missing parameter " << n);
   }
   BOOST_CHECK(!names.count("blocks.0.qkv.bias"));
   BOOST_CHECK(!names.count("blocks.0.norm1.weight"));
+  BOOST_CHECK(!names.count("final_norm.weight"));  // as the reference: the final norm's weight follows the flag
   BOOST_CHECK(!names.count("blocks.0.attn_proj.bias"));
   DiT affine(tiny(true));
   const auto with_bias = ov::model::state_dict(*affine);
   for (const char* n : {"blocks.0.qkv.bias", "blocks.0.q_cross.bias", "blocks.0.context_kv.bias", "blocks.0.norm1.weight",
-                        "blocks.2.norm3.weight"}) {
+                        "blocks.2.norm3.weight", "final_norm.weight"}) {
     BOOST_CHECK_MESSAGE(with_bias.count(n), "missing parameter " << n);
   }
   BOOST_CHECK(with_bias.at("patch_embed.weight").sizes() == at::IntArrayRef({32, 4, 2, 2, 2}));

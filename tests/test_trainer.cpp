@@ -2,6 +2,7 @@
 #include "mpi_fixture.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
 
@@ -9,6 +10,8 @@
 #include "openvid/data/synthetic.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/train/trainer.h"
+#include "openvid/model/safetensors.h"
+#include "openvid/model/state_dict.h"
 
 // Layout equivalence: from the same initial weights and data, 3 optimizer steps on one rank holding the
 // global batch (a universe over MPI_COMM_SELF) and on every dp x fs x cp layout of the world give the same
@@ -107,6 +110,85 @@ BOOST_AUTO_TEST_CASE(every_layout_trains_like_one_rank_with_the_global_batch) {
   BOOST_CHECK_NE(ref.losses[0], ref.losses[2]);  // the steps did something
   MPI_Barrier(MPI_COMM_WORLD);
   if (me == 0) std::filesystem::remove_all(dir);
+}
+
+// The held-out loss is the mean over the held-out samples whatever the batch size: padded evaluation batches
+// (6 held-out samples in batches of 4 or 8 repeat some) count each sample once, on any layout.
+BOOST_AUTO_TEST_CASE(eval_loss_does_not_depend_on_the_batch_size) {
+  const int world = ov::world_size(), me = ov::world_rank();
+  const std::string dir = ov::broadcast_string(
+      MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / ("openvid_eval_" + std::to_string(::getpid()))).string());
+  ov::data::SyntheticSpec spec;
+  spec.directory = dir + "/data";
+  spec.shapes = {{4, 4, 6}};
+  spec.samples_per_bucket = 30;  // held out: 6
+  spec.channels = 4;
+  spec.text_tokens = 5;
+  spec.text_dim = 24;
+  ov::data::write_synthetic_dataset(MPI_COMM_WORLD, spec);
+  auto eval_with = [&](MPI_Comm comm, int batch, const std::string& run) {
+    ov::Options o = options_for(spec.directory, dir, run, 1, 1, batch);
+    o.eval_batches = 8;
+    ov::Universe u = ov::Universe::create(comm, 1, 1, ov::DeviceRequest::kCpu);
+    auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+    double e = 0;
+    {
+      ov::train::Trainer trainer(o, u, groups);
+      e = trainer.evaluate();
+    }
+    groups.finalize();
+    return e;
+  };
+  const double unpadded = eval_with(MPI_COMM_SELF, 1, "alone1_" + std::to_string(me));
+  for (int batch : {4, 8}) {
+    const double padded = eval_with(MPI_COMM_SELF, batch, "alone" + std::to_string(batch) + "_" + std::to_string(me));
+    BOOST_CHECK_MESSAGE(std::abs(padded - unpadded) <= 1e-6 * std::abs(unpadded), "batch " << batch << ": " << padded << " vs " << unpadded);
+  }
+  if (8 % world == 0) {  // the world's ranks share a global batch of 8
+    const double spread = eval_with(MPI_COMM_WORLD, 8 / world, "world");
+    BOOST_CHECK_MESSAGE(std::abs(spread - unpadded) <= 1e-6 * std::abs(unpadded), world << " ranks: " << spread << " vs " << unpadded);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (me == 0) std::filesystem::remove_all(dir);
+}
+
+// Weights in the reference trainer's layout load with --load_checkpoint and come back out of the export
+// unchanged and name for name, at both settings of train_bias_and_rms.
+BOOST_AUTO_TEST_CASE(reference_state_dicts_round_trip) {
+  const int me = ov::world_rank();
+  const std::string dir = (std::filesystem::temp_directory_path() / ("openvid_roundtrip_" + std::to_string(::getpid()) + "_" +
+                                                                     std::to_string(me))).string();
+  ov::data::SyntheticSpec spec;
+  spec.directory = dir + "/data";
+  spec.shapes = {{4, 4, 6}};
+  spec.samples_per_bucket = 8;
+  spec.channels = 4;
+  spec.text_tokens = 5;
+  spec.text_dim = 24;
+  ov::Universe u = ov::Universe::create(MPI_COMM_SELF, 1, 1, ov::DeviceRequest::kCpu);
+  ov::data::write_synthetic_dataset(MPI_COMM_SELF, spec);
+  auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+  for (bool affine : {false, true}) {
+    ov::Options o = options_for(spec.directory, dir, affine ? "affine" : "plain", 1, 1, 2);
+    o.model.bias_and_norm_affine = affine;
+    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(7);
+    ov::model::TensorMap reference;
+    for (const auto& [name, shape] : ov::model::parameter_shapes(o.model)) reference[name] = at::normal(0, 1, shape, g);
+    BOOST_CHECK_EQUAL(reference.count("final_norm.weight"), affine ? 1u : 0u);
+    reference["rope.freqs_hwt_cos"] = at::ones({4, 2});  // the reference stores its tables; openvid ignores them
+    const std::string file = dir + (affine ? "/affine.safetensors" : "/plain.safetensors");
+    ov::model::write_safetensors(file, reference);
+    o.load_checkpoint = file;
+    ov::train::Trainer trainer(o, u, groups);
+    const ov::model::TensorMap exported = trainer.weights();
+    reference.erase("rope.freqs_hwt_cos");
+    BOOST_CHECK_EQUAL(exported.size(), reference.size());
+    for (const auto& [name, w] : reference) {
+      BOOST_CHECK_MESSAGE(exported.count(name) && at::equal(exported.at(name), w), name << " did not round-trip");
+    }
+  }
+  groups.finalize();
+  std::filesystem::remove_all(dir);
 }
 
 // Resume: 6 steps straight vs 3 steps, checkpoint, a new trainer resuming, 3 more steps: bitwise equal on

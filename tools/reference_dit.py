@@ -120,8 +120,9 @@ class DiT(torch.nn.Module):
         self.time_embed = torch.nn.Sequential(linear(D, 4 * D, True), torch.nn.SiLU(), linear(4 * D, D, True))
         self.blocks = torch.nn.ModuleList([Block(cfg) for _ in range(cfg["depth"])])
         self.final_modulation = torch.nn.Sequential(torch.nn.SiLU(), linear(D, 2 * D, True))
-        self.final_norm = Holder()
-        self.final_norm.weight = torch.nn.Parameter(torch.ones(D))
+        self.final_norm = Holder()  # a learnable weight only with train_bias_and_rms, as the block norms
+        if cfg["affine"]:
+            self.final_norm.weight = torch.nn.Parameter(torch.ones(D))
         self.final_proj = linear(D, p * p * tp * C, True)
 
     def forward(self, x, text, t, offset):
@@ -145,7 +146,7 @@ class DiT(torch.nn.Module):
         x = seq[:, R:]
         fm = self.final_modulation(c)[:, None, :]
         shift, scale = fm[..., :D], fm[..., D:]
-        y = self.final_proj(rms(x, self.final_norm.weight) * (1 + scale) + shift)
+        y = self.final_proj(rms(x, getattr(self.final_norm, "weight", None)) * (1 + scale) + shift)
         y = y.reshape(B, Hp, Wp, Tp, p, p, tp, C)  # features (p_h, p_w, p_t, c)
         return torch.einsum("bhwtijkc->bctkhiwj", y).reshape(B, C, T, H, W)
 

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -276,6 +277,47 @@ at::Tensor Dataset::Impl::buffer(at::IntArrayRef sizes) {
   return t;
 }
 
+namespace {
+
+// Rows were read in file order (out.samples sorted); puts them, their captions and out.samples in the
+// order of `share` (this rank's part of the global batch) by following the permutation's cycles in place.
+void put_in_batch_order(HostBatch& out, const std::vector<int64_t>& share) {
+  const int64_t n = static_cast<int64_t>(share.size());
+  std::vector<std::pair<int64_t, int64_t>> keyed;  // (sample, batch position), sorted: position i of the rows
+  for (int64_t j = 0; j < n; ++j) keyed.emplace_back(share[static_cast<size_t>(j)], j);
+  std::sort(keyed.begin(), keyed.end());
+  std::vector<int64_t> from(static_cast<size_t>(n));  // batch position j takes row from[j]
+  for (int64_t i = 0; i < n; ++i) from[static_cast<size_t>(keyed[static_cast<size_t>(i)].second)] = i;
+  std::vector<bool> done(static_cast<size_t>(n), false);
+  for (at::Tensor rows : {out.latents, out.text}) {
+    std::fill(done.begin(), done.end(), false);
+    const auto bytes = static_cast<size_t>(rows.nbytes() / std::max<int64_t>(n, 1));
+    auto* base = static_cast<char*>(rows.data_ptr());
+    std::vector<char> held(bytes);
+    for (int64_t s = 0; s < n; ++s) {
+      if (done[static_cast<size_t>(s)] || from[static_cast<size_t>(s)] == s) continue;
+      std::memcpy(held.data(), base + s * bytes, bytes);
+      int64_t j = s;
+      for (;;) {
+        done[static_cast<size_t>(j)] = true;
+        const int64_t k = from[static_cast<size_t>(j)];
+        if (k == s) {
+          std::memcpy(base + j * bytes, held.data(), bytes);
+          break;
+        }
+        std::memcpy(base + j * bytes, base + k * bytes, bytes);
+        j = k;
+      }
+    }
+  }
+  std::vector<std::string> captions(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) captions[static_cast<size_t>(j)] = out.captions[static_cast<size_t>(from[static_cast<size_t>(j)])];
+  out.captions = std::move(captions);
+  out.samples = share;
+}
+
+}  // namespace
+
 HostBatch Dataset::read(const GlobalBatch& gb, const ReaderLayout& layout) {
   Impl& d = *impl_;
   const Manifest& m = d.manifest;
@@ -288,7 +330,8 @@ HostBatch Dataset::read(const GlobalBatch& gb, const ReaderLayout& layout) {
   out.bucket = gb.bucket;
   // This rank's share in file order: each shard part's rows then land in one contiguous range of the
   // output, read in place (HDF5 returns a union of rows in file order anyway).
-  out.samples.assign(gb.samples.begin() + layout.data_rank * per_rank, gb.samples.begin() + (layout.data_rank + 1) * per_rank);
+  const std::vector<int64_t> share(gb.samples.begin() + layout.data_rank * per_rank, gb.samples.begin() + (layout.data_rank + 1) * per_rank);
+  out.samples = share;
   std::sort(out.samples.begin(), out.samples.end());
   out.frames = bucket.frames;
   out.t_count = bucket.frames / layout.cp_size;
@@ -346,6 +389,8 @@ HostBatch Dataset::read(const GlobalBatch& gb, const ReaderLayout& layout) {
       out.captions[static_cast<size_t>(p0 + i)] = c.substr(0, c.find('\0'));
     }
   }
+
+  put_in_batch_order(out, share);
 
   if (d.options.check_finite) {
     std::string bad;

@@ -116,7 +116,7 @@ DiTImpl::DiTImpl(const DiTConfig& config)
   auto blocks = container(*this, "blocks");
   for (int i = 0; i < config.depth; ++i) blocks_.push_back(blocks->register_module(std::to_string(i), Block(config, i)));
   final_mod_ = container(*this, "final_modulation")->register_module("1", make_linear(d, 2 * d, true));
-  final_norm_ = container(*this, "final_norm")->register_parameter("weight", at::ones({d}));
+  final_norm_ = norm_weight(*this, "final_norm", d, config.bias_and_norm_affine);
   const int64_t out = int64_t{config.patch} * config.patch * config.time_patch * config.in_channels;
   final_proj_ = register_module("final_proj", make_linear(d, out, true));
   initialize(0);

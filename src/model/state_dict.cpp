@@ -58,7 +58,7 @@ ParameterShapes parameter_shapes(const ModelConfig& c) {
     linear(b + "adaLN_modulation.1", d, 9 * d, true);
   }
   linear("final_modulation.1", d, 2 * d, true);
-  s.push_back({"final_norm.weight", {d}});
+  if (affine) s.push_back({"final_norm.weight", {d}});
   linear("final_proj", d, out, true);
   return s;
 }

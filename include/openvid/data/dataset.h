@@ -31,7 +31,7 @@ struct GlobalBatch {
 // One rank's share of a batch on the host, in the stored IEEE half.
 struct HostBatch {
   int64_t bucket = -1;
-  std::vector<int64_t> samples;        // indices within the bucket: this rank's share, in file order
+  std::vector<int64_t> samples;        // indices within the bucket: this rank's share, in batch order
   at::Tensor latents;                  // [B, C, t_count, H, W] half: this rank's time slice
   at::Tensor text;                     // [B, Lc, Dc] half
   std::vector<std::string> captions;
@@ -64,9 +64,9 @@ class Dataset {
   const Manifest& manifest() const;
 
   // Collective over the dataset's communicator: every rank calls it with the same global batch and a
-  // layout consistent with the others'. Returns this rank's share of the samples sorted by index (file
-  // order, so rows are read in place; the order within a rank carries no meaning: per-sample randomness
-  // keys on the sample index), a sample drawn twice coming twice. The returned buffers are reused for a
+  // layout consistent with the others'. Returns this rank's share of the samples in the batch's order (rows
+  // are read in file order, in place, then put back in batch order: positions matter, e.g. the padding of
+  // an evaluation batch is its last positions), a sample drawn twice coming twice. The returned buffers are reused for a
   // later batch once every tensor sharing their storage is released. HDF5 is not thread-safe: one thread
   // at a time may call into a Dataset.
   HostBatch read(const GlobalBatch& batch, const ReaderLayout& layout);
