@@ -22,8 +22,11 @@ cd "${SLURM_SUBMIT_DIR:-.}"
 export HDF5_USE_FILE_LOCKING=FALSE
 export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-8}
 # One rank per GPU; openvid picks the GPU from the node-local rank.
-srun --mpi=pmix --kill-on-bad-exit=1 build/openvid_mpi --config "$config" --resume auto "$@"
-rc=$?
+# Not --kill-on-bad-exit=1: on a signal every rank exits 3 at about the same time, and srun would kill the
+# ranks still finishing (its exit code then is 137, not 3, and the job would not be requeued). openvid takes
+# the job down itself on failures (MPI_Abort); --wait bounds the rest (a rank that died without it).
+srun --mpi=pmix --kill-on-bad-exit=0 --wait=120 build/openvid_mpi --config "$config" --resume auto "$@"
+rc=$?  # the job's exit status is the trainer's
 if [ "$rc" -eq 3 ]; then
   echo "openvid checkpointed on a signal: requeueing job $SLURM_JOB_ID"
   scontrol requeue "$SLURM_JOB_ID"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Job-level fault scenarios of openvid_mpi (2 ranks, the quick-start model):
 #   job_faults.sh MPIEXEC OPENVID_MPI CONFIG WORKDIR SCENARIO
-# SCENARIO: kill-in-checkpoint | signal | corrupt | nonfinite | profile. Prints PASS or FAIL lines; exit 0 on PASS.
+# SCENARIO: kill-in-checkpoint | signal | startup-signal | corrupt | nonfinite | profile | export-on-resume |
+#           prune-incomplete | bad-relaunch | unwritable-run-dir. Prints PASS or FAIL lines; exit 0 on PASS.
 set -u
 mpiexec=$1 ovmpi=$2 config=$3 work=$4 scenario=$5
 run_dir=$work/$scenario
@@ -46,6 +47,65 @@ case $scenario in
     job --max_steps $((step + 2)) --resume auto > "$run_dir/second.log" 2>&1 || fail "the requeued job failed"
     cat "$run_dir/second.log"
     grep -q "resuming from .* at step $step" "$run_dir/second.log" || fail "the requeued job did not resume at step $step"
+    ;;
+  startup-signal)
+    # A signal while the job starts (here: held 4 s before its first check) must not kill it with 138: every
+    # rank exits 3 without a checkpoint (nothing was trained), and the requeued job starts cleanly.
+    OPENVID_FAULT_START_DELAY=4 "$mpiexec" --oversubscribe -n 2 "$ovmpi" --config "$config" --device cpu --run_dir "$run_dir" \
+      --run_name run --evaluate_every 0 --warmup_steps 1 --max_steps 3 > "$run_dir/first.log" 2>&1 &
+    pid=$!
+    ranks=""
+    for _ in $(seq 100); do ranks=$(pgrep -P "$pid" -f openvid_mpi | head -1); [ -n "$ranks" ] && break; sleep 0.05; done
+    [ -n "$ranks" ] || fail "no rank process found under mpiexec"
+    sleep 1
+    kill -USR1 "$ranks"
+    ( for _ in $(seq 120); do sleep 0.5; kill -0 "$pid" 2>/dev/null || exit 0; done; kill -9 "$pid" ) >/dev/null 2>&1 &
+    wait "$pid"; rc=$?; cat "$run_dir/first.log"
+    [ $rc -eq 3 ] || fail "expected exit code 3 for a signal during the start-up, got $rc"
+    [ "$(grep -c 'before the first step' "$run_dir/first.log")" -eq 1 ] || fail "no single message about the early signal"
+    [ -z "$(ls "$ck" 2>/dev/null)" ] || fail "a checkpoint was written although nothing was trained"
+    job --max_steps 3 --resume auto > "$run_dir/second.log" 2>&1 || { cat "$run_dir/second.log"; fail "the requeued job failed"; }
+    cat "$run_dir/second.log"
+    grep -q "starting at step 0" "$run_dir/second.log" && grep -q "^step 3/3 " "$run_dir/second.log" || fail "the requeued job did not train from step 0"
+    ;;
+  export-on-resume)
+    # A finished run whose export is missing (a crash after the last checkpoint) gets it on --resume auto.
+    job --max_steps 2 > "$run_dir/first.log" 2>&1 || { cat "$run_dir/first.log"; fail "the first job failed"; }
+    rm "$run_dir/run/model.safetensors"
+    job --max_steps 2 --resume auto > "$run_dir/second.log" 2>&1; rc=$?; cat "$run_dir/second.log"
+    [ $rc -eq 0 ] || fail "the resumed job exited $rc"
+    grep -q "wrote its missing export" "$run_dir/second.log" && [ -s "$run_dir/run/model.safetensors" ] || fail "the export was not written"
+    cmp -s "$run_dir/run/model.safetensors" "$ck/step_00000002/model.safetensors" || fail "the export differs from the last checkpoint's weights"
+    ;;
+  prune-incomplete)
+    # Checkpoint directories a crash left without their marker (and abandoned temporaries) are removed at the
+    # next commit; complete ones beyond --keep_checkpoints too.
+    job --max_steps 2 --checkpoint_every 1 > "$run_dir/first.log" 2>&1 || { cat "$run_dir/first.log"; fail "the first job failed"; }
+    mkdir -p "$ck/step_00000099" "$ck/step_00000100.tmp"
+    cp "$ck/step_00000002/model.safetensors" "$ck/step_00000099/"
+    job --max_steps 4 --checkpoint_every 1 --keep_checkpoints 2 --resume auto > "$run_dir/second.log" 2>&1 \
+      || { cat "$run_dir/second.log"; fail "the resumed job failed"; }
+    grep -q "resuming from .*step_00000002" "$run_dir/second.log" || fail "--resume auto took an incomplete checkpoint"
+    left=$(ls "$ck" | tr '\n' ' ')
+    [ "$left" = "step_00000003 step_00000004 " ] || fail "checkpoints left: $left (expected step_00000003 step_00000004)"
+    ;;
+  bad-relaunch)
+    # A relaunch with bad input changes nothing of the finished run: not even its config.ini.
+    job --max_steps 2 > "$run_dir/first.log" 2>&1 || { cat "$run_dir/first.log"; fail "the first job failed"; }
+    cp "$run_dir/run/config.ini" "$run_dir/config.before"
+    for bad in "--dataset $run_dir/nonexistent" "--load_checkpoint $run_dir/nonexistent.safetensors" "--resume $ck/step_00000077"; do
+      job --max_steps 3 $bad > "$run_dir/bad.log" 2>&1; rc=$?
+      [ $rc -eq 2 ] || { cat "$run_dir/bad.log"; fail "'$bad': expected exit 2, got $rc"; }
+      cmp -s "$run_dir/run/config.ini" "$run_dir/config.before" || fail "'$bad' rewrote config.ini"
+    done
+    ;;
+  unwritable-run-dir)
+    # A run directory that exists but cannot be written is refused before the first step, not at the first
+    # checkpoint (/proc/self: not writable even for root).
+    timeout -k 5 60 "$mpiexec" --oversubscribe -n 2 "$ovmpi" --config "$config" --device cpu --run_dir /proc --run_name self --warmup_steps 1 \
+      --max_steps 3 > "$run_dir/first.log" 2>&1; rc=$?; cat "$run_dir/first.log"
+    [ $rc -eq 2 ] || fail "expected exit 2, got $rc"
+    grep -q "is not writable" "$run_dir/first.log" && ! grep -q "^step 1/" "$run_dir/first.log" || fail "not refused at the start"
     ;;
   corrupt)
     job --max_steps 2 > "$run_dir/first.log" 2>&1 || { cat "$run_dir/first.log"; fail "the first job failed"; }

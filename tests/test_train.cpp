@@ -8,6 +8,7 @@
 
 #include "openvid/model/safetensors.h"
 #include "openvid/runtime/error.h"
+#include "openvid/runtime/files.h"
 #include "openvid/train/objective.h"
 #include "openvid/train/optimizer.h"
 
@@ -108,6 +109,17 @@ BOOST_AUTO_TEST_CASE(adamw_control_skips_and_scales) {
   BOOST_CHECK_EQUAL(a.steps(), 1);
   BOOST_CHECK(at::allclose(p, q, 1e-6, 1e-7));
   BOOST_CHECK(at::equal(copy, p.to(at::kBFloat16)));  // the compute copy holds the update
+}
+
+// A file that cannot be written whole says why (a full disk while writing a checkpoint's trainer.json).
+BOOST_AUTO_TEST_CASE(durable_writes_report_the_reason) {
+  try {
+    ov::write_file_durably("/dev/full", std::string(1 << 16, 'x'));
+    BOOST_ERROR("writing to /dev/full succeeded");
+  } catch (const ov::Error& e) {
+    const std::string m = e.what();
+    BOOST_CHECK_MESSAGE(m.find("/dev/full") != std::string::npos && m.find("No space left on device") != std::string::npos, m);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(draws_depend_on_seed_step_and_sample_only) {

@@ -73,7 +73,8 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("peak_tflops", o.peak_tflops, "per-device peak TFLOP/s for the MFU in logs; 0 = 989 (H100 bf16) on GPUs, none on CPUs",
      Group::kParallel);
   // Data
-  fn("dataset", o.dataset, "dataset manifest/shard path, or 'fake' for random latents and captions", Group::kData);
+  fn("dataset", o.dataset, "the dataset's directory or its dataset.json manifest, or 'fake' for random latents and captions",
+     Group::kData);
   fn("num_epochs", o.num_epochs, "passes over the dataset (training also stops at max_steps)", Group::kData);
   fn("batch_size", o.batch_size, "samples per optimizer step on each data rank (dp*fs data ranks)", Group::kData);
   fn("grad_accum", o.grad_accum, "micro-batches per optimizer step (must divide batch_size)", Group::kData);
@@ -299,10 +300,19 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   const auto desc = describe(o);
   po::variables_map vm;
   try {
-    const po::positional_options_description none;  // stray words are errors, not silently ignored
-    po::store(po::command_line_parser(normalise_command_line(args)).options(desc->all).positional(none).run(), vm);
+    // Words that are no option's value are collected (not silently ignored) to be named in the error.
+    po::options_description with_stray;
+    with_stray.add(desc->all).add_options()("stray-words", po::value<std::vector<std::string>>());
+    po::positional_options_description positional;
+    positional.add("stray-words", -1);
+    po::store(po::command_line_parser(normalise_command_line(args)).options(with_stray).positional(positional).run(), vm);
   } catch (const po::error& e) {
     throw InputError(std::string(e.what()) + " (see --help)");
+  }
+  if (vm.count("stray-words")) {
+    std::string words;
+    for (const auto& w : vm["stray-words"].as<std::vector<std::string>>()) words += (words.empty() ? "'" : ", '") + w + "'";
+    throw InputError("unexpected word(s) " + words + " on the command line: every setting is an option, e.g. --dataset PATH (see --help)");
   }
   if (vm.count("help")) {
     result.action = ParsedCommandLine::Action::kHelp;

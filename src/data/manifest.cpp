@@ -29,7 +29,14 @@ Manifest read_manifest(const std::string& path) {
     throw InputError(where + " does not exist (give --dataset the dataset's directory or its " +
                      std::string(kManifestName) + "; openvid_make_dataset writes one)");
   }
-  std::ifstream in(p);
+  std::ifstream in(p, std::ios::binary);
+  char magic[4] = {};
+  if (in.read(magic, 4) && std::string(magic, 4) == "\x89HDF") {
+    throw InputError("'" + p.string() + "' is an HDF5 shard of a dataset, not its manifest: give --dataset the dataset's directory or its " +
+                     std::string(kManifestName) + ", which lists every shard (docs/dataset.md)");
+  }
+  in.clear();
+  in.seekg(0);
   json j;
   try {
     j = json::parse(in);

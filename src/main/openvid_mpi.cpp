@@ -1,6 +1,9 @@
 // openvid_mpi: the training job. Parse options (all ranks agree on errors), build the runtime, report
 // the topology, check the communication groups, train.
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <thread>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -8,6 +11,7 @@
 #include "openvid/comm/process_groups.h"
 #include "openvid/config/options.h"
 #include "openvid/runtime/mpi_session.h"
+#include "openvid/runtime/signals.h"
 #include "openvid/runtime/universe.h"
 #include "openvid/train/trainer.h"
 
@@ -15,6 +19,10 @@ namespace {
 
 int openvid_mpi(int argc, char** argv) {
   const bool root = ov::world_rank() == 0;
+  ov::install_stop_signal_handlers();  // first: a signal during the start-up must not kill the job (exit 3 instead)
+  if (const char* delay = std::getenv("OPENVID_FAULT_START_DELAY")) {  // fault injection for the start-up signal test
+    std::this_thread::sleep_for(std::chrono::duration<double>(std::atof(delay)));
+  }
   ov::ParsedCommandLine cl;
   ov::all_ranks_check(MPI_COMM_WORLD, [&] { cl = ov::parse_command_line(std::vector<std::string>(argv + 1, argv + argc)); });
   if (cl.action == ov::ParsedCommandLine::Action::kHelp) {

@@ -1,8 +1,5 @@
 #include "openvid/train/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
@@ -14,6 +11,7 @@
 #include "openvid/model/state_dict.h"
 #include "openvid/parallel/shard_io.h"
 #include "openvid/runtime/error.h"
+#include "openvid/runtime/files.h"
 #include "openvid/config/options.h"
 #include "openvid/runtime/mpi_session.h"
 
@@ -28,23 +26,6 @@ constexpr const char* kFormat = "openvid-checkpoint";
 std::string step_name(int64_t step) {
   std::string digits = std::to_string(step);
   return "step_" + std::string(digits.size() < 8 ? 8 - digits.size() : 0, '0') + digits;
-}
-
-void fsync_path(const std::filesystem::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
-void write_file_synced(const std::filesystem::path& p, const std::string& text) {
-  {
-    std::ofstream out(p);
-    out << text;
-    if (!out) throw Error("cannot write '" + p.string() + "'");
-  }
-  fsync_path(p);
 }
 
 std::string optimizer_file(int rank, int size) {
@@ -110,7 +91,7 @@ std::string write_checkpoint(const std::string& dir, const CheckpointState& stat
                             {"shard_files", u.mesh().shard_size()},
                             {"layout", {{"world", u.size()}, {"dp", u.mesh().dp()}, {"fs", u.mesh().fs()}, {"cp", u.mesh().cp()}}},
                             {"options", options_ini}};
-            write_file_synced(tmp / "trainer.json", j.dump(2));
+            write_file_durably((tmp / "trainer.json").string(), j.dump(2));
           }
         } catch (const std::exception& e) {
           throw Error(std::string("writing checkpoint '") + tmp.string() + "' failed: " + e.what());
@@ -127,17 +108,23 @@ std::string write_checkpoint(const std::string& dir, const CheckpointState& stat
           std::filesystem::remove_all(final_dir, ec);
           std::filesystem::rename(tmp, final_dir);
           fsync_path(dir);
-          write_file_synced(final_dir / kComplete, step_name(state.next_step) + "\n");
-          // Keep the newest `keep` complete checkpoints; drop older ones and abandoned temporaries.
-          std::vector<std::string> complete;
+          write_file_durably((final_dir / kComplete).string(), step_name(state.next_step) + "\n");
+          // Keep the newest `keep` complete checkpoints; drop older ones, abandoned temporaries, and checkpoints
+          // a crash left without their marker (between the rename and COMPLETE, or while pruning): neither
+          // --resume auto nor anyone else can use them, and each holds a checkpoint's worth of disk.
+          std::vector<std::filesystem::path> complete, abandoned;
           for (const auto& e : std::filesystem::directory_iterator(dir)) {
             const std::string name = e.path().filename().string();
-            if (name.rfind("step_", 0) != 0) continue;
-            if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) std::filesystem::remove_all(e.path(), ec);
-            else if (std::filesystem::exists(e.path() / kComplete)) complete.push_back(e.path().string());
+            if (name.rfind("step_", 0) != 0 || !e.is_directory()) continue;
+            if (std::filesystem::exists(e.path() / kComplete)) complete.push_back(e.path());
+            else abandoned.push_back(e.path());
           }
           std::sort(complete.begin(), complete.end());
-          for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) std::filesystem::remove_all(complete[i], ec);
+          for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) {
+            std::filesystem::remove(complete[i] / kComplete, ec);  // unmarked first: a crash mid-way leaves no "complete" shell
+            abandoned.push_back(complete[i]);
+          }
+          for (const auto& p : abandoned) std::filesystem::remove_all(p, ec);
         } catch (const std::exception& e) {
           throw Error(std::string("committing checkpoint '") + final_dir.string() + "' failed: " + e.what());
         }

@@ -14,6 +14,7 @@
 #include "openvid/parallel/cp_attention.h"
 #include "openvid/parallel/shard_io.h"
 #include "openvid/runtime/error.h"
+#include "openvid/runtime/files.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/train/checkpoint.h"
 
@@ -132,11 +133,7 @@ RunInputs check_run_inputs(const Options& opt, const Universe& u) {
     in.data = open_run_data(opt, u, opt.dataset);
     make_run_directory(in.run_dir, u);
   }
-  root_check<std::exception>(u.world(), [&] {
-    std::ofstream out(in.run_dir + "/config.ini");
-    out << to_ini(opt);
-    if (!out.flush()) throw InputError("cannot write '" + in.run_dir + "/config.ini': " + std::strerror(errno));
-  });
+  root_check<std::exception>(u.world(), [&] { write_file_durably(in.run_dir + "/config.ini", to_ini(opt)); });
   return in;
 }
 

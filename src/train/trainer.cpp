@@ -22,6 +22,7 @@
 #include "openvid/parallel/shard_io.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
+#include "openvid/runtime/signals.h"
 #include "openvid/train/checkpoint.h"
 #include "openvid/kernels/range.h"
 #include "openvid/train/profiling.h"
@@ -32,10 +33,6 @@ namespace ov::train {
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-// The signal asking for a checkpoint and a requeue (SIGUSR1 from Slurm's --signal, SIGTERM on preemption).
-std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -137,7 +134,7 @@ Trainer::Impl::InFlight Trainer::Impl::launch(int64_t step, const data::HostBatc
 
   // One reduction over the world: the loss, whether a rank was asked to stop, and the gradient norm (the
   // dp replicas hold equal slices: each counts 1/dp of its own).
-  const double stop = g_stop_signal.load() != 0 ? 1.0 : 0.0;
+  const double stop = stop_signal() != 0 ? 1.0 : 0.0;
   at::Tensor stats = at::cat({loss_sum, loss_sum.new_full({1}, stop),
                               m.sharded->grad_norm_squared().to(at::kDouble) / static_cast<double>(u.mesh().dp())});
   groups.world().all_reduce(stats, comm::ReduceOp::kSum).wait();
@@ -290,14 +287,38 @@ int Trainer::run() {
     std::cout << std::flush;
   }
   RunLog log(d.run_dir, root, peak, d.u.size(), d.compute.device);
+  // The trained weights, with the reference's names, for the reference trainer and openvid_modelcheck.
+  const std::string export_path = d.run_dir + "/model.safetensors";
+  auto export_weights = [&] {
+    const model::TensorMap w = weights();
+    root_check<std::exception>(
+        d.u.world(), [&] { model::write_safetensors(export_path, w, {{"producer", version_string()}, {"format", "pt"}}); },
+        kExitFailure);
+  };
   if (d.start_step >= cadence.last_step) {
-    if (root) std::cout << "nothing to do: the run is at step " << d.start_step << " of " << cadence.last_step << "\n";
+    // A finished run whose export is missing (a crash between the last checkpoint and the export) gets it now.
+    const bool missing = d.opt.write_checkpoints && broadcast_string(d.u.world(), std::filesystem::exists(export_path) ? "" : "1") == "1";
+    if (missing) export_weights();
+    if (root) {
+      std::cout << "nothing to do: the run is at step " << d.start_step << " of " << cadence.last_step
+                << (missing ? "; wrote its missing export " + export_path : std::string()) << "\n";
+    }
     return kExitOk;
   }
-  struct sigaction action{};
-  action.sa_handler = on_stop_signal;
-  sigaction(SIGUSR1, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
+  install_stop_signal_handlers();  // (again: a library caller may not have)
+  // A signal during the start-up: nothing is trained yet, so nothing to checkpoint; every rank exits 3 and
+  // the requeued job starts (or resumes) as this one would have.
+  {
+    int mine = stop_signal() != 0 ? 1 : 0, any = 0;
+    OV_MPI_CHECK(MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, d.u.world()));
+    if (any != 0) {
+      if (root) {
+        std::cout << "received signal (SIGUSR1 or SIGTERM on some rank) before the first step: nothing to checkpoint; exiting with code "
+                  << kExitRequeue << " so the job can be requeued (resume with --resume auto)\n" << std::flush;
+      }
+      return kExitRequeue;
+    }
+  }
   data::Prefetcher prefetcher(*d.data.dataset, *d.data.sampler, d.data.sampler->position_after(d.start_step),
                               cadence.last_step - d.start_step, d.data.layout);
   std::optional<KinetoTrace> kineto;
@@ -376,11 +397,7 @@ int Trainer::run() {
     if (root) std::cout << "done in " << format_duration(seconds_since(start)) << " (--write_checkpoints false: nothing saved)\n";
     return kExitOk;
   }
-  // The trained weights, with the reference's names, for the reference trainer and openvid_modelcheck.
-  const model::TensorMap w = weights();
-  root_check<std::exception>(
-      d.u.world(), [&] { model::write_safetensors(d.run_dir + "/model.safetensors", w, {{"producer", version_string()}, {"format", "pt"}}); },
-      kExitFailure);
+  export_weights();
   if (root) {
     std::cout << "done in " << format_duration(seconds_since(start)) << ": weights " << d.run_dir << "/model.safetensors, metrics "
               << d.run_dir << "/metrics.jsonl, configuration " << d.run_dir << "/config.ini\n";
