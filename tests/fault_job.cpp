@@ -6,6 +6,10 @@
 //   crash        <rank> calls std::abort()           -> the launcher takes the job down
 //   exit         <rank> exits with code 3 mid-job    -> the launcher takes the job down
 //   input-error  <rank> alone finds bad input        -> every rank exits 2, message printed once
+//   stall-agree  <rank> never joins an agreement on errors (the checkpoint's path)  -> abort after the timeout
+//   stall-read   <rank> never joins the data prefetcher's collective reads          -> abort after the timeout
+//   nccl-stall   (CUDA builds, one GPU) an all-reduce over NCCL is held behind a kernel spinning for 60 s
+//                -> the NCCL watchdog aborts the job after the timeout, naming the collective
 //   none         no fault                            -> exit 0
 #include <ATen/ops/ones.h>
 
@@ -15,7 +19,19 @@
 #include <stdexcept>
 #include <thread>
 
+#include <unistd.h>
+
+#include <filesystem>
+
+#ifdef OPENVID_TEST_SPIN
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
+void spin_gpu_for(double seconds, cudaStream_t stream);
+#endif
+
 #include "openvid/comm/process_groups.h"
+#include "openvid/data/prefetch.h"
+#include "openvid/data/synthetic.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/universe.h"
@@ -27,6 +43,19 @@ int fault_job(int argc, char** argv) {
   const std::string mode = argv[1];
   const int faulty = std::atoi(argv[2]);
   const double timeout_s = argc > 3 ? std::atof(argv[3]) : 600;
+  ov::set_collective_timeout(timeout_s);
+#ifdef OPENVID_TEST_SPIN
+  if (mode == "nccl-stall") {
+    ov::Universe gpu = ov::Universe::create(MPI_COMM_WORLD, 1, 1, ov::DeviceRequest::kCuda);
+    auto nccl = ov::comm::ProcessGroups::create(gpu, ov::comm::Backend::kNccl,
+                                                std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+    at::Tensor t = at::ones({16}, at::TensorOptions().device(at::kCUDA, static_cast<c10::DeviceIndex>(gpu.device().index)));
+    spin_gpu_for(60, c10::cuda::getCurrentCUDAStream().stream());
+    nccl.world().all_reduce(t, ov::comm::ReduceOp::kSum).wait();  // the collective waits behind the spinning kernel
+    std::cout << "fault_job: sum " << t.cpu()[0].item<float>() << "\n";  // the host blocks here
+    return 0;
+  }
+#endif
   ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, 1, 1, ov::DeviceRequest::kCpu);
   auto groups = ov::comm::ProcessGroups::create(
       u, ov::comm::Backend::kMpi, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
@@ -34,6 +63,29 @@ int fault_job(int argc, char** argv) {
 
   if (mode == "input-error") {
     ov::agree_on_errors(u.world(), me ? "dataset 'x.h5' is missing on this node" : "");
+    return 0;
+  }
+  if (mode == "stall-agree") {
+    if (me) std::this_thread::sleep_for(std::chrono::seconds(120));
+    ov::agree_on_errors(u.world(), "");
+    return 0;
+  }
+  if (mode == "stall-read") {
+    const std::string dir = ov::broadcast_string(
+        u.world(), (std::filesystem::temp_directory_path() / ("openvid_fault_read_" + std::to_string(::getpid()))).string());
+    ov::data::SyntheticSpec spec;
+    spec.directory = dir;
+    spec.shapes = {{2, 4, 4}};
+    spec.samples_per_bucket = 16;
+    spec.channels = 2;
+    spec.text_tokens = 2;
+    spec.text_dim = 4;
+    ov::data::write_synthetic_dataset(u.world(), spec);
+    auto dataset = ov::data::Dataset::open(dir, u.world());
+    const ov::data::Sampler sampler({16}, 1, u.size(), 0.0);
+    if (me) std::this_thread::sleep_for(std::chrono::seconds(120));
+    ov::data::Prefetcher prefetcher(*dataset, sampler, {0, 0}, 4, ov::data::ReaderLayout{u.rank(), u.size(), 0, 1, 1});
+    prefetcher.next();
     return 0;
   }
   if (me) {

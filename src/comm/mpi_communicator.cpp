@@ -100,23 +100,8 @@ class MpiCommunicator::PendingRequest final : public Work::Impl {
         timeout_(timeout) {}
 
   void wait() override {
-    const auto deadline = std::chrono::steady_clock::now() + timeout_;
-    int done = 0;
-    // Spin briefly (small collectives finish in microseconds), then back off so a slow peer does not
-    // burn a core; MPI progresses non-blocking collectives inside MPI_Test.
-    for (int spins = 0;; ++spins) {
-      OV_MPI_CHECK(MPI_Test(&req_, &done, MPI_STATUS_IGNORE));
-      if (done) break;
-      if (spins > 2000) {
-        if (std::chrono::steady_clock::now() > deadline) {
-          abort_job(what_ + " did not complete within " +
-                    std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout_).count()) +
-                    " s: a peer rank died, hangs, or called a different collective. Aborting the job "
-                    "(raise --collective_timeout if steps are legitimately this slow)");
-        }
-        std::this_thread::sleep_for(std::chrono::microseconds(spins > 20000 ? 1000 : 50));
-      }
-    }
+    // MPI progresses non-blocking collectives inside MPI_Test, which wait_or_abort polls.
+    wait_or_abort(req_, what_, std::chrono::duration<double>(timeout_).count());
     if (average_.defined()) average_.div_(group_size_);
   }
 

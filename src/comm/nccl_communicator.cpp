@@ -22,6 +22,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm, std::string name,
 #include <thread>
 #include <vector>
 
+#include "nccl_watchdog.h"
 #include "openvid/kernels/cuda_check.h"
 #include "openvid/runtime/mpi_session.h"
 
@@ -81,7 +82,12 @@ std::string seconds(std::chrono::milliseconds ms) {
 
 }  // namespace
 
-class NcclCommunicator final : public Communicator {
+// A completion event shared by the Work that waits for it and the watchdog that watches it.
+std::shared_ptr<CUevent_st> shared_event(cudaEvent_t e) {
+  return std::shared_ptr<CUevent_st>(e, [](cudaEvent_t ev) { cudaEventDestroy(ev); });
+}
+
+class NcclCommunicator final : public Communicator, private Watched {
  public:
   NcclCommunicator(MPI_Comm group, std::string name, int rank, int size, int device,
                    std::chrono::milliseconds timeout)
@@ -95,9 +101,11 @@ class NcclCommunicator final : public Communicator {
     config.blocking = 0;  // init and enqueues return at once; progress is polled against the timeout
     check(ncclCommInitRankConfig(&comm_, size, id, rank, &config), "ncclCommInitRankConfig");
     wait_ready("ncclCommInitRankConfig");
+    NcclWatchdog::instance().add(this, device_);
   }
 
   ~NcclCommunicator() override {
+    NcclWatchdog::instance().remove(this);
     // Never blocks: a communicator not finalized is aborted (frees its resources without waiting).
     if (comm_ != nullptr) ncclCommAbort(comm_);
     if (token_ != nullptr) cudaFreeAsync(token_, stream_);
@@ -159,6 +167,7 @@ class NcclCommunicator final : public Communicator {
 
   void finalize() override {
     if (comm_ == nullptr) return;
+    NcclWatchdog::instance().remove(this);
     DeviceScope scope(device_);
     check(ncclCommFinalize(comm_), "ncclCommFinalize");
     wait_ready("ncclCommFinalize");
@@ -170,25 +179,42 @@ class NcclCommunicator final : public Communicator {
   }
 
   void abort(const std::string& reason) override {
+    NcclWatchdog::instance().remove(this);
     failure_ = reason;
     if (comm_ != nullptr) ncclCommAbort(comm_);
     comm_ = nullptr;
   }
 
  private:
+  // ---- Watched (called from the watchdog's thread) ----
+  std::string async_error() override {
+    ncclComm_t comm = comm_;
+    if (comm == nullptr) return "";
+    ncclResult_t state = ncclSuccess;
+    if (ncclCommGetAsyncError(comm, &state) != ncclSuccess || accepted(state)) return "";
+    return "group '" + name() + "' (rank " + std::to_string(rank()) + " of " + std::to_string(size()) + ") failed: " +
+           ncclGetErrorString(state) + " (" + ncclGetLastError(comm) + ")";
+  }
+  void abort_now(const std::string&) override {
+    ncclComm_t comm = comm_;
+    if (comm != nullptr) ncclCommAbort(comm);  // the process ends right after (MPI_Abort)
+  }
+
+ public:
+
+ private:
   // Completion of one collective: the caller's stream (at wait() time) waits for the event.
   class StreamWork final : public Work::Impl {
    public:
-    StreamWork(cudaEvent_t done, int device, std::vector<at::Tensor> keep)
-        : done_(done), device_(device), keep_(std::move(keep)) {}
-    ~StreamWork() override { cudaEventDestroy(done_); }  // released by CUDA once the event has fired
+    StreamWork(std::shared_ptr<CUevent_st> done, int device, std::vector<at::Tensor> keep)
+        : done_(std::move(done)), device_(device), keep_(std::move(keep)) {}
     void wait() override {
       DeviceScope scope(device_);
-      OV_CUDA_CHECK(cudaStreamWaitEvent(current_stream(device_), done_, 0));
+      OV_CUDA_CHECK(cudaStreamWaitEvent(current_stream(device_), done_.get(), 0));
     }
 
    private:
-    cudaEvent_t done_;
+    std::shared_ptr<CUevent_st> done_;  // destroyed by CUDA once fired, when the watchdog lets go too
     int device_;
     std::vector<at::Tensor> keep_;
   };
@@ -263,7 +289,9 @@ class NcclCommunicator final : public Communicator {
     OV_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
     OV_CUDA_CHECK(cudaEventDestroy(ready));
     enqueue(op, std::forward<Enqueue>(fn));
-    return Work(std::make_unique<StreamWork>(record_done(), device_, std::move(keep)));
+    const std::shared_ptr<CUevent_st> done = shared_event(record_done());
+    NcclWatchdog::instance().track(this, done, describe_op(op, seq_), timeout());
+    return Work(std::make_unique<StreamWork>(done, device_, std::move(keep)));
   }
 
   // Blocks the host until `done` fires, watching for NCCL errors and the timeout.

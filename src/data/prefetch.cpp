@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "openvid/runtime/error.h"
+#include "openvid/runtime/mpi_session.h"
 
 namespace ov::data {
 
@@ -60,7 +61,13 @@ void Prefetcher::run() {
 Prefetcher::Item Prefetcher::next() {
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return !ready_.empty() || finished_; });
+  // Bounded like every collective: the reading thread is inside collective reads, which a stalled or dead
+  // peer would hold forever.
+  const double limit = collective_timeout();
+  if (!changed_.wait_for(lock, std::chrono::duration<double>(limit), [&] { return !ready_.empty() || finished_; })) {
+    abort_job("the data prefetcher delivered no batch within " + std::to_string(static_cast<int64_t>(limit)) +
+              " s (its collective reads wait for every rank: a peer rank may have died or stalled). Aborting the job");
+  }
   if (ready_.empty()) {
     if (error_) std::rethrow_exception(error_);
     throw Error("the data prefetcher has no more batches (" + std::to_string(num_steps_) + " steps were planned)");

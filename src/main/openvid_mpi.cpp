@@ -34,6 +34,7 @@ int openvid_mpi(int argc, char** argv) {
     return ov::kExitOk;
   }
   const ov::Options& opt = cl.options;
+  ov::set_collective_timeout(opt.collective_timeout);
 
   ov::Universe universe = ov::Universe::create(MPI_COMM_WORLD, opt.fs, opt.cp, opt.device);
   ov::comm::Backend backend = ov::comm::Backend::kMpi;

@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -79,16 +82,48 @@ int run_mpi_main(int argc, char** argv, const std::function<int(int, char**)>& b
   return code;
 }
 
+namespace {
+std::atomic<double> g_collective_timeout{600.0};
+}
+
+void set_collective_timeout(double seconds) { g_collective_timeout.store(seconds); }
+double collective_timeout() { return g_collective_timeout.load(); }
+
+void wait_or_abort(MPI_Request& request, const std::string& what, double seconds) {
+  const double limit = seconds < 0 ? collective_timeout() : seconds;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(limit);
+  for (int spins = 0;; ++spins) {
+    int done = 0;
+    OV_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    if (done) return;
+    if (spins > 2000) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        std::ostringstream os;
+        os << what << " did not complete within " << limit
+           << " s: a peer rank died, hangs, or called something else. Aborting the job (raise --collective_timeout if "
+              "this is legitimately this slow)";
+        abort_job(os.str());
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(spins > 20000 ? 1000 : 50));
+    }
+  }
+}
+
+int agree_int(MPI_Comm comm, int value, MPI_Op op, const std::string& what) {
+  int out = 0;
+  MPI_Request req = MPI_REQUEST_NULL;
+  OV_MPI_CHECK(MPI_Iallreduce(&value, &out, 1, MPI_INT, op, comm, &req));
+  wait_or_abort(req, what);
+  return out;
+}
+
 void agree_on_errors(MPI_Comm comm, const std::string& local_error, int exit_code) {
   int rank = 0, size = 1;
   OV_MPI_CHECK(MPI_Comm_rank(comm, &rank));
   OV_MPI_CHECK(MPI_Comm_size(comm, &size));
-  int mine = local_error.empty() ? size : rank;
-  int first = size;
-  OV_MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  const int first = agree_int(comm, local_error.empty() ? size : rank, MPI_MIN, "the agreement on errors (agree_on_errors)");
   if (first == size) return;
-  int failing = local_error.empty() ? 0 : 1, num_failing = 0;
-  OV_MPI_CHECK(MPI_Allreduce(&failing, &num_failing, 1, MPI_INT, MPI_SUM, comm));
+  const int num_failing = agree_int(comm, local_error.empty() ? 0 : 1, MPI_SUM, "the agreement on errors (agree_on_errors)");
   std::string message = broadcast_string(comm, local_error, first);
   if (num_failing < size) {
     message = "on rank " + std::to_string(first) + " (and " + std::to_string(num_failing - 1) +
@@ -103,7 +138,9 @@ std::vector<std::string> gather_strings(MPI_Comm comm, const std::string& mine, 
   OV_MPI_CHECK(MPI_Comm_size(comm, &size));
   const int len = static_cast<int>(mine.size());
   std::vector<int> lens(rank == root ? static_cast<size_t>(size) : 0);
-  OV_MPI_CHECK(MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, root, comm));
+  MPI_Request req = MPI_REQUEST_NULL;
+  OV_MPI_CHECK(MPI_Igather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, root, comm, &req));
+  wait_or_abort(req, "gather_strings");
   std::vector<int> displs(lens.size(), 0);
   int total = 0;
   for (size_t i = 0; i < lens.size(); ++i) {
@@ -111,8 +148,8 @@ std::vector<std::string> gather_strings(MPI_Comm comm, const std::string& mine, 
     total += lens[i];
   }
   std::string all(static_cast<size_t>(total), '\0');
-  OV_MPI_CHECK(MPI_Gatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR,
-                           root, comm));
+  OV_MPI_CHECK(MPI_Igatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR, root, comm, &req));
+  wait_or_abort(req, "gather_strings");
   std::vector<std::string> out;
   for (size_t i = 0; i < lens.size(); ++i) {
     out.push_back(all.substr(static_cast<size_t>(displs[i]), static_cast<size_t>(lens[i])));
@@ -124,9 +161,12 @@ std::string broadcast_string(MPI_Comm comm, const std::string& value, int root) 
   int rank = 0;
   OV_MPI_CHECK(MPI_Comm_rank(comm, &rank));
   int len = rank == root ? static_cast<int>(value.size()) : 0;
-  OV_MPI_CHECK(MPI_Bcast(&len, 1, MPI_INT, root, comm));
+  MPI_Request req = MPI_REQUEST_NULL;
+  OV_MPI_CHECK(MPI_Ibcast(&len, 1, MPI_INT, root, comm, &req));
+  wait_or_abort(req, "broadcast_string");
   std::string out = rank == root ? value : std::string(static_cast<size_t>(len), '\0');
-  OV_MPI_CHECK(MPI_Bcast(out.data(), len, MPI_CHAR, root, comm));
+  OV_MPI_CHECK(MPI_Ibcast(out.data(), len, MPI_CHAR, root, comm, &req));
+  wait_or_abort(req, "broadcast_string");
   return out;
 }
 

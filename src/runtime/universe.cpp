@@ -50,8 +50,7 @@ Universe Universe::create(MPI_Comm world, int fs, int cp, DeviceRequest request)
   OV_MPI_CHECK(MPI_Comm_set_errhandler(u.node_, MPI_ERRORS_RETURN));
   OV_MPI_CHECK(MPI_Comm_rank(u.node_, &u.local_rank_));
   OV_MPI_CHECK(MPI_Comm_size(u.node_, &u.local_size_));
-  int leader = u.local_rank_ == 0 ? 1 : 0;
-  OV_MPI_CHECK(MPI_Allreduce(&leader, &u.num_nodes_, 1, MPI_INT, MPI_SUM, world));
+  u.num_nodes_ = agree_int(world, u.local_rank_ == 0 ? 1 : 0, MPI_SUM, "counting the nodes (Universe::create)");
 
   // Device: one GPU per node-local rank (round robin if there are more ranks than GPUs).
   const int num_gpus = at::hasCUDA() ? static_cast<int>(at::getNumGPUs()) : 0;

@@ -309,9 +309,7 @@ int Trainer::run() {
   // A signal during the start-up: nothing is trained yet, so nothing to checkpoint; every rank exits 3 and
   // the requeued job starts (or resumes) as this one would have.
   {
-    int mine = stop_signal() != 0 ? 1 : 0, any = 0;
-    OV_MPI_CHECK(MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, d.u.world()));
-    if (any != 0) {
+    if (agree_int(d.u.world(), stop_signal() != 0 ? 1 : 0, MPI_MAX, "the agreement on signals before the first step") != 0) {
       if (root) {
         std::cout << "received signal (SIGUSR1 or SIGTERM on some rank) before the first step: nothing to checkpoint; exiting with code "
                   << kExitRequeue << " so the job can be requeued (resume with --resume auto)\n" << std::flush;

@@ -32,7 +32,8 @@ class Prefetcher {
   Prefetcher(const Prefetcher&) = delete;
   Prefetcher& operator=(const Prefetcher&) = delete;
 
-  // The next step's batch; blocks until it is read. Rethrows an error of the reading thread.
+  // The next step's batch; blocks until it is read, at most --collective_timeout (then the job is aborted).
+  // Rethrows an error of the reading thread.
   Item next();
 
   double total_wait_seconds() const { return total_wait_; }

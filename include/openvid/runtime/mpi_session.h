@@ -37,6 +37,18 @@ int world_size();
 // This process's host name (MPI_Get_processor_name).
 std::string host_name();
 
+// How long any rank waits for its peers in a collective before it aborts the job (--collective_timeout;
+// 600 s until set). Every wait of the runtime's own agreements below is bounded by it.
+void set_collective_timeout(double seconds);
+double collective_timeout();
+
+// Waits for a non-blocking MPI operation, polling against `seconds` (collective_timeout() when negative);
+// past it the job is aborted with a message naming `what` (a peer died, hangs, or called something else).
+void wait_or_abort(MPI_Request& request, const std::string& what, double seconds = -1);
+
+// Collective over `comm`: a sum (op MPI_SUM), minimum or maximum of one int over the ranks, bounded.
+int agree_int(MPI_Comm comm, int value, MPI_Op op, const std::string& what);
+
 // Collective over `comm`: every rank passes its local error message ("" for none). If any rank has one,
 // every rank throws CollectiveExit carrying the message of the lowest failing rank (prefixed with that
 // rank when not all ranks failed) and `exit_code`; otherwise returns on every rank.
