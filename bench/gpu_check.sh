@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the CUDA configuration on a GPU machine and checks it: the NCCL collectives suite on one rank,
 # the job over NCCL, and the whole CTest suite. Writes logs to ${OUT:-/tmp/openvid-gpu}.
-# On the project's lent GPU machine: carry .device (../shared/device) and run `bash bench/gpu_check.sh`.
+# On the project's lent GPU machine: carry .device (the machine's build dependencies) and run `bash bench/gpu_check.sh`.
 set -uo pipefail
 out=${OUT:-/tmp/openvid-gpu}
 mkdir -p "$out"

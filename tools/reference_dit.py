@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent implementation of the DiT of SPEC.md in PyTorch, used to make the parity fixtures
+"""An independent implementation of the reference trainer's DiT (docs/model.md) in PyTorch, used to make the parity fixtures
 that openvid's C++ model is tested against (tests/fixtures/dit_*/).
 
 Written from the spec alone and on purpose differently from the C++ code: float64 throughout, attention

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Makes the optimizer parity fixture (tests/fixtures/mup_adam.safetensors) with torch.optim.AdamW and the
-per-parameter rules of SPEC.md ("Optimizer"), written here independently of openvid's C++ code.
+reference's per-parameter muP rules (listed in include/openvid/train/optimizer.h), written here independently of openvid's C++ code.
 
 One parameter per rule kind with random values and three steps of random gradients under the linear
 schedule (warm-up 20, max_steps 25: multipliers 0, 0.05, 0.1 -- the first update uses 0), base lr 1e-3,

@@ -1,5 +1,5 @@
 #pragma once
-// The video DiT of SPEC.md ("The DiT"), as LibTorch modules with the reference's parameter names, so
+// The reference trainer's video DiT (docs/model.md), as LibTorch modules with the reference's parameter names, so
 // a state dict moves between the reference trainer and openvid by name.
 //
 // Precision: parameters are fp32 (the master copy). set_compute_dtype(kBFloat16) makes every matmul,

@@ -1,5 +1,5 @@
 #pragma once
-// 3-D rotary position embedding of the DiT (SPEC.md "3-D RoPE"): a fixed grid of 128^3 (t, h, w)
+// 3-D rotary position embedding of the DiT (as the reference trainer's): a fixed grid of 128^3 (t, h, w)
 // positions with base 100 and r = head_dim/2 angles per token, time taking r/2 of them and height and
 // width r/4 each. Tables are computed in fp32 with the same operations as the reference, so they agree
 // with it to the last bit.

@@ -1,5 +1,5 @@
 #pragma once
-// Context-parallel self-attention (SPEC.md "Parallelism"): the video tokens of a sample are split over
+// Context-parallel self-attention (docs/training.md): the video tokens of a sample are split over
 // the cp ranks by time; registers (and text) are replicated on every cp rank. Each rank attends with its
 // local queries to the keys/values of: its own copy of the registers, and the video tokens of the whole
 // group, all-gathered. In backward, the gradients of the gathered keys/values are reduce-scattered back

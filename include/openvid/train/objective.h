@@ -1,5 +1,5 @@
 #pragma once
-// The rectified-flow objective (SPEC.md "Objective"): per sample t = shift(sigmoid(z)), z ~ N(0, 1);
+// The rectified-flow objective (as the reference trainer's): per sample t = shift(sigmoid(z)), z ~ N(0, 1);
 // x_t = (1 - t) x + t noise; target v = x - noise; loss = mean of (v - model(x_t))^2 in fp32; with
 // probability caption_dropout the text is zeros.
 //

@@ -1,5 +1,5 @@
 #pragma once
-// The reference's "mup_adam" (SPEC.md "Optimizer"): AdamW with a learning-rate multiplier and weight
+// The reference's "mup_adam" (rules below): AdamW with a learning-rate multiplier and weight
 // decay per parameter, chosen by name and shape, and the warm-up + linear / cosine / constant schedule.
 //
 // The optimizer works on segments: a segment is a parameter, or any contiguous piece of one (a slice of
