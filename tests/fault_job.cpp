@@ -24,6 +24,7 @@
 #include <filesystem>
 
 #ifdef OPENVID_TEST_SPIN
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 void spin_gpu_for(double seconds, cudaStream_t stream);
@@ -49,8 +50,13 @@ int fault_job(int argc, char** argv) {
     ov::Universe gpu = ov::Universe::create(MPI_COMM_WORLD, 1, 1, ov::DeviceRequest::kCuda);
     auto nccl = ov::comm::ProcessGroups::create(gpu, ov::comm::Backend::kNccl,
                                                 std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
-    at::Tensor t = at::ones({16}, at::TensorOptions().device(at::kCUDA, static_cast<c10::DeviceIndex>(gpu.device().index)));
-    spin_gpu_for(60, c10::cuda::getCurrentCUDAStream().stream());
+    const auto device = static_cast<c10::DeviceIndex>(gpu.device().index);
+    at::Tensor t = at::ones({16}, at::TensorOptions().device(at::kCUDA, device));
+    nccl.world().all_reduce(t, ov::comm::ReduceOp::kSum).wait();  // NCCL's lazy set-up done before the device is held
+    c10::cuda::getCurrentCUDAStream(device).synchronize();
+    // The spinner runs on a side stream, so that nothing synchronising with the legacy default stream waits for it.
+    c10::cuda::CUDAStreamGuard side(c10::cuda::getStreamFromPool(false, device));
+    spin_gpu_for(60, c10::cuda::getCurrentCUDAStream(device).stream());
     nccl.world().all_reduce(t, ov::comm::ReduceOp::kSum).wait();  // the collective waits behind the spinning kernel
     std::cout << "fault_job: sum " << t.cpu()[0].item<float>() << "\n";  // the host blocks here
     return 0;

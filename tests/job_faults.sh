@@ -54,10 +54,11 @@ case $scenario in
     OPENVID_FAULT_START_DELAY=4 "$mpiexec" --oversubscribe -n 2 "$ovmpi" --config "$config" --device cpu --run_dir "$run_dir" \
       --run_name run --evaluate_every 0 --warmup_steps 1 --max_steps 3 > "$run_dir/first.log" 2>&1 &
     pid=$!
-    ranks=""
-    for _ in $(seq 100); do ranks=$(pgrep -P "$pid" -f openvid_mpi | head -1); [ -n "$ranks" ] && break; sleep 0.05; done
-    [ -n "$ranks" ] || fail "no rank process found under mpiexec"
-    sleep 1
+    # The signal goes once a rank says it is held (its handlers are installed by then): loading a CUDA
+    # LibTorch alone can take longer than any fixed sleep.
+    for _ in $(seq 600); do grep -q "start-up held" "$run_dir/first.log" && break; sleep 0.1; done
+    ranks=$(pgrep -P "$pid" -f openvid_mpi | head -1)
+    [ -n "$ranks" ] && grep -q "start-up held" "$run_dir/first.log" || fail "no rank reached its held start-up within 60 s"
     kill -USR1 "$ranks"
     ( for _ in $(seq 120); do sleep 0.5; kill -0 "$pid" 2>/dev/null || exit 0; done; kill -9 "$pid" ) >/dev/null 2>&1 &
     wait "$pid"; rc=$?; cat "$run_dir/first.log"

@@ -340,7 +340,9 @@ BOOST_AUTO_TEST_CASE(parity_with_the_reference_implementation) {
     for (const auto& item : model->named_parameters()) {
       const at::Tensor g = item.value().grad().defined() ? item.value().grad() : at::zeros_like(item.value());
       const double err = rel_err(g, expected.at(item.key()));
-      BOOST_CHECK_MESSAGE(err < 1e-5, name << " " << item.key() << ": relative error " << err);
+      // 1e-4: a scalar's gradient (lambda_param) sums many terms that partly cancel; in fp32 against float64
+      // it moves by ~2e-5 with the CPU kernels MKL picks (MKL_CBWR=COMPATIBLE). A wrong gradient is off by O(1).
+      BOOST_CHECK_MESSAGE(err < 1e-4, name << " " << item.key() << ": relative error " << err);
       ++compared;
     }
     BOOST_CHECK_EQUAL(compared + 1, static_cast<int>(expected.size()));

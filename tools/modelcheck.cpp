@@ -2,7 +2,7 @@
 // openvid can be checked against any other implementation of the model, e.g. when porting weights.
 //
 //   openvid_modelcheck --config model.ini --weights w.safetensors --inputs in.safetensors
-//                      --out out.safetensors [--grad] [--compare expected.safetensors [--rtol 1e-5]]
+//                      --out out.safetensors [--grad] [--compare expected.safetensors [--rtol 1e-4]]
 //
 // in.safetensors: x [B,C,T,H,W], text [B,Lc,Dc], t [B], rope_offset (int64 [3]: t, h, w window start),
 // and, for --grad, probe (shaped like x). out.safetensors: v, and with --grad the gradient of
@@ -39,7 +39,7 @@ double relative_error(const at::Tensor& a, const at::Tensor& b) {
 
 int modelcheck(int argc, char** argv) {
   std::string config, weights, inputs, out, compare;
-  double rtol = 1e-5;
+  double rtol = 1e-4;  // fp32 against a float64 reference: see docs/model.md
   po::options_description desc(
       "openvid_modelcheck: the DiT's output (and gradients) for given weights and inputs, fp32 on the CPU");
   desc.add_options()("help,h", "print this help")

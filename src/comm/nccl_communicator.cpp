@@ -197,7 +197,7 @@ class NcclCommunicator final : public Communicator, private Watched {
   }
   void abort_now(const std::string&) override {
     ncclComm_t comm = comm_;
-    if (comm != nullptr) ncclCommAbort(comm);  // the process ends right after (MPI_Abort)
+    if (comm != nullptr) ncclCommAbort(comm);  // the process ends right after (MPI_Abort); may wait for the device
   }
 
  public:
@@ -305,7 +305,7 @@ class NcclCommunicator final : public Communicator, private Watched {
       check(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError");
       if (!accepted(state)) check(state, what.c_str());
       if (std::chrono::steady_clock::now() > deadline) {
-        abort("timeout in " + what);
+        // No ncclCommAbort here: it can wait for the stuck device work; the process ends with the job.
         abort_job(what + " did not complete within " + seconds(timeout()) +
                   ": a peer rank died, hangs, or called a different collective. Aborting the job");
       }

@@ -3,6 +3,7 @@
 #include "nccl_watchdog.h"
 
 #include <algorithm>
+#include <future>
 #include <sstream>
 
 #include "openvid/runtime/error.h"
@@ -11,6 +12,7 @@ namespace ov::comm {
 namespace {
 constexpr auto kPollInterval = std::chrono::milliseconds(20);
 constexpr size_t kRecent = 16;
+constexpr auto kAbortGrace = std::chrono::seconds(5);
 std::string seconds(std::chrono::milliseconds ms) { return std::to_string(std::chrono::duration<double>(ms).count()) + " s"; }
 }  // namespace
 
@@ -79,7 +81,17 @@ void NcclWatchdog::fail(const std::string& problem) {
   os << "NCCL watchdog: " << problem << ". Aborting the job. This rank's last collectives (oldest first):";
   for (const std::string& r : recent_) os << "\n    " << r;
   const std::string message = os.str();
-  for (Entry& e : entries_) e.comm->abort_now(problem);
+  // ncclCommAbort releases device memory, which can wait for kernels still queued on the device (the very
+  // work that is stuck), so it runs beside a bounded wait: the job ends either way.
+  std::vector<Watched*> comms;
+  for (Entry& e : entries_) comms.push_back(e.comm);
+  auto aborted = std::make_shared<std::promise<void>>();
+  std::future<void> done = aborted->get_future();
+  std::thread([comms, problem, aborted] {
+    for (Watched* c : comms) c->abort_now(problem);
+    aborted->set_value();
+  }).detach();
+  done.wait_for(kAbortGrace);
   abort_job(message);  // MPI_Abort: every rank of the job ends
 }
 

@@ -23,7 +23,7 @@ class Watched {
  public:
   virtual ~Watched() = default;
   virtual std::string async_error() = 0;                  // "" while the communicator is healthy
-  virtual void abort_now(const std::string& reason) = 0;  // ncclCommAbort; never blocks
+  virtual void abort_now(const std::string& reason) = 0;  // ncclCommAbort (the watchdog bounds its wait)
 };
 
 class NcclWatchdog {

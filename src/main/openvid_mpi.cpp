@@ -21,6 +21,7 @@ int openvid_mpi(int argc, char** argv) {
   const bool root = ov::world_rank() == 0;
   ov::install_stop_signal_handlers();  // first: a signal during the start-up must not kill the job (exit 3 instead)
   if (const char* delay = std::getenv("OPENVID_FAULT_START_DELAY")) {  // fault injection for the start-up signal test
+    std::cerr << "openvid: start-up held for " << delay << " s (OPENVID_FAULT_START_DELAY)\n" << std::flush;  // the test's cue
     std::this_thread::sleep_for(std::chrono::duration<double>(std::atof(delay)));
   }
   ov::ParsedCommandLine cl;
