@@ -8,8 +8,11 @@
 #include <string>
 #include <vector>
 
+#include <c10/util/Exception.h>
+
 #include "openvid/comm/process_groups.h"
 #include "openvid/config/options.h"
+#include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/signals.h"
 #include "openvid/runtime/universe.h"
@@ -55,9 +58,15 @@ int openvid_mpi(int argc, char** argv) {
   ov::comm::verify_groups(groups, universe);
   if (root) std::cout << "communication groups verified (world, shard, cp, dp)\n" << std::flush;
   int code = ov::kExitOk;
-  {
+  try {
     ov::train::Trainer trainer(opt, universe, groups, std::move(inputs));
     code = trainer.run();
+  } catch (const c10::OutOfMemoryError& e) {  // what to change, instead of LibTorch's backtrace
+    std::string what = e.what_without_backtrace();
+    what = what.substr(0, what.find(" Including non-PyTorch memory"));
+    throw ov::Error("the GPU ran out of memory (" + what +
+                    ") Lower --batch_size, recompute activations (--recompute_every 1: every block, 2: every other "
+                    "block), or shard the model over more ranks (--fs); docs/gpu.md lists what fits on an 80 GB GPU");
   }
   groups.finalize();
   return code;

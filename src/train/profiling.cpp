@@ -64,6 +64,16 @@ std::vector<std::pair<std::string, double>> StepTimer::read() const {
 
 // ---- KinetoTrace --------------------------------------------------------------------------------------
 
+namespace {
+// Steps overlap on the device (the next is enqueued before the last completes), so the trace starts and
+// ends with the device idle: it then holds exactly the GPU work of its steps. Only traced runs pay for it.
+void wait_for_device(bool cuda) {
+  if (!cuda) return;
+  const c10::impl::VirtualGuardImpl impl(c10::DeviceType::CUDA);
+  impl.synchronizeDevice(impl.getDevice().index());
+}
+}  // namespace
+
 KinetoTrace::KinetoTrace(std::string path, int64_t first, int64_t last, bool cuda)
     : path_(std::move(path)), first_(first), last_(last), cuda_(cuda) {}
 
@@ -75,9 +85,11 @@ void KinetoTrace::at_step(int64_t step) {
     std::set<ActivityType> activities{ActivityType::CPU};
     if (cuda_) activities.insert(ActivityType::CUDA);
     prof::prepareProfiler(config, activities);
+    wait_for_device(cuda_);
     prof::enableProfiler(config, activities);
     running_ = true;
   } else if (running_ && step >= last_) {
+    wait_for_device(cuda_);
     prof::disableProfiler()->save(path_);
     running_ = false;
     done_ = true;
@@ -87,6 +99,7 @@ void KinetoTrace::at_step(int64_t step) {
 KinetoTrace::~KinetoTrace() {
   if (!running_) return;
   try {
+    wait_for_device(cuda_);
     torch::autograd::profiler::disableProfiler()->save(path_);
   } catch (const std::exception& e) {
     std::cerr << "the Kineto trace " << path_ << " could not be saved: " << e.what() << "\n";
