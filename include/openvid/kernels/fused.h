@@ -1,5 +1,5 @@
 #pragma once
-// The DiT block's memory-bound work as fused kernels (kernels/norm.cu, rope.cu, residual.cu): each reads
+// The DiT block's memory-bound work as fused kernels (kernels/norm.cu, rope.cu): each reads
 // its inputs once and writes its outputs once, bf16 in and out, fp32 arithmetic. Tensors are [B, L, D]
 // rows (B samples, L tokens, D features) unless said otherwise, contiguous, 16-byte aligned, D a multiple
 // of 8. A "row vector" argument (shift, scale, gate) is [B, D] with a batch stride (a chunk of the adaLN
