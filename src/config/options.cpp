@@ -70,7 +70,8 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("precision", o.precision, "auto (bf16 compute on GPU, fp32 on CPU), fp32, bf16", Group::kParallel);
   fn("collective_timeout", o.collective_timeout,
      "seconds a collective may wait for its peers before the job is aborted", Group::kParallel);
-  fn("peak_tflops", o.peak_tflops, "per-device peak TFLOP/s for the MFU in logs; 0 = 989 (H100 bf16) on GPUs, none on CPUs",
+  fn("peak_tflops", o.peak_tflops, "per-device peak TFLOP/s for the MFU in logs; 0 = the GPU's dense peak by its name (H100, H200, A100, B200, L40S, ...), "
+     "no MFU on CPUs and unknown GPUs",
      Group::kParallel);
   // Data
   fn("dataset", o.dataset, "the dataset's directory or its dataset.json manifest, or 'fake' for random latents and captions",

@@ -40,7 +40,7 @@ struct Options {
   DeviceRequest device = DeviceRequest::kAuto;                  // auto | cpu | cuda
   Precision precision = Precision::kAuto;                       // auto | fp32 | bf16
   double collective_timeout = 600;   // seconds before a stuck collective aborts the job
-  double peak_tflops = 0;            // per-device peak for MFU; 0 = 989 (H100 bf16 dense) on CUDA, none on CPU
+  double peak_tflops = 0;            // per-device peak for MFU; 0 = by the GPU's name, none on CPU
 
   // Data
   std::string dataset;               // path to a dataset (manifest or shard), or "fake"
