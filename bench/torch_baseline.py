@@ -16,10 +16,14 @@ import math
 import os
 import random
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from reference_optimizer import rule as mup_rule  # noqa: E402  (the muP rules, one copy)
 
 C, PATCH, TPATCH, REGISTERS, TEXT_DIM, HEAD_DIM, MLP = 16, 2, 2, 16, 4096, 128, 4
 
@@ -112,17 +116,7 @@ class DiT(torch.nn.Module):
 def mup_groups(model, lr, wd=0.1):
     groups = []
     for name, p in model.named_parameters():
-        if any(s in name for s in ("bias", "norm", "lambda")):
-            m, w = 0.01, 0.0
-        else:
-            k = p.shape[-1]
-            m, w = 32.0 / k, wd * k / 1024
-        if any(s in name for s in ("patch_embed", "context_kv", "positional_embedding")):
-            m, w = 0.01, 0.0
-        if "time" in name:
-            m *= 0.1
-        if "modulation" in name:
-            m *= 0.1
+        m, w = mup_rule(name, p.shape, wd)
         groups.append({"params": [p], "lr": lr * m, "weight_decay": w})
     return groups
 

@@ -13,7 +13,6 @@ import math
 import sys
 
 import torch
-from safetensors.torch import save_file
 
 SHAPES = {
     "patch_embed.weight": [8, 4, 2, 2, 2], "patch_embed.bias": [8], "register_tokens": [1, 4, 8],
@@ -26,6 +25,7 @@ SHAPES = {
 
 
 def rule(name, shape, base_wd=0.1):
+    """(lr multiplier, weight decay) of a parameter; bench/torch_baseline.py uses it too."""
     if any(s in name for s in ("bias", "norm", "lambda")):
         lr, wd = 0.01, 0.0
     else:
@@ -44,25 +44,32 @@ def linear(step, max_steps=25, warmup=20):
     return step / warmup if step < warmup else max(0.0, (max_steps - step) / (max_steps - warmup))
 
 
-torch.manual_seed(0)
-out = {}
-params, groups = {}, []
-for name, shape in SHAPES.items():
-    p = torch.nn.Parameter(torch.randn(shape))
-    params[name] = p
-    lr_mult, wd = rule(name, shape)
-    groups.append({"params": [p], "lr": 1e-3 * lr_mult, "weight_decay": wd, "lr_mult": lr_mult})
-    out["init." + name] = p.detach().clone()
-    out["rule." + name] = torch.tensor([lr_mult, wd], dtype=torch.float64)
-opt = torch.optim.AdamW(groups, betas=(0.95, 0.99), eps=1e-8)
-for step in range(3):
-    for g in opt.param_groups:
-        g["lr"] = 1e-3 * linear(step) * g["lr_mult"]
+def main():
+    from safetensors.torch import save_file  # only for writing the fixture: rule() imports without it
+
+    torch.manual_seed(0)
+    out = {}
+    params, groups = {}, []
+    for name, shape in SHAPES.items():
+        p = torch.nn.Parameter(torch.randn(shape))
+        params[name] = p
+        lr_mult, wd = rule(name, shape)
+        groups.append({"params": [p], "lr": 1e-3 * lr_mult, "weight_decay": wd, "lr_mult": lr_mult})
+        out["init." + name] = p.detach().clone()
+        out["rule." + name] = torch.tensor([lr_mult, wd], dtype=torch.float64)
+    opt = torch.optim.AdamW(groups, betas=(0.95, 0.99), eps=1e-8)
+    for step in range(3):
+        for g in opt.param_groups:
+            g["lr"] = 1e-3 * linear(step) * g["lr_mult"]
+        for name, p in params.items():
+            p.grad = torch.randn_like(p)
+            out[f"grad{step}.{name}"] = p.grad.clone()
+        opt.step()
     for name, p in params.items():
-        p.grad = torch.randn_like(p)
-        out[f"grad{step}.{name}"] = p.grad.clone()
-    opt.step()
-for name, p in params.items():
-    out["final." + name] = p.detach().clone()
-save_file({k: v.contiguous() for k, v in out.items()}, sys.argv[1] if len(sys.argv) > 1 else "mup_adam.safetensors")
-print("wrote", len(out), "tensors")
+        out["final." + name] = p.detach().clone()
+    save_file({k: v.contiguous() for k, v in out.items()}, sys.argv[1] if len(sys.argv) > 1 else "mup_adam.safetensors")
+    print("wrote", len(out), "tensors")
+
+
+if __name__ == "__main__":
+    main()
