@@ -54,7 +54,7 @@ BOOST_AUTO_TEST_CASE(schedules_by_hand) {
   BOOST_CHECK_EQUAL(lr_multiplier(ov::LrSchedule::kConstant, 70, 100, 20), 1.0);
 }
 
-// Against torch.optim.AdamW with the spec's groups (tools/reference_optimizer.py), also run as shards:
+// Against torch.optim.AdamW with the reference's muP groups (tools/reference_optimizer.py), also run as shards:
 // every parameter split in two segments must give the same result.
 BOOST_AUTO_TEST_CASE(adamw_matches_torch_and_shards_equal_whole) {
   const auto fx = ov::model::read_safetensors(std::string(OPENVID_FIXTURES_DIR) + "/mup_adam.safetensors").tensors;

@@ -2,7 +2,7 @@
 """An independent implementation of the reference trainer's DiT (docs/model.md) in PyTorch, used to make the parity fixtures
 that openvid's C++ model is tested against (tests/fixtures/dit_*/).
 
-Written from the spec alone and on purpose differently from the C++ code: float64 throughout, attention
+Written from docs/model.md alone and on purpose differently from the C++ code: float64 throughout, attention
 as an explicit softmax(q k^T) v, RoPE tables from a meshgrid of the window flattened in (t, h, w) order,
 modulation as one big Linear chunked by hand. Weights are random (also the zero-initialised ones, so
 every path carries signal) and stored as fp32; the reference computes in float64 from those exact values.
