@@ -30,6 +30,7 @@
 void spin_gpu_for(double seconds, cudaStream_t stream);
 #endif
 
+#include "openvid/comm/host_copy.h"
 #include "openvid/comm/process_groups.h"
 #include "openvid/data/prefetch.h"
 #include "openvid/data/synthetic.h"
@@ -58,7 +59,7 @@ int fault_job(int argc, char** argv) {
     c10::cuda::CUDAStreamGuard side(c10::cuda::getStreamFromPool(false, device));
     spin_gpu_for(60, c10::cuda::getCurrentCUDAStream(device).stream());
     nccl.world().all_reduce(t, ov::comm::ReduceOp::kSum).wait();  // the collective waits behind the spinning kernel
-    std::cout << "fault_job: sum " << t.cpu()[0].item<float>() << "\n";  // the host blocks here
+    std::cout << "fault_job: sum " << ov::comm::to_host(t)[0].item<float>() << "\n";  // the host blocks here, as the trainer does
     return 0;
   }
 #endif

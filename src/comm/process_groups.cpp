@@ -1,5 +1,6 @@
 #include "openvid/comm/process_groups.h"
 
+#include "openvid/comm/host_copy.h"
 #include "openvid/comm/mpi_communicator.h"
 #include "openvid/comm/nccl_communicator.h"
 #include "openvid/runtime/error.h"
@@ -78,7 +79,7 @@ void verify_groups(ProcessGroups& groups, const Universe& universe) {
   for (const auto& c : checks) {
     at::Tensor t = at::full({1}, static_cast<int64_t>(me), at::TensorOptions().dtype(at::kLong).device(device));
     c.comm.all_reduce(t, ReduceOp::kSum).wait();
-    const int64_t got = t.cpu().item<int64_t>();
+    const int64_t got = to_host(t).item<int64_t>();
     if (got != c.expected || c.comm.size() != c.size) {
       throw Error("group '" + c.comm.name() + "' is mis-wired on world rank " + std::to_string(me) + ": size " +
                   std::to_string(c.comm.size()) + " (expected " + std::to_string(c.size) + "), rank sum " +

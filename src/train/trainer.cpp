@@ -16,6 +16,7 @@
 #include <iostream>
 #include <optional>
 
+#include "openvid/comm/host_copy.h"
 #include "openvid/data/device_batch.h"
 #include "openvid/data/prefetch.h"
 #include "openvid/model/flops.h"
@@ -258,7 +259,7 @@ double Trainer::evaluate() {
   // over the data ranks (cp rank 0 of each group counts the whole sample).
   at::Tensor sums = at::cat({local, local.new_full({1}, d.data.layout.cp_rank == 0 ? valid : 0.0)});
   d.groups.world().all_reduce(sums, comm::ReduceOp::kSum).wait();
-  const at::Tensor s = sums.cpu();
+  const at::Tensor s = comm::to_host(sums);
   return s[1].item<double>() > 0 ? s[0].item<double>() / s[1].item<double>() : std::nan("");
 }
 
