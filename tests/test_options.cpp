@@ -162,6 +162,22 @@ BOOST_AUTO_TEST_CASE(unknown_and_malformed_options_give_one_clear_line) {
   BOOST_CHECK_MESSAGE(contains(e, "'run.ini'") && contains(e, "--dataset PATH"), e);
 }
 
+BOOST_AUTO_TEST_CASE(abbreviations_are_rejected_and_aliases_are_listed) {
+  // Boost's default would complete these prefixes to --learning_rate and --model_depth.
+  std::string e = error_of({"--learning-rat", "1e-3"});
+  BOOST_CHECK_MESSAGE(contains(e, "learning_rat") && contains(e, "--help"), e);
+  e = error_of({"--model_d", "4"});
+  BOOST_CHECK_MESSAGE(contains(e, "model_d"), e);
+  BOOST_CHECK_EQUAL(parse({"--lr", "0.002"}).learning_rate, 0.002);  // an alias is a whole name
+  std::string help;  // the help text with its line wrapping undone
+  std::istringstream words(ov::help_text("openvid_mpi"));
+  for (std::string w; words >> w;) help += w + " ";
+  for (const char* alias : {"(also --lr)", "(also --eval_every)", "(also --lr_schedule)", "(also --bias_and_norm_affine, --model_bias_and_norm_affine)",
+                            "(also --model_recompute_every)"}) {
+    BOOST_CHECK_MESSAGE(contains(help, alias), std::string("--help does not list ") + alias);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(config_file_errors_name_the_file) {
   std::string e = error_of({"--config", "/nonexistent/run.ini"});
   BOOST_CHECK_MESSAGE(contains(e, "/nonexistent/run.ini") && contains(e, "cannot be opened"), e);

@@ -205,17 +205,23 @@ std::unique_ptr<Descriptions> describe(Options& o) {
       ("version", "print the version and exit")
       ("config", po::value<std::string>(&o.config_file),
        "INI file of options (key = value; [model] keys get the model_ prefix); the command line wins");
-  for (Group g : kGroups) d->groups.emplace(g, po::options_description(group_title(g)));
-  for_each_option(o, [&](const char* name, auto& field, const char* help, Group g) {
+  // Wide enough that no option name or alias is broken across lines.
+  for (Group g : kGroups) d->groups.emplace(g, po::options_description(group_title(g), 120, 70));
+  for_each_option(o, [&](const char* name, auto& field, const char* description, Group g) {
     using T = std::remove_reference_t<decltype(field)>;
+    std::string help = description, also;  // with the other spellings, so that --help shows every accepted name
+    for (const auto& [alias, canonical] : aliases()) {
+      if (canonical == name) also += (also.empty() ? " (also " : ", ") + std::string("--") + alias;
+    }
+    if (!also.empty()) help += also + ")";
     if constexpr (std::is_enum_v<T>) {  // read as a word, parsed once into the enum when notified
       auto* v = po::value<std::string>()->default_value(to_text(field))->notifier(
           [&field, option = std::string(name)](const std::string& word) { field = parse_choice<T>(option, word); });
-      d->groups.at(g).add_options()(name, v, help);
+      d->groups.at(g).add_options()(name, v, help.c_str());
     } else {
       auto* v = po::value<T>(&field)->default_value(field, to_text(field));
       if constexpr (std::is_same_v<T, bool>) v->implicit_value(true, "true");
-      d->groups.at(g).add_options()(name, v, help);
+      d->groups.at(g).add_options()(name, v, help.c_str());
     }
   });
   d->all.add(d->general);
@@ -268,6 +274,10 @@ void canonicalise_file_keys(po::parsed_options& parsed, const po::options_descri
   }
 }
 
+// Boost's default style completes an unambiguous prefix (--learning-rat = --learning_rate); a typo must be
+// an error instead, so only whole names (and the listed aliases) are accepted.
+constexpr int kCommandLineStyle = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+
 }  // namespace
 
 std::string version_string() { return "openvid 0.1.0"; }
@@ -288,7 +298,7 @@ const char* to_string(RopeLayout layout) { return choice_word(layout); }
 
 void parse_tool_command_line(const po::options_description& desc, int argc, char** argv, po::variables_map& vm) {
   try {
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    po::store(po::command_line_parser(argc, argv).options(desc).style(kCommandLineStyle).run(), vm);
     if (!vm.count("help")) po::notify(vm);
   } catch (const po::error& e) {
     throw InputError(std::string(e.what()) + " (see --help)");
@@ -306,7 +316,8 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
     with_stray.add(desc->all).add_options()("stray-words", po::value<std::vector<std::string>>());
     po::positional_options_description positional;
     positional.add("stray-words", -1);
-    po::store(po::command_line_parser(normalise_command_line(args)).options(with_stray).positional(positional).run(), vm);
+    po::store(po::command_line_parser(normalise_command_line(args)).options(with_stray).positional(positional).style(kCommandLineStyle).run(),
+             vm);
   } catch (const po::error& e) {
     throw InputError(std::string(e.what()) + " (see --help)");
   }
