@@ -2,7 +2,7 @@
 # Job-level fault scenarios of openvid_mpi (2 ranks, the quick-start model):
 #   job_faults.sh MPIEXEC OPENVID_MPI CONFIG WORKDIR SCENARIO
 # SCENARIO: kill-in-checkpoint | signal | startup-signal | corrupt | nonfinite | profile | export-on-resume |
-#           prune-incomplete | bad-relaunch | unwritable-run-dir. Prints PASS or FAIL lines; exit 0 on PASS.
+#           prune-incomplete | bad-relaunch | unwritable-run-dir | run-dir-reuse | resume-changes | epoch-cap | fake-changed. Prints PASS or FAIL lines; exit 0 on PASS.
 set -u
 mpiexec=$1 ovmpi=$2 config=$3 work=$4 scenario=$5
 run_dir=$work/$scenario
@@ -15,16 +15,88 @@ ck=$run_dir/run/checkpoints
 case $scenario in
   kill-in-checkpoint)
     # Rank 0 is killed after writing the step-4 checkpoint's files, before committing it.
-    OPENVID_FAULT_KILL_IN_CHECKPOINT=4 job --max_steps 6 --checkpoint_every 2 > "$run_dir/first.log" 2>&1
+    OPENVID_FAULT_KILL_IN_CHECKPOINT=4 job --max_steps 6 --checkpoint_every 2 --log_every 1 > "$run_dir/first.log" 2>&1
     rc=$?; cat "$run_dir/first.log"
     [ $rc -ne 0 ] || fail "the killed job exited 0"
     [ -f "$ck/step_00000002/COMPLETE" ] || fail "the previous checkpoint step_00000002 is not intact"
     [ ! -f "$ck/step_00000004/COMPLETE" ] || fail "the interrupted checkpoint was committed"
-    job --max_steps 6 --checkpoint_every 2 --resume auto > "$run_dir/second.log" 2>&1
+    job --max_steps 6 --checkpoint_every 2 --log_every 1 --resume auto > "$run_dir/second.log" 2>&1
     rc=$?; cat "$run_dir/second.log"
     [ $rc -eq 0 ] || fail "the resumed job exited $rc"
     grep -q "resuming from .*step_00000002 at step 2" "$run_dir/second.log" || fail "--resume auto did not take step_00000002"
     grep -q "^step 6/6 " "$run_dir/second.log" || fail "the resumed job did not finish"
+    # The killed job logged steps 3 and 4 past the checkpoint it resumed from: each step is recorded once.
+    python3 -c "import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert [r['step'] for r in rows] == [1, 2, 3, 4, 5, 6], [r['step'] for r in rows]
+assert all(r['wall_time'] > 1.7e9 and r['elapsed_seconds'] >= 0 for r in rows), rows" "$run_dir/run/metrics.jsonl" ||
+      fail "metrics.jsonl does not hold steps 1-6 once each, with wall and elapsed times"
+    ;;
+  run-dir-reuse)
+    job --max_steps 2 > "$run_dir/first.log" 2>&1 || { cat "$run_dir/first.log"; fail "the first job failed"; }
+    rows=$(wc -l < "$run_dir/run/metrics.jsonl")
+    job --max_steps 2 > "$run_dir/second.log" 2>&1
+    rc=$?; cat "$run_dir/second.log"
+    [ $rc -eq 2 ] || fail "a second run in the same directory exited $rc, not 2"
+    [ "$(grep -c "holds an earlier run (checkpoints up to step_00000002, metrics.jsonl, model.safetensors): continue it with --resume auto, start it over with --start_over" "$run_dir/second.log")" -eq 1 ] ||
+      fail "no single message naming the earlier run and the ways on"
+    [ "$(wc -l < "$run_dir/run/metrics.jsonl")" -eq "$rows" ] || fail "the refused run touched metrics.jsonl"
+    job --max_steps 2 --start_over --resume auto > "$run_dir/third.log" 2>&1
+    rc=$?; cat "$run_dir/third.log"
+    [ $rc -eq 2 ] && grep -q "start_over contradicts --resume auto" "$run_dir/third.log" || fail "--start_over with --resume was not refused"
+    job --max_steps 3 --start_over > "$run_dir/fourth.log" 2>&1
+    rc=$?; cat "$run_dir/fourth.log"
+    [ $rc -eq 0 ] || fail "--start_over exited $rc"
+    aside=$(ls -d "$run_dir"/run.replaced-* 2>/dev/null | head -1)
+    [ -n "$aside" ] && grep -q "moved the earlier run's files from .* to $aside" "$run_dir/fourth.log" || fail "the earlier run was not moved aside"
+    [ -f "$aside/checkpoints/step_00000002/COMPLETE" ] && [ "$(wc -l < "$aside/metrics.jsonl")" -eq "$rows" ] || fail "the moved run is not intact"
+    [ -f "$ck/step_00000003/COMPLETE" ] && [ ! -e "$ck/step_00000002" ] || fail "the new run mixed with the earlier one's checkpoints"
+    ;;
+  resume-changes)
+    job --max_steps 4 > "$run_dir/first.log" 2>&1 || { cat "$run_dir/first.log"; fail "the first job failed"; }
+    job --max_steps 8 --batch_size 2 --resume auto > "$run_dir/second.log" 2>&1
+    rc=$?; cat "$run_dir/second.log"
+    [ $rc -eq 0 ] || fail "the resumed job exited $rc"
+    line=$(grep "^note: this resume changes the run: " "$run_dir/second.log")
+    [ "$(echo "$line" | grep -c .)" -eq 1 ] || fail "not one line about what the resume changes"
+    for what in "global batch 8 -> 4 (each step now averages 4 samples" "max_steps 4 -> 8" "learning rate at step 4 jumps 0.00e+00 -> "; do
+      [[ "$line" == *"$what"* ]] || fail "the line does not say: $what"
+    done
+    job --max_steps 10 --batch_size 2 --lr_scheduler_type constant --resume auto > "$run_dir/third.log" 2>&1 || fail "the third job failed"
+    cat "$run_dir/third.log"
+    grep -q "changes the run: .*learning rate at step 8 jumps" "$run_dir/third.log" || fail "a schedule change is not reported"
+    grep -q "changes the run: .*global batch" "$run_dir/third.log" && fail "an unchanged global batch is reported"
+    # A checkpoint of another architecture: every mismatch listed with its shape, exit 2.
+    job --max_steps 12 --model_depth 1 --resume auto > "$run_dir/fourth.log" 2>&1
+    rc=$?; cat "$run_dir/fourth.log"
+    [ $rc -eq 2 ] && grep -q "do not match the model; unexpected (12): .*blocks.1.lambda_param \[1\], .*blocks.1.qkv.weight \[192, 64\]" "$run_dir/fourth.log" ||
+      fail "resuming a depth-2 checkpoint into a depth-1 model did not stop listing blocks.1.* with shapes"
+    cp "$ck/step_00000010/model.safetensors" "$run_dir/width64.safetensors"
+    job --max_steps 12 --model_width 96 --start_over --load_checkpoint "$run_dir/width64.safetensors" > "$run_dir/fifth.log" 2>&1
+    rc=$?; cat "$run_dir/fifth.log"
+    [ $rc -eq 2 ] && grep -q "wrong shape ([0-9]*): register_tokens \[1, 4, 64\] in the file vs \[1, 4, 96\] in the model" "$run_dir/fifth.log" ||
+      fail "loading width-64 weights into a width-96 model did not stop listing the shapes"
+    ;;
+  epoch-cap)
+    job --num_epochs 1 --max_steps 1000 > "$run_dir/first.log" 2>&1
+    rc=$?; cat "$run_dir/first.log"
+    [ $rc -eq 0 ] || fail "the job exited $rc"
+    grep -q "^note: the run will end at step [0-9]*, at the epoch cap: --num_epochs 1 x [0-9]* steps per epoch = [0-9]* steps, before --max_steps 1000; .* ends at lr " "$run_dir/first.log" ||
+      fail "the epoch cap is not announced at the start"
+    grep -q "^stopped at step [0-9]*: reached the epoch cap" "$run_dir/first.log" || fail "the stop does not say it was the epoch cap"
+    job --max_steps 3 --start_over > "$run_dir/second.log" 2>&1 || { cat "$run_dir/second.log"; fail "the second job failed"; }
+    grep -q "^stopped at step 3: reached --max_steps 3" "$run_dir/second.log" || fail "the stop does not say it was max_steps"
+    grep -q "epoch cap" "$run_dir/second.log" && fail "an epoch cap is mentioned where there is none"
+    ;;
+  fake-changed)
+    job --max_steps 2 > "$run_dir/first.log" 2>&1 || { cat "$run_dir/first.log"; fail "the first job failed"; }
+    job --max_steps 4 --resume auto --fake_samples 100 > "$run_dir/second.log" 2>&1
+    rc=$?; cat "$run_dir/second.log"
+    [ $rc -eq 0 ] || fail "the job with other --fake_samples exited $rc"
+    grep -q "was written with other --fake_\* options .*writing it anew (100 samples" "$run_dir/second.log" || fail "the outdated synthetic dataset was not rewritten"
+    grep -q '"count": *100' "$run_dir/run/fake_data/dataset.json" || fail "the manifest does not hold 100 samples"
+    job --max_steps 6 --resume auto --fake_samples 100 > "$run_dir/third.log" 2>&1 || fail "the third job failed"
+    grep -q "synthetic dataset" "$run_dir/third.log" && fail "a current synthetic dataset was written again"
     ;;
   signal)
     # mpiexec itself in the background (not a wrapper), so that the signal reaches it and it forwards it.
@@ -126,6 +198,10 @@ case $scenario in
     [ $rc -eq 1 ] || fail "expected exit 1 after repeated non-finite steps, got $rc"
     [ "$(grep -c "not finite in 3 steps in a row" "$run_dir/first.log")" -eq 1 ] || fail "no single message about non-finite steps"
     grep -q "skipped [1-9]" "$run_dir/first.log" || fail "skipped steps are not counted in the log"
+    python3 -c "import json, sys
+def reject(c): raise ValueError('not JSON: ' + c)
+rows = [json.loads(l, parse_constant=reject) for l in open(sys.argv[1])]
+assert any(r['loss'] is None for r in rows), rows" "$run_dir/run/metrics.jsonl" || fail "metrics.jsonl is not strict JSON with null for a non-finite loss"
     ;;
   profile)
     job --max_steps 3 --profile_dir "$run_dir/profile" > "$run_dir/first.log" 2>&1 || { cat "$run_dir/first.log"; fail "the job failed"; }

@@ -117,6 +117,9 @@ void for_each_option(Options& o, Fn&& fn) {
      Group::kRun);
   fn("resume", o.resume, "continue a run: 'auto' (latest complete checkpoint of this run) or a path",
      Group::kRun);
+  fn("start_over", o.start_over,
+     "the run directory holds an earlier run: move its files aside (to <run_name>.replaced-<UTC time>) and start at step 0",
+     Group::kRun);
   fn("profile_dir", o.profile_dir,
      "write here a per-rank host timeline of every step's phases and a Kineto trace (CUDA kernels, copies, NCCL) of "
      "--profile_steps; empty = off",
@@ -274,6 +277,16 @@ void canonicalise_file_keys(po::parsed_options& parsed, const po::options_descri
   }
 }
 
+void store_ini(std::istream& in, const po::options_description& desc, const std::string& file, po::variables_map& vm) {
+  try {
+    po::parsed_options parsed = po::parse_config_file(in, desc, /*allow_unregistered=*/true);
+    canonicalise_file_keys(parsed, desc, file);
+    po::store(parsed, vm);
+  } catch (const po::error& e) {
+    throw InputError("config file '" + file + "': " + e.what());
+  }
+}
+
 // Boost's default style completes an unambiguous prefix (--learning-rat = --learning_rate); a typo must be
 // an error instead, so only whole names (and the listed aliases) are accepted.
 constexpr int kCommandLineStyle = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
@@ -338,13 +351,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
     const std::string file = vm["config"].as<std::string>();
     std::ifstream in(file);
     if (!in) throw InputError("config file '" + file + "' cannot be opened (check the --config path)");
-    try {
-      po::parsed_options parsed = po::parse_config_file(in, desc->all, /*allow_unregistered=*/true);
-      canonicalise_file_keys(parsed, desc->all, file);
-      po::store(parsed, vm);  // values already set by the command line are kept
-    } catch (const po::error& e) {
-      throw InputError("config file '" + file + "': " + e.what());
-    }
+    store_ini(in, desc->all, file, vm);  // values already set by the command line are kept
   }
   try {
     po::notify(vm);
@@ -418,6 +425,8 @@ void validate(const Options& o) {
   need(!o.run_name.empty() && o.run_name.find('/') == std::string::npos, "run_name",
        "must be a non-empty name without '/'", "'" + o.run_name + "'");
   need(!o.run_dir.empty(), "run_dir", "must not be empty", "''");
+  need(!(o.start_over && !o.resume.empty()), "start_over", "contradicts --resume " + o.resume + " (continue the run or start it over)",
+       "true");
   need(o.evaluate_every >= 0, "evaluate_every", "must be >= 0 (0 = never)", o.evaluate_every);
   parse_step_range(o.profile_steps);
   validate(m);
@@ -435,6 +444,20 @@ std::string help_text(const std::string& program) {
      << "SIGUSR1/SIGTERM (requeue and resume with --resume auto).\n\n"
      << desc->all;
   return os.str();
+}
+
+Options options_from_ini(const std::string& ini_text, const std::string& source) {
+  Options o;
+  const auto desc = describe(o);
+  po::variables_map vm;
+  std::istringstream in(ini_text);
+  store_ini(in, desc->all, source, vm);
+  try {
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError("config file '" + source + "': " + e.what());
+  }
+  return o;
 }
 
 std::string to_ini(const Options& options) {

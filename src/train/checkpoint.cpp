@@ -153,6 +153,8 @@ CheckpointState parse_trainer_state(const std::string& path) {
     state.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
     state.skipped_steps = j.value("skipped_steps", int64_t{0});
     state.shard_files = j.at("shard_files").get<int>();
+    if (j.contains("layout")) state.data_ranks = j["layout"].value("dp", 0) * j["layout"].value("fs", 0);
+    state.options_ini = j.value("options", std::string());
   } catch (const json::exception& e) {
     throw InputError("checkpoint '" + path + "': trainer.json is not valid or lacks a field: " + e.what());
   }

@@ -4,7 +4,11 @@
 
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "openvid/runtime/error.h"
+#include "openvid/runtime/files.h"
 
 #ifdef OPENVID_TORCH_CUDA
 #include <ATen/cuda/CUDAContextLight.h>
@@ -12,6 +16,7 @@
 #endif
 
 namespace ov::train {
+using nlohmann::json;
 
 std::string device_name(const c10::Device& device) {
 #ifdef OPENVID_TORCH_CUDA
@@ -58,9 +63,34 @@ std::string format_duration(double s) {
   return os.str();
 }
 
-RunLog::RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size, c10::Device device)
+namespace {
+
+// Keeps the records of steps <= `last_step` (and drops a line a crash cut short); rewritten durably.
+void truncate_metrics(const std::string& path, int64_t last_step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  bool dropped = false;
+  while (std::getline(in, line)) {
+    const json row = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (row.is_object() && row.contains("step") && row["step"].is_number_integer() && row["step"].get<int64_t>() <= last_step) {
+      kept += line + "\n";
+    } else {
+      dropped = true;
+    }
+  }
+  if (dropped) write_file_durably(path, kept);
+}
+
+}  // namespace
+
+RunLog::RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size, c10::Device device, int64_t start_step)
     : writer_(writer), peak_tflops_(peak_tflops), world_size_(world_size), device_(device) {
-  if (writer_) metrics_.open(run_dir + "/metrics.jsonl", std::ios::app);
+  if (!writer_) return;
+  const std::string path = run_dir + "/metrics.jsonl";
+  truncate_metrics(path, start_step);
+  metrics_.open(path, std::ios::app);
+  if (!metrics_) throw Error("cannot open '" + path + "' for writing");
 }
 
 void RunLog::add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops,
@@ -93,23 +123,27 @@ void RunLog::write(const Point& p) {
          << " GB | ETA " << format_duration(p.eta_seconds);
     if (p.skipped > 0) line << " | skipped " << p.skipped;
     std::cout << line.str() << "\n" << std::flush;
-    metrics_ << std::setprecision(17) << std::defaultfloat;  // full precision: runs are compared by these numbers
-    metrics_ << "{\"step\": " << p.step << ", \"loss\": " << loss;
-    if (p.eval_loss) metrics_ << ", \"eval_loss\": " << *p.eval_loss;
-    metrics_ << ", \"lr\": " << p.lr << ", \"grad_norm\": " << p.grad_norm << ", \"step_seconds\": " << step_seconds
-             << ", \"samples_per_second\": " << samples_ / seconds_ << ", \"tokens_per_second\": " << tokens_ / seconds_
-             << ", \"tflops\": " << tflops;
-    if (peak_tflops_ > 0) metrics_ << ", \"mfu\": " << tflops / peak_tflops_;
-    metrics_ << ", \"data_wait_fraction\": " << wait_ / seconds_ << ", \"peak_memory_gb\": " << memory_gb
-             << ", \"skipped_steps\": " << p.skipped;
+    // Full precision (the library writes the shortest form that reads back exactly): runs are compared by these numbers.
+    nlohmann::ordered_json row = {{"step", p.step}, {"loss", loss}};
+    if (p.eval_loss) row["eval_loss"] = *p.eval_loss;
+    row["lr"] = p.lr;
+    row["grad_norm"] = p.grad_norm;
+    row["step_seconds"] = step_seconds;
+    row["samples_per_second"] = samples_ / seconds_;
+    row["tokens_per_second"] = tokens_ / seconds_;
+    row["tflops"] = tflops;
+    if (peak_tflops_ > 0) row["mfu"] = tflops / peak_tflops_;
+    row["data_wait_fraction"] = wait_ / seconds_;
+    row["peak_memory_gb"] = memory_gb;
+    row["skipped_steps"] = p.skipped;
+    row["wall_time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    row["elapsed_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     if (!phase_ms_.empty()) {  // mean milliseconds per step of each phase, timed where it ran
-      metrics_ << ", \"phase_ms\": {";
-      for (size_t i = 0; i < phase_ms_.size(); ++i) {
-        metrics_ << (i ? ", " : "") << "\"" << phase_ms_[i].first << "\": " << phase_ms_[i].second / static_cast<double>(steps_);
-      }
-      metrics_ << "}";
+      nlohmann::ordered_json phases = nlohmann::ordered_json::object();
+      for (const auto& [name, ms] : phase_ms_) phases[name] = ms / static_cast<double>(steps_);
+      row["phase_ms"] = std::move(phases);
     }
-    metrics_ << "}\n" << std::flush;
+    metrics_ << row.dump() << "\n" << std::flush;
   }
   loss_ = seconds_ = wait_ = samples_ = tokens_ = flops_ = 0;
   phase_ms_.clear();

@@ -5,9 +5,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "openvid/data/synthetic.h"
 #include "openvid/model/state_dict.h"
@@ -44,13 +46,34 @@ std::string synthetic_dataset(const Options& opt, const Universe& u, const std::
   spec.text_tokens = opt.fake_text_tokens;
   spec.text_dim = opt.model.text_dim;
   spec.seed = static_cast<uint64_t>(opt.seed);
-  const bool exists = broadcast_string(u.world(), std::filesystem::exists(spec.directory + "/" + data::kManifestName) ? "1" : "") == "1";
-  if (!exists) {
+  // The options it was written with, beside it: data written with other options is written anew.
+  const nlohmann::json written_with = {{"samples", opt.fake_samples},         {"latent_shape", opt.fake_latent_shape},
+                                       {"text_tokens", opt.fake_text_tokens}, {"channels", opt.model.in_channels},
+                                       {"text_dim", opt.model.text_dim},      {"seed", opt.seed}};
+  const std::string stamp = spec.directory + "/written_with.json";
+  std::string state;  // "" current, else why it is (re)written
+  root_check(u.world(), [&] {
+    if (!std::filesystem::exists(spec.directory + "/" + data::kManifestName)) {
+      state = "writing a synthetic dataset";
+      return;
+    }
+    std::ifstream in(stamp);
+    const nlohmann::json on_disk = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (on_disk == written_with) return;
+    state = "the synthetic dataset in " + spec.directory + " was written with other --fake_* options (" +
+            (on_disk.is_discarded() ? std::string("unrecorded") : on_disk.dump()) + "); writing it anew";
+    std::error_code ec;
+    std::filesystem::remove_all(spec.directory, ec);
+    if (ec) throw InputError("cannot remove the outdated synthetic dataset '" + spec.directory + "': " + ec.message());
+  });
+  state = broadcast_string(u.world(), state);
+  if (!state.empty()) {
     if (u.rank() == 0) {
-      std::cout << "writing a synthetic dataset (" << opt.fake_samples << " samples of " << opt.fake_latent_shape << ") to "
-                << spec.directory << "\n" << std::flush;
+      std::cout << state << " (" << opt.fake_samples << " samples of " << opt.fake_latent_shape << ") to " << spec.directory << "\n"
+                << std::flush;
     }
     data::write_synthetic_dataset(u.world(), spec);
+    root_check<std::exception>(u.world(), [&] { write_file_durably(stamp, written_with.dump(2) + "\n"); }, kExitFailure);
   }
   return spec.directory;
 }
@@ -106,6 +129,56 @@ void make_run_directory(const std::string& dir, const Universe& u) {
   });
 }
 
+// What an earlier run left in `dir` (its checkpoints, metrics, exported weights), as a short list; "" if
+// nothing. config.ini and fake_data alone are no run: a start that failed before step 1 leaves them.
+std::string earlier_run_files(const std::filesystem::path& dir) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  if (const auto latest = latest_checkpoint((dir / "checkpoints").string())) {
+    found.push_back("checkpoints up to " + std::filesystem::path(*latest).filename().string());
+  } else if (std::filesystem::is_directory(dir / "checkpoints", ec) && !std::filesystem::is_empty(dir / "checkpoints", ec)) {
+    found.push_back("incomplete checkpoints");
+  }
+  for (const char* name : {"metrics.jsonl", "model.safetensors"}) {
+    if (std::filesystem::exists(dir / name, ec)) found.push_back(name);
+  }
+  std::string list;
+  for (const std::string& f : found) list += (list.empty() ? "" : ", ") + f;
+  return list;
+}
+
+// A free name beside `dir`: <dir>.replaced-<UTC time>[-k].
+std::filesystem::path aside_path(const std::filesystem::path& dir) {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &utc);
+  std::filesystem::path aside = dir.string() + ".replaced-" + stamp;
+  for (int k = 2; std::filesystem::exists(aside); ++k) aside = dir.string() + ".replaced-" + stamp + "-" + std::to_string(k);
+  return aside;
+}
+
+// A run starts in a directory of its own: an earlier run's files there are continued (--resume), moved
+// aside (--start_over) or refused, never mixed with the new run's.
+void claim_run_directory(const Options& opt, const Universe& u, const std::string& run_dir) {
+  if (!opt.resume.empty()) return;
+  root_check(u.world(), [&] {
+    const std::string files = earlier_run_files(run_dir);
+    if (files.empty()) return;
+    if (!opt.start_over) {
+      throw InputError("the run directory '" + run_dir + "' holds an earlier run (" + files +
+                       "): continue it with --resume auto, start it over with --start_over (its files are moved aside, not "
+                       "deleted), or choose another --run_name");
+    }
+    const std::filesystem::path aside = aside_path(run_dir);
+    std::error_code ec;
+    std::filesystem::rename(run_dir, aside, ec);
+    if (ec) throw InputError("--start_over: cannot move '" + run_dir + "' to '" + aside.string() + "': " + ec.message());
+    std::cout << "--start_over: moved the earlier run's files from " << run_dir << " to " << aside.string() << "\n" << std::flush;
+  });
+}
+
 }  // namespace
 
 RunInputs check_run_inputs(const Options& opt, const Universe& u) {
@@ -127,10 +200,12 @@ RunInputs check_run_inputs(const Options& opt, const Universe& u) {
     if (!in.resume_from.empty()) all_ranks_check(u.world(), [&] { check_checkpoint(in.resume_from, opt.model); });
   }
   if (fake) {
+    claim_run_directory(opt, u, in.run_dir);
     make_run_directory(in.run_dir, u);
     in.data = open_run_data(opt, u, synthetic_dataset(opt, u, in.run_dir));
   } else {
     in.data = open_run_data(opt, u, opt.dataset);
+    claim_run_directory(opt, u, in.run_dir);
     make_run_directory(in.run_dir, u);
   }
   root_check<std::exception>(u.world(), [&] { write_file_durably(in.run_dir + "/config.ini", to_ini(opt)); });

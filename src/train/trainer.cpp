@@ -15,6 +15,7 @@
 #include <iomanip>
 #include <iostream>
 #include <optional>
+#include <sstream>
 
 #include "openvid/comm/host_copy.h"
 #include "openvid/data/device_batch.h"
@@ -196,13 +197,61 @@ StepResult Trainer::Impl::complete(InFlight& f) {
   return r;
 }
 
+namespace {
+
+// One line on what a resume with other options does to the run ("" when nothing that matters changed):
+// the global batch, the step count and the learning-rate schedule.
+std::string resume_changes(const CheckpointState& st, const Options& now, int64_t data_ranks_now, int64_t steps_per_epoch_now) {
+  Options before;
+  try {
+    before = options_from_ini(st.options_ini, "the checkpoint's options");
+  } catch (const InputError&) {
+    return "";  // written by another version: nothing to compare with
+  }
+  std::vector<std::string> changes;
+  const int64_t batch_before = int64_t{before.batch_size} * st.data_ranks, batch_now = int64_t{now.batch_size} * data_ranks_now;
+  if (st.data_ranks > 0 && batch_before != batch_now) {
+    changes.push_back("global batch " + std::to_string(batch_before) + " -> " + std::to_string(batch_now) + " (each step now averages " +
+                      std::to_string(batch_now) + " samples, an epoch is " + std::to_string(steps_per_epoch_now) +
+                      " steps, and the remaining steps see the data in another order than an uninterrupted run)");
+  }
+  std::string length;
+  if (before.max_steps != now.max_steps) length = "max_steps " + std::to_string(before.max_steps) + " -> " + std::to_string(now.max_steps);
+  if (before.num_epochs != now.num_epochs) {
+    length += (length.empty() ? "" : ", ") + std::string("num_epochs ") + std::to_string(before.num_epochs) + " -> " + std::to_string(now.num_epochs);
+  }
+  if (!length.empty()) {
+    changes.push_back(length + " (the run now ends at step " + std::to_string(std::min(now.max_steps, int64_t{now.num_epochs} * steps_per_epoch_now)) + ")");
+  }
+  const int64_t step = st.next_step;
+  const double lr_before = before.learning_rate * lr_multiplier(before.lr_scheduler_type, step, before.max_steps, before.warmup_steps);
+  const double lr_now = now.learning_rate * lr_multiplier(now.lr_scheduler_type, step, now.max_steps, now.warmup_steps);
+  if (std::abs(lr_now - lr_before) > 1e-9 * std::max(std::abs(lr_before), 1e-30)) {
+    std::ostringstream os;
+    os << std::scientific << std::setprecision(2) << "learning rate at step " << step << " jumps " << lr_before << " -> " << lr_now
+       << " (schedule " << to_string(before.lr_scheduler_type) << " to " << before.max_steps << " steps, peak " << before.learning_rate
+       << " -> " << to_string(now.lr_scheduler_type) << " to " << now.max_steps << " steps, peak " << now.learning_rate << ")";
+    changes.push_back(os.str());
+  }
+  std::string line;
+  for (const std::string& c : changes) line += (line.empty() ? "" : "; ") + c;
+  return line;
+}
+
+}  // namespace
+
 void Trainer::Impl::resume(const std::string& path) {
   const CheckpointState st = read_checkpoint(path, *m.sharded, u);
   m.sharded->refresh_compute_copy();
   m.optimizer->set_steps(st.optimizer_steps);
   skipped_total = st.skipped_steps;
   start_step = st.next_step;
-  if (u.rank() == 0) std::cout << "resuming from " << path << " at step " << start_step << "\n" << std::flush;
+  if (u.rank() == 0) {
+    std::cout << "resuming from " << path << " at step " << start_step << "\n";
+    const std::string changes = resume_changes(st, opt, u.num_data_ranks(), data.sampler->steps_per_epoch());
+    if (!changes.empty()) std::cout << "note: this resume changes the run: " << changes << "\n";
+    std::cout << std::flush;
+  }
 }
 
 Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups& groups, RunInputs inputs) {
@@ -229,7 +278,7 @@ int64_t Trainer::host_synchronisations() const { return impl_->host_waits; }
 
 std::string Trainer::save_checkpoint(int64_t next_step) {
   Impl& d = *impl_;
-  return write_checkpoint(d.run_dir + "/checkpoints", CheckpointState{next_step, d.m.optimizer->steps(), d.skipped_total}, *d.m.sharded,
+  return write_checkpoint(d.run_dir + "/checkpoints", CheckpointState{next_step, d.m.optimizer->steps(), d.skipped_total, 0, 0, ""}, *d.m.sharded,
                           d.u, to_ini(d.opt), d.opt.keep_checkpoints);
 }
 
@@ -269,8 +318,14 @@ int Trainer::run() {
   Impl& d = *impl_;
   const bool root = d.u.rank() == 0;
   const data::Manifest& manifest = d.data.dataset->manifest();
-  const Cadence cadence{std::min(d.opt.max_steps, int64_t{d.opt.num_epochs} * d.data.sampler->steps_per_epoch()), d.opt.log_every,
-                        d.opt.evaluate_every, d.opt.checkpoint_every};
+  const int64_t epoch_cap = int64_t{d.opt.num_epochs} * d.data.sampler->steps_per_epoch();
+  const Cadence cadence{std::min(d.opt.max_steps, epoch_cap), d.opt.log_every, d.opt.evaluate_every, d.opt.checkpoint_every};
+  // Why the run ends where it does, said at the start and at the end.
+  const bool capped = epoch_cap < d.opt.max_steps;
+  const std::string end_reason =
+      capped ? "the epoch cap: --num_epochs " + std::to_string(d.opt.num_epochs) + " x " + std::to_string(d.data.sampler->steps_per_epoch()) +
+                   " steps per epoch = " + std::to_string(epoch_cap) + " steps, before --max_steps " + std::to_string(d.opt.max_steps)
+             : "--max_steps " + std::to_string(d.opt.max_steps);
   const bool bf16 = d.compute.dtype == at::kBFloat16;
   const double peak = d.opt.peak_tflops > 0 ? d.opt.peak_tflops : device_peak_tflops(d.compute.device, bf16);
   if (root) {
@@ -282,12 +337,19 @@ int Trainer::run() {
     std::cout << std::fixed << std::setprecision(2) << "sharded state per rank (1/" << d.u.mesh().shard_size() << "): masters "
               << mem.master_bytes / 1e6 << " MB, gradients " << mem.grad_bytes / 1e6 << " MB, Adam moments " << mem.optimizer_bytes / 1e6
               << " MB; gathered parameters " << mem.gathered_bytes / 1e6 << " MB\n" << std::defaultfloat;
+    if (capped) {
+      const int64_t epochs_needed = (d.opt.max_steps + d.data.sampler->steps_per_epoch() - 1) / d.data.sampler->steps_per_epoch();
+      std::cout << std::scientific << std::setprecision(2) << "note: the run will end at step " << epoch_cap << ", at " << end_reason
+                << "; the learning-rate schedule runs to max_steps, so it ends at lr "
+                << d.opt.learning_rate * lr_multiplier(d.opt.lr_scheduler_type, epoch_cap - 1, d.opt.max_steps, d.opt.warmup_steps)
+                << " (--num_epochs " << epochs_needed << " trains to max_steps)\n" << std::defaultfloat;
+    }
     if (d.compute.device.is_cuda() && peak == 0) {
       std::cout << "no peak TFLOP/s known for " << device_name(d.compute.device) << ": logs show no MFU (set --peak_tflops)\n";
     }
     std::cout << std::flush;
   }
-  RunLog log(d.run_dir, root, peak, d.u.size(), d.compute.device);
+  RunLog log(d.run_dir, root, peak, d.u.size(), d.compute.device, d.start_step);
   // The trained weights, with the reference's names, for the reference trainer and openvid_modelcheck.
   const std::string export_path = d.run_dir + "/model.safetensors";
   auto export_weights = [&] {
@@ -301,7 +363,7 @@ int Trainer::run() {
     const bool missing = d.opt.write_checkpoints && broadcast_string(d.u.world(), std::filesystem::exists(export_path) ? "" : "1") == "1";
     if (missing) export_weights();
     if (root) {
-      std::cout << "nothing to do: the run is at step " << d.start_step << " of " << cadence.last_step
+      std::cout << "nothing to do: the run is at step " << d.start_step << " of " << cadence.last_step << " (" << end_reason << ")"
                 << (missing ? "; wrote its missing export " + export_path : std::string()) << "\n";
     }
     return kExitOk;
@@ -392,14 +454,15 @@ int Trainer::run() {
     }
   }
   kineto.reset();  // saves a trace still running
+  const std::string stopped = "stopped at step " + std::to_string(cadence.last_step) + ": reached " + end_reason + "\n";
   if (!d.opt.write_checkpoints) {
-    if (root) std::cout << "done in " << format_duration(seconds_since(start)) << " (--write_checkpoints false: nothing saved)\n";
+    if (root) std::cout << stopped << "done in " << format_duration(seconds_since(start)) << " (--write_checkpoints false: nothing saved)\n";
     return kExitOk;
   }
   export_weights();
   if (root) {
-    std::cout << "done in " << format_duration(seconds_since(start)) << ": weights " << d.run_dir << "/model.safetensors, metrics "
-              << d.run_dir << "/metrics.jsonl, configuration " << d.run_dir << "/config.ini\n";
+    std::cout << stopped << "done in " << format_duration(seconds_since(start)) << ": weights " << d.run_dir
+              << "/model.safetensors, metrics " << d.run_dir << "/metrics.jsonl, configuration " << d.run_dir << "/config.ini\n";
   }
   return kExitOk;
 }

@@ -81,6 +81,7 @@ struct Options {
   bool write_checkpoints = true;     // false: no checkpoints on the cadence and no final export (benchmarks)
   std::string load_checkpoint;       // initial weights (safetensors or checkpoint dir); "" = none
   std::string resume;                // "" | auto | path of a checkpoint to continue from
+  bool start_over = false;           // move an earlier run's files in the run directory aside, start at step 0
   std::string profile_dir;           // "" = no profiling
   std::string profile_steps = "2:4"; // steps [A, B) traced with LibTorch's profiler (Kineto) under profile_dir
 
@@ -110,6 +111,10 @@ std::pair<int64_t, int64_t> parse_step_range(const std::string& text);
 
 // The resolved options as an INI file that parse_command_line reads back to the same Options.
 std::string to_ini(const Options& options);
+
+// The options an INI text (to_ini's, e.g. a checkpoint's) sets over the defaults. Throws InputError naming
+// `source` when a key is unknown or a value malformed. Not validated.
+Options options_from_ini(const std::string& ini_text, const std::string& source);
 
 std::string version_string();
 

@@ -21,6 +21,8 @@ struct CheckpointState {
   int64_t optimizer_steps = 0;  // AdamW's step count (bias correction)
   int64_t skipped_steps = 0;
   int shard_files = 0;          // the writing layout's shard group size
+  int data_ranks = 0;           // the writing layout's dp * fs (0: not recorded)
+  std::string options_ini;      // the writing run's options (to_ini)
 };
 
 // Local: checks the checkpoint at `path` without loading its tensors: complete, an openvid trainer.json,

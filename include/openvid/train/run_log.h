@@ -37,12 +37,15 @@ std::string device_name(const c10::Device& device);
 // set on a CPU. In GB (1e9 bytes).
 double peak_memory_gb(const c10::Device& device);
 
-// Averages over the steps since the last log line, and writes that line and its JSON record.
+// Averages over the steps since the last log line, and writes that line and its JSON record: one object per
+// line, written by a JSON library (a non-finite number is null), with the wall time (Unix seconds) and the
+// seconds since this launch started.
 class RunLog {
  public:
   // `writer`: only this rank prints and writes metrics.jsonl. `peak_tflops` 0: no MFU. Memory is that
-  // of `device`.
-  RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size, c10::Device device);
+  // of `device`. A run continued at `start_step` first drops the records of later steps (written before
+  // the checkpoint it resumes from was superseded), so that each step appears once in metrics.jsonl.
+  RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size, c10::Device device, int64_t start_step = 0);
 
   // One step: its mean loss, duration (compute and data wait), samples, video tokens and FLOPs, and the
   // milliseconds of its phases (StepTimer).
@@ -64,6 +67,7 @@ class RunLog {
   int world_size_;
   c10::Device device_;
   std::ofstream metrics_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   double loss_ = 0, seconds_ = 0, wait_ = 0, samples_ = 0, tokens_ = 0, flops_ = 0;
   std::vector<std::pair<std::string, double>> phase_ms_;  // sums over the window
   int64_t steps_ = 0;
