@@ -10,6 +10,7 @@ if [ -f .device/deps.sh ]; then source .device/deps.sh > /dev/null 2>&1; fi
 common=(--config config/quickstart.ini --batch_size 8 --max_steps 10 --warmup_steps 1 --log_every 1 --evaluate_every 0)
 run() {  # name, extra options
   local name=$1; shift
+  rm -rf "$out/runs_$name"
   mpiexec -n 1 build-gpu/openvid_mpi "${common[@]}" --run_dir "$out/runs_$name" "$@" > "$out/$name.log" 2>&1 \
     || { echo "$name failed:"; tail -20 "$out/$name.log"; return 1; }
 }
