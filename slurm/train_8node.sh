@@ -1,5 +1,6 @@
 #!/bin/bash
-# openvid on 8 nodes x 8 GPUs, one MPI rank per GPU. Usage: sbatch slurm/train_8node.sh run.ini [options]
+# openvid on 8 nodes x 8 GPUs, one MPI rank per GPU. Usage: sbatch slurm/train_8node.sh CONFIG.ini [options]
+# (e.g. config/video_2048x8.ini)
 # Edit the #SBATCH lines (partition, account, time) for your cluster.
 #
 # Preemption and time limits: Slurm sends SIGUSR1 to every task 5 minutes before the end; openvid agrees
@@ -15,7 +16,7 @@
 #SBATCH --signal=USR1@300
 #SBATCH --requeue
 set -uo pipefail
-config=${1:?usage: sbatch slurm/train_8node.sh run.ini [openvid_mpi options]}
+config=${1:?usage: sbatch slurm/train_8node.sh CONFIG.ini [openvid_mpi options]}
 shift
 cd "${SLURM_SUBMIT_DIR:-.}"
 # Many parallel file systems do not support HDF5's file locking.

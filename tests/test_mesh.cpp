@@ -2,10 +2,12 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mesh.h"
+#include "openvid/runtime/placement.h"
 
 namespace {
 std::string error_of(int world, int fs, int cp) {
@@ -100,4 +102,30 @@ BOOST_AUTO_TEST_CASE(invalid_layouts_say_what_to_change) {
   BOOST_CHECK_MESSAGE(error_of(4, 1, 0).find("--cp must be >= 1") != std::string::npos, error_of(4, 1, 0));
   BOOST_CHECK(error_of(4, 2, 2).empty());
   BOOST_CHECK_THROW(ov::Mesh::make(4, 2, 2).coord(4), ov::Error);
+}
+
+BOOST_AUTO_TEST_CASE(placement_summary_stays_short_at_512_ranks) {
+  std::vector<ov::RankPlace> ranks;
+  std::vector<std::string> lines;
+  for (int r = 0; r < 512; ++r) {
+    char host[16];
+    std::snprintf(host, sizeof(host), "n%03d", r / 8 + 1);
+    ranks.push_back({host, r % 8, "cuda:" + std::to_string(r % 8)});
+    lines.push_back("rank " + std::to_string(r));
+  }
+  std::vector<std::string> s = ov::placement_summary(ranks, lines);
+  BOOST_REQUIRE_EQUAL(s.size(), 2u);
+  BOOST_CHECK_EQUAL(s[0], "64 host(s), 8 ranks each; each rank on cuda:<its node-local rank>");
+  BOOST_CHECK_EQUAL(s[1], "n001: ranks 0-7, n002: ranks 8-15, n003: ranks 16-23, ... (60 more), n064: ranks 504-511");
+  BOOST_CHECK_LT(s[0].size() + s[1].size(), 200u);
+  // A misplaced rank and an uneven host are called out, not hidden.
+  ranks[9].device = "cuda:0";
+  ranks[511].host = "n065";
+  s = ov::placement_summary(ranks, lines);
+  BOOST_CHECK_EQUAL(s[0], "65 host(s), 1 to 8 ranks per host (uneven); devices differ from rank to rank (see placement.txt in the run directory)");
+  // Small jobs: one line per rank.
+  ranks.resize(4);
+  lines.resize(4);
+  BOOST_CHECK(ov::placement_summary(ranks, lines) == lines);
+  BOOST_CHECK_EQUAL(ov::rank_ranges({0, 2, 4, 5, 6}), "0,2,4-6");
 }

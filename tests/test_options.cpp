@@ -178,6 +178,17 @@ BOOST_AUTO_TEST_CASE(abbreviations_are_rejected_and_aliases_are_listed) {
   }
 }
 
+// The configurations shipped in config/ (the README launches them) parse and validate.
+BOOST_AUTO_TEST_CASE(shipped_configurations_are_valid) {
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(OPENVID_CONFIG_DIR)) {
+    if (entry.path().extension() != ".ini") continue;
+    BOOST_CHECK_MESSAGE(error_of({"--config", entry.path().string()}).empty(), entry.path().string() + ": " + error_of({"--config", entry.path().string()}));
+    ++files;
+  }
+  BOOST_CHECK_GE(files, 2);
+}
+
 BOOST_AUTO_TEST_CASE(config_file_errors_name_the_file) {
   std::string e = error_of({"--config", "/nonexistent/run.ini"});
   BOOST_CHECK_MESSAGE(contains(e, "/nonexistent/run.ini") && contains(e, "cannot be opened"), e);

@@ -13,6 +13,7 @@
 #include "openvid/comm/process_groups.h"
 #include "openvid/config/options.h"
 #include "openvid/runtime/error.h"
+#include "openvid/runtime/files.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/signals.h"
 #include "openvid/runtime/universe.h"
@@ -44,15 +45,23 @@ int openvid_mpi(int argc, char** argv) {
   ov::comm::Backend backend = ov::comm::Backend::kMpi;
   ov::all_ranks_check(universe.world(), [&] { backend = ov::comm::resolve_backend(opt.backend, universe.device()); });
   const std::vector<std::string> lines = ov::gather_strings(universe.world(), universe.describe());
+  const std::vector<std::string> places = ov::gather_strings(universe.world(), universe.place());
   if (root) {
     std::cout << ov::version_string() << ": " << universe.size() << " ranks on " << universe.num_nodes()
               << " node(s), mesh " << universe.mesh().describe() << ", backend "
               << ov::comm::to_string(backend) << "\n";
-    for (const std::string& line : lines) std::cout << "  " << line << "\n";
+    std::vector<ov::RankPlace> ranks;
+    for (const std::string& p : places) ranks.push_back(ov::place_of(p));
+    for (const std::string& line : ov::placement_summary(ranks, lines)) std::cout << "  " << line << "\n";
     std::cout.flush();
   }
   // Every input is checked (over MPI) before the first NCCL communicator exists.
   ov::train::RunInputs inputs = ov::train::check_run_inputs(opt, universe);
+  ov::root_check<std::exception>(universe.world(), [&] {  // every rank's line, whatever the job's size
+    std::string all;
+    for (const std::string& line : lines) all += line + "\n";
+    ov::write_file_durably(inputs.run_dir + "/placement.txt", all);
+  }, ov::kExitFailure);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.collective_timeout * 1000));
   ov::comm::ProcessGroups groups = ov::comm::ProcessGroups::create(universe, backend, timeout);
   ov::comm::verify_groups(groups, universe);

@@ -134,4 +134,12 @@ std::string Universe::describe() const {
   return os.str();
 }
 
+std::string Universe::place() const { return host_ + "\t" + std::to_string(local_rank_) + "\t" + device_.str(); }
+
+RankPlace place_of(const std::string& place) {
+  const size_t a = place.find('\t'), b = place.find('\t', a + 1);
+  OV_CHECK(a != std::string::npos && b != std::string::npos, "malformed placement record '" + place + "'");
+  return RankPlace{place.substr(0, a), std::stoi(place.substr(a + 1, b - a - 1)), place.substr(b + 1)};
+}
+
 }  // namespace ov

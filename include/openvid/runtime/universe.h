@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "openvid/runtime/placement.h"
+
 #include "openvid/runtime/device.h"
 #include "openvid/runtime/mesh.h"
 
@@ -46,6 +48,8 @@ class Universe {
   // One line describing this rank, e.g.
   // "rank 3/4 host=n01 local=3/4 device=cpu mesh(dp,fs,cp)=(0,1,1) data_rank=1/2 shard=[0,1,2,3] cp=[2,3] dp=[3]"
   std::string describe() const;
+  // This rank's host, node-local rank and device, as one string for gather_strings (read by place_of).
+  std::string place() const;
 
  private:
   Universe(MPI_Comm world, Mesh mesh) : world_(world), mesh_(mesh) {}
@@ -59,5 +63,8 @@ class Universe {
   DeviceChoice device_;
   MPI_Comm node_ = MPI_COMM_NULL, shard_ = MPI_COMM_NULL, cp_ = MPI_COMM_NULL, dp_ = MPI_COMM_NULL;
 };
+
+// A Universe::place() string back as a RankPlace.
+RankPlace place_of(const std::string& place);
 
 }  // namespace ov
