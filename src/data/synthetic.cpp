@@ -15,11 +15,18 @@ namespace ov::data {
 
 SyntheticSample synthetic_sample(const SyntheticSpec& spec, int64_t bucket, int64_t index) {
   const auto& s = spec.shapes[static_cast<size_t>(bucket)];
-  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(mix_seed(spec.seed, static_cast<uint64_t>(bucket), static_cast<uint64_t>(index)));
+  OV_CHECK(spec.classes >= 1, "a synthetic dataset needs at least one class");
   SyntheticSample out;
-  out.latent = at::normal(0, 1, {spec.channels, s[0], s[1], s[2]}, g).to(at::kHalf);
-  out.text = at::normal(0, 1, {spec.text_tokens, spec.text_dim}, g).to(at::kHalf);
-  out.caption = "synthetic sample " + std::to_string(index) + " of " + bucket_name(s[0], s[1], s[2]);
+  out.label = index % spec.classes;
+  // The class's mean and text states: the same for every sample of the class, in every bucket.
+  constexpr uint64_t kClassStream = 0xC1A55;
+  at::Generator cg = at::make_generator<at::CPUGeneratorImpl>(mix_seed(spec.seed, kClassStream, static_cast<uint64_t>(out.label)));
+  const at::Tensor mean = at::normal(0, 1, {spec.channels, 1, 1, 1}, cg);
+  const at::Tensor states = at::normal(0, 1, {spec.text_tokens, spec.text_dim}, cg);
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(mix_seed(spec.seed, static_cast<uint64_t>(bucket), static_cast<uint64_t>(index)));
+  out.latent = (mean + 0.3 * at::normal(0, 1, {spec.channels, s[0], s[1], s[2]}, g)).to(at::kHalf);
+  out.text = (states + 0.1 * at::normal(0, 1, {spec.text_tokens, spec.text_dim}, g)).to(at::kHalf);
+  out.caption = "synthetic sample " + std::to_string(index) + " of class " + std::to_string(out.label) + ", " + bucket_name(s[0], s[1], s[2]);
   return out;
 }
 
