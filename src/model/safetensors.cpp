@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -50,9 +51,18 @@ struct Entry {
 
 }  // namespace
 
-SafetensorsFile read_safetensors(const std::string& path, Read what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) bad(path, "cannot be opened (" + std::string(std::strerror(errno)) + ")");
+namespace {
+
+std::atomic<uint64_t> g_bytes_read{0};
+
+// A file's checked header: its entries sorted by offset, its metadata, where the data starts.
+struct Header {
+  std::vector<Entry> entries;
+  Metadata metadata;
+  uint64_t data_start = 0;
+};
+
+Header read_header(const std::string& path, std::ifstream& in) {
   std::error_code ec;
   const uint64_t file_size = std::filesystem::file_size(path, ec);
   if (ec) bad(path, "cannot read its size: " + ec.message());
@@ -73,8 +83,8 @@ SafetensorsFile read_safetensors(const std::string& path, Read what) {
   }
   if (!j.is_object()) bad(path, "header is not a JSON object");
 
-  SafetensorsFile out;
-  std::vector<Entry> entries;
+  Header out;
+  std::vector<Entry>& entries = out.entries;
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "__metadata__") {
       if (!it->is_object()) bad(path, "__metadata__ is not an object");
@@ -127,30 +137,89 @@ SafetensorsFile read_safetensors(const std::string& path, Read what) {
     bad(path, "header describes " + std::to_string(expected_begin) + " bytes of data but the file holds " +
                   std::to_string(data_len) + (expected_begin > data_len ? " (truncated)" : " (trailing bytes)"));
   }
-  for (const Entry& e : entries) {
+  out.data_start = 8 + header_len;
+  return out;
+}
+
+// Reads `bytes` at `offset` of the data of entry `e` into `dst`.
+void read_bytes(const std::string& path, std::ifstream& in, const Header& h, const Entry& e, uint64_t offset, uint64_t bytes, void* dst) {
+  in.seekg(static_cast<std::streamoff>(h.data_start + e.begin + offset));
+  in.read(static_cast<char*>(dst), static_cast<std::streamsize>(bytes));
+  if (!in) bad(path, "read of entry '" + e.name + "' failed (truncated?)");
+  g_bytes_read += bytes;
+}
+
+std::ifstream open_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) bad(path, "cannot be opened (" + std::string(std::strerror(errno)) + ")");
+  return in;
+}
+
+}  // namespace
+
+uint64_t tensor_bytes_read() { return g_bytes_read.load(); }
+
+SafetensorsFile read_safetensors(const std::string& path, Read what) {
+  std::ifstream in = open_file(path);
+  const Header h = read_header(path, in);
+  SafetensorsFile out;
+  out.metadata = h.metadata;
+  for (const Entry& e : h.entries) {
     if (what == Read::kHeader) {
       out.tensors.emplace(e.name, at::empty(e.shape, at::TensorOptions().dtype(e.dtype).device(at::kMeta)));
       continue;
     }
     at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype));
-    in.seekg(static_cast<std::streamoff>(8 + header_len + e.begin));
-    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
-    if (!in) bad(path, "read of entry '" + e.name + "' failed (truncated?)");
+    read_bytes(path, in, h, e, 0, e.end - e.begin, t.data_ptr());
     out.tensors.emplace(e.name, std::move(t));
   }
   return out;
 }
 
-TensorMap read_weights(const std::string& path, Read what) {
-  std::filesystem::path p(path);
-  if (std::filesystem::is_directory(p)) {
-    if (std::filesystem::exists(p / "model.safetensors")) return read_safetensors((p / "model.safetensors").string(), what).tensors;
-    if (std::filesystem::exists(p / "model.safetensors.index.json")) p = p / "model.safetensors.index.json";
-    else throw InputError("'" + path + "' holds neither model.safetensors nor model.safetensors.index.json");
+TensorMap read_ranges(const std::string& path, const ElementRanges& ranges) {
+  std::ifstream in = open_file(path);
+  const Header h = read_header(path, in);
+  std::map<std::string, const Entry*> by_name;
+  for (const Entry& e : h.entries) by_name[e.name] = &e;
+  TensorMap out;
+  for (const auto& [name, range] : ranges) {
+    const auto it = by_name.find(name);
+    if (it == by_name.end()) bad(path, "holds no tensor '" + name + "'");
+    const Entry& e = *it->second;
+    const auto [first, count] = range;
+    const int64_t numel = static_cast<int64_t>((e.end - e.begin) / c10::elementSize(e.dtype));
+    if (first < 0 || count < 0 || first + count > numel) {
+      bad(path, "elements [" + std::to_string(first) + ", " + std::to_string(first + count) + ") of '" + name + "' are outside its " +
+                    std::to_string(numel));
+    }
+    at::Tensor t = at::empty({count}, at::TensorOptions().dtype(e.dtype));
+    const uint64_t size = c10::elementSize(e.dtype);
+    read_bytes(path, in, h, e, static_cast<uint64_t>(first) * size, static_cast<uint64_t>(count) * size, t.data_ptr());
+    out.emplace(name, std::move(t));
   }
-  const std::string s = p.string();
-  if (s.size() < 5 || s.compare(s.size() - 5, 5, ".json") != 0) return read_safetensors(s, what).tensors;
+  return out;
+}
 
+Metadata read_metadata(const std::string& path) {
+  std::ifstream in = open_file(path);
+  return read_header(path, in).metadata;
+}
+
+namespace {
+
+// The file that `path` names: a .safetensors file, a sharded set's index (.json), or what a directory holds.
+std::string weights_file(const std::string& path) {
+  const std::filesystem::path p(path);
+  if (!std::filesystem::is_directory(p)) return path;
+  if (std::filesystem::exists(p / "model.safetensors")) return (p / "model.safetensors").string();
+  if (std::filesystem::exists(p / "model.safetensors.index.json")) return (p / "model.safetensors.index.json").string();
+  throw InputError("'" + path + "' holds neither model.safetensors nor model.safetensors.index.json");
+}
+
+bool is_index(const std::string& s) { return s.size() >= 5 && s.compare(s.size() - 5, 5, ".json") == 0; }
+
+// A sharded set's index: shard file (full path) -> the tensor names it holds.
+std::map<std::string, std::vector<std::string>> index_shards(const std::string& s) {
   std::ifstream in(s);
   if (!in) throw InputError("weights index '" + s + "' cannot be opened");
   json j;
@@ -165,20 +234,45 @@ TensorMap read_weights(const std::string& path, Read what) {
   std::map<std::string, std::vector<std::string>> names_by_file;
   for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
     if (!it->is_string()) throw InputError("weights index '" + s + "': the shard of '" + it.key() + "' is not a file name");
-    names_by_file[it->get<std::string>()].push_back(it.key());
-  }
-  TensorMap out;
-  for (const auto& [file, names] : names_by_file) {
-    const std::filesystem::path shard = p.parent_path() / file;
+    const std::filesystem::path shard = std::filesystem::path(s).parent_path() / it->get<std::string>();
     if (!std::filesystem::exists(shard)) throw InputError("weights index '" + s + "' names shard '" + shard.string() + "', which does not exist");
-    SafetensorsFile f = read_safetensors(shard.string(), what);
+    names_by_file[shard.string()].push_back(it.key());
+  }
+  return names_by_file;
+}
+
+}  // namespace
+
+TensorMap read_weights(const std::string& path, Read what) {
+  const std::string s = weights_file(path);
+  if (!is_index(s)) return read_safetensors(s, what).tensors;
+  TensorMap out;
+  for (const auto& [shard, names] : index_shards(s)) {
+    SafetensorsFile f = read_safetensors(shard, what);
     for (const std::string& n : names) {
       auto t = f.tensors.find(n);
       if (t == f.tensors.end()) {
-        throw InputError("weights index '" + s + "' puts '" + n + "' in '" + shard.string() + "', which does not hold it");
+        throw InputError("weights index '" + s + "' puts '" + n + "' in '" + shard + "', which does not hold it");
       }
       out[n] = t->second;
     }
+  }
+  return out;
+}
+
+TensorMap read_weight_ranges(const std::string& path, const ElementRanges& ranges) {
+  const std::string s = weights_file(path);
+  if (!is_index(s)) return read_ranges(s, ranges);
+  TensorMap out;
+  for (const auto& [shard, names] : index_shards(s)) {
+    ElementRanges here;
+    for (const std::string& n : names) {
+      if (const auto it = ranges.find(n); it != ranges.end()) here.insert(*it);
+    }
+    if (!here.empty()) out.merge(read_ranges(shard, here));
+  }
+  for (const auto& [name, range] : ranges) {
+    if (!out.count(name)) throw InputError("weights index '" + s + "' names no shard for '" + name + "'");
   }
   return out;
 }

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -22,17 +23,45 @@ model::TensorMap full_masters(const ShardedModel& model) {
   return out;
 }
 
-void load_masters(ShardedModel& model, const model::TensorMap& full, const std::string& source) {
+namespace {
+
+// Where this rank's slice [begin, begin + length) of a unit's flat buffer comes from: for each parameter
+// it overlaps, the slice position, the parameter, and the parameter's elements [first, first + count).
+struct Piece {
+  int64_t at;
+  size_t param;
+  int64_t first, count;
+};
+std::vector<Piece> slice_pieces(const FlatUnit& u, int64_t begin, int64_t length) {
+  std::vector<Piece> out;
+  for (size_t i = 0; i < u.params.size(); ++i) {
+    const FlatParam& p = u.params[i];
+    const int64_t lo = std::max(begin, p.offset), hi = std::min(begin + length, p.offset + p.numel);
+    if (lo < hi) out.push_back({lo - begin, i, lo - p.offset, hi - lo});
+  }
+  return out;
+}
+
+}  // namespace
+
+void load_masters(ShardedModel& model, const std::string& path, const std::string& source) {
   model::ParameterShapes expected;
   for (const FlatUnit& u : model.units())
     for (const FlatParam& p : u.params) expected.push_back({p.name, p.shape});
-  model::check_weights(full, expected, source);
+  model::check_weights(model::read_weights(path, model::Read::kHeader), expected, source);
+  model::ElementRanges ranges;  // a parameter overlaps this rank's slice in one piece at most
+  for (size_t k = 0; k < model.units().size(); ++k) {
+    const FlatUnit& u = model.units()[k];
+    for (const Piece& pc : slice_pieces(u, model.slices(k).begin, u.shard_numel)) ranges[u.params[pc.param].name] = {pc.first, pc.count};
+  }
+  const model::TensorMap got = model::read_weight_ranges(path, ranges);
   c10::NoGradGuard no_grad;
   for (size_t k = 0; k < model.units().size(); ++k) {
     const FlatUnit& u = model.units()[k];
     const UnitSlices& s = model.slices(k);
-    const at::Tensor flat = u.pack([&](size_t i) { return full.at(u.params[i].name); }, s.master.options());
-    s.master.copy_(flat.narrow(0, s.begin, u.shard_numel));
+    at::Tensor slice = at::zeros({u.shard_numel}, at::kFloat);  // alignment gaps and padding stay zero
+    for (const Piece& pc : slice_pieces(u, s.begin, u.shard_numel)) slice.narrow(0, pc.at, pc.count).copy_(got.at(u.params[pc.param].name));
+    s.master.copy_(slice);
   }
 }
 
@@ -55,18 +84,29 @@ std::string geometry_json(const ShardedModel& model) {
   return nlohmann::json{{"shard_size", model.shard_group().size()}, {"units", units}}.dump();
 }
 
-void load_optimizer_slices(ShardedModel& model, const std::vector<model::TensorMap>& files, const std::string& geometry,
-                           const std::string& source) {
-  // Where the writing layout put each parameter: unit name -> (parameter name -> (offset, numel)).
-  std::map<std::string, std::map<std::string, std::pair<int64_t, int64_t>>> old;
+void load_optimizer(ShardedModel& model, const std::vector<std::string>& files, const std::string& source) {
+  OV_CHECK(!files.empty(), "load_optimizer needs the optimizer files of a checkpoint");
+  // Where the writing layout put each parameter: unit name -> its padded length and (parameter -> (offset, numel)).
+  struct OldUnit {
+    int64_t padded = 0;
+    std::map<std::string, std::pair<int64_t, int64_t>> params;
+  };
+  std::map<std::string, OldUnit> old;
+  int64_t shard_size = 0;
   try {
-    const nlohmann::json g = nlohmann::json::parse(geometry);
+    const nlohmann::json g = nlohmann::json::parse(model::read_metadata(files[0])["geometry"]);
+    shard_size = g.at("shard_size").get<int64_t>();
     for (const auto& unit : g.at("units")) {
-      auto& params = old[unit.at("name").get<std::string>()];
-      for (const auto& p : unit.at("params")) params[p.at(0).get<std::string>()] = {p.at(1).get<int64_t>(), p.at(2).get<int64_t>()};
+      OldUnit& o = old[unit.at("name").get<std::string>()];
+      o.padded = unit.at("padded").get<int64_t>();
+      for (const auto& p : unit.at("params")) o.params[p.at(0).get<std::string>()] = {p.at(1).get<int64_t>(), p.at(2).get<int64_t>()};
     }
   } catch (const nlohmann::json::exception& e) {
     throw InputError("optimizer state in '" + source + "': its geometry cannot be read: " + e.what());
+  }
+  if (shard_size != static_cast<int64_t>(files.size())) {
+    throw InputError("optimizer state in '" + source + "' was written by " + std::to_string(shard_size) + " shard ranks but has " +
+                     std::to_string(files.size()) + " files");
   }
   c10::NoGradGuard no_grad;
   for (size_t k = 0; k < model.units().size(); ++k) {
@@ -74,25 +114,37 @@ void load_optimizer_slices(ShardedModel& model, const std::vector<model::TensorM
     const UnitSlices& s = model.slices(k);
     const auto where = old.find(u.name);
     if (where == old.end()) throw InputError("optimizer state in '" + source + "' has no unit " + u.name);
-    for (const char* kind : {".exp_avg", ".exp_avg_sq"}) {
-      std::vector<at::Tensor> parts;  // the writing layout's slices, in shard-rank order: its flat unit
-      for (const model::TensorMap& f : files) {
-        const auto it = f.find(u.name + kind);
-        if (it == f.end()) throw InputError("optimizer state in '" + source + "' lacks " + u.name + kind);
-        parts.push_back(it->second.reshape(-1).to(at::kFloat));
+    const OldUnit& o = where->second;
+    const int64_t old_shard = o.padded / shard_size;
+    // The new slice's parameters, found in the old flat buffer; the old span [lo, hi) covering them is read.
+    const std::vector<Piece> pieces = slice_pieces(u, s.begin, u.shard_numel);
+    std::vector<int64_t> old_at;
+    int64_t lo = o.padded, hi = 0;
+    for (const Piece& pc : pieces) {
+      const FlatParam& p = u.params[pc.param];
+      const auto it = o.params.find(p.name);
+      if (it == o.params.end() || it->second.second != p.numel || it->second.first + p.numel > o.padded) {
+        throw InputError("optimizer state in '" + source + "' does not match parameter " + p.name + " of unit " + u.name);
       }
-      const at::Tensor old_flat = at::cat(parts);
-      const at::Tensor flat = u.pack(
-          [&](size_t i) {
-            const FlatParam& p = u.params[i];
-            const auto it = where->second.find(p.name);
-            if (it == where->second.end() || it->second.second != p.numel || it->second.first + p.numel > old_flat.numel()) {
-              throw InputError("optimizer state in '" + source + "' does not match parameter " + p.name + " of unit " + u.name);
-            }
-            return old_flat.narrow(0, it->second.first, p.numel);
-          },
-          s.master.options());
-      (std::string(kind) == ".exp_avg" ? s.exp_avg : s.exp_avg_sq).copy_(flat.narrow(0, s.begin, u.shard_numel));
+      old_at.push_back(it->second.first + pc.first);
+      lo = std::min(lo, old_at.back());
+      hi = std::max(hi, old_at.back() + pc.count);
+    }
+    for (const char* kind : {".exp_avg", ".exp_avg_sq"}) {
+      at::Tensor slice = at::zeros({u.shard_numel}, at::kFloat);
+      if (!pieces.empty()) {
+        std::vector<at::Tensor> parts;  // [lo, hi) of the old flat buffer, from the files that hold it
+        for (int64_t r = lo / old_shard; r * old_shard < hi; ++r) {
+          const int64_t a = std::max(lo, r * old_shard), b = std::min(hi, (r + 1) * old_shard);
+          const std::string& file = files[static_cast<size_t>(r)];
+          parts.push_back(model::read_ranges(file, {{u.name + kind, {a - r * old_shard, b - a}}}).at(u.name + kind).to(at::kFloat));
+        }
+        const at::Tensor span = at::cat(parts);
+        for (size_t i = 0; i < pieces.size(); ++i) {
+          slice.narrow(0, pieces[i].at, pieces[i].count).copy_(span.narrow(0, old_at[i] - lo, pieces[i].count));
+        }
+      }
+      (std::string(kind) == ".exp_avg" ? s.exp_avg : s.exp_avg_sq).copy_(slice);
     }
   }
 }

@@ -177,15 +177,11 @@ CheckpointState read_checkpoint(const std::string& path, parallel::ShardedModel&
   all_ranks_check(u.world(), [&] {
     const std::filesystem::path dir(path);
     state = parse_trainer_state(path);
-    parallel::load_masters(sharded, model::read_weights((dir / "model.safetensors").string()), path + "/model.safetensors");
-    std::vector<model::TensorMap> files;
-    std::string geometry;
-    for (int r = 0; r < state.shard_files; ++r) {
-      model::SafetensorsFile f = model::read_safetensors((dir / optimizer_file(r, state.shard_files)).string());
-      if (r == 0) geometry = f.metadata["geometry"];
-      files.push_back(std::move(f.tensors));
-    }
-    parallel::load_optimizer_slices(sharded, files, geometry, path);
+    // Each rank reads only its slices' elements of the weights and of the optimizer files.
+    parallel::load_masters(sharded, (dir / "model.safetensors").string(), path + "/model.safetensors");
+    std::vector<std::string> files;
+    for (int r = 0; r < state.shard_files; ++r) files.push_back((dir / optimizer_file(r, state.shard_files)).string());
+    parallel::load_optimizer(sharded, files, path);
   });
   return state;
 }

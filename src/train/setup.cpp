@@ -223,7 +223,7 @@ RunModel build_run_model(const Options& opt, const Universe& u, comm::ProcessGro
   r.sharded = std::make_unique<parallel::ShardedModel>(*r.model, groups.shard(), groups.dp(),
                                                        parallel::ShardingOptions{compute.dtype, true, opt.grad_accum == 1});
   if (!opt.load_checkpoint.empty()) {  // names and shapes were checked by check_run_inputs
-    parallel::load_masters(*r.sharded, model::read_weights(opt.load_checkpoint), opt.load_checkpoint);
+    parallel::load_masters(*r.sharded, opt.load_checkpoint, opt.load_checkpoint);
     r.sharded->refresh_compute_copy();
   }
   r.optimizer = std::make_unique<AdamW>(AdamOptions{opt.adam_beta1, opt.adam_beta2, opt.adam_eps});

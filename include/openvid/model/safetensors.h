@@ -6,8 +6,10 @@
 // format is a JSON header and raw bytes, and nlohmann-json does the JSON.
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 
 namespace ov::model {
 
@@ -30,6 +32,20 @@ SafetensorsFile read_safetensors(const std::string& path, Read what = Read::kDat
 // Reads weights from a .safetensors file, a sharded set's *.safetensors.index.json, or a directory that
 // holds model.safetensors or model.safetensors.index.json.
 TensorMap read_weights(const std::string& path, Read what = Read::kData);
+
+// Parts of tensors: name -> (first element, element count), in the tensor's row-major order.
+using ElementRanges = std::map<std::string, std::pair<int64_t, int64_t>>;
+
+// Reads only the given ranges (1-D CPU tensors in the stored dtype), from one .safetensors file or from the
+// weights `path` names (as read_weights). Throws InputError on a missing name or a range outside its tensor.
+TensorMap read_ranges(const std::string& path, const ElementRanges& ranges);
+TensorMap read_weight_ranges(const std::string& path, const ElementRanges& ranges);
+
+// A file's metadata, without its tensors.
+Metadata read_metadata(const std::string& path);
+
+// Tensor bytes this process has read from safetensors files so far (tests check what a resume reads).
+uint64_t tensor_bytes_read();
 
 // Writes `tensors` (any device; written as stored: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)
 // atomically: a temporary file in the same directory, fsync, rename. Throws ov::Error on I/O failure.

@@ -13,19 +13,20 @@ namespace ov::parallel {
 // Collective over the shard group: the fp32 masters of every parameter, full size, by name.
 model::TensorMap full_masters(const ShardedModel& model);
 
-// Local: replaces this rank's master slices by the matching slices of `full` (name -> tensor), then
+// Local: replaces this rank's master slices by the weights at `path` (a safetensors file, a sharded set or
+// a checkpoint directory; see model::read_weights), reading only the elements of its slices; then
 // refresh_compute_copy() makes the module use them. Throws InputError (model::check_weights) first.
-void load_masters(ShardedModel& model, const model::TensorMap& full, const std::string& source);
+void load_masters(ShardedModel& model, const std::string& path, const std::string& source);
 
 // Local: this rank's Adam moments, flat per unit ("<unit>.exp_avg", "<unit>.exp_avg_sq"), and the geometry
 // (JSON: the shard count, the units with their parameters' offsets and sizes).
 model::TensorMap optimizer_slices(const ShardedModel& model);
 std::string geometry_json(const ShardedModel& model);
 
-// Local: sets this rank's moments from the slices written by every shard rank of some layout (in shard-rank
-// order, with that layout's geometry): each parameter's moments are found by name wherever that layout put
-// them. Throws InputError on a mismatch.
-void load_optimizer_slices(ShardedModel& model, const std::vector<model::TensorMap>& files, const std::string& geometry,
-                           const std::string& source);
+// Local: sets this rank's moments from the optimizer files written by every shard rank of some layout (in
+// shard-rank order; the first holds that layout's geometry): each parameter's moments are found by name
+// wherever that layout put them, and only the parts of the files that this rank's slices need are read.
+// Throws InputError on a mismatch.
+void load_optimizer(ShardedModel& model, const std::vector<std::string>& files, const std::string& source);
 
 }  // namespace ov::parallel
