@@ -130,12 +130,13 @@ BOOST_AUTO_TEST_CASE(fused_block_operations_match_their_aten_compositions) {
   namespace ops = ov::model::ops;
   BOOST_REQUIRE(at::hasCUDA() && ops::fused_kernels_enabled());
   at::Generator g = at::make_generator<at::CPUGeneratorImpl>(5);
-  const int64_t B = 2, L = 37, H = 3, Dh = 32, D = H * Dh;
-  for (bool affine : {false, true}) {
+  const int64_t B = 2, L = 37, H = 3, Dh = 32;
+  // The residual-stream kernels at a narrow width and past 4096 (two vectors per thread).
+  for (const auto& [D, affine] : {std::pair<int64_t, bool>{H * Dh, false}, {H * Dh, true}, {4160, true}}) {
     // modulated RMSNorm alone, the gated residual alone, and both at one junction
     const Leaf x = leaf({B, L, D}, g, 2.0, 0.5), y = leaf({B, L, D}, g), mod = leaf({B, 1, 3 * D}, g, 0.3), w = leaf({D}, g, 0.2, 1.0);
     const at::Tensor p1 = at::normal(0, 1, {B, L, D}, g).to(kCuda), p2 = at::normal(0, 1, {B, L, D}, g).to(kCuda);
-    const std::string tag = affine ? "with norm weight: " : "";
+    const std::string tag = "D " + std::to_string(D) + (affine ? " with norm weight: " : ": ");
     for (int kind = 0; kind < 3; ++kind) {  // 0: norm, 1: residual, 2: both
       for (const Leaf* l : {&x, &y, &mod, &w}) {
         l->bf16.mutable_grad() = at::Tensor();
@@ -171,6 +172,7 @@ BOOST_AUTO_TEST_CASE(fused_block_operations_match_their_aten_compositions) {
       if (affine && kind != 1) check_close(w.bf16.grad(), w.fp32.grad(), k + "dweight");
     }
   }
+  const int64_t D = H * Dh;
   for (bool residual : {false, true}) {  // heads, RoPE, value residual
     for (ov::RopeLayout layout : {ov::RopeLayout::kAligned, ov::RopeLayout::kSeed}) {
       ov::model::TokenWindow w;

@@ -13,6 +13,7 @@
 #endif
 
 #include "openvid/kernels/adamw.h"
+#include "openvid/kernels/fused.h"
 #include "openvid/kernels/noise.h"
 #include "openvid/runtime/error.h"
 
@@ -58,6 +59,28 @@ void fused_adamw(const AdamSegment*, const int64_t*, int64_t, CopyKind, CopyKind
   missing("fused_adamw");
 }
 void gaussian_noise(float*, const uint64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, Stream) { missing("gaussian_noise"); }
+// The fused block operations: never reached (fused_kernels_enabled() is false), but linked.
+bool residual_stream_fits(int64_t) { return false; }
+int64_t residual_stream_workspace(int64_t, int64_t, int64_t) { return 0; }
+void residual_norm_forward(const bf16_t*, const bf16_t*, RowVector, bf16_t*, const bf16_t*, RowVector, RowVector, bf16_t*, float*, int64_t,
+                           int64_t, int64_t, float, Stream) {
+  missing("residual_norm_forward");
+}
+void residual_norm_backward(const bf16_t*, const bf16_t*, const bf16_t*, const float*, const bf16_t*, RowVector, const bf16_t*, RowVector,
+                            bf16_t*, bf16_t*, float*, float*, float*, float*, int64_t, int64_t, int64_t, Stream) {
+  missing("residual_norm_backward");
+}
+void rope_split_forward(const bf16_t*, const float*, const float*, const bf16_t*, const bf16_t*, bf16_t*, bf16_t*, bf16_t*, bf16_t*, int64_t,
+                        int64_t, int64_t, int64_t, Stream) {
+  missing("rope_split_forward");
+}
+int64_t rope_split_blocks(int64_t, int64_t, int64_t, int64_t) { return 0; }
+void rope_split_backward(const bf16_t*, HeadStrides, const bf16_t*, HeadStrides, const bf16_t*, HeadStrides, const float*, const float*,
+                         const bf16_t*, const bf16_t*, const bf16_t*, bf16_t*, bf16_t*, float*, int64_t, int64_t, int64_t, int64_t, Stream) {
+  missing("rope_split_backward");
+}
+int64_t gelu_backward_workspace(int64_t, int64_t) { return 0; }
+void gelu_backward_bias(bf16_t*, const bf16_t*, float*, float*, int64_t, int64_t, Stream) { missing("gelu_backward_bias"); }
 #endif
 
 }  // namespace ov::kernels

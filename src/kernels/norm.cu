@@ -118,64 +118,76 @@ __global__ void __launch_bounds__(kMaxThreads)
   }
 }
 
-template <int V>
-__device__ __forceinline__ void write_partial(float* part, int64_t at, const Columns<V>& c, int64_t D, const float (&s)[V][kVec]) {
-  if (part == nullptr) return;
-#pragma unroll
-  for (int j = 0; j < V; ++j) {
-    if (c.col(j) >= D) continue;
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) part[at + c.col(j) + i] = s[j][i];
-  }
-}
-
 // Backward at one junction of the residual stream: x_new = x + y * gate (when y is given), h = norm(x_new)
 // (when g_h is given). t = g_x (the gradient of x_new from downstream; 0 when null) + the norm's dx;
 // dx = t is written (when dx is given), and dy = t * gate. Column partials: dshift = sum g_h,
 // dscale_n = sum g_h * n (n = x_new * rstd, before the weight), dgate = sum t * y.
+// Memory-bound and latency-bound: the column sums and the per-sample row vectors live in shared memory (laid
+// out [slot][thread], conflict-free) rather than registers, so that two blocks fit on an SM at D <= 4096
+// and one block's loads overlap the other's barrier; and every load of a row is issued before its first use.
 template <int V>
-__global__ void __launch_bounds__(kMaxThreads)
+constexpr int kSlots = 5 * V * kVec;  // shared floats per thread: three column sums, two row vectors
+
+template <int V>
+__global__ void __launch_bounds__(kMaxThreads, V == 1 ? 2 : 1)
     backward_kernel(const bf16_t* __restrict__ g_x_, const bf16_t* __restrict__ g_h_, const bf16_t* __restrict__ xn_,
                     const float* __restrict__ rstd, const bf16_t* __restrict__ w_, RowVector scale, const bf16_t* __restrict__ y_,
                     RowVector gate, bf16_t* __restrict__ dx_, bf16_t* __restrict__ dy_, float* __restrict__ part_shift,
                     float* __restrict__ part_scale, float* __restrict__ part_gate, int64_t L, int64_t D, int64_t chunks) {
   __shared__ float shared[2][kMaxWarps];
+  // [kSlots<V>][blockDim.x]: the column sums of shift, scale and gate, then the row vectors gate and
+  // (1 + scale) * weight (V * 8 floats each); each thread only ever touches its own column of it.
+  extern __shared__ float slots[];
   const int64_t b = blockIdx.y, chunk = blockIdx.x;
+  const int threads = static_cast<int>(blockDim.x), me = static_cast<int>(threadIdx.x);
+  auto slot = [&](int which, int j, int i) -> float& { return slots[((which * V + j) * kVec + i) * threads + me]; };
+  auto sum_at = [&](int which, int j, int i) -> float& { return slot(which, j, i); };
+  auto gt = [&](int j, int i) -> float& { return slot(3, j, i); };
+  auto scw = [&](int j, int i) -> float& { return slot(4, j, i); };
   const Columns<V> c;
-  float gt[V][kVec], sc[V][kVec], w[V][kVec];
-  load_row<V>(gate.data, b * gate.batch_stride, c, D, 0.f, gt);
-  load_row<V>(scale.data, b * scale.batch_stride, c, D, 0.f, sc);
-  load_row<V>(w_, 0, c, D, 1.f, w);
-  float s_shift[V][kVec] = {}, s_scale[V][kVec] = {}, s_gate[V][kVec] = {};
+  {
+    float g[V][kVec], sc[V][kVec], w[V][kVec];
+    load_row<V>(gate.data, b * gate.batch_stride, c, D, 0.f, g);
+    load_row<V>(scale.data, b * scale.batch_stride, c, D, 0.f, sc);
+    load_row<V>(w_, 0, c, D, 1.f, w);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) {
+        gt(j, i) = g[j][i];
+        scw(j, i) = (1.f + sc[j][i]) * w[j][i];
+        sum_at(0, j, i) = sum_at(1, j, i) = sum_at(2, j, i) = 0.f;
+      }
+    }
+  }
   const int64_t end = min(L, (chunk + 1) * kRowsPerChunk);
   int parity = 0;
   for (int64_t l = chunk * kRowsPerChunk; l < end; ++l) {
     const int64_t row_index = b * L + l, row = row_index * D;
-    float t[V][kVec];
+    float t[V][kVec], u[V][kVec], n[V][kVec], y[V][kVec];
 #pragma unroll
     for (int j = 0; j < V; ++j) {
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) t[j][i] = 0.f;
-      if (g_x_ != nullptr && c.col(j) < D) load8(as_bf16(g_x_) + row + c.col(j), t[j]);
+      for (int i = 0; i < kVec; ++i) t[j][i] = u[j][i] = n[j][i] = y[j][i] = 0.f;
+      if (c.col(j) >= D) continue;
+      if (g_x_ != nullptr) load8(as_bf16(g_x_) + row + c.col(j), t[j]);
+      if (g_h_ != nullptr) {
+        load8(as_bf16(g_h_) + row + c.col(j), u[j]);
+        load8(as_bf16(xn_) + row + c.col(j), n[j]);
+      }
+      if (y_ != nullptr) load8(as_bf16(y_) + row + c.col(j), y[j]);
     }
     if (g_h_ != nullptr) {
       const float r = rstd[row_index];
-      float u[V][kVec], n[V][kVec];
       float dot = 0.f;
 #pragma unroll
       for (int j = 0; j < V; ++j) {
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) u[j][i] = n[j][i] = 0.f;
-        if (c.col(j) < D) {
-          load8(as_bf16(g_h_) + row + c.col(j), u[j]);
-          load8(as_bf16(xn_) + row + c.col(j), n[j]);
-        }
-#pragma unroll
         for (int i = 0; i < kVec; ++i) {
           n[j][i] *= r;
-          s_shift[j][i] += u[j][i];
-          s_scale[j][i] += u[j][i] * n[j][i];
-          u[j][i] *= (1.f + sc[j][i]) * w[j][i];
+          sum_at(0, j, i) += u[j][i];
+          sum_at(1, j, i) += u[j][i] * n[j][i];
+          u[j][i] *= scw(j, i);
           dot += u[j][i] * n[j][i];
         }
       }
@@ -192,20 +204,31 @@ __global__ void __launch_bounds__(kMaxThreads)
       if (c.col(j) >= D) continue;
       if (dx_ != nullptr) store8(as_bf16(dx_) + row + c.col(j), t[j]);
       if (y_ == nullptr) continue;
-      float y[kVec], dy[kVec];
-      load8(as_bf16(y_) + row + c.col(j), y);
+      float dy[kVec];
 #pragma unroll
       for (int i = 0; i < kVec; ++i) {
-        s_gate[j][i] += t[j][i] * y[i];
-        dy[i] = t[j][i] * gt[j][i];
+        sum_at(2, j, i) += t[j][i] * y[j][i];
+        dy[i] = t[j][i] * gt(j, i);
       }
       store8(as_bf16(dy_) + row + c.col(j), dy);
     }
   }
   const int64_t at = (b * chunks + chunk) * D;
-  write_partial<V>(part_shift, at, c, D, s_shift);
-  write_partial<V>(part_scale, at, c, D, s_scale);
-  write_partial<V>(part_gate, at, c, D, s_gate);
+  float* const parts[3] = {part_shift, part_scale, part_gate};
+#pragma unroll
+  for (int k = 0; k < 3; ++k) {
+    if (parts[k] == nullptr) continue;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      if (c.col(j) >= D) continue;
+      float v[kVec];
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) v[i] = sum_at(k, j, i);
+      float* dst = parts[k] + at + c.col(j);
+      reinterpret_cast<float4*>(dst)[0] = make_float4(v[0], v[1], v[2], v[3]);
+      reinterpret_cast<float4*>(dst)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    }
+  }
 }
 
 // Second pass of the column sums, for up to three outputs at once (blockIdx.z): a block takes 32 columns of
@@ -261,13 +284,18 @@ void residual_norm_backward(const bf16_t* g_x, const bf16_t* g_h, const bf16_t* 
                     dgate != nullptr ? workspace + 2 * B * chunks * D : nullptr};
   if (L > 0) {
     const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(B));
-    if (vectors_per_thread(D) == 1) {
-      backward_kernel<1><<<grid, threads_for(D), 0, stream>>>(g_x, g_h, x_new, rstd, weight, scale, y, gate, dx, dy, part[0], part[1],
-                                                              part[2], L, D, chunks);
-    } else {
-      backward_kernel<2><<<grid, threads_for(D), 0, stream>>>(g_x, g_h, x_new, rstd, weight, scale, y, gate, dx, dy, part[0], part[1],
-                                                              part[2], L, D, chunks);
-    }
+    const int threads = threads_for(D);
+    auto launch = [&](auto kernel, int v) {
+      const size_t smem = sizeof(float) * 5 * v * kVec * threads;  // kSlots<V> floats per thread
+      static const bool raised = [&] {  // above the 48 KB default; set once per kernel
+        OV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 5 * 2 * kVec * kMaxThreads * sizeof(float)));
+        return true;
+      }();
+      static_cast<void>(raised);
+      kernel<<<grid, threads, smem, stream>>>(g_x, g_h, x_new, rstd, weight, scale, y, gate, dx, dy, part[0], part[1], part[2], L, D, chunks);
+    };
+    if (vectors_per_thread(D) == 1) launch(backward_kernel<1>, 1);
+    else launch(backward_kernel<2>, 2);
     OV_CUDA_CHECK_LAUNCH();
   }
   Partials p{};

@@ -1,5 +1,5 @@
 #pragma once
-// The DiT block's memory-bound work as fused kernels (kernels/norm.cu, rope.cu): each reads
+// The DiT block's memory-bound work as fused kernels (kernels/norm.cu, rope.cu, gelu.cu): each reads
 // its inputs once and writes its outputs once, bf16 in and out, fp32 arithmetic. Tensors are [B, L, D]
 // rows (B samples, L tokens, D features) unless said otherwise, contiguous, 16-byte aligned, D a multiple
 // of 8. A "row vector" argument (shift, scale, gate) is [B, D] with a batch stride (a chunk of the adaLN
@@ -52,5 +52,12 @@ int64_t rope_split_blocks(int64_t B, int64_t L, int64_t H, int64_t Dh);
 void rope_split_backward(const bf16_t* dq, HeadStrides sq, const bf16_t* dk, HeadStrides sk, const bf16_t* dv, HeadStrides sv,
                          const float* cos, const float* sin, const bf16_t* v_raw, const bf16_t* v0, const bf16_t* lam, bf16_t* dqkv,
                          bf16_t* dv0, float* dlam_partials, int64_t B, int64_t L, int64_t H, int64_t Dh, Stream stream);
+
+// ---- the MLP's GELU (kernels/gelu.cu): da [rows, cols] (the gradient of GELU's output) becomes, in place, the
+// gradient of its input a [rows, cols]: da * GELU'(a), exact (erf) GELU as ATen's; and db [cols] (fp32) =
+// the column sums of the result as stored, the bias gradient of the linear before the GELU. Deterministic.
+// workspace: gelu_backward_workspace(rows, cols) floats. cols a multiple of 8.
+int64_t gelu_backward_workspace(int64_t rows, int64_t cols);
+void gelu_backward_bias(bf16_t* da, const bf16_t* a, float* db, float* workspace, int64_t rows, int64_t cols, Stream stream);
 
 }  // namespace ov::kernels
