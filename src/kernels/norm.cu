@@ -287,11 +287,9 @@ void residual_norm_backward(const bf16_t* g_x, const bf16_t* g_h, const bf16_t* 
     const int threads = threads_for(D);
     auto launch = [&](auto kernel, int v) {
       const size_t smem = sizeof(float) * 5 * v * kVec * threads;  // kSlots<V> floats per thread
-      static const bool raised = [&] {  // above the 48 KB default; set once per kernel
-        OV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 5 * 2 * kVec * kMaxThreads * sizeof(float)));
-        return true;
-      }();
-      static_cast<void>(raised);
+      // Above the 48 KB default: allowed on every launch (a host-side attribute of the function on the
+      // current device; cheap, and right whichever device and kernel come first).
+      OV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
       kernel<<<grid, threads, smem, stream>>>(g_x, g_h, x_new, rstd, weight, scale, y, gate, dx, dy, part[0], part[1], part[2], L, D, chunks);
     };
     if (vectors_per_thread(D) == 1) launch(backward_kernel<1>, 1);
