@@ -137,7 +137,7 @@ BOOST_AUTO_TEST_CASE(fused_block_operations_match_their_aten_compositions) {
     const Leaf x = leaf({B, L, D}, g, 2.0, 0.5), y = leaf({B, L, D}, g), mod = leaf({B, 1, 3 * D}, g, 0.3), w = leaf({D}, g, 0.2, 1.0);
     const at::Tensor p1 = at::normal(0, 1, {B, L, D}, g).to(kCuda), p2 = at::normal(0, 1, {B, L, D}, g).to(kCuda);
     const std::string tag = "D " + std::to_string(D) + (affine ? " with norm weight: " : ": ");
-    for (int kind = 0; kind < 3; ++kind) {  // 0: norm, 1: residual, 2: both
+    for (int kind = 0; kind < 4; ++kind) {  // 0: norm, 1: residual, 2: both, 3: norm passing its input on
       for (const Leaf* l : {&x, &y, &mod, &w}) {
         l->bf16.mutable_grad() = at::Tensor();
         l->fp32.mutable_grad() = at::Tensor();
@@ -151,9 +151,12 @@ BOOST_AUTO_TEST_CASE(fused_block_operations_match_their_aten_compositions) {
                            : ops::reference::modulated_rms_norm(xx, weight, chunk_of(mm, 0, D), chunk_of(mm, 1, D), dt);
         } else if (kind == 1) {
           r.first = fused ? ops::gated_residual(xx, yy, gate) : ops::reference::gated_residual(xx, yy, gate);
-        } else {
+        } else if (kind == 2) {
           r = fused ? ops::residual_then_norm(xx, yy, gate, weight, chunk_of(mm, 0, D), chunk_of(mm, 1, D))
                     : ops::reference::residual_then_norm(xx, yy, gate, weight, chunk_of(mm, 0, D), chunk_of(mm, 1, D));
+        } else {  // the reference: x itself and its norm (autograd sums x's two gradients)
+          r = fused ? ops::norm_keeping_input(xx, weight, chunk_of(mm, 0, D), chunk_of(mm, 1, D))
+                    : std::pair{xx, ops::reference::modulated_rms_norm(xx, weight, chunk_of(mm, 0, D), chunk_of(mm, 1, D), dt)};
         }
         at::Tensor loss = at::zeros({}, at::TensorOptions().device(kCuda));
         if (r.first.defined()) loss = loss + (r.first.to(at::kFloat) * p1).sum();
@@ -163,11 +166,11 @@ BOOST_AUTO_TEST_CASE(fused_block_operations_match_their_aten_compositions) {
       };
       const auto got = run(true, x.bf16, y.bf16, mod.bf16, w.bf16);
       const auto want = run(false, x.fp32, y.fp32, mod.fp32, w.fp32);
-      const std::string k = tag + (kind == 0 ? "norm " : kind == 1 ? "residual " : "residual+norm ");
+      const std::string k = tag + (kind == 0 ? "norm " : kind == 1 ? "residual " : kind == 2 ? "residual+norm " : "norm keeping input ");
       if (kind > 0) check_close(got.first, want.first, k + "x_new");
       if (kind != 1) check_close(got.second, want.second, k + "h");
       check_close(x.bf16.grad(), x.fp32.grad(), k + "dx");
-      if (kind > 0) check_close(y.bf16.grad(), y.fp32.grad(), k + "dy");
+      if (kind == 1 || kind == 2) check_close(y.bf16.grad(), y.fp32.grad(), k + "dy");
       check_close(mod.bf16.grad(), mod.fp32.grad(), k + "d(shift, scale, gate)");
       if (affine && kind != 1) check_close(w.bf16.grad(), w.fp32.grad(), k + "dweight");
     }

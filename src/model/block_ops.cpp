@@ -120,6 +120,18 @@ class ModulatedRmsNorm : public torch::autograd::Function<ModulatedRmsNorm> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) { return junction_backward(ctx, at::Tensor(), grads[0]); }
 };
 
+// The norm alone, with its input passed through as a second output: the gradient arriving at that output
+// is added to the norm's input gradient in the same kernel pass.
+class NormKeepingInput : public torch::autograd::Function<NormKeepingInput> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& shift,
+                               const at::Tensor& scale) {
+    const variable_list h = junction_forward(ctx, {false, true}, x, at::Tensor(), at::Tensor(), weight.value_or(at::Tensor()), shift, scale);
+    return {x, h[0]};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) { return junction_backward(ctx, grads[0], grads[1]); }
+};
+
 class GatedResidual : public torch::autograd::Function<GatedResidual> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate) {
@@ -292,6 +304,15 @@ at::Tensor modulated_rms_norm(const at::Tensor& x, const at::Tensor& weight, con
     return ModulatedRmsNorm::apply(x, kernel_weight(weight), shift, scale)[0];
   }
   return reference::modulated_rms_norm(x, weight, shift, scale, out_dtype);
+}
+
+std::pair<at::Tensor, at::Tensor> norm_keeping_input(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift,
+                                                     const at::Tensor& scale) {
+  if (x.scalar_type() == at::kBFloat16 && fits_junction(x, at::Tensor(), at::Tensor(), shift, scale)) {
+    const variable_list out = NormKeepingInput::apply(x, kernel_weight(weight), shift, scale);
+    return {out[0], out[1]};
+  }
+  return {x, reference::modulated_rms_norm(x, weight, shift, scale, x.scalar_type())};
 }
 
 at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate) {

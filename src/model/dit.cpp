@@ -72,15 +72,14 @@ std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, con
   const at::Tensor &shift_sa = mod[0], &scale_sa = mod[1], &gate_sa = mod[2], &shift_ca = mod[3],
                    &scale_ca = mod[4], &gate_ca = mod[5], &shift_mlp = mod[6], &scale_mlp = mod[7],
                    &gate_mlp = mod[8];
-  at::Tensor x = x_in;
-
   // Self-attention; qkv features split as (3, heads, head_dim), 3 outermost; value residual; RoPE on q, k.
-  const at::Tensor qkv = linear(ops::modulated_rms_norm(x, norm1_, shift_sa, scale_sa, dt), qkv_, dt);
+  at::Tensor x, h;  // the residual stream, and its modulated norm after each junction, computed with it
+  std::tie(x, h) = ops::norm_keeping_input(x_in, norm1_, shift_sa, scale_sa);
+  const at::Tensor qkv = linear(h, qkv_, dt);
   OV_CHECK(!residual_v_ || index_ == 0 || v0.defined(), "value residual needs block 0's values");
   const ops::Heads heads = ops::attention_heads(qkv, heads_, head_dim_, ctx.rope_cos, ctx.rope_sin,
                                                 residual_v_ && index_ > 0 ? v0 : at::Tensor(), lambda_);
   const at::Tensor sa = ctx.self_attention->attend(heads.q, heads.k, heads.v).transpose(1, 2).reshape({b, l, width_});
-  at::Tensor h;  // the modulated norm of the residual stream after each gated residual, computed with it
   std::tie(x, h) = ops::residual_then_norm(x, linear(sa, attn_proj_, dt), gate_sa, norm2_, shift_ca, scale_ca);
 
   // Cross-attention to the text states (no RoPE).
@@ -195,11 +194,15 @@ at::Tensor DiTImpl::forward_window(const at::Tensor& x, const at::Tensor& text, 
   }
   if (t.dim() != 1 || t.size(0) != b) throw InputError("timesteps must be [B]");
 
-  // Patch embedding; tokens in (h, w, t) order, t fastest; registers first.
-  const at::Tensor tokens = at::conv3d(x.to(dt), patch_embed_->weight.to(dt), patch_embed_->bias.to(dt),
-                                       {cfg.time_patch, cfg.patch, cfg.patch})
-                                .permute({0, 3, 4, 2, 1})
-                                .reshape({b, hh * ww * lt, d});
+  // Patch embedding; tokens in (h, w, t) order, t fastest; registers first. The convolution (kernel = stride =
+  // the patch) as one matrix product over the patches, each flattened as the weight is, (c, t, h, w): the
+  // tokens come out in place, where the convolution's [B, D, t, h, w] output needed a strided copy each way.
+  const int64_t pt = cfg.time_patch, p = cfg.patch, c_in = cfg.in_channels;
+  const at::Tensor patches = x.to(dt)
+                                 .view({b, c_in, lt, pt, hh, p, ww, p})
+                                 .permute({0, 4, 6, 2, 1, 3, 5, 7})
+                                 .reshape({b, hh * ww * lt, c_in * pt * p * p});
+  const at::Tensor tokens = at::linear(patches, patch_embed_->weight.to(dt).view({d, c_in * pt * p * p}), patch_embed_->bias.to(dt));
   at::Tensor seq = at::cat({register_tokens_.to(dt).expand({b, r, d}), tokens}, 1);
   const at::Tensor c = time_embedding(t);
 

@@ -19,6 +19,13 @@ bool fused_kernels_enabled();
 at::Tensor modulated_rms_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift, const at::Tensor& scale,
                               at::ScalarType out_dtype);
 
+// The norm of the first junction of a block, whose input also feeds the residual that follows: returns
+// (x, modulated_rms_norm(x, ...) in x's dtype), and the residual must use the x returned. Fused, x's two
+// gradients (through the residual and through the norm) are summed inside the norm's backward pass
+// instead of by autograd in a pass of their own.
+std::pair<at::Tensor, at::Tensor> norm_keeping_input(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& shift,
+                                                     const at::Tensor& scale);
+
 // x + y * gate: x, y [B, L, D]; gate [B, 1, D].
 at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate);
 
