@@ -2,7 +2,7 @@
 # The deepest width-4096 DiT that trains on this GPU (batch 2, latent [16,16,64,64], text [512,4096], bf16),
 # without activation recomputation, with every block recomputed, and with every other block recomputed.
 # Run on the GPU machine after a build of build-gpu/ (bench/step_bench.sh makes one):
-#   bash bench/memory_depth.sh [start_off start_all start_half]
+#   [MODES="0 1 2"] bash bench/memory_depth.sh [start_off start_all start_half]   (MODES: 0 none, 1 all, 2 every other)
 # For each mode it trains 3 steps at a starting depth, then walks up while that succeeds, or down while it
 # fails (at most MAX_TRIES runs per mode), and prints the deepest that trained with its peak memory.
 set -uo pipefail
@@ -20,12 +20,13 @@ trains() {  # depth recompute_every -> exit status; prints peak GiB
     --model_width 4096 --model_depth "$d" --model_head_dim 128 --recompute_every "$r" --run_dir "$out/runs" --run_name "d${d}_r${r}" \
     > "$log" 2>&1
   local rc=$?
-  grep -o '"peak_memory_gb": [0-9.]*' "$out/runs/d${d}_r${r}/metrics.jsonl" 2>/dev/null | tail -1 | awk '{printf "%.1f", $2 * 1e9 / 2^30}'
+  python3 -c 'import json, sys; print("%.1f" % (json.loads(open(sys.argv[1]).readlines()[-1])["peak_memory_gb"] * 1e9 / 2**30))' \
+    "$out/runs/d${d}_r${r}/metrics.jsonl" 2>/dev/null
   return $rc
 }
 echo "| activations | deepest depth that trains | parameters | peak GiB | next depth |"
 echo "|---|---|---|---|---|"
-for i in 0 1 2; do
+for i in ${MODES:-0 1 2}; do
   r=${modes[$i]} d=${starts[$i]} best="" best_mem="" failed=""
   for _ in $(seq "$tries"); do
     if mem=$(trains "$d" "$r"); then
