@@ -178,6 +178,18 @@ BOOST_AUTO_TEST_CASE(abbreviations_are_rejected_and_aliases_are_listed) {
   }
 }
 
+// The reference trainer's own command lines run: its options without a counterpart are accepted, each
+// with one note, and listed in --help.
+BOOST_AUTO_TEST_CASE(reference_only_options_are_accepted_with_a_note) {
+  const ov::ParsedCommandLine cl =
+      ov::parse_command_line({"--compile-strat", "per_block", "--project_name", "video", "--return_index", "--fs", "2"});
+  BOOST_CHECK_EQUAL(cl.options.fs, 2);
+  BOOST_REQUIRE_EQUAL(cl.notes.size(), 3u);
+  BOOST_CHECK(contains(cl.notes[0], "--compile_strat is ignored"));
+  BOOST_CHECK(ov::parse_command_line({"--fs", "2"}).notes.empty());
+  BOOST_CHECK(contains(ov::help_text("openvid_mpi"), "--return_index"));
+}
+
 // The configurations shipped in config/ (the README launches them) parse and validate.
 BOOST_AUTO_TEST_CASE(shipped_configurations_are_valid) {
   int files = 0;

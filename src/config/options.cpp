@@ -194,10 +194,23 @@ const char* group_title(Group g) {
 
 constexpr Group kGroups[] = {Group::kParallel, Group::kData, Group::kOptim, Group::kRun, Group::kModel};
 
+// Options of the reference trainer that have no counterpart here: accepted (so that its command lines and
+// job scripts run unchanged), never used, each with the reason the job prints.
+struct ReferenceOnly {
+  const char* name;
+  const char* why;
+};
+constexpr ReferenceOnly kReferenceOnly[] = {
+    {"compile_strat", "openvid's kernels are compiled ahead of time; there is no torch.compile strategy to choose"},
+    {"project_name", "openvid logs to metrics.jsonl in the run directory; there is no experiment tracker to name"},
+    {"return_index", "a detail of the reference's data loader; openvid's reader needs none"},
+};
+
 // Descriptions bound to `o`: parsing writes straight into it.
 struct Descriptions {
   po::options_description general{"General"};
   std::map<Group, po::options_description> groups;
+  po::options_description reference{"Accepted from the reference trainer's command lines, without effect", 120, 70};
   po::options_description all{"openvid options"};
 };
 
@@ -227,8 +240,12 @@ std::unique_ptr<Descriptions> describe(Options& o) {
       d->groups.at(g).add_options()(name, v, help.c_str());
     }
   });
+  for (const ReferenceOnly& r : kReferenceOnly) {
+    d->reference.add_options()(r.name, po::value<std::string>()->implicit_value("true"), r.why);
+  }
   d->all.add(d->general);
   for (Group g : kGroups) d->all.add(d->groups.at(g));
+  d->all.add(d->reference);
   return d;
 }
 
@@ -293,7 +310,7 @@ constexpr int kCommandLineStyle = po::command_line_style::default_style & ~po::c
 
 }  // namespace
 
-std::string version_string() { return "openvid 0.1.0"; }
+std::string version_string() { return "openvid " OPENVID_VERSION; }
 
 std::pair<int64_t, int64_t> parse_step_range(const std::string& text) {
   int64_t a = -1, b = -1;
@@ -359,6 +376,9 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
     throw InputError(std::string(e.what()) + " (see --help)");
   }
   validate(o);
+  for (const ReferenceOnly& r : kReferenceOnly) {
+    if (vm.count(r.name)) result.notes.push_back(std::string("note: --") + r.name + " is ignored: " + r.why);
+  }
   return result;
 }
 

@@ -39,6 +39,9 @@ int openvid_mpi(int argc, char** argv) {
     return ov::kExitOk;
   }
   const ov::Options& opt = cl.options;
+  if (root) {
+    for (const std::string& note : cl.notes) std::cout << note << "\n";
+  }
   ov::set_collective_timeout(opt.collective_timeout);
 
   ov::Universe universe = ov::Universe::create(MPI_COMM_WORLD, opt.fs, opt.cp, opt.device);

@@ -93,6 +93,9 @@ struct ParsedCommandLine {
   enum class Action { kRun, kHelp, kVersion };
   Action action = Action::kRun;
   Options options;
+  // One line per option of the reference trainer's command lines that openvid accepts but does not need
+  // (e.g. --compile-strat), saying why it has no effect; the job prints them once.
+  std::vector<std::string> notes;
 };
 
 // Parses `args` (without the program name) and, when given, the --config file; validates the result.
