@@ -7,6 +7,8 @@
 #   OPENVID_BUILD_TYPE   CMake build type (default: Release; RelWithDebInfo for debugging)
 #   OPENVID_TORCH_INDEX  pip index for torch when no LibTorch is found (e.g. https://download.pytorch.org/whl/cpu;
 #                        plain PyPI serves a CUDA build of several GB on Linux)
+#   OPENVID_SLURM_TEST   auto (default): install Slurm's daemons and munge for the Slurm test when root and no
+#                        systemd runs (containers, CI); on | off
 #   OPENVID_NCCL         auto (default): when CUDA's nvcc is present, also compile the NCCL backend (getting
 #                        NCCL's header and library from the pip wheel nvidia-nccl-cu13 if needed); on | off
 #   CMAKE_PREFIX_PATH    honoured: point it at an official LibTorch archive to skip the venv
@@ -20,6 +22,13 @@ say() { echo "setup: $*"; }
 # ---- system packages ------------------------------------------------------------------------------
 packages=(cmake ninja-build g++ pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
           libboost-program-options-dev libboost-test-dev nlohmann-json3-dev ccache procps python3-venv)
+# Slurm's daemons and munge, for the test that runs slurm/train_8node.sh under a private Slurm: where no
+# systemd would start them as services (containers, CI), or with OPENVID_SLURM_TEST=on. Elsewhere the test
+# is skipped.
+slurm_test=${OPENVID_SLURM_TEST:-auto}
+if [ "$slurm_test" = on ] || { [ "$slurm_test" = auto ] && [ "$(id -u)" -eq 0 ] && [ ! -d /run/systemd/system ]; }; then
+  packages+=(slurmd slurmctld slurm-client munge)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
