@@ -120,14 +120,4 @@ int modelcheck(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return modelcheck(argc, argv);
-  } catch (const ov::InputError& e) {
-    std::cerr << "openvid_modelcheck: error: " << e.what() << "\n";
-    return ov::kExitInputError;
-  } catch (const std::exception& e) {
-    std::cerr << "openvid_modelcheck: " << e.what() << "\n";
-    return ov::kExitFailure;
-  }
-}
+int main(int argc, char** argv) { return ov::run_tool_main("openvid_modelcheck", modelcheck, argc, argv); }

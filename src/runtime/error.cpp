@@ -44,4 +44,16 @@ void throw_check_failed(const char* expr, const std::string& message, const char
 }
 }  // namespace detail
 
+int run_tool_main(const char* name, int (*tool)(int, char**), int argc, char** argv) {
+  try {
+    return tool(argc, argv);
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "%s: error: %s\n", name, e.what());
+    return kExitInputError;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", name, e.what());
+    return kExitFailure;
+  }
+}
+
 }  // namespace ov

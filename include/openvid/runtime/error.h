@@ -48,6 +48,10 @@ std::string rank_tag();
 // One rank: print "rank N (host): message" on stderr and abort every rank of the job (MPI_Abort).
 [[noreturn]] void abort_job(const std::string& message, int exit_code = kExitFailure);
 
+// The main of a single-process tool: runs `tool`, and turns an InputError into "<name>: error: message"
+// with exit 2 and any other exception into "<name>: message" with exit 1.
+int run_tool_main(const char* name, int (*tool)(int, char**), int argc, char** argv);
+
 namespace detail {
 [[noreturn]] void throw_check_failed(const char* expr, const std::string& message, const char* file,
                                      int line);
