@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kMaxThreads, V == 1 ? 2 : 1)
   const int64_t b = blockIdx.y, chunk = blockIdx.x;
   const int threads = static_cast<int>(blockDim.x), me = static_cast<int>(threadIdx.x);
   auto slot = [&](int which, int j, int i) -> float& { return slots[((which * V + j) * kVec + i) * threads + me]; };
-  auto sum_at = [&](int which, int j, int i) -> float& { return slot(which, j, i); };
+  auto sum_at = [&](int which, int j, int i) -> float& { return slot(which, j, i); };  // which: 0 shift, 1 scale, 2 gate
   auto gt = [&](int j, int i) -> float& { return slot(3, j, i); };
   auto scw = [&](int j, int i) -> float& { return slot(4, j, i); };
   const Columns<V> c;
@@ -285,15 +285,15 @@ void residual_norm_backward(const bf16_t* g_x, const bf16_t* g_h, const bf16_t* 
   if (L > 0) {
     const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(B));
     const int threads = threads_for(D);
-    auto launch = [&](auto kernel, int v) {
-      const size_t smem = sizeof(float) * 5 * v * kVec * threads;  // kSlots<V> floats per thread
+    auto launch = [&](auto kernel, int slots) {
+      const size_t smem = sizeof(float) * static_cast<size_t>(slots) * static_cast<size_t>(threads);
       // Above the 48 KB default: allowed on every launch (a host-side attribute of the function on the
       // current device; cheap, and right whichever device and kernel come first).
       OV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
       kernel<<<grid, threads, smem, stream>>>(g_x, g_h, x_new, rstd, weight, scale, y, gate, dx, dy, part[0], part[1], part[2], L, D, chunks);
     };
-    if (vectors_per_thread(D) == 1) launch(backward_kernel<1>, 1);
-    else launch(backward_kernel<2>, 2);
+    if (vectors_per_thread(D) == 1) launch(backward_kernel<1>, kSlots<1>);
+    else launch(backward_kernel<2>, kSlots<2>);
     OV_CUDA_CHECK_LAUNCH();
   }
   Partials p{};
