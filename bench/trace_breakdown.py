@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where the GPU's time goes, from a Kineto trace written by `openvid_mpi --profile_dir DIR`.
 
-    python3 bench/trace_breakdown.py DIR/kineto-rank0.json [--steps N] [--top 12]
+    python3 bench/trace_breakdown.py DIR/kineto-rank0.json [--top 12] [--by_op 30]
 
 Classifies every GPU activity (kernels, memory copies and sets) of the traced steps by name:
   matmul          cuBLAS / CUTLASS GEMMs (gemm, nvjet, xmma, cutlass ... unless attention)
@@ -13,8 +13,12 @@ Classifies every GPU activity (kernels, memory copies and sets) of the traced st
 and reports milliseconds per step and the share of the step, plus GPU idle time (step span minus the
 union of all activity intervals), the number of launches, and the most expensive kernels. The steps are
 the "step N" ranges the trainer records; their GPU span runs from the first activity a step launched to
-the first activity of the next.
+the first activity of the next. Each step's own line (span, busy, idle and the number of gaps between
+activities) tells the first traced step, whose start the profiler leaves undrained, from the steady state.
+--by_op N lists the N largest (host operator, kernel) pairs: the innermost host operator (aten::mm, an
+autograd node, ...) around each launch, so a kernel is traced back to the code that launched it.
 """
+import bisect
 import argparse
 import collections
 import json
@@ -56,6 +60,7 @@ def main():
     ap.add_argument("trace")
     ap.add_argument("--top", type=int, default=25, help="most expensive kernels to list")
     ap.add_argument("--label", default="", help="a title for the table")
+    ap.add_argument("--by_op", type=int, default=0, help="list the N largest (host operator, kernel) pairs")
     args = ap.parse_args()
     events = json.load(open(args.trace))["traceEvents"]
     gpu = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
@@ -80,7 +85,7 @@ def main():
         by_step[step_of(e)].append(e)
     n_steps = len(by_step)
     ordered = sorted(by_step)
-    spans, busy = [], []
+    spans, busy, gaps = [], [], []
     for i, k in enumerate(ordered):
         evs = by_step[k]
         begin = min(e["ts"] for e in evs)
@@ -88,6 +93,11 @@ def main():
                else max(e["ts"] + e["dur"] for e in evs))
         spans.append(end - begin)
         busy.append(union_length([(e["ts"], e["ts"] + e["dur"]) for e in evs]))
+        end_so_far, n_gaps = begin, 0
+        for e in sorted(evs, key=lambda e: e["ts"]):
+            n_gaps += e["ts"] > end_so_far
+            end_so_far = max(end_so_far, e["ts"] + e["dur"])
+        gaps.append(n_gaps)
     per_cat = collections.Counter()
     count = collections.Counter()
     per_kernel = collections.Counter()
@@ -109,9 +119,45 @@ def main():
     for c in CATEGORIES:
         print(f"| {c} | {per_cat[c] / n_steps / 1000:.2f} | {100 * per_cat[c] / sum(spans):.1f}% | {count[c] / n_steps:.0f} |")
     print(f"| GPU idle | {idle_ms:.2f} | {100 * idle_ms / step_ms:.1f}% | |")
+    print("\nPer traced step: " + "; ".join(f"span {sp / 1000:.1f} ms, busy {b / 1000:.1f}, idle {(sp - b) / 1000:.2f} in {g} gaps"
+                                          for sp, b, g in zip(spans, busy, gaps)))
     print(f"\nMost expensive kernels (ms per step, launches per step):")
     for name, d in per_kernel.most_common(args.top):
         print(f"  {d / n_steps / 1000:8.2f}  {kernel_count[name] / n_steps:5.0f}  {classify(name, 'kernel'):16s} {name}")
+    if args.by_op:
+        print_by_op(events, gpu, n_steps, args.by_op)
+
+
+def print_by_op(events, gpu, n_steps, top):
+    """The innermost host operator around each activity's launch, per thread."""
+    ops = collections.defaultdict(list)
+    for e in events:
+        if e.get("cat") == "cpu_op" and e.get("ph") == "X":
+            ops[e["tid"]].append((e["ts"], e["ts"] + e["dur"], e["name"]))
+    starts = {}
+    for tid in ops:
+        ops[tid].sort()
+        starts[tid] = [o[0] for o in ops[tid]]
+    launch = {e["args"]["correlation"]: e for e in events
+              if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+
+    def owner(r):
+        lst, best = ops.get(r["tid"], []), None
+        i = bisect.bisect_right(starts.get(r["tid"], []), r["ts"])
+        for b, e, name in reversed(lst[max(0, i - 400):i]):  # the candidates that start before the launch
+            if b <= r["ts"] <= e and (best is None or e - b < best[0]):
+                best = (e - b, name)
+        return best[1] if best else "(no host operator)"
+
+    total, count = collections.Counter(), collections.Counter()
+    for e in gpu:
+        r = launch.get(e.get("args", {}).get("correlation"))
+        key = (owner(r) if r else "(no launch)", re.sub(r"<.*", "", e["name"])[:60])
+        total[key] += e["dur"]
+        count[key] += 1
+    print(f"\nLargest (host operator, kernel) pairs (ms per step, launches per step):")
+    for (op, kernel), d in total.most_common(top):
+        print(f"  {d / n_steps / 1000:8.3f}  {count[(op, kernel)] / n_steps:5.0f}  {op[:48]:48s} {kernel}")
 
 
 if __name__ == "__main__":

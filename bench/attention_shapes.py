@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Attention's forward and backward as the DiT runs them, by SDPA backend (run on the GPU machine).
+
+Self-attention over the video tokens and cross-attention to the text states, bf16, q/k/v laid out as the
+model makes them ([B, L, H, Dh] memory viewed as [B, H, L, Dh]); CUDA events, medians. Also times the
+cross-attention with its queries split into C chunks that share the keys (the chunks go in the batch
+dimension, the keys/values are repeated, their gradients summed): the backward parallelises over key
+blocks, of which 512 text tokens give few.
+
+  python3 bench/attention_shapes.py --widths 1024 2048 4096 --tokens 8208 --text_tokens 512 --batch 2
+"""
+import argparse
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def time_ms(fn, iters=10, warmup=3):
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        out.append(a.elapsed_time(b))
+    return statistics.median(out)
+
+
+def heads(b, l, h, d, dev):
+    return torch.randn(b, l, h, d, device=dev, dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
+
+
+def chunked_cross(q, k, v, c):
+    if c == 1:
+        return F.scaled_dot_product_attention(q, k, v)
+    b, h, l, d = q.shape
+    qc = q.transpose(1, 2).reshape(b * c, l // c, h, d).transpose(1, 2)
+    kc = k.unsqueeze(1).expand(b, c, *k.shape[1:]).reshape(b * c, *k.shape[1:])
+    vc = v.unsqueeze(1).expand(b, c, *v.shape[1:]).reshape(b * c, *v.shape[1:])
+    o = F.scaled_dot_product_attention(qc, kc, vc)
+    return o.transpose(1, 2).reshape(b, l, h, d).transpose(1, 2)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--widths", type=int, nargs="+", default=[1024, 2048, 4096])
+    p.add_argument("--tokens", type=int, default=8208)
+    p.add_argument("--text_tokens", type=int, default=512)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--head_dim", type=int, default=128)
+    a = p.parse_args()
+    dev = torch.device("cuda")
+    print(torch.cuda.get_device_name(), "torch", torch.__version__, "cudnn", torch.backends.cudnn.version())
+    print("| width | attention | backend | chunks | fwd ms | fwd+bwd ms | bwd TF/s |")
+    print("|---|---|---|---|---|---|---|")
+    backends = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    for w in a.widths:
+        h, d, b, l = w // a.head_dim, a.head_dim, a.batch, a.tokens
+        for kind, lk in (("self", l), ("cross", a.text_tokens)):
+            q, k, v = heads(b, l, h, d, dev), heads(b, lk, h, d, dev), heads(b, lk, h, d, dev)
+            go = torch.randn(b, l, h, d, device=dev, dtype=torch.bfloat16).transpose(1, 2)
+            flop = 4.0 * b * h * l * lk * d
+            for name, be in backends.items():
+                for c in ((1, 2, 4, 8) if kind == "cross" else (1,)):
+                    try:
+                        with sdpa_kernel(be):
+                            f = time_ms(lambda: chunked_cross(q, k, v, c))
+                            fb = time_ms(lambda: torch.autograd.grad(chunked_cross(q, k, v, c), (q, k, v), go))
+                        print(f"| {w} | {kind} | {name} | {c} | {f:.3f} | {fb:.3f} | {2.5 * flop / ((fb - f) * 1e-3) / 1e12:.0f} |")
+                    except RuntimeError as e:
+                        print(f"| {w} | {kind} | {name} | {c} | n/a: {str(e).splitlines()[0][:60]} | | |")
+
+
+if __name__ == "__main__":
+    main()
