@@ -2,6 +2,7 @@
 #   openvid::deps        an INTERFACE target carrying Torch, MPI, parallel HDF5 and Boost.Program_options
 #   OPENVID_TORCH_CUDA   ON when the LibTorch found was built with CUDA
 #   OPENVID_HAVE_NCCL    ON when the NCCL collectives backend is compiled (openvid::nccl then exists)
+#   OPENVID_HAVE_PREPROCESS  ON when the preprocessing libraries are found (openvid::preprocess_deps then exists)
 
 # ---- LibTorch ---------------------------------------------------------------------------------
 # Either the official LibTorch archive (-DCMAKE_PREFIX_PATH=/path/to/libtorch) or the one inside a pip
@@ -113,5 +114,27 @@ if(NOT OPENVID_WITH_NCCL STREQUAL "OFF" AND (OPENVID_TORCH_CUDA OR OPENVID_WITH_
   else()
     message(WARNING "LibTorch has CUDA but NCCL was not found: building without the NCCL backend. "
                     "Set NCCL_HOME or -DNCCL_INCLUDE_DIR/-DNCCL_LIBRARY to enable it.")
+  endif()
+endif()
+
+# ---- preprocessing: SentencePiece (optional) -------------------------------------------------------------
+# The text encoder's tokenizer. AUTO builds the preprocessing library and tool when it is found (Debian:
+# libsentencepiece-dev, which tools/setup.sh installs); the trainer never needs it.
+set(OPENVID_HAVE_PREPROCESS OFF)
+if(NOT OPENVID_WITH_PREPROCESS STREQUAL "OFF")
+  find_package(PkgConfig QUIET)
+  if(PkgConfig_FOUND)
+    pkg_check_modules(OPENVID_SENTENCEPIECE QUIET IMPORTED_TARGET sentencepiece)
+  endif()
+  if(OPENVID_SENTENCEPIECE_FOUND)
+    set(OPENVID_HAVE_PREPROCESS ON)
+    add_library(openvid_preprocess_deps INTERFACE)
+    add_library(openvid::preprocess_deps ALIAS openvid_preprocess_deps)
+    target_link_libraries(openvid_preprocess_deps INTERFACE PkgConfig::OPENVID_SENTENCEPIECE)
+  elseif(OPENVID_WITH_PREPROCESS STREQUAL "ON")
+    message(FATAL_ERROR "OPENVID_WITH_PREPROCESS=ON but SentencePiece was not found through pkg-config: "
+                        "apt-get install libsentencepiece-dev (tools/setup.sh does it)")
+  else()
+    message(STATUS "SentencePiece not found: building without openvid_preprocess (apt-get install libsentencepiece-dev)")
   endif()
 endif()
