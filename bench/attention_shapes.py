@@ -5,7 +5,7 @@ Self-attention over the video tokens and cross-attention to the text states, bf1
 model makes them ([B, L, H, Dh] memory viewed as [B, H, L, Dh]); CUDA events, medians. Also times the
 cross-attention with its queries split into C chunks that share the keys (the chunks go in the batch
 dimension, the keys/values are repeated, their gradients summed): the backward parallelises over key
-blocks, of which 512 text tokens give few.
+blocks, of which 512 text tokens give few. And the self-attention in G calls over groups of heads (--head_groups).
 
   python3 bench/attention_shapes.py --widths 1024 2048 4096 --tokens 8208 --text_tokens 512 --batch 2
 """
@@ -46,6 +46,12 @@ def chunked_cross(q, k, v, c):
     return o.transpose(1, 2).reshape(b, l, h, d).transpose(1, 2)
 
 
+def grouped_self(q, k, v, g):
+    if g == 1:
+        return F.scaled_dot_product_attention(q, k, v)
+    return torch.cat([F.scaled_dot_product_attention(*t) for t in zip(q.chunk(g, 1), k.chunk(g, 1), v.chunk(g, 1))], 1)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--widths", type=int, nargs="+", default=[1024, 2048, 4096])
@@ -53,12 +59,16 @@ def main():
     p.add_argument("--text_tokens", type=int, default=512)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--head_dim", type=int, default=128)
+    p.add_argument("--backends", nargs="+", default=["cudnn", "flash", "efficient"])
+    p.add_argument("--chunks", type=int, nargs="+", default=[1, 2, 4, 8], help="cross-attention query chunks")
+    p.add_argument("--head_groups", type=int, nargs="+", default=[1], help="self-attention in G calls over head groups")
     a = p.parse_args()
     dev = torch.device("cuda")
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "cudnn", torch.backends.cudnn.version())
-    print("| width | attention | backend | chunks | fwd ms | fwd+bwd ms | bwd TF/s |")
+    print("| width | attention | backend | chunks / head groups | fwd ms | fwd+bwd ms | bwd TF/s |")
     print("|---|---|---|---|---|---|---|")
-    backends = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    all_backends = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    backends = {n: all_backends[n] for n in a.backends}
     for w in a.widths:
         h, d, b, l = w // a.head_dim, a.head_dim, a.batch, a.tokens
         for kind, lk in (("self", l), ("cross", a.text_tokens)):
@@ -66,11 +76,12 @@ def main():
             go = torch.randn(b, l, h, d, device=dev, dtype=torch.bfloat16).transpose(1, 2)
             flop = 4.0 * b * h * l * lk * d
             for name, be in backends.items():
-                for c in ((1, 2, 4, 8) if kind == "cross" else (1,)):
+                for c in (a.chunks if kind == "cross" else a.head_groups):
+                    fn = chunked_cross if kind == "cross" else grouped_self
                     try:
                         with sdpa_kernel(be):
-                            f = time_ms(lambda: chunked_cross(q, k, v, c))
-                            fb = time_ms(lambda: torch.autograd.grad(chunked_cross(q, k, v, c), (q, k, v), go))
+                            f = time_ms(lambda: fn(q, k, v, c))
+                            fb = time_ms(lambda: torch.autograd.grad(fn(q, k, v, c), (q, k, v), go))
                         print(f"| {w} | {kind} | {name} | {c} | {f:.3f} | {fb:.3f} | {2.5 * flop / ((fb - f) * 1e-3) / 1e12:.0f} |")
                     except RuntimeError as e:
                         print(f"| {w} | {kind} | {name} | {c} | n/a: {str(e).splitlines()[0][:60]} | | |")
