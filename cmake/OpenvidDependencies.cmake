@@ -117,24 +117,34 @@ if(NOT OPENVID_WITH_NCCL STREQUAL "OFF" AND (OPENVID_TORCH_CUDA OR OPENVID_WITH_
   endif()
 endif()
 
-# ---- preprocessing: SentencePiece (optional) -------------------------------------------------------------
-# The text encoder's tokenizer. AUTO builds the preprocessing library and tool when it is found (Debian:
-# libsentencepiece-dev, which tools/setup.sh installs); the trainer never needs it.
+# ---- preprocessing: SentencePiece and FFmpeg (optional) ------------------------------------------------
+# The text encoder's tokenizer and the videos' decoding. AUTO builds the preprocessing library and tool when
+# both are found (Debian: libsentencepiece-dev, libavformat-dev, libavcodec-dev, libswscale-dev, which
+# tools/setup.sh installs); the trainer never needs them.
 set(OPENVID_HAVE_PREPROCESS OFF)
 if(NOT OPENVID_WITH_PREPROCESS STREQUAL "OFF")
   find_package(PkgConfig QUIET)
   if(PkgConfig_FOUND)
     pkg_check_modules(OPENVID_SENTENCEPIECE QUIET IMPORTED_TARGET sentencepiece)
+    pkg_check_modules(OPENVID_FFMPEG QUIET IMPORTED_TARGET libavformat libavcodec libswscale libavutil)
   endif()
-  if(OPENVID_SENTENCEPIECE_FOUND)
+  if(OPENVID_SENTENCEPIECE_FOUND AND OPENVID_FFMPEG_FOUND)
     set(OPENVID_HAVE_PREPROCESS ON)
     add_library(openvid_preprocess_deps INTERFACE)
     add_library(openvid::preprocess_deps ALIAS openvid_preprocess_deps)
-    target_link_libraries(openvid_preprocess_deps INTERFACE PkgConfig::OPENVID_SENTENCEPIECE)
-  elseif(OPENVID_WITH_PREPROCESS STREQUAL "ON")
-    message(FATAL_ERROR "OPENVID_WITH_PREPROCESS=ON but SentencePiece was not found through pkg-config: "
-                        "apt-get install libsentencepiece-dev (tools/setup.sh does it)")
+    target_link_libraries(openvid_preprocess_deps INTERFACE PkgConfig::OPENVID_SENTENCEPIECE PkgConfig::OPENVID_FFMPEG)
   else()
-    message(STATUS "SentencePiece not found: building without openvid_preprocess (apt-get install libsentencepiece-dev)")
+    set(_ov_missing "")
+    if(NOT OPENVID_SENTENCEPIECE_FOUND)
+      string(APPEND _ov_missing " libsentencepiece-dev")
+    endif()
+    if(NOT OPENVID_FFMPEG_FOUND)
+      string(APPEND _ov_missing " libavformat-dev libavcodec-dev libswscale-dev")
+    endif()
+    if(OPENVID_WITH_PREPROCESS STREQUAL "ON")
+      message(FATAL_ERROR "OPENVID_WITH_PREPROCESS=ON but pkg-config does not find its libraries: apt-get install${_ov_missing} "
+                          "(tools/setup.sh does it)")
+    endif()
+    message(STATUS "building without openvid_preprocess: apt-get install${_ov_missing} to have it")
   endif()
 endif()

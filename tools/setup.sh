@@ -22,7 +22,7 @@ say() { echo "setup: $*"; }
 # ---- system packages ------------------------------------------------------------------------------
 packages=(cmake ninja-build g++ pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev
           libboost-program-options-dev libboost-test-dev nlohmann-json3-dev ccache procps python3-venv
-          libsentencepiece-dev)
+          libsentencepiece-dev libavformat-dev libavcodec-dev libswscale-dev)
 # Slurm's daemons and munge, for the test that runs slurm/train_8node.sh under a private Slurm: where no
 # systemd would start them as services (containers, CI), or with OPENVID_SLURM_TEST=on. Elsewhere the test
 # is skipped.
