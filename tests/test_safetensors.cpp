@@ -11,32 +11,16 @@
 #include "openvid/model/safetensors.h"
 #include "openvid/model/state_dict.h"
 #include "openvid/runtime/error.h"
+#include "test_util.h"
 #include "tiny_model.h"
 
 using ov::model::TensorMap;
 
 namespace {
 
-struct TempDir {
-  TempDir() : path(std::filesystem::temp_directory_path() / ("openvid_st_" + std::to_string(::getpid()) + "_" + std::to_string(n++))) {
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  std::filesystem::path path;
-  static inline int n = 0;
-};
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ov::InputError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using ov::test::error_of;
+using ov::test::has;
+using ov::test::TempDir;
 
 // A file with a hand-written header, to say things our writer never would.
 void write_raw(const std::string& path, const std::string& header, size_t data_bytes) {

@@ -3,16 +3,15 @@
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-#include <functional>
 
 #include "openvid/model/safetensors.h"
 #include "openvid/runtime/error.h"
 #include "openvid/text/t5_encoder.h"
 #include "openvid/text/tokenizer.h"
+#include "test_util.h"
 
 // tests/fixtures/t5_tiny is made by tests/fixtures/make_text_fixtures.py: a tiny T5 v1.1 encoder in Hugging
 // Face's sharded layout, its SentencePiece model, and what `transformers` and `sentencepiece` computed.
@@ -32,22 +31,9 @@ const ov::model::TensorMap& expected() {
   return t;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ov::InputError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-struct TempDir {
-  TempDir() : path(fs::temp_directory_path() / ("openvid_text_" + std::to_string(::getpid()))) { fs::create_directories(path); }
-  ~TempDir() { fs::remove_all(path); }
-  fs::path path;
-};
+using ov::test::error_of;
+using ov::test::has;
+using ov::test::TempDir;
 
 }  // namespace
 

@@ -2,25 +2,21 @@
 #include <boost/test/unit_test.hpp>
 
 #include <ATen/ATen.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-#include <functional>
 
 #include "openvid/runtime/error.h"
 #include "openvid/video/video_io.h"
+#include "test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  TempDir() : path(fs::temp_directory_path() / ("openvid_video_" + std::to_string(::getpid()))) { fs::create_directories(path); }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  fs::path path;
-};
+using ov::test::error_of;
+using ov::test::has;
+using ov::test::TempDir;
 
 // Frame i of the test clip: red rises left to right, blue top to bottom, green marks the frame (8 * i).
 at::Tensor test_frame(int i, int width, int height) {
@@ -35,16 +31,6 @@ void write_clip(const std::string& path, int frames, int width, int height, int 
   w.finish();
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ov::InputError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 
