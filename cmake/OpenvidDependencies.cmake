@@ -133,6 +133,14 @@ if(NOT OPENVID_WITH_PREPROCESS STREQUAL "OFF")
     add_library(openvid_preprocess_deps INTERFACE)
     add_library(openvid::preprocess_deps ALIAS openvid_preprocess_deps)
     target_link_libraries(openvid_preprocess_deps INTERFACE PkgConfig::OPENVID_SENTENCEPIECE PkgConfig::OPENVID_FFMPEG)
+    # libsentencepiece and LibTorch's libc10 both define the global int FLAGS_minloglevel (sentencepiece's is
+    # an object of its own flags library). With libc10 first in the lookup order, sentencepiece's start-up
+    # constructs its object over libc10's int and the bytes after it (seen: a mutex of c10 corrupted, so the
+    # first TorchScript call hung). Named first, before LibTorch, sentencepiece's definition wins for both;
+    # its first member is the int's value, which is all libc10 reads. test_text holds the two together.
+    set(_ov_spm ${OPENVID_SENTENCEPIECE_LINK_LIBRARIES})
+    list(FILTER _ov_spm INCLUDE REGEX "libsentencepiece\\.")
+    target_link_options(openvid_preprocess_deps INTERFACE "LINKER:--push-state,--no-as-needed" ${_ov_spm} "LINKER:--pop-state")
   else()
     set(_ov_missing "")
     if(NOT OPENVID_SENTENCEPIECE_FOUND)

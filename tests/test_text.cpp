@@ -11,6 +11,7 @@
 #include "openvid/runtime/error.h"
 #include "openvid/text/t5_encoder.h"
 #include "openvid/text/tokenizer.h"
+#include "openvid/video/latent_codec.h"
 #include "test_util.h"
 
 // tests/fixtures/t5_tiny is made by tests/fixtures/make_text_fixtures.py: a tiny T5 v1.1 encoder in Hugging
@@ -125,4 +126,14 @@ BOOST_AUTO_TEST_CASE(bad_inputs_name_the_file) {
   const ov::text::T5Encoder enc(kFixture, at::kCPU, at::kFloat);
   e = error_of([&] { enc.encode(at::full({1, 4}, 100000, at::kLong)); });
   BOOST_TEST(has(e, "outside the vocabulary"));
+}
+
+// libsentencepiece and LibTorch define the same global flag; loaded in the wrong order, sentencepiece's
+// start-up overwrote LibTorch memory and the first TorchScript call hung (cmake/OpenvidDependencies.cmake).
+BOOST_AUTO_TEST_CASE(tokenizer_and_torchscript_share_a_process) {
+  const ov::text::Tokenizer tok(kFixture);
+  const std::string codec = std::string(OPENVID_FIXTURES_DIR) + "/video_codec/encoder.jit";
+  const ov::video::LatentCodec enc(codec, ov::video::LatentCodec::Part::kEncoder, {}, at::kCPU, at::kFloat);
+  BOOST_TEST(enc.run(at::zeros({1, 3, 5, 16, 16})).size(1) == 16);
+  BOOST_TEST(tok.encode("a cat", 4).size() == 4u);
 }

@@ -1,5 +1,7 @@
 #include "openvid/data/hdf5.h"
 
+#include <algorithm>
+
 #include "openvid/runtime/error.h"
 
 namespace ov::data {
@@ -34,6 +36,45 @@ bool is_ieee_half(hid_t type) {
   size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
   if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) return false;
   return spos == 15 && epos == 10 && esize == 5 && mpos == 0 && msize == 10 && H5Tget_ebias(type) == 15;
+}
+
+void write_string_attr(hid_t obj, const char* name, const std::string& value) {
+  H5Id type(OV_H5(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+  OV_H5(H5Tset_size(type, std::max<size_t>(value.size(), 1)), "H5Tset_size");
+  H5Id space(OV_H5(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+  H5Id attr(OV_H5(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), std::string("H5Acreate2 ") + name), H5Aclose);
+  const std::string v = value.empty() ? std::string(1, '\0') : value;
+  OV_H5(H5Awrite(attr, type, v.data()), "H5Awrite");
+}
+
+namespace {
+
+template <typename T>
+void write_scalar_attr(hid_t obj, const char* name, hid_t type, T value) {
+  H5Id space(OV_H5(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+  H5Id attr(OV_H5(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), std::string("H5Acreate2 ") + name), H5Aclose);
+  OV_H5(H5Awrite(attr, type, &value), "H5Awrite");
+}
+
+}  // namespace
+
+void write_int64_attr(hid_t obj, const char* name, int64_t value) { write_scalar_attr(obj, name, H5T_NATIVE_INT64, value); }
+void write_double_attr(hid_t obj, const char* name, double value) { write_scalar_attr(obj, name, H5T_NATIVE_DOUBLE, value); }
+
+H5Id create_contiguous_dataset(hid_t group, const char* name, hid_t type, const std::vector<hsize_t>& dims) {
+  H5Id space(OV_H5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), "H5Screate_simple"), H5Sclose);
+  H5Id dcpl(OV_H5(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+  OV_H5(H5Pset_layout(dcpl, H5D_CONTIGUOUS), "H5Pset_layout");
+  OV_H5(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "H5Pset_fill_time");  // every row is written anyway
+  return H5Id(OV_H5(H5Dcreate2(group, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), std::string("H5Dcreate2 ") + name),
+              H5Dclose);
+}
+
+H5Id fixed_string_type(size_t bytes) {
+  H5Id t(OV_H5(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+  OV_H5(H5Tset_size(t, std::max<size_t>(bytes, 1)), "H5Tset_size");
+  OV_H5(H5Tset_strpad(t, H5T_STR_NULLPAD), "H5Tset_strpad");
+  return t;
 }
 
 }  // namespace ov::data

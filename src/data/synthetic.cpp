@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "openvid/data/hdf5.h"
+#include "openvid/data/shard_writer.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/random.h"
@@ -41,31 +42,6 @@ std::array<int64_t, 3> parse_latent_shape(const std::string& text, const std::st
 }
 
 namespace {
-
-void write_string_attr(hid_t obj, const char* name, const std::string& value) {
-  H5Id type(OV_H5(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
-  OV_H5(H5Tset_size(type, std::max<size_t>(value.size(), 1)), "H5Tset_size");
-  H5Id space(OV_H5(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
-  H5Id attr(OV_H5(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), std::string("H5Acreate2 ") + name), H5Aclose);
-  std::string v = value.empty() ? std::string(1, '\0') : value;
-  OV_H5(H5Awrite(attr, type, v.data()), "H5Awrite");
-}
-
-template <typename T>
-void write_scalar_attr(hid_t obj, const char* name, hid_t type, T value) {
-  H5Id space(OV_H5(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
-  H5Id attr(OV_H5(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), std::string("H5Acreate2 ") + name), H5Aclose);
-  OV_H5(H5Awrite(attr, type, &value), "H5Awrite");
-}
-
-H5Id create_dataset(hid_t group, const char* name, hid_t type, const std::vector<hsize_t>& dims) {
-  H5Id space(OV_H5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), "H5Screate_simple"), H5Sclose);
-  H5Id dcpl(OV_H5(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
-  OV_H5(H5Pset_layout(dcpl, H5D_CONTIGUOUS), "H5Pset_layout");
-  OV_H5(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "H5Pset_fill_time");  // every row is written anyway
-  return H5Id(OV_H5(H5Dcreate2(group, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), std::string("H5Dcreate2 ") + name),
-              H5Dclose);
-}
 
 // Collective: this rank writes rows [first, first + count) of `dset` from `data` (count may be 0).
 void write_rows(hid_t dset, hid_t type, hid_t dxpl, hsize_t first, hsize_t count, const void* data) {
@@ -118,9 +94,7 @@ Manifest write_synthetic_dataset(MPI_Comm comm, const SyntheticSpec& spec) {
   }
 
   const H5Id half = ieee_half_type();
-  H5Id str(OV_H5(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
-  OV_H5(H5Tset_size(str, static_cast<size_t>(spec.caption_bytes)), "H5Tset_size");
-  OV_H5(H5Tset_strpad(str, H5T_STR_NULLPAD), "H5Tset_strpad");
+  const H5Id str = fixed_string_type(static_cast<size_t>(spec.caption_bytes));
   H5Id dxpl(OV_H5(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate"), H5Pclose);
   OV_H5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
 
@@ -131,26 +105,18 @@ Manifest write_synthetic_dataset(MPI_Comm comm, const SyntheticSpec& spec) {
     OV_H5(H5Pset_all_coll_metadata_ops(fapl, true), "H5Pset_all_coll_metadata_ops");
     OV_H5(H5Pset_coll_metadata_write(fapl, true), "H5Pset_coll_metadata_write");
     H5Id file(OV_H5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), "creating '" + path + "'"), H5Fclose);
-    write_string_attr(file, "format", kFormatName);
-    write_scalar_attr(file, "format_version", H5T_NATIVE_INT64, int64_t{kFormatVersion});
-    write_string_attr(file, "latent_encoder", m.latent_encoder);
-    write_string_attr(file, "text_encoder", m.text_encoder);
-    write_scalar_attr(file, "latent_scale", H5T_NATIVE_DOUBLE, m.latent_scale);
-    write_scalar_attr(file, "latent_shift", H5T_NATIVE_DOUBLE, m.latent_shift);
+    write_shard_attributes(file, Provenance{m.latent_encoder, m.text_encoder, m.latent_scale, m.latent_shift});
     H5Id buckets(OV_H5(H5Gcreate2(file, "buckets", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2"), H5Gclose);
     for (size_t b = 0; b < m.buckets.size(); ++b) {
       const Bucket& bucket = m.buckets[b];
       const int64_t lo = spec.samples_per_bucket * sh / spec.shards, n = bucket.shards[static_cast<size_t>(sh)].count;
-      H5Id g(OV_H5(H5Gcreate2(buckets, bucket.name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2"), H5Gclose);
-      write_scalar_attr(g, "frames", H5T_NATIVE_INT64, bucket.frames);
-      write_scalar_attr(g, "height", H5T_NATIVE_INT64, bucket.height);
-      write_scalar_attr(g, "width", H5T_NATIVE_INT64, bucket.width);
+      const H5Id g(create_bucket_group(buckets, bucket.frames, bucket.height, bucket.width), H5Gclose);
       const hsize_t N = static_cast<hsize_t>(n);
-      H5Id lat = create_dataset(g, "latents", half, {N, static_cast<hsize_t>(spec.channels), static_cast<hsize_t>(bucket.frames),
+      H5Id lat = create_contiguous_dataset(g, "latents", half, {N, static_cast<hsize_t>(spec.channels), static_cast<hsize_t>(bucket.frames),
                                                      static_cast<hsize_t>(bucket.height), static_cast<hsize_t>(bucket.width)});
-      H5Id txt = create_dataset(g, "text", half, {N, static_cast<hsize_t>(spec.text_tokens), static_cast<hsize_t>(spec.text_dim)});
-      H5Id cap = create_dataset(g, "captions", str, {N});
-      H5Id src = create_dataset(g, "source_ids", str, {N});
+      H5Id txt = create_contiguous_dataset(g, "text", half, {N, static_cast<hsize_t>(spec.text_tokens), static_cast<hsize_t>(spec.text_dim)});
+      H5Id cap = create_contiguous_dataset(g, "captions", str, {N});
+      H5Id src = create_contiguous_dataset(g, "source_ids", str, {N});
       // This rank's contiguous share of the rows.
       const int64_t first = n * rank / size, count = n * (rank + 1) / size - first;
       std::vector<at::Tensor> lats, txts;

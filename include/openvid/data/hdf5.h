@@ -4,8 +4,10 @@
 // with HDF5's own innermost message, and the IEEE half type HDF5 1.10 does not predefine.
 #include <hdf5.h>
 
+#include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace ov::data {
 
@@ -49,6 +51,14 @@ void silence_hdf5_errors();
 H5Id ieee_half_type();
 // True when `type` is a 2-byte float with half's layout (5 exponent bits, bias 15, 10 mantissa bits).
 bool is_ieee_half(hid_t type);
+
+// Writing: a scalar string or number attribute, and a contiguous, unfilled dataset of `dims` rows.
+void write_string_attr(hid_t obj, const char* name, const std::string& value);
+void write_int64_attr(hid_t obj, const char* name, int64_t value);
+void write_double_attr(hid_t obj, const char* name, double value);
+H5Id create_contiguous_dataset(hid_t group, const char* name, hid_t type, const std::vector<hsize_t>& dims);
+// A fixed-length, NUL-padded byte-string type of `bytes` bytes (captions, source ids).
+H5Id fixed_string_type(size_t bytes);
 
 }  // namespace ov::data
 

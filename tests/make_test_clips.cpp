@@ -1,0 +1,66 @@
+// Writes the end-to-end preprocessing test's inputs into a folder: short clips (written with openvid's
+// VideoWriter, so no ffmpeg program is needed), broken files, and an OpenVid-1M-style clips.csv naming
+// them along with a missing file and rows the filters drop.
+//
+//   make_test_clips DIR
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "openvid/video/video_io.h"
+
+namespace {
+
+// A moving square of one colour on grey: frame i shifts it by i pixels.
+void write_clip(const std::string& path, int width, int height, int frames, int r, int g, int b) {
+  ov::video::VideoWriter w(path, width, height, 24);
+  for (int i = 0; i < frames; ++i) {
+    at::Tensor f = at::full({height, width, 3}, 128, at::kByte);
+    const int x = (i * 2) % (width / 2), y = height / 4;
+    f.narrow(0, y, height / 2).narrow(1, x, width / 2).copy_(at::tensor({r, g, b}, at::kByte));
+    w.write(f);
+  }
+  w.finish();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: make_test_clips DIR\n";
+    return 2;
+  }
+  namespace fs = std::filesystem;
+  const fs::path dir = argv[1];
+  fs::create_directories(dir / "sub");
+  write_clip((dir / "square_red.mp4").string(), 64, 64, 40, 230, 30, 30);
+  write_clip((dir / "wide_green.mp4").string(), 96, 64, 40, 30, 230, 30);
+  write_clip((dir / "tall_blue.mp4").string(), 64, 96, 40, 30, 30, 230);
+  write_clip((dir / "sub" / "nested_yellow.mp4").string(), 80, 80, 30, 230, 230, 30);
+  write_clip((dir / "short.mp4").string(), 64, 64, 3, 200, 200, 200);
+  write_clip((dir / "low_score.mp4").string(), 64, 64, 40, 10, 10, 10);
+  {
+    std::ofstream corrupt(dir / "corrupt.mp4", std::ios::binary);
+    for (int i = 0; i < 4096; ++i) corrupt.put(static_cast<char>((i * 7919) % 251));
+  }
+  std::ofstream(dir / "empty.mp4").close();
+  std::string lengthy = "A very long caption:";
+  for (int i = 0; i < 400; ++i) lengthy += " the red square slides slowly to the right over a grey background";
+  std::ofstream csv(dir / "clips.csv");
+  csv << "video,caption,aesthetic score,motion score,temporal consistency score,camera motion,frame,fps,seconds\n"
+      << "square_red.mp4,\"" << lengthy << "\",5.2,1.1,0.98,static,40,24,1.67\n"
+      << "wide_green.mp4,\"A green square, \"\"wide\"\" shot\",4.8,1.0,0.97,static,40,24,1.67\n"
+      << "tall_blue.mp4,Un carré bleu très élégant — 東京,4.5,1.0,0.97,pan,40,24,1.67\n"
+      << "sub/nested_yellow.mp4,\"A yellow square\nover two lines\",4.9,1.0,0.97,static,30,24,1.25\n"
+      << "short.mp4,too short a clip,5.0,1.0,0.97,static,3,24,0.13\n"
+      << "corrupt.mp4,random bytes,5.0,1.0,0.97,static,40,24,1.67\n"
+      << "empty.mp4,an empty file,5.0,1.0,0.97,static,40,24,1.67\n"
+      << "missing.mp4,a file that is not there,5.0,1.0,0.97,static,40,24,1.67\n"
+      << "low_score.mp4,an ugly clip,3.1,1.0,0.97,static,40,24,1.67\n"
+      << "square_red.mp4,no score,n/a,1.0,0.97,static,40,24,1.67\n";
+  std::cout << "wrote test clips and clips.csv to " << dir.string() << "\n";
+  return 0;
+}

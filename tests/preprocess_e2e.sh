@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# End to end: short test videos and an OpenVid-1M-style CSV -> openvid_preprocess on 2 ranks (tiny TorchScript
+# video encoder and tiny T5 from tests/fixtures) -> the report names every skipped clip with its reason ->
+# a job interrupted between and inside parts, restarted, gives the same dataset -> openvid_mpi trains on it.
+#   preprocess_e2e.sh MPIEXEC MAKE_CLIPS PREPROCESS OPENVID_MPI FIXTURES WORK PYTHON
+set -u
+mpiexec=$1 make_clips=$2 preprocess=$3 ovmpi=$4 fixtures=$5 work=$6 py=$7
+rm -rf "$work" && mkdir -p "$work"
+fail() { echo "FAIL: $*"; exit 1; }
+"$make_clips" "$work/videos" > /dev/null || fail "could not write the test clips"
+run() {  # run OUT [extra options]: the preprocessing job on 2 ranks
+  local out=$1; shift
+  timeout -k 5 240 "$mpiexec" --oversubscribe -n 2 "$preprocess" --csv "$work/videos/clips.csv" --video_root "$work/videos" --out "$out" \
+    --bucket 2x8x8 --bucket 2x8x12 --frame_stride 2 --filter 'aesthetic score>=4' --clips_per_shard 2 --batch_size 2 \
+    --video_encoder "$fixtures/video_codec/encoder.jit" --text_encoder "$fixtures/t5_tiny" --caption_bytes 256 "$@"
+}
+run "$work/data" > "$work/run1.log" 2>&1 || { cat "$work/run1.log"; fail "the preprocessing job failed"; }
+cat "$work/run1.log"
+grep -q "preprocess: 4 of 10 clips kept (t2_h8_w8: 3, t2_h8_w12: 1); 4 skipped (missing: 1, too short: 1, unreadable: 2), 2 filtered out" "$work/run1.log" ||
+  fail "unexpected counts in the summary"
+"$py" - "$work/data" <<'PY' || fail "the report or the dataset is not what the inputs give"
+import json, sys, h5py, numpy as np
+d = sys.argv[1]
+rep = json.load(open(f"{d}/preprocess_report.json"))
+reasons = {s["video"]: (s["kind"], s["reason"]) for s in rep["skipped_clips"]}
+assert reasons["missing.mp4"][0] == "missing", reasons
+assert reasons["short.mp4"][0] == "too short" and "too short" in reasons["short.mp4"][1], reasons
+assert reasons["corrupt.mp4"][0] == "unreadable" and "corrupt.mp4" in reasons["corrupt.mp4"][1], reasons
+assert reasons["empty.mp4"][0] == "unreadable", reasons
+filtered = {f["row"]: f["reason"] for f in rep["filtered_out_clips"]}
+assert "filtered out by 'aesthetic score>=4' (3.1)" in filtered[9] and "not a number" in filtered[10], filtered
+assert any("caption cut to 511 tokens" in n for n in rep["notes"]), rep["notes"]
+assert any("caption stored cut to 256 bytes" in n for n in rep["notes"]), rep["notes"]
+m = json.load(open(f"{d}/dataset.json"))
+assert m["latent_channels"] == 16 and m["text_dim"] == 32 and m["text_tokens"] == 512, m
+ids, caps = {}, {}
+for b in m["buckets"]:
+    for s in b["shards"]:
+        with h5py.File(f"{d}/{s['file']}") as f:
+            g = f["buckets"][b["name"]]
+            assert g["latents"].shape[1:] == (16, b["frames"], b["height"], b["width"]) and g["latents"].dtype == np.float16
+            assert g["text"].shape[1:] == (512, 32)
+            assert np.isfinite(g["latents"][()]).all() and np.isfinite(g["text"][()]).all()
+            for i, c in zip(g["source_ids"][()], g["captions"][()]):
+                ids[i.decode()] = b["name"]; caps[i.decode()] = c.decode()
+assert ids == {"square_red.mp4": "t2_h8_w8", "tall_blue.mp4": "t2_h8_w8", "sub/nested_yellow.mp4": "t2_h8_w8",
+               "wide_green.mp4": "t2_h8_w12"}, ids
+assert caps["wide_green.mp4"] == 'A green square, "wide" shot' and caps["tall_blue.mp4"].endswith("東京"), caps
+print("report and dataset: as expected")
+PY
+# An interrupted job: one finished part taken back (as if killed before it was written), another left half
+# written (a .tmp file, its record missing); the restart redoes exactly those and ends with the same data.
+cp -r "$work/data" "$work/resumed"
+rm "$work/resumed/dataset.json" "$work/resumed/preprocess_report.json" "$work/resumed/part-00000.json" "$work/resumed/part-00000.h5"
+mv "$work/resumed/part-00001.h5" "$work/resumed/part-00001.h5.tmp" && rm "$work/resumed/part-00001.json" || fail "the parts are not as expected"
+run "$work/resumed" > "$work/run2.log" 2>&1 || { cat "$work/run2.log"; fail "the restarted job failed"; }
+[ ! -e "$work/resumed/part-00001.h5.tmp" ] || fail "the restart left the half-written file"
+"$py" - "$work/data" "$work/resumed" <<'PY' || fail "the restarted job's dataset differs from the uninterrupted one's"
+import json, sys, h5py, numpy as np
+a, b = sys.argv[1], sys.argv[2]
+assert json.load(open(f"{a}/dataset.json"))["buckets"] == json.load(open(f"{b}/dataset.json"))["buckets"]
+for bucket in json.load(open(f"{a}/dataset.json"))["buckets"]:
+    for s in bucket["shards"]:
+        with h5py.File(f"{a}/{s['file']}") as f, h5py.File(f"{b}/{s['file']}") as g:
+            for k in ("latents", "text", "captions", "source_ids"):
+                x, y = f["buckets"][bucket["name"]][k][()], g["buckets"][bucket["name"]][k][()]
+                assert np.array_equal(x, y), (s["file"], k)
+print("restart: same dataset")
+PY
+# A restart with other options is refused, naming the record.
+run "$work/data" --target_fps 12 > "$work/run3.log" 2>&1 && fail "a restart with other options was accepted"
+grep -q "holds a preprocessing job with other options" "$work/run3.log" || { cat "$work/run3.log"; fail "no clear message for changed options"; }
+# The trainer trains on the dataset.
+timeout -k 5 240 "$mpiexec" --oversubscribe -n 2 "$ovmpi" --dataset "$work/data" --device cpu --run_dir "$work/runs" --run_name e2e \
+  --batch_size 1 --heldout_fraction 0 --max_steps 6 --warmup_steps 1 --num_epochs 100 --log_every 1 --evaluate_every 0 --model_width 32 --model_depth 1 --model_head_dim 16 \
+  --model_text_dim 32 > "$work/train.log" 2>&1 || { cat "$work/train.log"; fail "openvid_mpi could not train on the preprocessed dataset"; }
+steps=$("$py" -c "import json,sys,math; r=[json.loads(l) for l in open(sys.argv[1])]; assert all(math.isfinite(x['loss']) for x in r); print(len(r))" \
+  "$work/runs/e2e/metrics.jsonl") || fail "no finite losses"
+[ "$steps" -ge 6 ] || fail "trained $steps steps, not 6"
+echo "PASS: preprocessed on 2 ranks, resumed, trained $steps steps"
