@@ -1,8 +1,10 @@
 // Writes the end-to-end preprocessing test's inputs into a folder: short clips (written with openvid's
 // VideoWriter, so no ffmpeg program is needed), broken files, and an OpenVid-1M-style clips.csv naming
-// them along with a missing file and rows the filters drop.
+// them along with a missing file and rows the filters drop. With --bench, N clips of one size and length
+// and their clips.csv, for bench/preprocess_bench.sh.
 //
 //   make_test_clips DIR
+//   make_test_clips DIR --bench N WIDTH HEIGHT FRAMES
 #include <ATen/ATen.h>
 
 #include <filesystem>
@@ -29,11 +31,26 @@ void write_clip(const std::string& path, int width, int height, int frames, int 
 }  // namespace
 
 int main(int argc, char** argv) {
+  namespace fs = std::filesystem;
+  if (argc == 7 && std::string(argv[2]) == "--bench") {
+    const fs::path dir = argv[1];
+    fs::create_directories(dir);
+    const int n = std::stoi(argv[3]), w = std::stoi(argv[4]), h = std::stoi(argv[5]), frames = std::stoi(argv[6]);
+    std::ofstream csv(dir / "clips.csv");
+    csv << "video,caption,aesthetic score,motion score,temporal consistency score,camera motion,frame,fps,seconds\n";
+    for (int i = 0; i < n; ++i) {
+      const std::string name = "clip_" + std::to_string(i) + ".mp4";
+      write_clip((dir / name).string(), w, h, frames, (i * 37) % 256, (i * 91) % 256, (i * 53) % 256);
+      csv << name << ",\"a square of colour " << i << " slides to the right over grey, seen from a fixed camera\",5,1,1,static,"
+          << frames << ",24," << frames / 24.0 << "\n";
+    }
+    std::cout << "wrote " << n << " clips of " << w << "x" << h << ", " << frames << " frames, to " << dir.string() << "\n";
+    return 0;
+  }
   if (argc != 2) {
-    std::cerr << "usage: make_test_clips DIR\n";
+    std::cerr << "usage: make_test_clips DIR | make_test_clips DIR --bench N WIDTH HEIGHT FRAMES\n";
     return 2;
   }
-  namespace fs = std::filesystem;
   const fs::path dir = argv[1];
   fs::create_directories(dir / "sub");
   write_clip((dir / "square_red.mp4").string(), 64, 64, 40, 230, 30, 30);

@@ -46,6 +46,7 @@ int preprocess(int argc, char** argv) {
       ("text_tokens", po::value(&o.text_tokens)->default_value(o.text_tokens), "tokens per caption (padded, cut, with EOS)")
       ("device", po::value(&o.device)->default_value(o.device), "cpu | cuda (a node's ranks share its GPUs round robin)")
       ("precision", po::value(&o.precision)->default_value(o.precision), "auto (bf16 on GPUs, fp32 on CPUs) | fp32 | bf16")
+      ("decode_threads", po::value(&o.decode_threads)->default_value(o.decode_threads), "FFmpeg decoding threads per rank (0: one per core)")
       ("batch_size", po::value(&o.batch_size)->default_value(o.batch_size), "clips per encoder call")
       ("clips_per_shard", po::value(&o.clips_per_shard)->default_value(o.clips_per_shard), "clips per part file (the unit of work and of resuming)")
       ("caption_bytes", po::value(&o.caption_bytes)->default_value(o.caption_bytes), "bytes of each stored caption")

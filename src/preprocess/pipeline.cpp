@@ -91,7 +91,7 @@ Decoded decode_clip(const Clip& clip, const PreprocessOptions& o) {
   const fs::path path = fs::path(clip.video).is_absolute() ? fs::path(clip.video) : fs::path(o.video_root) / clip.video;
   if (!fs::is_regular_file(path)) return skip("missing", "no file '" + path.string() + "'");
   try {
-    video::VideoReader reader(path.string());
+    video::VideoReader reader(path.string(), o.decode_threads);
     const BucketChoice choice = choose_bucket(o.buckets, o.compression, o.sampling, reader.info());
     if (choice.index < 0) return skip("too short", choice.reason);
     const LatentShape& b = o.buckets[static_cast<size_t>(choice.index)];

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -83,15 +84,8 @@ std::string layer_name(int64_t block, int layer, const std::string& rest) {
   return "encoder.block." + std::to_string(block) + ".layer." + std::to_string(layer) + "." + rest;
 }
 
-}  // namespace
-
-T5Encoder::T5Encoder(const std::string& folder, const at::Device& device, at::ScalarType dtype) : device_(device), dtype_(dtype) {
-  if (!fs::is_directory(folder)) {
-    throw InputError("T5 encoder folder '" + folder + "' does not exist: pass a Hugging Face T5 encoder folder (config.json and "
-                     "model*.safetensors, e.g. FLUX.1-dev's text_encoder_2/)");
-  }
-  config_ = read_t5_config((fs::path(folder) / "config.json").string());
-  const T5Config& c = config_;
+// Every weight of the encoder but the token embedding, by Hugging Face name.
+std::map<std::string, std::vector<int64_t>> weight_shapes(const T5Config& c) {
   const int64_t inner = c.num_heads * c.d_kv;
   std::map<std::string, std::vector<int64_t>> expected;
   for (int64_t b = 0; b < c.num_layers; ++b) {
@@ -109,7 +103,19 @@ T5Encoder::T5Encoder(const std::string& folder, const at::Device& device, at::Sc
   }
   expected[layer_name(0, 0, "SelfAttention.relative_attention_bias.weight")] = {c.num_buckets, c.num_heads};
   expected["encoder.final_layer_norm.weight"] = {c.d_model};
+  return expected;
+}
 
+}  // namespace
+
+T5Encoder::T5Encoder(const std::string& folder, const at::Device& device, at::ScalarType dtype) : device_(device), dtype_(dtype) {
+  if (!fs::is_directory(folder)) {
+    throw InputError("T5 encoder folder '" + folder + "' does not exist: pass a Hugging Face T5 encoder folder (config.json and "
+                     "model*.safetensors, e.g. FLUX.1-dev's text_encoder_2/)");
+  }
+  config_ = read_t5_config((fs::path(folder) / "config.json").string());
+  const T5Config& c = config_;
+  const std::map<std::string, std::vector<int64_t>> expected = weight_shapes(c);
   model::TensorMap stored = model::read_weights(folder);
   // The token embedding is tied between "shared" and "encoder.embed_tokens"; a file may hold either.
   const auto embed = stored.count("encoder.embed_tokens.weight") ? stored.find("encoder.embed_tokens.weight") : stored.find("shared.weight");
@@ -135,6 +141,18 @@ T5Encoder::T5Encoder(const std::string& folder, const at::Device& device, at::Sc
   const at::TensorOptions to = at::TensorOptions().device(device_).dtype(dtype_);
   for (const auto& [name, shape] : expected) weights_[name] = stored.at(name).to(to);
   weights_["embed"] = embed->second.to(to);
+}
+
+T5Encoder T5Encoder::random(const T5Config& config, const at::Device& device, at::ScalarType dtype, uint64_t seed) {
+  T5Encoder e(config, device, dtype);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const at::TensorOptions to = at::TensorOptions().device(device).dtype(dtype);
+  auto draw = [&](const std::vector<int64_t>& shape, bool norm) {
+    return norm ? at::ones(shape, to) : at::normal(0.0, 0.05, shape, gen).to(to);
+  };
+  for (const auto& [name, shape] : weight_shapes(config)) e.weights_[name] = draw(shape, name.find("layer_norm") != std::string::npos);
+  e.weights_["embed"] = draw({config.vocab_size, config.d_model}, false);
+  return e;
 }
 
 int64_t T5Encoder::parameter_count() const {

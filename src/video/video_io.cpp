@@ -62,7 +62,7 @@ struct VideoReader::State {
   int stream = -1;
 };
 
-VideoReader::VideoReader(const std::string& path) : s_(std::make_unique<State>()), path_(path) {
+VideoReader::VideoReader(const std::string& path, int threads) : s_(std::make_unique<State>()), path_(path) {
   quiet_ffmpeg();
   int rc = avformat_open_input(&s_->fmt.p, path.c_str(), nullptr, nullptr);
   if (rc < 0) throw InputError("video '" + path + "' cannot be opened: " + av_error(rc));
@@ -75,6 +75,7 @@ VideoReader::VideoReader(const std::string& path) : s_(std::make_unique<State>()
   const AVStream* st = s_->fmt.p->streams[s_->stream];
   s_->dec.p = avcodec_alloc_context3(codec);
   OV_CHECK(s_->dec.p != nullptr, "avcodec_alloc_context3");
+  s_->dec.p->thread_count = std::max(0, threads);
   if ((rc = avcodec_parameters_to_context(s_->dec.p, st->codecpar)) < 0 || (rc = avcodec_open2(s_->dec.p, codec, nullptr)) < 0) {
     throw InputError("video '" + path + "': its " + codec->name + " decoder cannot be opened: " + av_error(rc));
   }

@@ -33,6 +33,10 @@ class T5Encoder {
   // encodes on GPUs). Throws InputError naming the folder and what is missing or mis-shaped.
   T5Encoder(const std::string& folder, const at::Device& device, at::ScalarType dtype);
 
+  // Random weights of `config`'s shapes (normal, std 0.05; norms 1) on `device`, for benchmarks of full-size
+  // encoders without their checkpoint. Not a model: its outputs mean nothing.
+  static T5Encoder random(const T5Config& config, const at::Device& device, at::ScalarType dtype, uint64_t seed = 0);
+
   // ids [N, L] int64 (any device) -> last hidden state [N, L, d_model] in the encoder's dtype, on its device.
   at::Tensor encode(const at::Tensor& ids) const;
 
@@ -42,6 +46,7 @@ class T5Encoder {
   int64_t parameter_count() const;
 
  private:
+  T5Encoder(const T5Config& config, const at::Device& device, at::ScalarType dtype) : config_(config), device_(device), dtype_(dtype) {}
   at::Tensor weight(const std::string& name) const { return weights_.at(name); }
   at::Tensor rms_norm(const at::Tensor& x, const std::string& weight_name) const;
 

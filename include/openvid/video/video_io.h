@@ -22,8 +22,9 @@ struct VideoInfo {
 
 class VideoReader {
  public:
-  // Opens the file and its best video stream. Throws InputError if it cannot be opened or decoded.
-  explicit VideoReader(const std::string& path);
+  // Opens the file and its best video stream, decoding with `threads` threads (0: as many as cores).
+  // Throws InputError if it cannot be opened or decoded.
+  explicit VideoReader(const std::string& path, int threads = 1);
   ~VideoReader();
   VideoReader(const VideoReader&) = delete;
   VideoReader& operator=(const VideoReader&) = delete;
