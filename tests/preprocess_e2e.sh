@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end: short test videos and an OpenVid-1M-style CSV -> openvid_preprocess on 2 ranks (tiny TorchScript
 # video encoder and tiny T5 from tests/fixtures) -> the report names every skipped clip with its reason ->
-# a job interrupted between and inside parts, restarted, gives the same dataset -> openvid_mpi trains on it.
+# a job interrupted between and inside parts, restarted, gives the same dataset -> openvid_mpi trains on it
+# -> openvid_sample makes MP4 files for text prompts from the trained weights.
 #   preprocess_e2e.sh MPIEXEC MAKE_CLIPS PREPROCESS OPENVID_MPI FIXTURES WORK PYTHON
 set -u
 mpiexec=$1 make_clips=$2 preprocess=$3 ovmpi=$4 fixtures=$5 work=$6 py=$7
@@ -77,4 +78,21 @@ timeout -k 5 240 "$mpiexec" --oversubscribe -n 2 "$ovmpi" --dataset "$work/data"
 steps=$("$py" -c "import json,sys,math; r=[json.loads(l) for l in open(sys.argv[1])]; assert all(math.isfinite(x['loss']) for x in r); print(len(r))" \
   "$work/runs/e2e/metrics.jsonl") || fail "no finite losses"
 [ "$steps" -ge 6 ] || fail "trained $steps steps, not 6"
-echo "PASS: preprocessed on 2 ranks, resumed, trained $steps steps"
+# And samples from it for text prompts (the same tiny T5), decoded to MP4 files and a contact sheet.
+sample=$(dirname "$ovmpi")/openvid_sample
+"$sample" --config "$work/runs/e2e/config.ini" --weights "$work/runs/e2e/model.safetensors" --shape 2x8x8 --steps 4 \
+  --out "$work/samples/latents.safetensors" --prompt "a red square" --prompt "a green square, wide" --text_encoder "$fixtures/t5_tiny" \
+  --video_decoder "$fixtures/video_codec/decoder.jit" --video_out "$work/samples" > "$work/sample.log" 2>&1 ||
+  { cat "$work/sample.log"; fail "openvid_sample failed"; }
+"$py" - "$work/samples" <<'PY' || fail "the samples are not two 5-frame videos of 64x64 with their contact sheet"
+import struct, sys
+d = sys.argv[1]
+for i in range(2):
+    assert open(f"{d}/sample_{i:03d}.mp4", "rb").read(12)[4:8] == b"ftyp"
+png = open(f"{d}/contact_sheet.png", "rb").read(24)
+assert png[:8] == b"\x89PNG\r\n\x1a\n"
+w, h = struct.unpack(">II", png[16:24])
+assert (w, h) == (5 * 64, 2 * 64), (w, h)   # 5 frames (1 + 4 * 1) across, one row per prompt
+assert open(f"{d}/prompts.txt").read().splitlines() == ["sample_000.mp4\ta red square", "sample_001.mp4\ta green square, wide"]
+PY
+echo "PASS: preprocessed on 2 ranks, resumed, trained $steps steps, sampled 2 prompts to MP4"

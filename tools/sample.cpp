@@ -1,16 +1,22 @@
-// openvid_sample: latents from a trained model for given text states, by the rectified flow's Euler
-// sampler with classifier-free guidance (model/sampler.h).
+// openvid_sample: videos from a trained model, by the rectified flow's Euler sampler with classifier-free
+// guidance (model/sampler.h), for text prompts (encoded here by the T5 encoder) or precomputed text states,
+// decoded to MP4 files and a contact sheet by a TorchScript video decoder (Cosmos' decoder.jit contract).
 //
-//   openvid_sample --config RUN/config.ini --weights RUN/model.safetensors --text_states text.safetensors
-//                  --shape 8x16x16 --out latents.safetensors [--steps 50] [--guidance 6] [--seed 0]
+//   openvid_sample --config RUN/config.ini --weights RUN/model.safetensors --shape 16x64x64 --out latents.safetensors
+//                  (--text_states text.safetensors | --prompt "a red fox in snow" ... | --prompts_file prompts.txt
+//                   --text_encoder FLUX.1-dev/text_encoder_2 [--tokenizer FLUX.1-dev/tokenizer_2])
+//                  [--video_decoder Cosmos-0.1-Tokenizer-CV4x8x8/decoder.jit --video_out samples/]
+//                  [--steps 50] [--guidance 6] [--seed 0] [--device cuda --precision bf16]
 //
-// text.safetensors: text_states [B, Lc, Dc] (e.g. from the dataset, or a T5 encoder). out: latents
-// [B, C, T, H, W] fp32, with the steps, guidance and seed in its metadata. fp32 on the CPU by default;
-// --device cuda --precision bf16 on a GPU. The same seed gives the same latents.
+// text.safetensors: text_states [B, Lc, Dc]. out: latents [B, C, T, H, W] fp32 with the steps, guidance and
+// seed in its metadata. video_out: sample_000.mp4, ... (one per prompt), contact_sheet.png (a row of frames
+// per sample) and prompts.txt. The same seed gives the same latents on any device.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <boost/program_options.hpp>
 
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "openvid/config/options.h"
@@ -20,22 +26,106 @@
 #include "openvid/model/sampler.h"
 #include "openvid/model/state_dict.h"
 #include "openvid/runtime/error.h"
+#include "openvid/text/t5_encoder.h"
+#include "openvid/video/latent_codec.h"
+#if OPENVID_HAVE_PREPROCESS
+#include "openvid/text/tokenizer.h"
+#include "openvid/video/video_io.h"
+#endif
 
 namespace po = boost::program_options;
+namespace fs = std::filesystem;
 
 namespace {
 
+#if !OPENVID_HAVE_PREPROCESS
+[[noreturn]] void needs_preprocessing_libraries(const char* what) {
+  throw ov::InputError(std::string(what) + " needs SentencePiece and FFmpeg, which this build of openvid was made without: install "
+                       "libsentencepiece-dev libavformat-dev libavcodec-dev libswscale-dev and rebuild (tools/setup.sh does both)");
+}
+#endif
+
+std::vector<std::string> read_prompts(const std::vector<std::string>& prompts, const std::string& file) {
+  std::vector<std::string> all = prompts;
+  if (!file.empty()) {
+    std::ifstream in(file);
+    if (!in) throw ov::InputError("--prompts_file '" + file + "' cannot be read");
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!line.empty()) all.push_back(line);
+    }
+  }
+  return all;
+}
+
+// Text states [B, Lc, Dc] for the prompts, by the T5 encoder (its tokenizer as in preprocessing).
+at::Tensor encode_prompts(const std::vector<std::string>& prompts, const std::string& encoder, const std::string& tokenizer, int64_t tokens,
+                          const at::Device& device, at::ScalarType dtype) {
+#if OPENVID_HAVE_PREPROCESS
+  const ov::text::Tokenizer tok(tokenizer.empty() ? encoder : tokenizer);
+  const ov::text::T5Encoder t5(encoder, device, dtype);
+  return t5.encode(tok.encode(prompts, tokens)).to(at::kFloat);
+#else
+  (void)prompts, (void)encoder, (void)tokenizer, (void)tokens, (void)device, (void)dtype;
+  needs_preprocessing_libraries("--prompt");
+#endif
+}
+
+// Decodes each sample's latent to video: MP4 files, a contact sheet of up to 8 frames per sample.
+void write_videos(const at::Tensor& latents, const std::string& decoder, const ov::video::Compression& compression, double scale, double shift,
+                  const std::string& dir, int fps, const at::Device& device, at::ScalarType dtype) {
+#if OPENVID_HAVE_PREPROCESS
+  const ov::video::LatentCodec dec(decoder, ov::video::LatentCodec::Part::kDecoder, compression, device, dtype);
+  fs::create_directories(dir);
+  std::vector<at::Tensor> rows;
+  for (int64_t i = 0; i < latents.size(0); ++i) {
+    const at::Tensor video = dec.run(latents.narrow(0, i, 1).div(scale).add(shift))[0];  // [3, F, H, W] in [-1, 1]
+    const at::Tensor frames = ov::video::to_rgb_frames(video);                           // [F, H, W, 3]
+    char name[32];
+    std::snprintf(name, sizeof(name), "sample_%03lld.mp4", static_cast<long long>(i));
+    ov::video::VideoWriter w((fs::path(dir) / name).string(), static_cast<int>(frames.size(2)), static_cast<int>(frames.size(1)), fps);
+    for (int64_t f = 0; f < frames.size(0); ++f) w.write(frames[f]);
+    w.finish();
+    const int64_t picks = std::min<int64_t>(8, frames.size(0));
+    const at::Tensor idx = at::linspace(0, static_cast<double>(frames.size(0) - 1), picks).round().to(at::kLong);
+    rows.push_back(at::cat(frames.index_select(0, idx).unbind(0), 1));  // [H, picks * W, 3]
+  }
+  ov::video::write_png((fs::path(dir) / "contact_sheet.png").string(), at::cat(rows, 0));
+#else
+  (void)latents, (void)decoder, (void)compression, (void)scale, (void)shift, (void)dir, (void)fps, (void)device, (void)dtype;
+  needs_preprocessing_libraries("--video_decoder");
+#endif
+}
+
 int sample(int argc, char** argv) {
   std::string config, weights, text_path, shape, out, device = "cpu", precision = "fp32";
+  std::vector<std::string> prompts;
+  std::string prompts_file, text_encoder, tokenizer, video_decoder, video_out = "samples";
+  int64_t text_tokens = 512;
+  int fps = 24;
+  double latent_scale = 1.0, latent_shift = 0.0;
+  ov::video::Compression compression;
   ov::model::SamplerOptions so;
   uint64_t seed = 0;
-  po::options_description desc("openvid_sample: latents from a trained model for given text states");
+  po::options_description desc("openvid_sample: videos from a trained model for text prompts or text states");
   desc.add_options()("help,h", "print this help")
       ("config", po::value(&config)->required(), "the run's config.ini (or any INI with the model options)")
       ("weights", po::value(&weights)->required(), "safetensors file, index.json of a sharded set, or checkpoint directory")
-      ("text_states", po::value(&text_path)->required(), "safetensors with text_states [B, Lc, Dc]")
+      ("text_states", po::value(&text_path), "safetensors with text_states [B, Lc, Dc] (instead of prompts)")
+      ("prompt", po::value(&prompts)->multitoken(), "a text prompt; repeat for more (needs --text_encoder)")
+      ("prompts_file", po::value(&prompts_file), "a file of prompts, one per line")
+      ("text_encoder", po::value(&text_encoder), "Hugging Face T5 encoder folder for the prompts")
+      ("tokenizer", po::value(&tokenizer), "spiece.model or its folder (default: in --text_encoder)")
+      ("text_tokens", po::value(&text_tokens)->default_value(text_tokens), "tokens per prompt (as in preprocessing)")
       ("shape", po::value(&shape)->required(), "latent FRAMESxHEIGHTxWIDTH, e.g. 16x64x64")
       ("out", po::value(&out)->required(), "safetensors to write: latents [B, C, T, H, W] fp32")
+      ("video_decoder", po::value(&video_decoder), "TorchScript video decoder: also write MP4 files and a contact sheet")
+      ("video_out", po::value(&video_out)->default_value(video_out), "folder for the videos")
+      ("fps", po::value(&fps)->default_value(fps), "frame rate of the videos")
+      ("temporal_compression", po::value(&compression.temporal)->default_value(compression.temporal), "the decoder's frames per latent frame")
+      ("spatial_compression", po::value(&compression.spatial)->default_value(compression.spatial), "the decoder's pixels per latent pixel")
+      ("latent_scale", po::value(&latent_scale)->default_value(latent_scale), "the dataset's latent_scale (decoded: latent / scale + shift)")
+      ("latent_shift", po::value(&latent_shift)->default_value(latent_shift), "the dataset's latent_shift")
       ("steps", po::value(&so.steps)->default_value(so.steps), "Euler steps")
       ("guidance", po::value(&so.guidance)->default_value(so.guidance), "classifier-free guidance scale (1: none)")
       ("seed", po::value(&seed)->default_value(seed), "seed of the starting noise")
@@ -50,34 +140,56 @@ int sample(int argc, char** argv) {
   if (device != "cpu" && device != "cuda") throw ov::InputError("--device must be cpu or cuda (got '" + device + "')");
   if (precision != "fp32" && precision != "bf16") throw ov::InputError("--precision must be fp32 or bf16 (got '" + precision + "')");
   if (so.steps < 1) throw ov::InputError("--steps must be >= 1");
+  if (latent_scale == 0) throw ov::InputError("--latent_scale must not be 0");
+  const std::vector<std::string> all_prompts = read_prompts(prompts, prompts_file);
+  if (all_prompts.empty() == text_path.empty()) throw ov::InputError("give either --text_states or prompts (--prompt, --prompts_file)");
+  if (!all_prompts.empty() && text_encoder.empty()) throw ov::InputError("prompts need --text_encoder (a Hugging Face T5 encoder folder)");
   const ov::Options options = ov::parse_command_line({"--config", config}).options;
   so.shift = options.timestep_shift;
   const auto [frames, height, width] = ov::data::parse_latent_shape(shape, "--shape");
+  const at::Device dev = device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  const at::ScalarType dtype = precision == "bf16" ? at::kBFloat16 : at::kFloat;
+
+  at::Tensor text;
+  if (!text_path.empty()) {
+    const ov::model::TensorMap in = ov::model::read_safetensors(text_path).tensors;
+    const auto it = in.find("text_states");
+    if (it == in.end()) throw ov::InputError("'" + text_path + "' has no tensor 'text_states'");
+    text = it->second.to(at::kFloat);
+  } else {
+    text = encode_prompts(all_prompts, text_encoder, tokenizer, text_tokens, dev, dtype);
+  }
+  if (text.dim() != 3 || text.size(2) != options.model.text_dim) {
+    throw ov::InputError("the text states are " + c10::str(text.sizes()) + ", the model takes [B, Lc, " + std::to_string(options.model.text_dim) +
+                         "]: is the text encoder the one the training data was made with?");
+  }
 
   ov::model::DiT model(options.model);
   model->set_recompute_every(0);
   ov::model::load_state_dict(*model, ov::model::read_weights(weights), weights);
-  const at::Device dev = device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
   model->to(dev);
-  model->set_compute_dtype(precision == "bf16" ? at::kBFloat16 : at::kFloat);
-
-  const ov::model::TensorMap in = ov::model::read_safetensors(text_path).tensors;
-  const auto it = in.find("text_states");
-  if (it == in.end()) throw ov::InputError("'" + text_path + "' has no tensor 'text_states'");
-  const at::Tensor text = it->second.to(at::kFloat);
-  if (text.dim() != 3 || text.size(2) != options.model.text_dim) {
-    throw ov::InputError("text_states in '" + text_path + "' are " + c10::str(text.sizes()) + ", the model takes [B, Lc, " +
-                         std::to_string(options.model.text_dim) + "]");
-  }
+  model->set_compute_dtype(dtype);
   // The noise is drawn on the CPU from the seed alone: the same latents start on any device.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const at::Tensor noise = at::normal(0.0, 1.0, {text.size(0), options.model.in_channels, frames, height, width}, gen);
+  so.progress = [](int64_t done, int64_t steps) {
+    std::cout << "\rsampling: step " << done << "/" << steps << (done == steps ? "\n" : "") << std::flush;
+  };
   const at::Tensor latents = ov::model::sample_latents(model, noise.to(dev), text.to(dev), so).cpu();
+  if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
   ov::model::write_safetensors(out, {{"latents", latents}},
                                {{"producer", ov::version_string() + " openvid_sample"}, {"steps", std::to_string(so.steps)},
                                 {"guidance", std::to_string(so.guidance)}, {"seed", std::to_string(seed)}});
   std::cout << "wrote latents " << c10::str(latents.sizes()) << " (" << so.steps << " steps, guidance " << so.guidance << ", seed "
             << seed << ") to " << out << "\n";
+  if (!video_decoder.empty()) {
+    write_videos(latents, video_decoder, compression, latent_scale, latent_shift, video_out, fps, dev, dtype);
+    if (!all_prompts.empty()) {
+      std::ofstream p(fs::path(video_out) / "prompts.txt");
+      for (size_t i = 0; i < all_prompts.size(); ++i) p << "sample_" << (i < 10 ? "00" : i < 100 ? "0" : "") << i << ".mp4\t" << all_prompts[i] << "\n";
+    }
+    std::cout << "wrote " << latents.size(0) << " video(s) and contact_sheet.png to " << video_out << "\n";
+  }
   return 0;
 }
 

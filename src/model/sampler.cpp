@@ -23,6 +23,7 @@ at::Tensor sample_latents(DiT& model, const at::Tensor& noise, const at::Tensor&
     const at::Tensor v_all = model->forward(guided ? at::cat({x, x}) : x, text_in, t).to(at::kFloat);
     const at::Tensor v = guided ? v_all.narrow(0, B, B) + o.guidance * (v_all.narrow(0, 0, B) - v_all.narrow(0, B, B)) : v_all;
     x = x + (t_i - t_next) * v;
+    if (o.progress) o.progress(o.steps - i + 1, o.steps);
   }
   return x;
 }

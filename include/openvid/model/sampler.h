@@ -4,6 +4,8 @@
 // fp32, with classifier-free guidance against zero text: v = v_uncond + g * (v_cond - v_uncond).
 #include <ATen/core/Tensor.h>
 
+#include <functional>
+
 #include "openvid/model/dit.h"
 
 namespace ov::model {
@@ -12,6 +14,7 @@ struct SamplerOptions {
   int64_t steps = 50;     // N Euler steps
   double guidance = 6.0;  // g; 1 = the conditional velocity alone (no unconditional pass)
   double shift = 8.0;     // a in shift(t) = a t / (1 + (a - 1) t), as in training (--timestep_shift)
+  std::function<void(int64_t done, int64_t steps)> progress;  // after each step, when set
 };
 
 // noise [B, C, T, H, W] (the starting point, t = 1), text [B, Lc, Dc]: the latents [B, C, T, H, W] in fp32.

@@ -46,7 +46,7 @@ class VideoReader {
 class VideoWriter {
  public:
   // Creates `path` (the container from its extension: .mp4, .mkv, .avi) for width x height frames (even
-  // sizes) at `fps`. `codec` empty: libx264 if present, else mpeg4.
+  // sizes) at `fps`. `codec` empty: libx264 if present, else mpeg4. Frames are stored in 4:2:0.
   VideoWriter(const std::string& path, int width, int height, int fps, const std::string& codec = "");
   ~VideoWriter();  // finishes the file if finish() was not called (errors then only logged)
   VideoWriter(const VideoWriter&) = delete;
@@ -64,6 +64,9 @@ class VideoWriter {
   std::string path_, codec_;
   int64_t next_pts_ = 0;
 };
+
+// Writes one uint8 RGB image [H, W, 3] as a PNG file (FFmpeg's PNG encoder). Throws InputError naming the file.
+void write_png(const std::string& path, const at::Tensor& rgb);
 
 // Frames [F, H, W, 3] uint8 RGB -> [3, F, H, W] float in [-1, 1] (the video encoder's input).
 at::Tensor to_unit_range(const at::Tensor& frames);
