@@ -5,6 +5,7 @@
 //
 //   make_test_clips DIR
 //   make_test_clips DIR --bench N WIDTH HEIGHT FRAMES
+//   make_test_clips --probe FILE        (prints "WIDTHxHEIGHT FRAMES frames FPS fps CODEC", read with libavformat)
 #include <ATen/ATen.h>
 
 #include <filesystem>
@@ -32,6 +33,20 @@ void write_clip(const std::string& path, int width, int height, int frames, int 
 
 int main(int argc, char** argv) {
   namespace fs = std::filesystem;
+  if (argc == 3 && std::string(argv[1]) == "--probe") {
+    try {
+      ov::video::VideoReader r(argv[2]);
+      // Decode every frame: the count is what a player shows, not only what the header claims.
+      std::vector<double> times;
+      for (int64_t i = 0; i < r.info().frames; ++i) times.push_back(static_cast<double>(i) / r.info().fps);
+      const at::Tensor f = r.read(times, r.info().width, r.info().height);
+      std::cout << r.info().width << "x" << r.info().height << " " << f.size(0) << " frames " << r.info().fps << " fps " << r.info().codec << "\n";
+    } catch (const std::exception& e) {
+      std::cerr << e.what() << "\n";
+      return 1;
+    }
+    return 0;
+  }
   if (argc == 7 && std::string(argv[2]) == "--bench") {
     const fs::path dir = argv[1];
     fs::create_directories(dir);

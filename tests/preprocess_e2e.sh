@@ -74,16 +74,23 @@ grep -q "holds a preprocessing job with other options" "$work/run3.log" || { cat
 # The trainer trains on the dataset.
 timeout -k 5 240 "$mpiexec" --oversubscribe -n 2 "$ovmpi" --dataset "$work/data" --device cpu --run_dir "$work/runs" --run_name e2e \
   --batch_size 1 --heldout_fraction 0 --max_steps 6 --warmup_steps 1 --num_epochs 100 --log_every 1 --evaluate_every 0 --model_width 32 --model_depth 1 --model_head_dim 16 \
-  --model_text_dim 32 > "$work/train.log" 2>&1 || { cat "$work/train.log"; fail "openvid_mpi could not train on the preprocessed dataset"; }
+  --model_text_dim 32 --ema_decay 0.5 > "$work/train.log" 2>&1 || { cat "$work/train.log"; fail "openvid_mpi could not train on the preprocessed dataset"; }
 steps=$("$py" -c "import json,sys,math; r=[json.loads(l) for l in open(sys.argv[1])]; assert all(math.isfinite(x['loss']) for x in r); print(len(r))" \
   "$work/runs/e2e/metrics.jsonl") || fail "no finite losses"
 [ "$steps" -ge 6 ] || fail "trained $steps steps, not 6"
-# And samples from it for text prompts (the same tiny T5), decoded to MP4 files and a contact sheet.
+# And samples from it for text prompts (the same tiny T5), with the run's moving average of the weights
+# (--ema_decay), decoded to MP4 files and a contact sheet.
 sample=$(dirname "$ovmpi")/openvid_sample
-"$sample" --config "$work/runs/e2e/config.ini" --weights "$work/runs/e2e/model.safetensors" --shape 2x8x8 --steps 4 \
+"$sample" --config "$work/runs/e2e/config.ini" --weights "$work/runs/e2e" --shape 2x8x8 --steps 4 \
   --out "$work/samples/latents.safetensors" --prompt "a red square" --prompt "a green square, wide" --text_encoder "$fixtures/t5_tiny" \
   --video_decoder "$fixtures/video_codec/decoder.jit" --video_out "$work/samples" > "$work/sample.log" 2>&1 ||
   { cat "$work/sample.log"; fail "openvid_sample failed"; }
+for i in 000 001; do
+  probe=$("$make_clips" --probe "$work/samples/sample_$i.mp4") || fail "sample_$i.mp4 does not open"
+  [[ "$probe" == "64x64 5 frames 24 fps "* ]] || fail "sample_$i.mp4 is '$probe', not 64x64 with 5 frames at 24 fps"
+done
+echo "samples: $probe"
+grep -q "weights: $work/runs/e2e/ema.safetensors (the moving average)" "$work/sample.log" || { cat "$work/sample.log"; fail "the sampler did not use the run's moving average"; }
 "$py" - "$work/samples" <<'PY' || fail "the samples are not two 5-frame videos of 64x64 with their contact sheet"
 import struct, sys
 d = sys.argv[1]

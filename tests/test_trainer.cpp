@@ -209,16 +209,18 @@ BOOST_AUTO_TEST_CASE(resume_continues_the_run_exactly) {
   auto opts = [&](const std::string& run) {
     ov::Options o = options_for(spec.directory, dir, run, fs_, 1, 1);
     o.max_steps = 6;
+    o.ema_decay = 0.8;  // the moving average is resumed exactly too
     return o;
   };
   ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, fs_, 1, ov::DeviceRequest::kCpu);
   auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
-  ov::model::TensorMap straight, resumed;
+  ov::model::TensorMap straight, resumed, straight_ema, resumed_ema;
   uint64_t split_bytes = 0, alone_bytes = 0;  // tensor bytes read by a rank to resume
   {
     ov::train::Trainer t(opts("straight"), u, groups);
     for (int64_t s = 0; s < 6; ++s) t.train_step(s);
     straight = t.weights();
+    straight_ema = t.ema_weights();
   }
   std::string checkpoint;
   {
@@ -235,8 +237,16 @@ BOOST_AUTO_TEST_CASE(resume_continues_the_run_exactly) {
     BOOST_CHECK_EQUAL(t.start_step(), 3);
     for (int64_t s = 3; s < 6; ++s) t.train_step(s);
     resumed = t.weights();
+    resumed_ema = t.ema_weights();
   }
   for (const auto& [name, w] : straight) BOOST_CHECK_MESSAGE(at::equal(resumed.at(name), w), name << " differs after resuming");
+  BOOST_REQUIRE_EQUAL(straight_ema.size(), straight.size());
+  int64_t averaged = 0;  // parameters whose average is not (yet) their weights
+  for (const auto& [name, w] : straight_ema) {
+    BOOST_CHECK_MESSAGE(at::equal(resumed_ema.at(name), w), name << "'s moving average differs after resuming");
+    averaged += !at::equal(w, straight.at(name));
+  }
+  BOOST_CHECK_GT(averaged, 0);
   groups.finalize();
 
   // Another layout: every rank alone resumes the world's checkpoint (re-slicing the moments of fs=world).
@@ -245,16 +255,20 @@ BOOST_AUTO_TEST_CASE(resume_continues_the_run_exactly) {
   {
     ov::Options o = options_for(spec.directory, dir, "alone_" + std::to_string(me), 1, 1, world);
     o.max_steps = 6;
+    o.ema_decay = 0.8;
     o.resume = checkpoint;
     const uint64_t before = ov::model::tensor_bytes_read();
     ov::train::Trainer t(o, self, self_groups);
     alone_bytes = ov::model::tensor_bytes_read() - before;
     BOOST_CHECK_EQUAL(t.start_step(), 3);
     for (int64_t s = 3; s < 6; ++s) t.train_step(s);
-    const auto w = t.weights();
+    const auto w = t.weights(), ema = t.ema_weights();
     for (const auto& [name, ref] : straight) {
       const double err = (w.at(name) - ref).abs().max().item<double>() / std::max(ref.abs().max().item<double>(), 1e-12);
       BOOST_CHECK_MESSAGE(err < 1e-5, "other layout, " << name << ": relative error " << err);
+      const double ema_err = (ema.at(name) - straight_ema.at(name)).abs().max().item<double>() /
+                             std::max(straight_ema.at(name).abs().max().item<double>(), 1e-12);
+      BOOST_CHECK_MESSAGE(ema_err < 1e-5, "other layout, " << name << "'s moving average: relative error " << ema_err);
     }
   }
   self_groups.finalize();
@@ -265,4 +279,48 @@ BOOST_AUTO_TEST_CASE(resume_continues_the_run_exactly) {
   BOOST_CHECK_LE(static_cast<double>(split_bytes), 1.25 * static_cast<double>(alone_bytes) / world + 4096);
   MPI_Barrier(MPI_COMM_WORLD);
   if (me == 0) std::filesystem::remove_all(dir);
+}
+
+// The moving average (--ema_decay d) after each step k is d * ema_{k-1} + (1 - d) * w_k, from the initial
+// weights; a checkpoint holds it, and the run exports it beside the weights.
+BOOST_AUTO_TEST_CASE(ema_is_the_moving_average_of_the_weights) {
+  const int world = ov::world_size();
+  const std::string dir = ov::broadcast_string(
+      MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / ("openvid_ema_" + std::to_string(::getpid()))).string());
+  ov::data::SyntheticSpec spec;
+  spec.directory = dir + "/data";
+  spec.shapes = {{4, 4, 6}};
+  spec.samples_per_bucket = 48;
+  spec.channels = 4;
+  spec.text_tokens = 5;
+  spec.text_dim = 24;
+  ov::data::write_synthetic_dataset(MPI_COMM_WORLD, spec);
+  ov::Options o = options_for(spec.directory, dir, "ema", world, 1, 1);
+  o.ema_decay = 0.75;
+  o.learning_rate = 1e-2;
+  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, world, 1, ov::DeviceRequest::kCpu);
+  auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+  {
+    ov::train::Trainer t(o, u, groups);
+    ov::model::TensorMap expected = t.weights();  // ema_0: the initial weights
+    BOOST_REQUIRE_EQUAL(t.ema_weights().size(), expected.size());
+    for (int64_t s = 0; s < 3; ++s) {
+      t.train_step(s);
+      const ov::model::TensorMap w = t.weights(), ema = t.ema_weights();
+      for (auto& [name, e] : expected) {
+        e = o.ema_decay * e + (1 - o.ema_decay) * w.at(name);
+        const double err = (ema.at(name) - e).abs().max().item<double>();
+        BOOST_CHECK_MESSAGE(err <= 1e-6 * std::max(1.0, e.abs().max().item<double>()), "step " << s << ", " << name << ": " << err);
+      }
+    }
+    const std::string checkpoint = t.save_checkpoint(3);
+    const ov::model::TensorMap ema = t.ema_weights();  // collective
+    if (ov::world_rank() == 0) {
+      const auto saved = ov::model::read_weights(checkpoint + "/ema.safetensors");
+      for (const auto& [name, e] : ema) BOOST_CHECK_MESSAGE(at::equal(saved.at(name), e), name << " in the checkpoint");
+    }
+  }
+  groups.finalize();
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (ov::world_rank() == 0) std::filesystem::remove_all(dir);
 }

@@ -97,10 +97,22 @@ void write_videos(const at::Tensor& latents, const std::string& decoder, const o
 #endif
 }
 
+// The weights to sample with: the moving average (ema.safetensors, written beside model.safetensors by a run
+// with --ema_decay) when it is there and `ema` is auto or on, else `weights` itself.
+std::string pick_weights(const std::string& weights, const std::string& ema) {
+  if (ema != "auto" && ema != "on" && ema != "off") throw ov::InputError("--ema must be auto, on or off (got '" + ema + "')");
+  const fs::path p(weights);
+  const fs::path beside = (fs::is_directory(p) ? p : p.parent_path()) / "ema.safetensors";
+  const bool usable = fs::is_directory(p) || p.filename() == "model.safetensors";
+  if (ema != "off" && usable && fs::exists(beside)) return beside.string();
+  if (ema == "on") throw ov::InputError("--ema on, but there is no ema.safetensors beside '" + weights + "' (train with --ema_decay)");
+  return weights;
+}
+
 int sample(int argc, char** argv) {
   std::string config, weights, text_path, shape, out, device = "cpu", precision = "fp32";
   std::vector<std::string> prompts;
-  std::string prompts_file, text_encoder, tokenizer, video_decoder, video_out = "samples";
+  std::string prompts_file, text_encoder, tokenizer, video_decoder, video_out = "samples", ema = "auto";
   int64_t text_tokens = 512;
   int fps = 24;
   double latent_scale = 1.0, latent_shift = 0.0;
@@ -110,7 +122,8 @@ int sample(int argc, char** argv) {
   po::options_description desc("openvid_sample: videos from a trained model for text prompts or text states");
   desc.add_options()("help,h", "print this help")
       ("config", po::value(&config)->required(), "the run's config.ini (or any INI with the model options)")
-      ("weights", po::value(&weights)->required(), "safetensors file, index.json of a sharded set, or checkpoint directory")
+      ("weights", po::value(&weights)->required(), "safetensors file, index.json of a sharded set, or run/checkpoint directory")
+      ("ema", po::value(&ema)->default_value(ema), "auto: the moving average of the weights (ema.safetensors beside them) when there; on; off")
       ("text_states", po::value(&text_path), "safetensors with text_states [B, Lc, Dc] (instead of prompts)")
       ("prompt", po::value(&prompts)->multitoken(), "a text prompt; repeat for more (needs --text_encoder)")
       ("prompts_file", po::value(&prompts_file), "a file of prompts, one per line")
@@ -166,7 +179,9 @@ int sample(int argc, char** argv) {
 
   ov::model::DiT model(options.model);
   model->set_recompute_every(0);
-  ov::model::load_state_dict(*model, ov::model::read_weights(weights), weights);
+  const std::string chosen = pick_weights(weights, ema);
+  ov::model::load_state_dict(*model, ov::model::read_weights(chosen), chosen);
+  std::cout << "weights: " << chosen << (chosen != weights ? " (the moving average)" : "") << "\n";
   model->to(dev);
   model->set_compute_dtype(dtype);
   // The noise is drawn on the CPU from the seed alone: the same latents start on any device.

@@ -95,6 +95,8 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("adam_beta1", o.adam_beta1, "AdamW beta1", Group::kOptim);
   fn("adam_beta2", o.adam_beta2, "AdamW beta2", Group::kOptim);
   fn("adam_eps", o.adam_eps, "AdamW epsilon", Group::kOptim);
+  fn("ema_decay", o.ema_decay, "keep an exponential moving average of the weights with this decay (e.g. 0.9999; 0 = off): "
+     "checkpointed, exported as ema.safetensors, used by openvid_sample", Group::kOptim);
   fn("lr_scheduler_type", o.lr_scheduler_type, "after warm-up: linear, cosine or constant", Group::kOptim);
   fn("warmup_steps", o.warmup_steps, "linear warm-up steps (the first update uses multiplier 0)", Group::kOptim);
   fn("max_steps", o.max_steps, "optimizer steps of the run (also the schedule's horizon)", Group::kOptim);
@@ -441,6 +443,7 @@ void validate(const Options& o) {
   need(o.warmup_steps >= 0 && o.warmup_steps < o.max_steps, "warmup_steps",
        "must be in [0, max_steps " + std::to_string(o.max_steps) + ")", o.warmup_steps);
   need(o.grad_clip >= 0, "grad_clip", "must be >= 0 (0 = off)", o.grad_clip);
+  need(o.ema_decay >= 0 && o.ema_decay < 1, "ema_decay", "must be in [0, 1) (0 = off)", o.ema_decay);
   need(o.timestep_shift > 0, "timestep_shift", "must be > 0", o.timestep_shift);
   need(!o.run_name.empty() && o.run_name.find('/') == std::string::npos, "run_name",
        "must be a non-empty name without '/'", "'" + o.run_name + "'");

@@ -11,11 +11,20 @@
 #include "openvid/runtime/error.h"
 
 namespace ov::parallel {
-model::TensorMap full_masters(const ShardedModel& model) {
+namespace {
+
+const at::Tensor& weights_of(const UnitSlices& s, Weights which) {
+  OV_CHECK(which == Weights::kMasters || s.ema.defined(), "the moving average of the weights was asked for, but it is off");
+  return which == Weights::kMasters ? s.master : s.ema;
+}
+
+}  // namespace
+
+model::TensorMap full_masters(const ShardedModel& model, Weights which) {
   model::TensorMap out;
   for (size_t k = 0; k < model.units().size(); ++k) {
     const FlatUnit& u = model.units()[k];
-    const at::Tensor master = model.slices(k).master;
+    const at::Tensor master = weights_of(model.slices(k), which);
     at::Tensor flat = at::empty({u.padded}, master.options());
     model.shard_group().all_gather(flat, master).wait();
     for (size_t i = 0; i < u.params.size(); ++i) out[u.params[i].name] = u.view(flat, i).clone();
@@ -44,7 +53,7 @@ std::vector<Piece> slice_pieces(const FlatUnit& u, int64_t begin, int64_t length
 
 }  // namespace
 
-void load_masters(ShardedModel& model, const std::string& path, const std::string& source) {
+void load_masters(ShardedModel& model, const std::string& path, const std::string& source, Weights which) {
   model::ParameterShapes expected;
   for (const FlatUnit& u : model.units())
     for (const FlatParam& p : u.params) expected.push_back({p.name, p.shape});
@@ -61,7 +70,7 @@ void load_masters(ShardedModel& model, const std::string& path, const std::strin
     const UnitSlices& s = model.slices(k);
     at::Tensor slice = at::zeros({u.shard_numel}, at::kFloat);  // alignment gaps and padding stay zero
     for (const Piece& pc : slice_pieces(u, s.begin, u.shard_numel)) slice.narrow(0, pc.at, pc.count).copy_(got.at(u.params[pc.param].name));
-    s.master.copy_(slice);
+    weights_of(s, which).copy_(slice);
   }
 }
 

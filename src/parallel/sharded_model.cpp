@@ -217,6 +217,29 @@ void ShardedModel::reduce_gradients() {
   complete_reductions();
 }
 
+void ShardedModel::enable_ema() {
+  if (has_ema()) return;
+  c10::NoGradGuard no_grad;
+  ema_all_ = master_all_.clone();
+  int64_t at_rank = 0;
+  for (size_t k = 0; k < units_.size(); ++k) {
+    slices_[k].ema = ema_all_.narrow(0, at_rank, units_[k].shard_numel);
+    at_rank += units_[k].shard_numel;
+  }
+}
+
+void ShardedModel::reset_ema() {
+  c10::NoGradGuard no_grad;
+  if (has_ema()) ema_all_.copy_(master_all_);
+}
+
+void ShardedModel::update_ema(double decay, const at::Tensor& apply) {
+  OV_CHECK(has_ema(), "update_ema before enable_ema");
+  c10::NoGradGuard no_grad;
+  // One pass over the rank's slices; the weight is on the device, so a skipped step needs no host decision.
+  ema_all_.lerp_(master_all_, apply.to(ema_all_.options()).mul(1.0 - decay));
+}
+
 at::Tensor ShardedModel::grad_norm_squared() const {
   return at::linalg_vector_norm(grad_all_, 2, {}, false, at::kFloat).square().view({1});
 }

@@ -22,6 +22,7 @@ namespace {
 
 constexpr const char* kComplete = "COMPLETE";
 constexpr const char* kFormat = "openvid-checkpoint";
+constexpr const char* kEmaFile = "ema.safetensors";
 
 std::string step_name(int64_t step) {
   std::string digits = std::to_string(step);
@@ -72,11 +73,15 @@ std::string write_checkpoint(const std::string& dir, const CheckpointState& stat
       kExitFailure);
 
   const model::TensorMap masters = parallel::full_masters(sharded);  // collective over each shard group
+  const model::TensorMap ema = sharded.has_ema() ? parallel::full_masters(sharded, parallel::Weights::kEma) : model::TensorMap();
   all_ranks_check<std::exception>(
       u.world(),
       [&] {
         try {
           if (u.rank() == 0) model::write_safetensors((tmp / "model.safetensors").string(), masters, {{"format", "pt"}, {"producer", version_string()}});
+          if (u.rank() == 0 && !ema.empty()) {
+            model::write_safetensors((tmp / kEmaFile).string(), ema, {{"format", "pt"}, {"producer", version_string()}});
+          }
           if (u.coord().dp == 0) {  // one replica writes the shards of the moments
             const int r = u.coord().fs * u.mesh().cp() + u.coord().cp, s = u.mesh().shard_size();
             model::write_safetensors((tmp / optimizer_file(r, s)).string(), parallel::optimizer_slices(sharded),
@@ -88,6 +93,7 @@ std::string write_checkpoint(const std::string& dir, const CheckpointState& stat
                             {"next_step", state.next_step},
                             {"optimizer_steps", state.optimizer_steps},
                             {"skipped_steps", state.skipped_steps},
+                            {"ema", !ema.empty()},
                             {"shard_files", u.mesh().shard_size()},
                             {"layout", {{"world", u.size()}, {"dp", u.mesh().dp()}, {"fs", u.mesh().fs()}, {"cp", u.mesh().cp()}}},
                             {"options", options_ini}};
@@ -155,6 +161,7 @@ CheckpointState parse_trainer_state(const std::string& path) {
     state.shard_files = j.at("shard_files").get<int>();
     if (j.contains("layout")) state.data_ranks = j["layout"].value("dp", 0) * j["layout"].value("fs", 0);
     state.options_ini = j.value("options", std::string());
+    state.has_ema = j.value("ema", false);
   } catch (const json::exception& e) {
     throw InputError("checkpoint '" + path + "': trainer.json is not valid or lacks a field: " + e.what());
   }
@@ -169,6 +176,10 @@ CheckpointState check_checkpoint(const std::string& path, const ModelConfig& mod
   model::check_weights(model::read_weights((dir / "model.safetensors").string(), model::Read::kHeader), model::parameter_shapes(model),
                        path + "/model.safetensors");
   for (int r = 0; r < state.shard_files; ++r) model::read_safetensors((dir / optimizer_file(r, state.shard_files)).string(), model::Read::kHeader);
+  if (state.has_ema) {
+    model::check_weights(model::read_weights((dir / kEmaFile).string(), model::Read::kHeader), model::parameter_shapes(model),
+                         path + "/" + kEmaFile);
+  }
   return state;
 }
 
@@ -182,6 +193,12 @@ CheckpointState read_checkpoint(const std::string& path, parallel::ShardedModel&
     std::vector<std::string> files;
     for (int r = 0; r < state.shard_files; ++r) files.push_back((dir / optimizer_file(r, state.shard_files)).string());
     parallel::load_optimizer(sharded, files, path);
+    // The moving average: the checkpoint's, or (a checkpoint without one) restarted at its weights.
+    if (sharded.has_ema() && state.has_ema) {
+      parallel::load_masters(sharded, (dir / kEmaFile).string(), path + "/" + kEmaFile, parallel::Weights::kEma);
+    } else {
+      sharded.reset_ema();
+    }
   });
   return state;
 }

@@ -226,6 +226,7 @@ RunModel build_run_model(const Options& opt, const Universe& u, comm::ProcessGro
     parallel::load_masters(*r.sharded, opt.load_checkpoint, opt.load_checkpoint);
     r.sharded->refresh_compute_copy();
   }
+  if (opt.ema_decay > 0) r.sharded->enable_ema();  // from the initial (or loaded) weights
   r.optimizer = std::make_unique<AdamW>(AdamOptions{opt.adam_beta1, opt.adam_beta2, opt.adam_eps});
   add_shards(*r.optimizer, *r.sharded, opt.weight_decay);
   return r;

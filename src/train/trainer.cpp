@@ -150,6 +150,7 @@ Trainer::Impl::InFlight Trainer::Impl::launch(int64_t step, const data::HostBatc
   {
     const kernels::Range optimizer("optimizer");
     m.optimizer->step(r.lr, control);
+    if (m.sharded->has_ema()) m.sharded->update_ema(opt.ema_decay, control.narrow(0, 0, 1));  // moves on applied steps only
   }
   timer.end_phase("optimizer");
   const auto t_opt = Clock::now();
@@ -248,6 +249,8 @@ void Trainer::Impl::resume(const std::string& path) {
   start_step = st.next_step;
   if (u.rank() == 0) {
     std::cout << "resuming from " << path << " at step " << start_step << "\n";
+    if (m.sharded->has_ema() && !st.has_ema) std::cout << "note: the checkpoint has no moving average of the weights; it starts at its weights\n";
+    if (!m.sharded->has_ema() && st.has_ema) std::cout << "note: --ema_decay is 0: the checkpoint's moving average of the weights is not continued\n";
     const std::string changes = resume_changes(st, opt, u.num_data_ranks(), data.sampler->steps_per_epoch());
     if (!changes.empty()) std::cout << "note: this resume changes the run: " << changes << "\n";
     std::cout << std::flush;
@@ -313,6 +316,9 @@ double Trainer::evaluate() {
 }
 
 model::TensorMap Trainer::weights() { return parallel::full_masters(*impl_->m.sharded); }
+model::TensorMap Trainer::ema_weights() {
+  return impl_->m.sharded->has_ema() ? parallel::full_masters(*impl_->m.sharded, parallel::Weights::kEma) : model::TensorMap();
+}
 
 int Trainer::run() {
   Impl& d = *impl_;
@@ -353,9 +359,16 @@ int Trainer::run() {
   // The trained weights, with the reference's names, for the reference trainer and openvid_modelcheck.
   const std::string export_path = d.run_dir + "/model.safetensors";
   auto export_weights = [&] {
-    const model::TensorMap w = weights();
+    const model::TensorMap w = weights(), ema = ema_weights();
     root_check<std::exception>(
-        d.u.world(), [&] { model::write_safetensors(export_path, w, {{"producer", version_string()}, {"format", "pt"}}); },
+        d.u.world(),
+        [&] {
+          model::write_safetensors(export_path, w, {{"producer", version_string()}, {"format", "pt"}});
+          if (!ema.empty()) {
+            model::write_safetensors(d.run_dir + "/ema.safetensors", ema,
+                                     {{"producer", version_string()}, {"format", "pt"}, {"ema_decay", std::to_string(d.opt.ema_decay)}});
+          }
+        },
         kExitFailure);
   };
   if (d.start_step >= cadence.last_step) {

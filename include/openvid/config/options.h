@@ -68,6 +68,7 @@ struct Options {
   int warmup_steps = 20;
   int64_t max_steps = 10000;
   double grad_clip = 0;              // global-norm clipping; 0 = off (as in the reference)
+  double ema_decay = 0;              // exponential moving average of the weights; 0 = off
   double timestep_shift = 8;
   int max_nonfinite_steps = 5;       // consecutive skipped (non-finite) steps before the run stops
 

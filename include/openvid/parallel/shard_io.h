@@ -10,13 +10,17 @@
 
 namespace ov::parallel {
 
-// Collective over the shard group: the fp32 masters of every parameter, full size, by name.
-model::TensorMap full_masters(const ShardedModel& model);
+// Which fp32 weights of the shards: the masters, or their moving average (ShardedModel::enable_ema).
+enum class Weights { kMasters, kEma };
+
+// Collective over the shard group: the fp32 masters (or their moving average) of every parameter, full size,
+// by name.
+model::TensorMap full_masters(const ShardedModel& model, Weights which = Weights::kMasters);
 
 // Local: replaces this rank's master slices by the weights at `path` (a safetensors file, a sharded set or
 // a checkpoint directory; see model::read_weights), reading only the elements of its slices; then
 // refresh_compute_copy() makes the module use them. Throws InputError (model::check_weights) first.
-void load_masters(ShardedModel& model, const std::string& path, const std::string& source);
+void load_masters(ShardedModel& model, const std::string& path, const std::string& source, Weights which = Weights::kMasters);
 
 // Local: this rank's Adam moments, flat per unit ("<unit>.exp_avg", "<unit>.exp_avg_sq"), and the geometry
 // (JSON: the shard count, the units with their parameters' offsets and sizes).

@@ -38,6 +38,7 @@ struct ShardMemory {
 // them in one pass); full is the unit's gathered buffer [padded] in the compute dtype.
 struct UnitSlices {
   at::Tensor master, grad, exp_avg, exp_avg_sq;
+  at::Tensor ema;  // fp32 [shard_numel]: the masters' moving average, when enabled (enable_ema)
   at::Tensor full;
   int64_t begin = 0;  // this rank's slice is [begin, begin + shard_numel) of the unit's flat buffer
   at::Tensor own_full() const { return full.narrow(0, begin, master.numel()); }
@@ -92,6 +93,16 @@ class ShardedModel {
   // Units of the last finish() whose reduction was launched from the hooks, during backward.
   int64_t units_launched_in_backward() const { return launched_in_backward_; }
 
+  // The exponential moving average of the masters, this rank's slices in fp32 (as the masters: ZeRO-style).
+  // enable_ema() (local) starts it at the current masters; update_ema (local, on the device, no host
+  // synchronisation) moves it: ema += (1 - decay) * apply * (master - ema), `apply` a 1-element fp32 tensor,
+  // 1 for an applied step and 0 for a skipped one.
+  void enable_ema();
+  bool has_ema() const { return ema_all_.defined(); }
+  void update_ema(double decay, const at::Tensor& apply);
+  // Local: the moving average restarts at the masters (a checkpoint without one).
+  void reset_ema();
+
   // Sum of squares of this rank's gradient slices, as a 1-element fp32 tensor on the device: no host
   // synchronisation (a non-finite gradient makes it non-finite). Accumulated in fp32 whatever the dtype.
   at::Tensor grad_norm_squared() const;
@@ -111,6 +122,7 @@ class ShardedModel {
   std::vector<FlatUnit> units_;
   std::vector<UnitSlices> slices_;
   at::Tensor master_all_, grad_all_, exp_avg_all_, exp_avg_sq_all_;  // rank-wide buffers the slices view
+  at::Tensor ema_all_;                                                 // the same for the moving average (when on)
   std::vector<std::vector<at::Tensor>> params_;                       // the module's parameters, by unit
   std::vector<comm::Work> gathers_;
   std::vector<Pending> pending_;

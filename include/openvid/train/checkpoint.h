@@ -23,6 +23,7 @@ struct CheckpointState {
   int shard_files = 0;          // the writing layout's shard group size
   int data_ranks = 0;           // the writing layout's dp * fs (0: not recorded)
   std::string options_ini;      // the writing run's options (to_ini)
+  bool has_ema = false;         // the checkpoint holds the weights' moving average (ema.safetensors)
 };
 
 // Local: checks the checkpoint at `path` without loading its tensors: complete, an openvid trainer.json,

@@ -57,6 +57,8 @@ class Trainer {
   double evaluate();
   // The fp32 weights, full size, with the reference's names.
   model::TensorMap weights();
+  // Their moving average (--ema_decay), or nothing when it is off.
+  model::TensorMap ema_weights();
   // Directory of this run's outputs.
   const std::string& run_directory() const;
 
