@@ -68,6 +68,24 @@ Run train(MPI_Comm world, const ov::Options& o) {
   return r;
 }
 
+// Collective: a temporary directory name every rank agrees on (rank 0's).
+std::string shared_temp_dir(const std::string& prefix) {
+  return ov::broadcast_string(MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / (prefix + std::to_string(::getpid()))).string());
+}
+
+// Collective: a small synthetic dataset under `dir`/data (48 samples of [4, 4, 4, 6], text [5, 24]).
+ov::data::SyntheticSpec small_dataset(const std::string& dir) {
+  ov::data::SyntheticSpec spec;
+  spec.directory = dir + "/data";
+  spec.shapes = {{4, 4, 6}};
+  spec.samples_per_bucket = 48;
+  spec.channels = 4;
+  spec.text_tokens = 5;
+  spec.text_dim = 24;
+  ov::data::write_synthetic_dataset(MPI_COMM_WORLD, spec);
+  return spec;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(every_layout_trains_like_one_rank_with_the_global_batch) {
@@ -195,16 +213,8 @@ BOOST_AUTO_TEST_CASE(reference_state_dicts_round_trip) {
 // the same layout; on another layout (the world's checkpoint resumed by one rank alone), within 1e-5.
 BOOST_AUTO_TEST_CASE(resume_continues_the_run_exactly) {
   const int world = ov::world_size(), me = ov::world_rank();
-  const std::string dir = ov::broadcast_string(
-      MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / ("openvid_resume_" + std::to_string(::getpid()))).string());
-  ov::data::SyntheticSpec spec;
-  spec.directory = dir + "/data";
-  spec.shapes = {{4, 4, 6}};
-  spec.samples_per_bucket = 48;
-  spec.channels = 4;
-  spec.text_tokens = 5;
-  spec.text_dim = 24;
-  ov::data::write_synthetic_dataset(MPI_COMM_WORLD, spec);
+  const std::string dir = shared_temp_dir("openvid_resume_");
+  const ov::data::SyntheticSpec spec = small_dataset(dir);
   const int fs_ = world;  // shard everything over the world: the moments really are split
   auto opts = [&](const std::string& run) {
     ov::Options o = options_for(spec.directory, dir, run, fs_, 1, 1);
@@ -285,16 +295,8 @@ BOOST_AUTO_TEST_CASE(resume_continues_the_run_exactly) {
 // weights; a checkpoint holds it, and the run exports it beside the weights.
 BOOST_AUTO_TEST_CASE(ema_is_the_moving_average_of_the_weights) {
   const int world = ov::world_size();
-  const std::string dir = ov::broadcast_string(
-      MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / ("openvid_ema_" + std::to_string(::getpid()))).string());
-  ov::data::SyntheticSpec spec;
-  spec.directory = dir + "/data";
-  spec.shapes = {{4, 4, 6}};
-  spec.samples_per_bucket = 48;
-  spec.channels = 4;
-  spec.text_tokens = 5;
-  spec.text_dim = 24;
-  ov::data::write_synthetic_dataset(MPI_COMM_WORLD, spec);
+  const std::string dir = shared_temp_dir("openvid_ema_");
+  const ov::data::SyntheticSpec spec = small_dataset(dir);
   ov::Options o = options_for(spec.directory, dir, "ema", world, 1, 1);
   o.ema_decay = 0.75;
   o.learning_rate = 1e-2;
