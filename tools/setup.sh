@@ -68,11 +68,11 @@ if ! have_torch; then
     ${OPENVID_TORCH_INDEX:+--index-url "$OPENVID_TORCH_INDEX"} torch==2.13.0
 fi
 # h5py: the test that reads a dataset written by h5py alone; safetensors: tools/reference_dit.py;
-# matplotlib: tools/plot_metrics.py. Without a .venv (LibTorch from CMAKE_PREFIX_PATH) one is made for them.
+# matplotlib: tools/plot_metrics.py; tensorboard: the test that reads the runs' TensorBoard files. Without a .venv (LibTorch from CMAKE_PREFIX_PATH) one is made for them.
 [ -x "$root/.venv/bin/python3" ] || python3 -m venv "$root/.venv"
-if ! "$root/.venv/bin/python3" -c 'import h5py, safetensors, matplotlib' 2>/dev/null; then
-  say "installing h5py, safetensors and matplotlib into .venv (tests and tools)"
-  "$root/.venv/bin/pip" install -q --disable-pip-version-check h5py safetensors matplotlib
+if ! "$root/.venv/bin/python3" -c 'import h5py, safetensors, matplotlib, tensorboard' 2>/dev/null; then
+  say "installing h5py, safetensors, matplotlib and tensorboard into .venv (tests and tools)"
+  "$root/.venv/bin/pip" install -q --disable-pip-version-check h5py safetensors matplotlib tensorboard
 fi
 
 # ---- NCCL backend compile check (CUDA toolkit present, no GPU needed) --------------------------------

@@ -91,6 +91,8 @@ RunLog::RunLog(const std::string& run_dir, bool writer, double peak_tflops, int 
   truncate_metrics(path, start_step);
   metrics_.open(path, std::ios::app);
   if (!metrics_) throw Error("cannot open '" + path + "' for writing");
+  // Logged steps count the steps done: a run resuming at step s first logs s + 1 or later.
+  tensorboard_ = std::make_unique<TensorBoardWriter>(run_dir + "/tensorboard", start_step > 0 ? start_step + 1 : 0);
 }
 
 void RunLog::add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops,
@@ -144,6 +146,18 @@ void RunLog::write(const Point& p) {
       row["phase_ms"] = std::move(phases);
     }
     metrics_ << row.dump() << "\n" << std::flush;
+    // The same numbers for TensorBoard, grouped: train/..., eval/..., perf/..., phase_ms/...
+    for (const auto& [name, value] : row.items()) {
+      if (name == "step" || name == "wall_time" || name == "elapsed_seconds") continue;
+      if (name == "phase_ms") {
+        for (const auto& [phase, ms] : value.items()) tensorboard_->scalar("phase_ms/" + phase, p.step, ms.get<double>());
+        continue;
+      }
+      const bool train = name == "loss" || name == "lr" || name == "grad_norm" || name == "skipped_steps";
+      const std::string tag = name == "eval_loss" ? "eval/loss" : (train ? "train/" : "perf/") + name;
+      tensorboard_->scalar(tag, p.step, value.get<double>());
+    }
+    tensorboard_->flush();
   }
   loss_ = seconds_ = wait_ = samples_ = tokens_ = flops_ = 0;
   phase_ms_.clear();

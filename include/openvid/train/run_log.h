@@ -7,10 +7,13 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "openvid/train/tensorboard.h"
 
 namespace ov::train {
 
@@ -52,7 +55,7 @@ class RunLog {
   void add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops,
                 const std::vector<std::pair<std::string, double>>& phase_ms = {});
 
-  // Writes the window's line and record and starts a new window.
+  // Writes the window's line, its metrics.jsonl record and TensorBoard scalars, and starts a new window.
   struct Point {
     int64_t step = 0, last_step = 0;
     double lr = 0, grad_norm = 0, eta_seconds = 0;
@@ -67,6 +70,7 @@ class RunLog {
   int world_size_;
   c10::Device device_;
   std::ofstream metrics_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // RUN_DIR/tensorboard (the writer rank)
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   double loss_ = 0, seconds_ = 0, wait_ = 0, samples_ = 0, tokens_ = 0, flops_ = 0;
   std::vector<std::pair<std::string, double>> phase_ms_;  // sums over the window
