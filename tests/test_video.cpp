@@ -7,8 +7,6 @@
 #include <fstream>
 
 #include "openvid/runtime/error.h"
-#include "openvid/model/safetensors.h"
-#include "openvid/video/latent_codec.h"
 #include "openvid/video/video_io.h"
 #include "test_util.h"
 
@@ -111,25 +109,3 @@ BOOST_AUTO_TEST_CASE(bad_videos_are_reported_with_their_name) {
   BOOST_TEST(has(error_of([&] { ov::video::VideoWriter(d.file("odd.mp4"), 31, 32, 24); }), "even"));
 }
 
-// tests/fixtures/video_codec: a tiny TorchScript pair with the Cosmos CV4x8x8 interface
-// (tests/fixtures/make_video_fixtures.py), and what PyTorch computed with it.
-BOOST_AUTO_TEST_CASE(torchscript_codec_follows_the_contract) {
-  const std::string dir = std::string(OPENVID_FIXTURES_DIR) + "/video_codec";
-  const auto want = ov::model::read_safetensors(dir + "/expected.safetensors").tensors;
-  using ov::video::LatentCodec;
-  const LatentCodec enc(dir + "/encoder.jit", LatentCodec::Part::kEncoder, {}, at::kCPU, at::kFloat);
-  const at::Tensor z = enc.run(want.at("video"));  // [1, 3, 5, 16, 24] -> [1, 16, 2, 2, 3]
-  BOOST_REQUIRE(z.sizes() == at::IntArrayRef({1, 16, 2, 2, 3}));
-  BOOST_TEST((z - want.at("latent")).abs().max().item<double>() < 1e-6);
-  const LatentCodec dec(dir + "/decoder.jit", LatentCodec::Part::kDecoder, {}, at::kCPU, at::kFloat);
-  BOOST_TEST((dec.run(z) - want.at("decoded")).abs().max().item<double>() < 1e-6);
-  // Frames that are not 1 + 4k, sizes that are not multiples of 8, a module whose output breaks the contract
-  // (the decoder used as the encoder), files that are not TorchScript.
-  BOOST_TEST(has(error_of([&] { enc.run(at::zeros({1, 3, 4, 16, 24})); }), "1 + 4k"));
-  BOOST_TEST(has(error_of([&] { enc.run(at::zeros({1, 3, 5, 12, 24})); }), "multiples of 8"));
-  const LatentCodec wrong(dir + "/decoder.jit", LatentCodec::Part::kEncoder, {}, at::kCPU, at::kFloat);
-  BOOST_TEST(!error_of([&] { wrong.run(want.at("video")); }).empty());
-  BOOST_TEST(has(error_of([&] { LatentCodec(dir + "/expected.safetensors", LatentCodec::Part::kEncoder, {}, at::kCPU, at::kFloat); }),
-                 "is not a TorchScript module"));
-  BOOST_TEST(has(error_of([&] { LatentCodec(dir + "/missing.jit", LatentCodec::Part::kEncoder, {}, at::kCPU, at::kFloat); }), "does not exist"));
-}
