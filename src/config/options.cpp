@@ -108,6 +108,11 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("run_name", o.run_name, "name of the run; its files go to run_dir/run_name", Group::kRun);
   fn("run_dir", o.run_dir, "directory holding runs", Group::kRun);
   fn("evaluate_every", o.evaluate_every, "steps between held-out evaluations; 0 = never", Group::kRun);
+  fn("sample_every", o.sample_every, "steps between samples drawn for fixed held-out text states into RUN_DIR/samples (latents; "
+     "render them with openvid_sample); 0 = never", Group::kRun);
+  fn("sample_count", o.sample_count, "samples each time (the first held-out samples)", Group::kRun);
+  fn("sample_steps", o.sample_steps, "Euler steps of those samples", Group::kRun);
+  fn("sample_guidance", o.sample_guidance, "classifier-free guidance of those samples", Group::kRun);
   fn("log_every", o.log_every, "steps between log lines", Group::kRun);
   fn("checkpoint_every", o.checkpoint_every, "steps between checkpoints; 0 = after every evaluation",
      Group::kRun);
@@ -451,6 +456,13 @@ void validate(const Options& o) {
   need(!(o.start_over && !o.resume.empty()), "start_over", "contradicts --resume " + o.resume + " (continue the run or start it over)",
        "true");
   need(o.evaluate_every >= 0, "evaluate_every", "must be >= 0 (0 = never)", o.evaluate_every);
+  need(o.sample_every >= 0, "sample_every", "must be >= 0 (0 = never)", o.sample_every);
+  need(o.sample_count >= 1, "sample_count", "must be >= 1", o.sample_count);
+  need(o.sample_steps >= 1, "sample_steps", "must be >= 1", o.sample_steps);
+  need(o.sample_every == 0 || o.cp == 1, "sample_every", "needs --cp 1 (sampling over context-parallel ranks is not there yet)",
+       o.sample_every);
+  need(o.sample_every == 0 || o.heldout_fraction > 0, "sample_every", "needs held-out samples for its text (--heldout_fraction > 0)",
+       o.sample_every);
   parse_step_range(o.profile_steps);
   validate(m);
 }

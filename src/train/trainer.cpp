@@ -1,6 +1,7 @@
 #include "openvid/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/GradMode.h>
 
 #include <c10/core/Event.h>
@@ -21,6 +22,8 @@
 #include "openvid/data/device_batch.h"
 #include "openvid/data/prefetch.h"
 #include "openvid/model/flops.h"
+#include "openvid/model/safetensors.h"
+#include "openvid/model/sampler.h"
 #include "openvid/parallel/shard_io.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
@@ -315,6 +318,37 @@ double Trainer::evaluate() {
   return s[1].item<double>() > 0 ? s[0].item<double>() / s[1].item<double>() : std::nan("");
 }
 
+std::string Trainer::write_samples(int64_t done) {
+  Impl& d = *impl_;
+  std::string path;
+  // Rank 0 alone: with --cp 1 its gathered parameters are the whole model, and its first held-out batch is fixed.
+  root_check<std::exception>(
+      d.u.world(),
+      [&] {
+        OV_CHECK(!d.data.eval_batches.empty(), "--sample_every without held-out batches");
+        const data::HostBatch& host = d.data.eval_batches.front();
+        const int64_t n = std::min<int64_t>(d.opt.sample_count, static_cast<int64_t>(host.samples.size()));
+        const at::Tensor text = host.text.narrow(0, 0, n).to(d.compute.device, at::kFloat);
+        // The same noise every time: drawn on the CPU from the run's seed alone.
+        at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(d.opt.seed) + 0x5a3d1e);
+        const at::Tensor noise = at::normal(0.0, 1.0, {n, host.latents.size(1), host.frames, host.latents.size(3), host.latents.size(4)}, gen);
+        model::SamplerOptions so;
+        so.steps = d.opt.sample_steps;
+        so.guidance = d.opt.sample_guidance;
+        so.shift = d.opt.timestep_shift;
+        const at::Tensor latents = model::sample_latents(d.m.model, noise.to(d.compute.device), text, so).cpu();
+        std::vector<int64_t> ids(host.samples.begin(), host.samples.begin() + n);
+        std::filesystem::create_directories(d.run_dir + "/samples");
+        const std::string digits = std::to_string(done);
+        path = d.run_dir + "/samples/step_" + std::string(digits.size() < 8 ? 8 - digits.size() : 0, '0') + digits + ".safetensors";
+        model::write_safetensors(path, {{"latents", latents}, {"text_states", text.cpu()}, {"sample_ids", at::tensor(ids, at::kLong)}},
+                                 {{"producer", version_string()}, {"step", digits}, {"steps", std::to_string(so.steps)},
+                                  {"guidance", std::to_string(so.guidance)}, {"bucket", std::to_string(host.bucket)}});
+      },
+      kExitFailure);
+  return path;
+}
+
 model::TensorMap Trainer::weights() { return parallel::full_masters(*impl_->m.sharded); }
 model::TensorMap Trainer::ema_weights() {
   return impl_->m.sharded->has_ema() ? parallel::full_masters(*impl_->m.sharded, parallel::Weights::kEma) : model::TensorMap();
@@ -325,7 +359,8 @@ int Trainer::run() {
   const bool root = d.u.rank() == 0;
   const data::Manifest& manifest = d.data.dataset->manifest();
   const int64_t epoch_cap = int64_t{d.opt.num_epochs} * d.data.sampler->steps_per_epoch();
-  const Cadence cadence{std::min(d.opt.max_steps, epoch_cap), d.opt.log_every, d.opt.evaluate_every, d.opt.checkpoint_every};
+  const Cadence cadence{std::min(d.opt.max_steps, epoch_cap), d.opt.log_every, d.opt.evaluate_every, d.opt.checkpoint_every,
+                        d.opt.sample_every};
   // Why the run ends where it does, said at the start and at the end.
   const bool capped = epoch_cap < d.opt.max_steps;
   const std::string end_reason =
@@ -421,6 +456,10 @@ int Trainer::run() {
                  r.phase_ms);
     std::optional<double> eval_loss;
     if (cadence.evaluate(done)) eval_loss = evaluate();
+    if (cadence.sample(done)) {
+      const std::string where = write_samples(done);
+      if (root) std::cout << "samples " << where << "\n" << std::flush;
+    }
     if (cadence.log(done)) {
       RunLog::Point point;
       point.step = done;
@@ -460,7 +499,8 @@ int Trainer::run() {
       pending = std::move(now);
     }
     const int64_t done = step + 1;
-    if (stop || cadence.evaluate(done) || (d.opt.write_checkpoints && cadence.checkpoint(done)) || done == cadence.last_step) {
+    if (stop || cadence.evaluate(done) || cadence.sample(done) || (d.opt.write_checkpoints && cadence.checkpoint(done)) ||
+        done == cadence.last_step) {
       Impl::InFlight current = std::move(*pending);
       pending.reset();
       if (finish(current)) return kExitRequeue;

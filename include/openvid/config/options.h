@@ -76,6 +76,10 @@ struct Options {
   std::string run_name = "diffusion_repa";
   std::string run_dir = "runs";      // the run writes under run_dir/run_name
   int evaluate_every = 20;           // steps; 0 = never
+  int sample_every = 0;              // steps between samples of fixed held-out text states; 0 = never
+  int sample_count = 2;              // samples each time (the first held-out samples of rank 0)
+  int sample_steps = 20;             // Euler steps of those samples
+  double sample_guidance = 6.0;      // their classifier-free guidance
   int log_every = 10;
   int checkpoint_every = 0;          // steps; 0 = after every evaluation (the reference's behaviour)
   int keep_checkpoints = 3;

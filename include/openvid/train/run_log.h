@@ -23,6 +23,8 @@ struct Cadence {
   int64_t log_every = 10;        // >= 1
   int64_t evaluate_every = 0;    // 0: never
   int64_t checkpoint_every = 0;  // 0: with every evaluation (the reference trainer's behaviour)
+  int64_t sample_every = 0;      // 0: never
+  bool sample(int64_t done) const { return sample_every > 0 && (done % sample_every == 0 || done == last_step); }
   bool evaluate(int64_t done) const { return evaluate_every > 0 && (done % evaluate_every == 0 || done == last_step); }
   bool log(int64_t done) const { return done % log_every == 0 || done == last_step || evaluate(done); }
   bool checkpoint(int64_t done) const {

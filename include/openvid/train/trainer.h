@@ -55,6 +55,10 @@ class Trainer {
   StepResult train_step(int64_t step);
   // Held-out loss over the fixed evaluation batches (fixed timesteps and noise, RoPE offset 0).
   double evaluate();
+  // Collective (every rank calls it; rank 0 samples while the others wait at the next step): latents for the
+  // first --sample_count held-out text states from fixed noise (the same every time), written with their
+  // sample ids to RUN_DIR/samples/step_<8 digits>.safetensors. Returns that path (on rank 0).
+  std::string write_samples(int64_t done);
   // The fp32 weights, full size, with the reference's names.
   model::TensorMap weights();
   // Their moving average (--ema_decay), or nothing when it is off.
