@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end: short test videos and an OpenVid-1M-style CSV -> openvid_preprocess on 2 ranks (tiny TorchScript
 # video encoder and tiny T5 from tests/fixtures) -> the report names every skipped clip with its reason ->
-# a job interrupted between and inside parts, restarted, gives the same dataset -> openvid_mpi trains on it
+# a job interrupted between and inside parts, and one killed with SIGKILL, restarted, give the same dataset
+# -> openvid_mpi trains on it
 # -> openvid_sample makes MP4 files for text prompts from the trained weights.
 #   preprocess_e2e.sh MPIEXEC MAKE_CLIPS PREPROCESS OPENVID_MPI FIXTURES WORK PYTHON
 set -u
@@ -67,6 +68,34 @@ for bucket in json.load(open(f"{a}/dataset.json"))["buckets"]:
                 x, y = f["buckets"][bucket["name"]][k][()], g["buckets"][bucket["name"]][k][()]
                 assert np.array_equal(x, y), (s["file"], k)
 print("restart: same dataset")
+PY
+# A real kill: a longer job (24 clips, one per part) killed with SIGKILL once its third part is recorded,
+# then restarted, ends with the dataset of the same job run without interruption.
+"$make_clips" "$work/many" --bench 24 64 64 12 > /dev/null || fail "could not write the clips for the kill test"
+many() {  # many OUT: the job over those clips on 2 ranks
+  "$mpiexec" --oversubscribe -n 2 "$preprocess" --csv "$work/many/clips.csv" --video_root "$work/many" --out "$1" --bucket 2x8x8 \
+    --clips_per_shard 1 --batch_size 1 --video_encoder "$fixtures/video_codec/encoder.jit" --text_encoder "$fixtures/t5_tiny"
+}
+timeout -k 5 240 bash -c "$(declare -f many); mpiexec=$mpiexec preprocess=$preprocess work=$work fixtures=$fixtures many $work/whole" \
+  > "$work/whole.log" 2>&1 || { cat "$work/whole.log"; fail "the uninterrupted job failed"; }
+setsid bash -c "$(declare -f many); mpiexec=$mpiexec preprocess=$preprocess work=$work fixtures=$fixtures many $work/killed" > "$work/killed.log" 2>&1 &
+job=$!
+for _ in $(seq 600); do [ -e "$work/killed/part-00002.json" ] && break; sleep 0.05; done
+kill -KILL -- "-$job" 2>/dev/null; wait "$job" 2>/dev/null
+parts=$(ls "$work/killed" | grep -c '^part-.*\.json$')
+echo "killed with $parts of 24 parts recorded; dataset.json there: $([ -e "$work/killed/dataset.json" ] && echo yes || echo no)"
+timeout -k 5 240 bash -c "$(declare -f many); mpiexec=$mpiexec preprocess=$preprocess work=$work fixtures=$fixtures many $work/killed" \
+  > "$work/restarted.log" 2>&1 || { cat "$work/restarted.log"; fail "the job restarted after SIGKILL failed"; }
+"$py" - "$work/whole" "$work/killed" <<'PY' || fail "the job killed and restarted wrote another dataset than the uninterrupted one"
+import json, sys, h5py, numpy as np
+a, b = sys.argv[1], sys.argv[2]
+ma, mb = json.load(open(f"{a}/dataset.json")), json.load(open(f"{b}/dataset.json"))
+assert ma["buckets"] == mb["buckets"] and ma["buckets"][0]["count"] == 24, (ma["buckets"], mb["buckets"])
+for s in ma["buckets"][0]["shards"]:
+    with h5py.File(f"{a}/{s['file']}") as f, h5py.File(f"{b}/{s['file']}") as g:
+        for k in ("latents", "text", "captions", "source_ids"):
+            assert np.array_equal(f["buckets/t2_h8_w8"][k][()], g["buckets/t2_h8_w8"][k][()]), (s["file"], k)
+print("kill and restart: same dataset")
 PY
 # A restart with other options is refused, naming the record.
 run "$work/data" --target_fps 12 > "$work/run3.log" 2>&1 && fail "a restart with other options was accepted"
