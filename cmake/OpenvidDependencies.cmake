@@ -51,6 +51,9 @@ endif()
 find_package(Boost 1.71 REQUIRED CONFIG COMPONENTS program_options
              OPTIONAL_COMPONENTS unit_test_framework)
 
+# ---- zlib (optional): compresses the PNG contact sheets of samples (stored uncompressed without it) ------------
+find_package(ZLIB QUIET)
+
 # ---- nlohmann-json (safetensors headers, index files) -----------------------------------------------
 find_package(nlohmann_json 3.2 REQUIRED CONFIG)
 
@@ -63,6 +66,10 @@ add_library(openvid::deps ALIAS openvid_deps)
 target_link_libraries(openvid_deps INTERFACE -lstdc++ ${TORCH_LIBRARIES} MPI::MPI_C Boost::program_options
                       nlohmann_json::nlohmann_json)
 target_include_directories(openvid_deps SYSTEM INTERFACE ${HDF5_C_INCLUDE_DIRS})
+if(ZLIB_FOUND)
+  target_link_libraries(openvid_deps INTERFACE ZLIB::ZLIB)
+  target_compile_definitions(openvid_deps INTERFACE OPENVID_HAVE_ZLIB=1)
+endif()
 target_link_libraries(openvid_deps INTERFACE ${HDF5_C_LIBRARIES})
 # The deprecated MPI C++ bindings are never used; skipping them keeps libmpi_cxx out of the link.
 target_compile_definitions(openvid_deps INTERFACE ${HDF5_C_DEFINITIONS} OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1

@@ -28,6 +28,7 @@
 #include "openvid/runtime/error.h"
 #include "openvid/text/t5_encoder.h"
 #include "openvid/video/latent_codec.h"
+#include "openvid/video/png.h"
 #if OPENVID_HAVE_PREPROCESS
 #include "openvid/text/tokenizer.h"
 #include "openvid/video/video_io.h"
@@ -77,20 +78,19 @@ void write_videos(const at::Tensor& latents, const std::string& decoder, const o
 #if OPENVID_HAVE_PREPROCESS
   const ov::video::LatentCodec dec(decoder, ov::video::LatentCodec::Part::kDecoder, compression, device, dtype);
   fs::create_directories(dir);
-  std::vector<at::Tensor> rows;
+  std::vector<at::Tensor> videos;
   for (int64_t i = 0; i < latents.size(0); ++i) {
     const at::Tensor video = dec.run(latents.narrow(0, i, 1).div(scale).add(shift))[0];  // [3, F, H, W] in [-1, 1]
+    videos.push_back(video);
     const at::Tensor frames = ov::video::to_rgb_frames(video);                           // [F, H, W, 3]
     char name[32];
     std::snprintf(name, sizeof(name), "sample_%03lld.mp4", static_cast<long long>(i));
     ov::video::VideoWriter w((fs::path(dir) / name).string(), static_cast<int>(frames.size(2)), static_cast<int>(frames.size(1)), fps);
     for (int64_t f = 0; f < frames.size(0); ++f) w.write(frames[f]);
     w.finish();
-    const int64_t picks = std::min<int64_t>(8, frames.size(0));
-    const at::Tensor idx = at::linspace(0, static_cast<double>(frames.size(0) - 1), picks).round().to(at::kLong);
-    rows.push_back(at::cat(frames.index_select(0, idx).unbind(0), 1));  // [H, picks * W, 3]
   }
-  ov::video::write_png((fs::path(dir) / "contact_sheet.png").string(), at::cat(rows, 0));
+  std::ofstream((fs::path(dir) / "contact_sheet.png").string(), std::ios::binary)
+      << ov::video::encode_png(ov::video::contact_sheet(at::stack(videos), 8, 1 << 20));  // frames at full size
 #else
   (void)latents, (void)decoder, (void)compression, (void)scale, (void)shift, (void)dir, (void)fps, (void)device, (void)dtype;
   needs_preprocessing_libraries("--video_decoder");

@@ -113,6 +113,10 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("sample_count", o.sample_count, "samples each time (the first held-out samples)", Group::kRun);
   fn("sample_steps", o.sample_steps, "Euler steps of those samples", Group::kRun);
   fn("sample_guidance", o.sample_guidance, "classifier-free guidance of those samples", Group::kRun);
+  fn("sample_decoder", o.sample_decoder, "TorchScript video decoder (Cosmos decoder.jit interface): also decode the samples into "
+     "a contact sheet (samples/step_N.png, and TensorBoard)", Group::kRun);
+  fn("sample_temporal_compression", o.sample_temporal_compression, "the decoder's video frames per latent frame", Group::kRun);
+  fn("sample_spatial_compression", o.sample_spatial_compression, "the decoder's pixels per latent pixel", Group::kRun);
   fn("log_every", o.log_every, "steps between log lines", Group::kRun);
   fn("checkpoint_every", o.checkpoint_every, "steps between checkpoints; 0 = after every evaluation",
      Group::kRun);

@@ -109,6 +109,12 @@ void RunLog::add_step(double loss, double seconds, double data_wait, double samp
   ++steps_;
 }
 
+void RunLog::image(const std::string& tag, int64_t step, const std::string& png, int width, int height) {
+  if (!writer_) return;
+  tensorboard_->image(tag, step, png, width, height);
+  tensorboard_->flush();
+}
+
 void RunLog::write(const Point& p) {
   const double memory_gb = peak_memory_gb(device_);
   if (writer_ && steps_ > 0) {

@@ -33,6 +33,8 @@
 #include "openvid/train/profiling.h"
 #include "openvid/train/run_log.h"
 #include "openvid/train/setup.h"
+#include "openvid/video/latent_codec.h"
+#include "openvid/video/png.h"
 
 namespace ov::train {
 using Clock = std::chrono::steady_clock;
@@ -61,6 +63,7 @@ struct Trainer::Impl {
   int64_t start_step = 0, skipped_total = 0, consecutive_nonfinite = 0;
   PhaseTrace trace;
   int64_t host_waits = 0;  // times the host waited for the device (one per step)
+  std::optional<video::LatentCodec> sample_decoder;  // rank 0, with --sample_decoder
 
   Impl(const Options& o, Universe& universe, comm::ProcessGroups& g, RunInputs in)
       : opt(o),
@@ -269,6 +272,13 @@ Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups
     std::filesystem::create_directories(options.profile_dir, ec);
     d.trace.open(options.profile_dir + "/trace-rank" + std::to_string(universe.rank()) + ".json");
   }
+  if (options.sample_every > 0 && !options.sample_decoder.empty()) {  // a bad decoder ends the job now, not at the first sample
+    root_check(universe.world(), [&] {
+      d.sample_decoder.emplace(options.sample_decoder, video::LatentCodec::Part::kDecoder,
+                               video::Compression{options.sample_temporal_compression, options.sample_spatial_compression}, d.compute.device,
+                               d.compute.dtype);
+    });
+  }
   if (!resume_from.empty()) {
     d.resume(resume_from);
   } else if (options.resume == "auto" && universe.rank() == 0) {
@@ -318,9 +328,10 @@ double Trainer::evaluate() {
   return s[1].item<double>() > 0 ? s[0].item<double>() / s[1].item<double>() : std::nan("");
 }
 
-std::string Trainer::write_samples(int64_t done) {
+Trainer::Samples Trainer::write_samples(int64_t done) {
   Impl& d = *impl_;
-  std::string path;
+  Samples out;
+  std::string& path = out.path;
   // Rank 0 alone: with --cp 1 its gathered parameters are the whole model, and its first held-out batch is fixed.
   root_check<std::exception>(
       d.u.world(),
@@ -344,9 +355,19 @@ std::string Trainer::write_samples(int64_t done) {
         model::write_safetensors(path, {{"latents", latents}, {"text_states", text.cpu()}, {"sample_ids", at::tensor(ids, at::kLong)}},
                                  {{"producer", version_string()}, {"step", digits}, {"steps", std::to_string(so.steps)},
                                   {"guidance", std::to_string(so.guidance)}, {"bucket", std::to_string(host.bucket)}});
+        if (d.sample_decoder) {
+          // The stored latents are (encoder output - shift) * scale (docs/dataset.md): the decoder gets them back.
+          const data::Manifest& man = d.data.dataset->manifest();
+          const at::Tensor videos = d.sample_decoder->run(latents.to(d.compute.device).div(man.latent_scale).add(man.latent_shift));
+          const at::Tensor sheet = video::contact_sheet(videos);
+          out.png = video::encode_png(sheet);
+          out.height = static_cast<int>(sheet.size(0));
+          out.width = static_cast<int>(sheet.size(1));
+          std::ofstream(path.substr(0, path.size() - std::string(".safetensors").size()) + ".png", std::ios::binary) << out.png;
+        }
       },
       kExitFailure);
-  return path;
+  return out;
 }
 
 model::TensorMap Trainer::weights() { return parallel::full_masters(*impl_->m.sharded); }
@@ -457,8 +478,9 @@ int Trainer::run() {
     std::optional<double> eval_loss;
     if (cadence.evaluate(done)) eval_loss = evaluate();
     if (cadence.sample(done)) {
-      const std::string where = write_samples(done);
-      if (root) std::cout << "samples " << where << "\n" << std::flush;
+      const Samples drawn = write_samples(done);
+      if (root) std::cout << "samples " << drawn.path << "\n" << std::flush;
+      if (!drawn.png.empty()) log.image("samples/contact_sheet", done, drawn.png, drawn.width, drawn.height);
     }
     if (cadence.log(done)) {
       RunLog::Point point;

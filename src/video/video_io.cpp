@@ -295,38 +295,6 @@ VideoWriter::~VideoWriter() {
   }
 }
 
-void write_png(const std::string& path, const at::Tensor& rgb_in) {
-  quiet_ffmpeg();
-  if (rgb_in.dim() != 3 || rgb_in.size(2) != 3 || rgb_in.scalar_type() != at::kByte || rgb_in.size(0) < 1 || rgb_in.size(1) < 1) {
-    throw InputError("image '" + path + "': must be uint8 RGB [H, W, 3]");
-  }
-  const at::Tensor rgb = rgb_in.cpu().contiguous();
-  const int h = static_cast<int>(rgb.size(0)), w = static_cast<int>(rgb.size(1));
-  const AVCodec* c = avcodec_find_encoder(AV_CODEC_ID_PNG);
-  if (c == nullptr) throw InputError("image '" + path + "': FFmpeg has no PNG encoder");
-  CodecContext enc;
-  enc.p = avcodec_alloc_context3(c);
-  enc.p->width = w;
-  enc.p->height = h;
-  enc.p->pix_fmt = AV_PIX_FMT_RGB24;
-  enc.p->time_base = AVRational{1, 1};
-  int rc = avcodec_open2(enc.p, c, nullptr);
-  if (rc < 0) throw InputError("image '" + path + "': the PNG encoder cannot be opened: " + av_error(rc));
-  Frame frame;
-  frame.p->format = AV_PIX_FMT_RGB24;
-  frame.p->width = w;
-  frame.p->height = h;
-  if (av_frame_get_buffer(frame.p, 0) < 0) throw Error("image '" + path + "': out of memory");
-  for (int y = 0; y < h; ++y) std::memcpy(frame.p->data[0] + static_cast<size_t>(y) * frame.p->linesize[0], rgb.data_ptr<uint8_t>() + static_cast<size_t>(y) * w * 3, 3 * static_cast<size_t>(w));
-  Packet packet;
-  if ((rc = avcodec_send_frame(enc.p, frame.p)) < 0 || (rc = avcodec_send_frame(enc.p, nullptr)) < 0 || (rc = avcodec_receive_packet(enc.p, packet.p)) < 0) {
-    throw Error("image '" + path + "': PNG encoding failed: " + av_error(rc));
-  }
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(packet.p->data), packet.p->size);
-  if (!out.flush()) throw InputError("image '" + path + "' cannot be written");
-}
-
 at::Tensor to_unit_range(const at::Tensor& frames) {
   OV_CHECK(frames.dim() == 4 && frames.size(3) == 3 && frames.scalar_type() == at::kByte, "to_unit_range takes uint8 [F, H, W, 3]");
   return frames.permute({3, 0, 1, 2}).to(at::kFloat).div(127.5).sub(1.0);

@@ -80,6 +80,8 @@ struct Options {
   int sample_count = 2;              // samples each time (the first held-out samples of rank 0)
   int sample_steps = 20;             // Euler steps of those samples
   double sample_guidance = 6.0;      // their classifier-free guidance
+  std::string sample_decoder;        // TorchScript video decoder: also a contact sheet of the samples
+  int sample_temporal_compression = 4, sample_spatial_compression = 8;  // the decoder's (Cosmos CV4x8x8's)
   int log_every = 10;
   int checkpoint_every = 0;          // steps; 0 = after every evaluation (the reference's behaviour)
   int keep_checkpoints = 3;

@@ -65,6 +65,8 @@ class RunLog {
     std::optional<double> eval_loss;
   };
   void write(const Point& p);
+  // An image (PNG bytes) for TensorBoard, on the writer rank.
+  void image(const std::string& tag, int64_t step, const std::string& png, int width, int height);
 
  private:
   bool writer_;

@@ -65,9 +65,6 @@ class VideoWriter {
   int64_t next_pts_ = 0;
 };
 
-// Writes one uint8 RGB image [H, W, 3] as a PNG file (FFmpeg's PNG encoder). Throws InputError naming the file.
-void write_png(const std::string& path, const at::Tensor& rgb);
-
 // Frames [F, H, W, 3] uint8 RGB -> [3, F, H, W] float in [-1, 1] (the video encoder's input).
 at::Tensor to_unit_range(const at::Tensor& frames);
 // The inverse: [3, F, H, W] in [-1, 1] (clamped) -> [F, H, W, 3] uint8.
