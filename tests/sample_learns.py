@@ -4,7 +4,9 @@ sample i in class i % 8, its latent the class's per-channel mean plus noise; sam
 of one sample of each class must give latents whose channel means lie nearest the right class's mean, with
 and without classifier-free guidance.
 
-    python sample_learns.py RUN_DIR OPENVID_SAMPLE WORK_DIR
+And sampling with context parallelism over 2 MPI ranks gives the single process's latents.
+
+    python sample_learns.py RUN_DIR OPENVID_SAMPLE WORK_DIR MPIEXEC
 """
 import glob
 import subprocess
@@ -14,7 +16,7 @@ import h5py
 import torch
 from safetensors.torch import load_file, save_file
 
-run, sample_bin, work = sys.argv[1:4]
+run, sample_bin, work, mpiexec = sys.argv[1:5]
 classes = 8
 with h5py.File(glob.glob(f"{run}/fake_data/*.h5")[0]) as h:
     bucket = h["buckets"][list(h["buckets"].keys())[0]]
@@ -25,9 +27,10 @@ means = torch.stack([latents[k::classes].mean(dim=(0, 2, 3, 4)) for k in range(c
 save_file({"text_states": text[:classes].contiguous()}, f"{work}/text.safetensors")
 
 
-def sample(guidance, seed, name):
+def sample(guidance, seed, name, ranks=0):
     out = f"{work}/{name}.safetensors"
-    subprocess.run([sample_bin, "--config", f"{run}/config.ini", "--weights", f"{run}/model.safetensors", "--text_states",
+    launch = [mpiexec, "--oversubscribe", "-n", str(ranks)] if ranks else []
+    subprocess.run(launch + [sample_bin, "--config", f"{run}/config.ini", "--weights", f"{run}/model.safetensors", "--text_states",
                     f"{work}/text.safetensors", "--shape", f"{frames}x{height}x{width}", "--steps", "20", "--guidance",
                     str(guidance), "--seed", str(seed), "--out", out], check=True)
     return load_file(out)["latents"]
@@ -45,4 +48,9 @@ for guidance, x in ((3, a), (1, sample(1, 1, "g1_s1"))):
     print(f"guidance {guidance}: {right} of {classes} samples nearest their class's mean (nearest: {nearest.tolist()})")
     if right < classes - 1:
         print(f"FAIL: with guidance {guidance} the samples do not follow their text"); failed = True
+cp = sample(3, 1, "g3_s1_cp2", ranks=2)
+err = (cp - a).abs().max().item()
+print(f"context parallel over 2 ranks: largest difference from one process {err:.2e}")
+if not err < 1e-4:
+    print("FAIL: sampling over 2 context-parallel ranks differs from one process"); failed = True
 sys.exit(1 if failed else 0)

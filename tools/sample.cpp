@@ -10,7 +10,9 @@
 //
 // text.safetensors: text_states [B, Lc, Dc]. out: latents [B, C, T, H, W] fp32 with the steps, guidance and
 // seed in its metadata. video_out: sample_000.mp4, ... (one per prompt), contact_sheet.png (a row of frames
-// per sample) and prompts.txt. The same seed gives the same latents on any device.
+// per sample) and prompts.txt. The same seed gives the same latents on any device. Under mpirun -np N the N
+// ranks sample together with context parallelism (each its slice of the latent frames, attention over all
+// of them, as in training): the same latents as one process, for videos longer than one device holds.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <boost/program_options.hpp>
@@ -19,7 +21,13 @@
 #include <fstream>
 #include <iostream>
 
+#include <torch/cuda.h>
+
+#include "openvid/comm/process_groups.h"
 #include "openvid/config/options.h"
+#include "openvid/parallel/cp_attention.h"
+#include "openvid/runtime/mpi_session.h"
+#include "openvid/runtime/universe.h"
 #include "openvid/data/synthetic.h"
 #include "openvid/model/dit.h"
 #include "openvid/model/safetensors.h"
@@ -110,6 +118,7 @@ std::string pick_weights(const std::string& weights, const std::string& ema) {
 }
 
 int sample(int argc, char** argv) {
+  const int world = ov::world_size(), rank = ov::world_rank();
   std::string config, weights, text_path, shape, out, device = "cpu", precision = "fp32";
   std::vector<std::string> prompts;
   std::string prompts_file, text_encoder, tokenizer, video_decoder, video_out = "samples", ema = "auto";
@@ -145,52 +154,97 @@ int sample(int argc, char** argv) {
       ("device", po::value(&device)->default_value(device), "cpu or cuda")
       ("precision", po::value(&precision)->default_value(precision), "fp32 or bf16 compute");
   po::variables_map vm;
-  ov::parse_tool_command_line(desc, argc, argv, vm);
+  ov::all_ranks_check(MPI_COMM_WORLD, [&] { ov::parse_tool_command_line(desc, argc, argv, vm); });
   if (vm.count("help")) {
-    std::cout << desc << "\n";
+    if (rank == 0) std::cout << desc << "\n";
     return 0;
   }
-  if (device != "cpu" && device != "cuda") throw ov::InputError("--device must be cpu or cuda (got '" + device + "')");
-  if (precision != "fp32" && precision != "bf16") throw ov::InputError("--precision must be fp32 or bf16 (got '" + precision + "')");
-  if (so.steps < 1) throw ov::InputError("--steps must be >= 1");
-  if (latent_scale == 0) throw ov::InputError("--latent_scale must not be 0");
-  const std::vector<std::string> all_prompts = read_prompts(prompts, prompts_file);
-  if (all_prompts.empty() == text_path.empty()) throw ov::InputError("give either --text_states or prompts (--prompt, --prompts_file)");
-  if (!all_prompts.empty() && text_encoder.empty()) throw ov::InputError("prompts need --text_encoder (a Hugging Face T5 encoder folder)");
-  const ov::Options options = ov::parse_command_line({"--config", config}).options;
-  so.shift = options.timestep_shift;
-  const auto [frames, height, width] = ov::data::parse_latent_shape(shape, "--shape");
-  const at::Device dev = device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-  const at::ScalarType dtype = precision == "bf16" ? at::kBFloat16 : at::kFloat;
-
+  // Everything a rank can find wrong before sampling, agreed on by every rank (one message, exit 2).
+  ov::Options options;
   at::Tensor text;
-  if (!text_path.empty()) {
-    const ov::model::TensorMap in = ov::model::read_safetensors(text_path).tensors;
-    const auto it = in.find("text_states");
-    if (it == in.end()) throw ov::InputError("'" + text_path + "' has no tensor 'text_states'");
-    text = it->second.to(at::kFloat);
-  } else {
-    text = encode_prompts(all_prompts, text_encoder, tokenizer, text_tokens, dev, dtype);
-  }
-  if (text.dim() != 3 || text.size(2) != options.model.text_dim) {
-    throw ov::InputError("the text states are " + c10::str(text.sizes()) + ", the model takes [B, Lc, " + std::to_string(options.model.text_dim) +
-                         "]: is the text encoder the one the training data was made with?");
-  }
+  ov::model::DiT model{nullptr};
+  ov::model::TokenWindow window;
+  int64_t frames = 0, height = 0, width = 0;
+  at::Device dev = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
+  std::vector<std::string> all_prompts;
+  std::string chosen;
+  ov::all_ranks_check(MPI_COMM_WORLD, [&] {
+    if (device != "cpu" && device != "cuda") throw ov::InputError("--device must be cpu or cuda (got '" + device + "')");
+    if (precision != "fp32" && precision != "bf16") throw ov::InputError("--precision must be fp32 or bf16 (got '" + precision + "')");
+    if (so.steps < 1) throw ov::InputError("--steps must be >= 1");
+    if (latent_scale == 0) throw ov::InputError("--latent_scale must not be 0");
+    all_prompts = read_prompts(prompts, prompts_file);
+    if (all_prompts.empty() == text_path.empty()) throw ov::InputError("give either --text_states or prompts (--prompt, --prompts_file)");
+    if (!all_prompts.empty() && text_encoder.empty()) throw ov::InputError("prompts need --text_encoder (a Hugging Face T5 encoder folder)");
+    options = ov::parse_command_line({"--config", config}).options;
+    so.shift = options.timestep_shift;
+    std::tie(frames, height, width) = std::tuple_cat(ov::data::parse_latent_shape(shape, "--shape"));
+    // One device per rank (a node's ranks take its GPUs in turn).
+    dev = device == "cuda" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(rank % std::max<int64_t>(1, torch::cuda::device_count())))
+                           : at::Device(at::kCPU);
+    dtype = precision == "bf16" ? at::kBFloat16 : at::kFloat;
+    const ov::model::DiTConfig& mc = options.model;
+    window.t = frames / mc.time_patch;
+    window.h = height / mc.patch;
+    window.w = width / mc.patch;
+    if (frames % mc.time_patch || height % mc.patch || width % mc.patch || window.t % world) {
+      throw ov::InputError("--shape " + shape + " does not fit the model (frames a multiple of time_patch " + std::to_string(mc.time_patch) +
+                           ", height and width of patch " + std::to_string(mc.patch) + ") and " + std::to_string(world) +
+                           " rank(s) (its latent frames / time_patch split evenly over them)");
+    }
+    window.t_count = window.t / world;
+    window.t_begin = rank * window.t_count;
 
-  ov::model::DiT model(options.model);
-  model->set_recompute_every(0);
-  const std::string chosen = pick_weights(weights, ema);
-  ov::model::load_state_dict(*model, ov::model::read_weights(chosen), chosen);
-  std::cout << "weights: " << chosen << (chosen != weights ? " (the moving average)" : "") << "\n";
-  model->to(dev);
-  model->set_compute_dtype(dtype);
+    if (!text_path.empty()) {
+      const ov::model::TensorMap in = ov::model::read_safetensors(text_path).tensors;
+      const auto it = in.find("text_states");
+      if (it == in.end()) throw ov::InputError("'" + text_path + "' has no tensor 'text_states'");
+      text = it->second.to(at::kFloat);
+    } else {
+      text = encode_prompts(all_prompts, text_encoder, tokenizer, text_tokens, dev, dtype);
+    }
+    if (text.dim() != 3 || text.size(2) != options.model.text_dim) {
+      throw ov::InputError("the text states are " + c10::str(text.sizes()) + ", the model takes [B, Lc, " + std::to_string(options.model.text_dim) +
+                           "]: is the text encoder the one the training data was made with?");
+    }
+
+    model = ov::model::DiT(options.model);
+    model->set_recompute_every(0);
+    chosen = pick_weights(weights, ema);
+    ov::model::load_state_dict(*model, ov::model::read_weights(chosen), chosen);
+    model->to(dev);
+    model->set_compute_dtype(dtype);
+    if (!video_decoder.empty() && !fs::is_regular_file(video_decoder)) throw ov::InputError("--video_decoder '" + video_decoder + "' does not exist");
+  });
+  if (rank == 0) std::cout << "weights: " << chosen << (chosen != weights ? " (the moving average)" : "") << "\n";
+  // Context parallelism over the ranks: the self-attention gathers every rank's keys and values.
+  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, 1, world, dev.is_cuda() ? ov::DeviceRequest::kCuda : ov::DeviceRequest::kCpu);
+  auto groups = ov::comm::ProcessGroups::create(u, dev.is_cuda() && world > 1 ? ov::comm::Backend::kNccl : ov::comm::Backend::kMpi,
+                                                std::chrono::milliseconds(600000));
+  if (world > 1) model->set_self_attention(std::make_shared<ov::parallel::CpSelfAttention>(groups.cp(), options.model.registers));
   // The noise is drawn on the CPU from the seed alone: the same latents start on any device.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const at::Tensor noise = at::normal(0.0, 1.0, {text.size(0), options.model.in_channels, frames, height, width}, gen);
-  so.progress = [](int64_t done, int64_t steps) {
-    std::cout << "\rsampling: step " << done << "/" << steps << (done == steps ? "\n" : "") << std::flush;
-  };
-  const at::Tensor latents = ov::model::sample_latents(model, noise.to(dev), text.to(dev), so).cpu();
+  if (rank == 0) {
+    so.progress = [](int64_t done, int64_t steps) {
+      std::cout << "\rsampling: step " << done << "/" << steps << (done == steps ? "\n" : "") << std::flush;
+    };
+  }
+  const int64_t tp = options.model.time_patch;
+  const at::Tensor local_noise = noise.narrow(2, window.t_begin * tp, window.t_count * tp).contiguous();
+  const at::Tensor local = ov::model::sample_latents(model, local_noise.to(dev), text.to(dev), so, world > 1 ? &window : nullptr);
+  at::Tensor latents = local.cpu();
+  if (world > 1) {  // every rank's time slice, in rank order
+    at::Tensor all = at::empty({world * local.numel()}, local.options());
+    groups.cp().all_gather(all, local.contiguous().view(-1)).wait();
+    latents = all.view({world, local.size(0), local.size(1), local.size(2), local.size(3), local.size(4)})
+                  .permute({1, 2, 0, 3, 4, 5})
+                  .reshape({local.size(0), local.size(1), world * local.size(2), local.size(3), local.size(4)})
+                  .cpu();
+  }
+  groups.finalize();
+  if (rank != 0) return 0;
   if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
   ov::model::write_safetensors(out, {{"latents", latents}},
                                {{"producer", ov::version_string() + " openvid_sample"}, {"steps", std::to_string(so.steps)},
@@ -210,4 +264,4 @@ int sample(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return ov::run_tool_main("openvid_sample", sample, argc, argv); }
+int main(int argc, char** argv) { return ov::run_mpi_main(argc, argv, sample); }

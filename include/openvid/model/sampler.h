@@ -18,7 +18,10 @@ struct SamplerOptions {
 };
 
 // noise [B, C, T, H, W] (the starting point, t = 1), text [B, Lc, Dc]: the latents [B, C, T, H, W] in fp32.
-// RoPE offsets 0. No gradients are kept.
-at::Tensor sample_latents(DiT& model, const at::Tensor& noise, const at::Tensor& text, const SamplerOptions& options);
+// RoPE offsets 0. No gradients are kept. With `window` (context parallelism: the model's self-attention
+// gathers the cp group's keys and values), `noise` is this rank's time slice of the window and so is the
+// result; every rank of the group calls it together.
+at::Tensor sample_latents(DiT& model, const at::Tensor& noise, const at::Tensor& text, const SamplerOptions& options,
+                          const TokenWindow* window = nullptr);
 
 }  // namespace ov::model
