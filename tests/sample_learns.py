@@ -27,12 +27,12 @@ means = torch.stack([latents[k::classes].mean(dim=(0, 2, 3, 4)) for k in range(c
 save_file({"text_states": text[:classes].contiguous()}, f"{work}/text.safetensors")
 
 
-def sample(guidance, seed, name, ranks=0):
+def sample(guidance, seed, name, ranks=0, extra=()):
     out = f"{work}/{name}.safetensors"
     launch = [mpiexec, "--oversubscribe", "-n", str(ranks)] if ranks else []
     subprocess.run(launch + [sample_bin, "--config", f"{run}/config.ini", "--weights", f"{run}/model.safetensors", "--text_states",
                     f"{work}/text.safetensors", "--shape", f"{frames}x{height}x{width}", "--steps", "20", "--guidance",
-                    str(guidance), "--seed", str(seed), "--out", out], check=True)
+                    str(guidance), "--seed", str(seed), "--out", out, *extra], check=True)
     return load_file(out)["latents"]
 
 
@@ -48,6 +48,11 @@ for guidance, x in ((3, a), (1, sample(1, 1, "g1_s1"))):
     print(f"guidance {guidance}: {right} of {classes} samples nearest their class's mean (nearest: {nearest.tolist()})")
     if right < classes - 1:
         print(f"FAIL: with guidance {guidance} the samples do not follow their text"); failed = True
+batched = sample(3, 1, "g3_s1_batch3", extra=("--batch_size", "3"))
+err = (batched - a).abs().max().item()
+print(f"in batches of 3: largest difference from one batch {err:.2e}")
+if not err < 1e-4:
+    print("FAIL: sampling in batches changes the samples beyond rounding"); failed = True
 cp = sample(3, 1, "g3_s1_cp2", ranks=2)
 err = (cp - a).abs().max().item()
 print(f"context parallel over 2 ranks: largest difference from one process {err:.2e}")

@@ -121,7 +121,8 @@ int sample(int argc, char** argv) {
   const int world = ov::world_size(), rank = ov::world_rank();
   std::string config, weights, text_path, shape, out, device = "cpu", precision = "fp32";
   std::vector<std::string> prompts;
-  std::string prompts_file, text_encoder, tokenizer, video_decoder, video_out = "samples", ema = "auto";
+  std::string prompts_file, text_encoder, tokenizer, video_decoder, video_out = "samples", ema = "auto", video_shape;
+  int64_t batch_size = 0;
   int64_t text_tokens = 512;
   int fps = 24;
   double latent_scale = 1.0, latent_shift = 0.0;
@@ -139,7 +140,9 @@ int sample(int argc, char** argv) {
       ("text_encoder", po::value(&text_encoder), "Hugging Face T5 encoder folder for the prompts")
       ("tokenizer", po::value(&tokenizer), "spiece.model or its folder (default: in --text_encoder)")
       ("text_tokens", po::value(&text_tokens)->default_value(text_tokens), "tokens per prompt (as in preprocessing)")
-      ("shape", po::value(&shape)->required(), "latent FRAMESxHEIGHTxWIDTH, e.g. 16x64x64")
+      ("shape", po::value(&shape), "latent FRAMESxHEIGHTxWIDTH, e.g. 16x64x64")
+      ("video_shape", po::value(&video_shape), "or the video's FRAMESxHEIGHTxWIDTH in pixels, e.g. 61x512x512 (by the compression factors)")
+      ("batch_size", po::value(&batch_size)->default_value(batch_size), "samples per model call (0: all at once); each sample keeps its noise, so results agree up to rounding")
       ("out", po::value(&out)->required(), "safetensors to write: latents [B, C, T, H, W] fp32")
       ("video_decoder", po::value(&video_decoder), "TorchScript video decoder: also write MP4 files and a contact sheet")
       ("video_out", po::value(&video_out)->default_value(video_out), "folder for the videos")
@@ -179,6 +182,17 @@ int sample(int argc, char** argv) {
     if (!all_prompts.empty() && text_encoder.empty()) throw ov::InputError("prompts need --text_encoder (a Hugging Face T5 encoder folder)");
     options = ov::parse_command_line({"--config", config}).options;
     so.shift = options.timestep_shift;
+    if (shape.empty() == video_shape.empty()) throw ov::InputError("give the size as --shape (latent) or --video_shape (pixels)");
+    if (!video_shape.empty()) {  // pixels -> latent by the decoder's compression
+      const auto [f, h, w] = ov::data::parse_latent_shape(video_shape, "--video_shape");
+      const int64_t tc = compression.temporal, sc = compression.spatial;
+      if ((f - 1) % tc || h % sc || w % sc) {
+        throw ov::InputError("--video_shape " + video_shape + " is not 1 + " + std::to_string(tc) + "k frames of multiples of " + std::to_string(sc) +
+                             " pixels (--temporal_compression, --spatial_compression)");
+      }
+      shape = std::to_string(1 + (f - 1) / tc) + "x" + std::to_string(h / sc) + "x" + std::to_string(w / sc);
+    }
+    if (batch_size < 0) throw ov::InputError("--batch_size must be >= 0");
     std::tie(frames, height, width) = std::tuple_cat(ov::data::parse_latent_shape(shape, "--shape"));
     // One device per rank (a node's ranks take its GPUs in turn).
     dev = device == "cuda" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(rank % std::max<int64_t>(1, torch::cuda::device_count())))
@@ -233,7 +247,14 @@ int sample(int argc, char** argv) {
   }
   const int64_t tp = options.model.time_patch;
   const at::Tensor local_noise = noise.narrow(2, window.t_begin * tp, window.t_count * tp).contiguous();
-  const at::Tensor local = ov::model::sample_latents(model, local_noise.to(dev), text.to(dev), so, world > 1 ? &window : nullptr);
+  std::vector<at::Tensor> parts;  // batch by batch: each sample's noise is its own whatever the batch size
+  const int64_t n = text.size(0), step = batch_size > 0 ? batch_size : n;
+  for (int64_t first = 0; first < n; first += step) {
+    const int64_t count = std::min(step, n - first);
+    parts.push_back(ov::model::sample_latents(model, local_noise.narrow(0, first, count).to(dev), text.narrow(0, first, count).to(dev), so,
+                                              world > 1 ? &window : nullptr));
+  }
+  const at::Tensor local = at::cat(parts);
   at::Tensor latents = local.cpu();
   if (world > 1) {  // every rank's time slice, in rank order
     at::Tensor all = at::empty({world * local.numel()}, local.options());
