@@ -124,22 +124,29 @@ if(NOT OPENVID_WITH_NCCL STREQUAL "OFF" AND (OPENVID_TORCH_CUDA OR OPENVID_WITH_
   endif()
 endif()
 
-# ---- preprocessing: SentencePiece and FFmpeg (optional) ------------------------------------------------
-# The text encoder's tokenizer and the videos' decoding. AUTO builds the preprocessing library and tool when
-# both are found (Debian: libsentencepiece-dev, libavformat-dev, libavcodec-dev, libswscale-dev, which
-# tools/setup.sh installs); the trainer never needs them.
+# ---- FFmpeg and SentencePiece (optional) ------------------------------------------------------------------
+# FFmpeg's libraries (Debian: libavformat-dev libavcodec-dev libswscale-dev): video files, in openvid_core when
+# found (OPENVID_HAVE_FFMPEG: MP4 files of samples, the preprocessing's decoding). SentencePiece (Debian:
+# libsentencepiece-dev): T5's tokenizer. The preprocessing library and tool need both (AUTO builds them when
+# both are found; tools/setup.sh installs them); training needs neither.
 set(OPENVID_HAVE_PREPROCESS OFF)
+set(OPENVID_HAVE_FFMPEG OFF)
 if(NOT OPENVID_WITH_PREPROCESS STREQUAL "OFF")
   find_package(PkgConfig QUIET)
   if(PkgConfig_FOUND)
     pkg_check_modules(OPENVID_SENTENCEPIECE QUIET IMPORTED_TARGET sentencepiece)
     pkg_check_modules(OPENVID_FFMPEG QUIET IMPORTED_TARGET libavformat libavcodec libswscale libavutil)
   endif()
+  if(OPENVID_FFMPEG_FOUND)
+    set(OPENVID_HAVE_FFMPEG ON)
+    target_link_libraries(openvid_deps INTERFACE PkgConfig::OPENVID_FFMPEG)
+    target_compile_definitions(openvid_deps INTERFACE OPENVID_HAVE_FFMPEG=1)
+  endif()
   if(OPENVID_SENTENCEPIECE_FOUND AND OPENVID_FFMPEG_FOUND)
     set(OPENVID_HAVE_PREPROCESS ON)
     add_library(openvid_preprocess_deps INTERFACE)
     add_library(openvid::preprocess_deps ALIAS openvid_preprocess_deps)
-    target_link_libraries(openvid_preprocess_deps INTERFACE PkgConfig::OPENVID_SENTENCEPIECE PkgConfig::OPENVID_FFMPEG)
+    target_link_libraries(openvid_preprocess_deps INTERFACE PkgConfig::OPENVID_SENTENCEPIECE)
     # libsentencepiece and LibTorch's libc10 both define the global int FLAGS_minloglevel (sentencepiece's is
     # an object of its own flags library). With libc10 first in the lookup order, sentencepiece's start-up
     # constructs its object over libc10's int and the bytes after it (seen: a mutex of c10 corrupted, so the

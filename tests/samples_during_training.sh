@@ -32,6 +32,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 for step in (20, 40):
     png = open(f"{w}/a/samples/step_000000{step}.png", "rb").read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (8 * 128, 3 * 128), struct.unpack(">II", png[16:24])
+import os
+for i in range(3):  # and a video file per sample where openvid has FFmpeg
+    mp4 = f"{w}/a/samples/step_00000040_{i}.mp4"
+    if os.environ.get("OPENVID_HAVE_FFMPEG") == "1":
+        assert open(mp4, "rb").read(12)[4:8] == b"ftyp", mp4
 ea = EventAccumulator(f"{w}/a/tensorboard", size_guidance={"images": 0}); ea.Reload()
 images = ea.Images("samples/contact_sheet")
 assert [i.step for i in images] == [20, 40] and (images[0].width, images[0].height) == (1024, 384), [(i.step, i.width, i.height) for i in images]

@@ -39,6 +39,8 @@
 #include "openvid/video/png.h"
 #if OPENVID_HAVE_PREPROCESS
 #include "openvid/text/tokenizer.h"
+#endif
+#if OPENVID_HAVE_FFMPEG
 #include "openvid/video/video_io.h"
 #endif
 
@@ -83,7 +85,7 @@ at::Tensor encode_prompts(const std::vector<std::string>& prompts, const std::st
 // Decodes each sample's latent to video: MP4 files, a contact sheet of up to 8 frames per sample.
 void write_videos(const at::Tensor& latents, const std::string& decoder, const ov::video::Compression& compression, double scale, double shift,
                   const std::string& dir, int fps, const at::Device& device, at::ScalarType dtype) {
-#if OPENVID_HAVE_PREPROCESS
+#if OPENVID_HAVE_FFMPEG
   const ov::video::LatentCodec dec(decoder, ov::video::LatentCodec::Part::kDecoder, compression, device, dtype);
   fs::create_directories(dir);
   std::vector<at::Tensor> videos;
@@ -101,7 +103,8 @@ void write_videos(const at::Tensor& latents, const std::string& decoder, const o
       << ov::video::encode_png(ov::video::contact_sheet(at::stack(videos), 8, 1 << 20));  // frames at full size
 #else
   (void)latents, (void)decoder, (void)compression, (void)scale, (void)shift, (void)dir, (void)fps, (void)device, (void)dtype;
-  needs_preprocessing_libraries("--video_decoder");
+  throw ov::InputError("--video_decoder writes MP4 files through FFmpeg, which this build of openvid was made without: install "
+                       "libavformat-dev libavcodec-dev libswscale-dev and rebuild (tools/setup.sh does both)");
 #endif
 }
 

@@ -35,6 +35,9 @@
 #include "openvid/train/setup.h"
 #include "openvid/video/latent_codec.h"
 #include "openvid/video/png.h"
+#if OPENVID_HAVE_FFMPEG
+#include "openvid/video/video_io.h"
+#endif
 
 namespace ov::train {
 using Clock = std::chrono::steady_clock;
@@ -363,7 +366,16 @@ Trainer::Samples Trainer::write_samples(int64_t done) {
           out.png = video::encode_png(sheet);
           out.height = static_cast<int>(sheet.size(0));
           out.width = static_cast<int>(sheet.size(1));
-          std::ofstream(path.substr(0, path.size() - std::string(".safetensors").size()) + ".png", std::ios::binary) << out.png;
+          const std::string stem = path.substr(0, path.size() - std::string(".safetensors").size());
+          std::ofstream(stem + ".png", std::ios::binary) << out.png;
+#if OPENVID_HAVE_FFMPEG
+          for (int64_t i = 0; i < videos.size(0); ++i) {  // and each sample as a video file
+            const at::Tensor frames = video::to_rgb_frames(videos[i]);
+            video::VideoWriter w(stem + "_" + std::to_string(i) + ".mp4", static_cast<int>(frames.size(2)), static_cast<int>(frames.size(1)), 24);
+            for (int64_t f = 0; f < frames.size(0); ++f) w.write(frames[f]);
+            w.finish();
+          }
+#endif
         }
       },
       kExitFailure);
