@@ -10,25 +10,12 @@ blocks, of which 512 text tokens give few. And the self-attention in G calls ove
   python3 bench/attention_shapes.py --widths 1024 2048 4096 --tokens 8208 --text_tokens 512 --batch 2
 """
 import argparse
-import statistics
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-
-def time_ms(fn, iters=10, warmup=3):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        out.append(a.elapsed_time(b))
-    return statistics.median(out)
+from cuda_timing import time_ms
 
 
 def heads(b, l, h, d, dev):

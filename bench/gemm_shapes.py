@@ -9,23 +9,9 @@ product and the block's total, so a slow shape stands out from the trace's kerne
   python3 bench/gemm_shapes.py --widths 1024 2048 4096 --tokens 16416 --text_tokens 1024
 """
 import argparse
-import statistics
-
 import torch
 
-
-def time_ms(fn, iters, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+from cuda_timing import time_ms
 
 
 def main():
