@@ -9,6 +9,7 @@ product and the block's total, so a slow shape stands out from the trace's kerne
   python3 bench/gemm_shapes.py --widths 1024 2048 4096 --tokens 16416 --text_tokens 1024
 """
 import argparse
+
 import torch
 
 from cuda_timing import time_ms
