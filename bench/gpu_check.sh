@@ -17,4 +17,4 @@ mpiexec -n 1 build-gpu/openvid_mpi --backend nccl --device cuda 2>&1 | tail -4
 echo "== 2 ranks on 1 GPU: must refuse with one message (exit 2)"
 mpiexec -n 2 --oversubscribe build-gpu/openvid_mpi 2>&1 | grep -E "error:" ; echo "exit ${PIPESTATUS[0]}"
 echo "== ctest"
-ctest --test-dir build-gpu -j 8 2>&1 | tee "$out/ctest.log" | grep -E "tests passed|Total Test time|\((Failed|Timeout|Skipped|Not Run)\)"
+ctest --test-dir build-gpu -j 8 --output-on-failure 2>&1 | tee "$out/ctest.log" | grep -E "tests passed|Total Test time|\((Failed|Timeout|Skipped|Not Run)\)"
