@@ -73,16 +73,16 @@ std::string shared_temp_dir(const std::string& prefix) {
   return ov::broadcast_string(MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / (prefix + std::to_string(::getpid()))).string());
 }
 
-// Collective: a small synthetic dataset under `dir`/data (48 samples of [4, 4, 4, 6], text [5, 24]).
-ov::data::SyntheticSpec small_dataset(const std::string& dir) {
+// Collective over `comm`: a small synthetic dataset under `dir`/data (`samples` samples of [4, 4, 4, 6], text [5, 24]).
+ov::data::SyntheticSpec small_dataset(const std::string& dir, MPI_Comm comm = MPI_COMM_WORLD, int64_t samples = 48) {
   ov::data::SyntheticSpec spec;
   spec.directory = dir + "/data";
   spec.shapes = {{4, 4, 6}};
-  spec.samples_per_bucket = 48;
+  spec.samples_per_bucket = samples;
   spec.channels = 4;
   spec.text_tokens = 5;
   spec.text_dim = 24;
-  ov::data::write_synthetic_dataset(MPI_COMM_WORLD, spec);
+  ov::data::write_synthetic_dataset(comm, spec);
   return spec;
 }
 
@@ -176,15 +176,8 @@ BOOST_AUTO_TEST_CASE(reference_state_dicts_round_trip) {
   const int me = ov::world_rank();
   const std::string dir = (std::filesystem::temp_directory_path() / ("openvid_roundtrip_" + std::to_string(::getpid()) + "_" +
                                                                      std::to_string(me))).string();
-  ov::data::SyntheticSpec spec;
-  spec.directory = dir + "/data";
-  spec.shapes = {{4, 4, 6}};
-  spec.samples_per_bucket = 8;
-  spec.channels = 4;
-  spec.text_tokens = 5;
-  spec.text_dim = 24;
+  const ov::data::SyntheticSpec spec = small_dataset(dir, MPI_COMM_SELF, 8);
   ov::Universe u = ov::Universe::create(MPI_COMM_SELF, 1, 1, ov::DeviceRequest::kCpu);
-  ov::data::write_synthetic_dataset(MPI_COMM_SELF, spec);
   auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
   for (bool affine : {false, true}) {
     ov::Options o = options_for(spec.directory, dir, affine ? "affine" : "plain", 1, 1, 2);

@@ -12,7 +12,6 @@
 #include <torch/cuda.h>
 
 #include <algorithm>
-#include <chrono>
 #include <iomanip>
 #include <iostream>
 

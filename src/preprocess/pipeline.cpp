@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -170,18 +171,19 @@ json process_part(int64_t p, const std::vector<Clip>& clips, size_t first, size_
     std::vector<at::Tensor> states;
     const auto t0 = Clock::now();
     for (size_t k = 0; k < members.size(); k += static_cast<size_t>(o.batch_size)) {
-      std::vector<std::string> captions;
-      for (size_t m = k; m < std::min(members.size(), k + static_cast<size_t>(o.batch_size)); ++m) {
+      const size_t end = std::min(members.size(), k + static_cast<size_t>(o.batch_size));
+      at::Tensor ids = at::empty({static_cast<int64_t>(end - k), o.text_tokens}, at::kLong);  // each caption tokenized once
+      for (size_t m = k; m < end; ++m) {
         const Clip& c = clips[members[m]];
         bool cut = false;
-        enc.tokenizer.encode(c.caption, o.text_tokens, &cut);
+        const std::vector<int64_t> row = enc.tokenizer.encode(c.caption, o.text_tokens, &cut);
+        std::copy(row.begin(), row.end(), ids[static_cast<int64_t>(m - k)].data_ptr<int64_t>());
         if (cut) notes.push_back("row " + std::to_string(c.row) + " (" + c.video + "): caption cut to " + std::to_string(o.text_tokens - 1) + " tokens and EOS");
         if (static_cast<int64_t>(c.caption.size()) > o.caption_bytes) {
           notes.push_back("row " + std::to_string(c.row) + " (" + c.video + "): caption stored cut to " + std::to_string(o.caption_bytes) + " bytes");
         }
-        captions.push_back(c.caption);
       }
-      states.push_back(enc.text.encode(enc.tokenizer.encode(captions, o.text_tokens)).cpu());
+      states.push_back(enc.text.encode(ids).cpu());
     }
     t.text_encode += seconds_since(t0);
     r.text = at::cat(states);
@@ -284,20 +286,21 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
 
   const auto n = static_cast<int64_t>(list.clips.size());
   const int64_t parts = (n + o.clips_per_shard - 1) / o.clips_per_shard;
-  int64_t done_here = 0, resumed = 0;
-  StageTimes mine;
+  // The clips of the parts not finished yet (a restart's remaining work), for rank 0's ETA.
+  int64_t todo = 0;
+  for (int64_t p = 0; root && p < parts; ++p) {
+    if (!fs::exists(fs::path(o.out) / part_name(p, "json"))) todo += std::min(n, (p + 1) * o.clips_per_shard) - p * o.clips_per_shard;
+  }
+  int64_t done_here = 0;
   const auto t_work = Clock::now();
   for (int64_t p = rank; p < parts; p += ranks) {
-    if (fs::exists(fs::path(o.out) / part_name(p, "json"))) {
-      ++resumed;
-      continue;
-    }
+    if (fs::exists(fs::path(o.out) / part_name(p, "json"))) continue;  // finished by an earlier run
     const auto first = static_cast<size_t>(p * o.clips_per_shard), last = static_cast<size_t>(std::min(n, (p + 1) * o.clips_per_shard));
     const json j = process_part(p, list.clips, first, last, *enc, o);
     done_here += static_cast<int64_t>(last - first);
     if (root) {
       const double rate = static_cast<double>(done_here) / seconds_since(t_work);
-      const double left = static_cast<double>(n) - static_cast<double>(done_here) * ranks - static_cast<double>(resumed * o.clips_per_shard) * ranks;
+      const double left = static_cast<double>(todo) - static_cast<double>(done_here) * ranks;
       std::cout << "preprocess: part " << p + 1 << " of " << parts << " (" << j["clips"].get<int64_t>() << " clips, " << j["skipped"].size()
                 << " skipped); rank 0 at " << std::fixed << std::setprecision(2) << rate << " clips/s, ~" << rate * ranks
                 << " clips/s on " << ranks << " ranks, ETA " << std::setprecision(0) << std::max(0.0, left / (rate * ranks)) << " s\n"
