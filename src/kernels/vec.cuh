@@ -13,21 +13,41 @@ struct alignas(16) Bf16x8 {
   __nv_bfloat162 h[4];
 };
 
+// Through uint4: a struct of four bfloat162 would be copied member by member, as four 4-byte accesses.
 __device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[kVec]) {
-  const Bf16x8 raw = *reinterpret_cast<const Bf16x8*>(p);
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(raw.h[i]);
+    const float2 f = __bfloat1622float2(h[i]);
     v[2 * i] = f.x;
     v[2 * i + 1] = f.y;
   }
 }
 
-__device__ __forceinline__ void store8(__nv_bfloat16* p, const float (&v)[kVec]) {
-  Bf16x8 raw;
+// The raw 16 bytes of 8 bf16 values: a load issued early (software pipelining) and converted at first use.
+struct alignas(16) Raw8 {
+  uint4 bits;
+};
+__device__ __forceinline__ Raw8 load_raw8(const __nv_bfloat16* p) { return {*reinterpret_cast<const uint4*>(p)}; }
+__device__ __forceinline__ void unpack8(const Raw8& raw, float (&v)[kVec]) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw.bits);
 #pragma unroll
-  for (int i = 0; i < 4; ++i) raw.h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-  *reinterpret_cast<Bf16x8*>(p) = raw;
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(h[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
+
+__device__ __forceinline__ unsigned pack_bf16x2(float a, float b) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const unsigned*>(&h);
+}
+
+// __stwb (an ordinary write-back store): a plain uint4 assignment was split into four 4-byte stores.
+__device__ __forceinline__ void store8(__nv_bfloat16* p, const float (&v)[kVec]) {
+  __stwb(reinterpret_cast<uint4*>(p), make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7])));
 }
 
 __device__ __forceinline__ void load8(const float* p, float (&v)[kVec]) {
