@@ -15,6 +15,7 @@
 
 #include "openvid/comm/process_groups.h"
 #include "openvid/data/synthetic.h"
+#include "openvid/kernels/fused.h"
 #include "openvid/kernels/launch.h"
 #include "openvid/kernels/noise.h"
 #include "openvid/kernels/stream.h"
@@ -211,6 +212,38 @@ BOOST_AUTO_TEST_CASE(fused_block_operations_match_their_aten_compositions) {
       check_close(l->bf16.grad(), l->fp32.grad(), std::string("mlp ") + name);
     }
   }
+}
+
+// The GELU kernels against ATen's bf16 GELU: the forward bit for bit; the backward's input gradient within
+// bf16 rounding of ATen's, its bias gradient the column sums of that gradient as stored, and its input buffer
+// holding ATen's GELU output afterwards, bit for bit (the next linear's weight gradient reads it). Rows past
+// a chunk and columns past a block's width.
+BOOST_AUTO_TEST_CASE(gelu_kernels_match_aten) {
+  BOOST_REQUIRE(at::hasCUDA() && ov::kernels::available());
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(11);
+  const int64_t rows = 150, cols = 2056;  // 150 = 2 x 64 + 22 rows; 2056 = 257 vectors of 8
+  const at::Tensor a = (at::normal(0, 2, {rows, cols}, g)).to(at::kBFloat16).to(kCuda);
+  const at::Tensor da = at::normal(0, 1, {rows, cols}, g).to(at::kBFloat16).to(kCuda);
+  auto bits = [](const at::Tensor& t) { return static_cast<ov::kernels::bf16_t*>(t.data_ptr()); };
+  const ov::kernels::Stream stream = ov::kernels::current_stream(kCuda);
+
+  const at::Tensor h = at::full_like(a, std::nan(""));
+  ov::kernels::gelu_forward(bits(a), bits(h), a.numel(), stream);
+  const at::Tensor want_h = at::gelu(a);
+  BOOST_CHECK_MESSAGE(at::equal(h, want_h), "GELU forward differs from ATen's in "
+                                                << (h != want_h).sum().item<int64_t>() << " of " << h.numel() << " elements");
+
+  const at::Tensor da_out = da.clone(), a_out = a.clone();
+  const at::Tensor db = at::full({cols}, std::nan(""), a.options().dtype(at::kFloat));
+  const at::Tensor workspace = at::empty({ov::kernels::gelu_backward_workspace(rows, cols)}, db.options());
+  ov::kernels::gelu_backward_recompute(bits(da_out), bits(a_out), db.data_ptr<float>(), workspace.data_ptr<float>(), rows, cols, stream);
+  BOOST_CHECK_MESSAGE(at::equal(a_out, want_h), "recomputed GELU output differs from ATen's in "
+                                                    << (a_out != want_h).sum().item<int64_t>() << " elements");
+  const at::Tensor want_da = at::gelu_backward(da.to(at::kFloat), a.to(at::kFloat));
+  const double err = relative_error(da_out, want_da);
+  BOOST_CHECK_MESSAGE(err < 4e-3, "GELU input gradient: relative error " << err);
+  const double bias_err = relative_error(db, da_out.to(at::kFloat).sum(0));
+  BOOST_CHECK_MESSAGE(bias_err < 1e-5, "bias gradient vs the column sums of the stored gradient: relative error " << bias_err);
 }
 
 // After the first step (plans, caches), a training step makes the host wait for the device once: when

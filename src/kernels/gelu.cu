@@ -1,8 +1,10 @@
-// The MLP's GELU backward fused with its bias gradient (include/openvid/kernels/fused.h).
+// The MLP's GELU (include/openvid/kernels/fused.h): the forward, and a backward that recomputes the
+// forward's output from its input in the same pass as the input gradient and the bias gradient.
 //
-// A CUDA block owns kGeluRows rows and kGeluThreads * 8 columns of [rows, cols]; each thread 8 columns
-// (16-byte accesses), its column sums in registers across the rows. Blocks write their sums as partials
-// [chunks, cols]; the second pass adds the chunks in order, so the result is deterministic.
+// Backward layout: a CUDA block owns kGeluRows rows and kGeluThreads * 8 columns of [rows, cols]; each thread
+// 8 columns (16-byte accesses), kGeluBatch rows' loads issued before the first use, its column sums in
+// registers across the rows. Blocks write their sums as partials [chunks, cols]; the second pass adds the
+// chunks in order, so the result is deterministic.
 #include <cuda_bf16.h>
 
 #include "openvid/kernels/cuda_check.h"
@@ -15,38 +17,70 @@ namespace {
 using bf16 = __nv_bfloat16;
 constexpr int kGeluThreads = 256;
 constexpr int64_t kGeluRows = 64;
+constexpr int kGeluBatch = 4;  // rows in flight per thread: 2 x 4 16-byte loads before the first use
+constexpr int kForwardVectors = 2;  // 16-byte vectors per thread in the forward
 constexpr int kFinalThreads = 256;
+
+constexpr float kAlpha = 0.70710678118654752440f;  // 1 / sqrt(2)
+constexpr float kBeta = 0.39894228040143267794f;   // 1 / sqrt(2 pi)
 
 int64_t row_chunks(int64_t rows) { return (rows + kGeluRows - 1) / kGeluRows; }
 
-// d/da of the exact GELU a * Phi(a), as ATen computes it: Phi(a) + a * phi(a).
-__device__ __forceinline__ float gelu_grad(float a) {
-  constexpr float kAlpha = 0.70710678118654752440f;         // 1 / sqrt(2)
-  constexpr float kBeta = 0.39894228040143267794f;          // 1 / sqrt(2 pi)
-  const float cdf = 0.5f * (1.f + erff(a * kAlpha));
-  return cdf + a * kBeta * expf(-0.5f * a * a);
+// Phi(a), the standard normal CDF. GELU(a) = a * Phi(a) equals ATen's a * 0.5 * (1 + erf(a / sqrt(2))) to
+// the bit (the halving is exact either way), so the recomputed output is the forward's.
+__device__ __forceinline__ float normal_cdf(float a) { return 0.5f * (1.f + erff(a * kAlpha)); }
+
+__global__ void __launch_bounds__(kGeluThreads) gelu_forward_kernel(const bf16* __restrict__ a, bf16* __restrict__ h, int64_t vectors) {
+  const int64_t first = (static_cast<int64_t>(blockIdx.x) * kGeluThreads * kForwardVectors + threadIdx.x);
+  float v[kForwardVectors][kVec];
+#pragma unroll
+  for (int j = 0; j < kForwardVectors; ++j) {
+    const int64_t at = first + j * kGeluThreads;
+    if (at < vectors) load8(a + at * kVec, v[j]);
+  }
+#pragma unroll
+  for (int j = 0; j < kForwardVectors; ++j) {
+    const int64_t at = first + j * kGeluThreads;
+    if (at >= vectors) continue;
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) v[j][i] *= normal_cdf(v[j][i]);
+    store8(h + at * kVec, v[j]);
+  }
 }
 
+// da <- da * GELU'(a) (GELU'(a) = Phi(a) + a * phi(a), as ATen computes it), a <- GELU(a), column partials
+// of the new da as stored.
 __global__ void __launch_bounds__(kGeluThreads)
-    gelu_backward_kernel(bf16_t* __restrict__ da_, const bf16_t* __restrict__ a_, float* __restrict__ partials, int64_t rows,
-                         int64_t cols) {
+    gelu_backward_kernel(bf16_t* __restrict__ da_, bf16_t* __restrict__ a_, float* __restrict__ partials, int64_t rows, int64_t cols) {
   const int64_t col = (static_cast<int64_t>(blockIdx.x) * kGeluThreads + threadIdx.x) * kVec;
   const int64_t chunk = blockIdx.y;
   if (col >= cols) return;
+  bf16* const da = reinterpret_cast<bf16*>(da_) + col;
+  bf16* const a = reinterpret_cast<bf16*>(a_) + col;
   float sum[kVec] = {};
   const int64_t end = min(rows, (chunk + 1) * kGeluRows);
-#pragma unroll 4
-  for (int64_t r = chunk * kGeluRows; r < end; ++r) {
-    bf16* da = reinterpret_cast<bf16*>(da_) + r * cols + col;
-    float g[kVec], a[kVec];
-    load8(da, g);
-    load8(reinterpret_cast<const bf16*>(a_) + r * cols + col, a);
+  for (int64_t r0 = chunk * kGeluRows; r0 < end; r0 += kGeluBatch) {
+    float g[kGeluBatch][kVec], x[kGeluBatch][kVec];
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) {
-      g[i] = __bfloat162float(__float2bfloat16_rn(g[i] * gelu_grad(a[i])));  // summed as stored
-      sum[i] += g[i];
+    for (int k = 0; k < kGeluBatch; ++k) {
+      if (r0 + k >= end) continue;
+      load8(da + (r0 + k) * cols, g[k]);
+      load8(a + (r0 + k) * cols, x[k]);
     }
-    store8(da, g);
+#pragma unroll
+    for (int k = 0; k < kGeluBatch; ++k) {
+      if (r0 + k >= end) continue;
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) {
+        const float cdf = normal_cdf(x[k][i]);
+        const float grad = cdf + x[k][i] * kBeta * expf(-0.5f * x[k][i] * x[k][i]);
+        g[k][i] = __bfloat162float(__float2bfloat16_rn(g[k][i] * grad));  // summed as stored
+        sum[i] += g[k][i];
+        x[k][i] *= cdf;
+      }
+      store8(da + (r0 + k) * cols, g[k]);
+      store8(a + (r0 + k) * cols, x[k]);
+    }
   }
   float* out = partials + chunk * cols + col;
   reinterpret_cast<float4*>(out)[0] = make_float4(sum[0], sum[1], sum[2], sum[3]);
@@ -64,9 +98,17 @@ __global__ void __launch_bounds__(kFinalThreads) column_sum_kernel(const float* 
 
 }  // namespace
 
+void gelu_forward(const bf16_t* a, bf16_t* h, int64_t n, Stream stream) {
+  const int64_t vectors = n / kVec;
+  if (vectors == 0) return;
+  gelu_forward_kernel<<<blocks_for(vectors, kGeluThreads * kForwardVectors), kGeluThreads, 0, stream>>>(reinterpret_cast<const bf16*>(a),
+                                                                                                        reinterpret_cast<bf16*>(h), vectors);
+  OV_CUDA_CHECK_LAUNCH();
+}
+
 int64_t gelu_backward_workspace(int64_t rows, int64_t cols) { return row_chunks(rows) * cols; }
 
-void gelu_backward_bias(bf16_t* da, const bf16_t* a, float* db, float* workspace, int64_t rows, int64_t cols, Stream stream) {
+void gelu_backward_recompute(bf16_t* da, bf16_t* a, float* db, float* workspace, int64_t rows, int64_t cols, Stream stream) {
   if (cols == 0) return;
   const int64_t chunks = row_chunks(rows);
   if (rows > 0) {

@@ -79,8 +79,9 @@ void rope_split_backward(const bf16_t*, HeadStrides, const bf16_t*, HeadStrides,
                          const bf16_t*, const bf16_t*, const bf16_t*, bf16_t*, bf16_t*, float*, int64_t, int64_t, int64_t, int64_t, Stream) {
   missing("rope_split_backward");
 }
+void gelu_forward(const bf16_t*, bf16_t*, int64_t, Stream) { missing("gelu_forward"); }
 int64_t gelu_backward_workspace(int64_t, int64_t) { return 0; }
-void gelu_backward_bias(bf16_t*, const bf16_t*, float*, float*, int64_t, int64_t, Stream) { missing("gelu_backward_bias"); }
+void gelu_backward_recompute(bf16_t*, bf16_t*, float*, float*, int64_t, int64_t, Stream) { missing("gelu_backward_recompute"); }
 #endif
 
 }  // namespace ov::kernels

@@ -197,15 +197,19 @@ class AttentionHeads : public torch::autograd::Function<AttentionHeads> {
   }
 };
 
-// fc2(GELU(fc1(x))) saving x and fc1(x): the GELU output is recomputed in backward, and GELU's backward
-// comes with fc1's bias gradient from one kernel (bf16 on CUDA, hidden width a multiple of 8).
+// fc2(GELU(fc1(x))) saving x and fc1(x) only (GELU's output is the block's largest activation, [tokens, 4D]).
+// Backward recomputes GELU's output over fc1(x) in place, in the kernel pass that also makes fc1's input and
+// bias gradients, so the GELU costs one pass forward and one backward (bf16 on CUDA, hidden width a
+// multiple of 8).
 class GeluMlp : public torch::autograd::Function<GeluMlp> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                                const at::Tensor& b2) {
-    const at::Tensor a = at::linear(x, w1, b1);
+    const at::Tensor a = contiguous_aligned(at::linear(x, w1, b1));
+    const at::Tensor h = at::empty_like(a);
+    kernels::gelu_forward(bits(a), mutable_bits(h), a.numel(), stream_of(a));
     ctx->save_for_backward({x, a, w1, w2});
-    return {at::linear(at::gelu(a), w2, b2)};
+    return {at::linear(h, w2, b2)};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -213,18 +217,14 @@ class GeluMlp : public torch::autograd::Function<GeluMlp> {
     const at::Tensor &x = saved[0], &a = saved[1], &w1 = saved[2], &w2 = saved[3];
     const int64_t hidden = a.size(-1);
     const at::Tensor g2 = grads[0].reshape({-1, grads[0].size(-1)});
-    at::Tensor dw2;
-    {
-      const at::Tensor h = at::gelu(a).reshape({-1, hidden});
-      dw2 = g2.t().mm(h);
-    }  // the recomputed activation is gone before the next [tokens, 4D] buffer exists
     at::Tensor da = g2.mm(w2);
-    const at::Tensor a2 = contiguous_aligned(a.reshape({-1, hidden}));
-    // In place (one [tokens, 4D] buffer at a time), with the bias gradient summed in the same pass.
+    // `a` is this node's own (saved, never shared): after the kernel it holds GELU(a), the forward's output.
+    const at::Tensor h = a.view({-1, hidden});
     const at::Tensor db1_sum = at::empty({hidden}, da.options().dtype(at::kFloat));
     const at::Tensor workspace = at::empty({kernels::gelu_backward_workspace(da.size(0), hidden)}, db1_sum.options());
-    kernels::gelu_backward_bias(mutable_bits(da), bits(a2), db1_sum.data_ptr<float>(), workspace.data_ptr<float>(), da.size(0), hidden,
-                                stream_of(da));
+    kernels::gelu_backward_recompute(mutable_bits(da), mutable_bits(h), db1_sum.data_ptr<float>(), workspace.data_ptr<float>(), da.size(0),
+                                     hidden, stream_of(da));
+    const at::Tensor dw2 = g2.t().mm(h);
     const at::Tensor dw1 = da.t().mm(x.reshape({-1, x.size(-1)})), db1 = db1_sum.to(da.scalar_type());
     const at::Tensor dx = da.mm(w1).view_as(x);
     return {dx, dw1, db1, dw2, g2.sum(0)};

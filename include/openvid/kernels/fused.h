@@ -53,11 +53,15 @@ void rope_split_backward(const bf16_t* dq, HeadStrides sq, const bf16_t* dk, Hea
                          const float* cos, const float* sin, const bf16_t* v_raw, const bf16_t* v0, const bf16_t* lam, bf16_t* dqkv,
                          bf16_t* dv0, float* dlam_partials, int64_t B, int64_t L, int64_t H, int64_t Dh, Stream stream);
 
-// ---- the MLP's GELU (kernels/gelu.cu): da [rows, cols] (the gradient of GELU's output) becomes, in place, the
-// gradient of its input a [rows, cols]: da * GELU'(a), exact (erf) GELU as ATen's; and db [cols] (fp32) =
-// the column sums of the result as stored, the bias gradient of the linear before the GELU. Deterministic.
+// ---- the MLP's GELU (kernels/gelu.cu), exact (erf) as ATen's, over n elements (a multiple of 8).
+// Forward: h = GELU(a).
+void gelu_forward(const bf16_t* a, bf16_t* h, int64_t n, Stream stream);
+// Backward from the forward's input alone, in one pass over [rows, cols]: da (the gradient of GELU's output)
+// becomes, in place, the gradient of its input, da * GELU'(a); a becomes GELU(a), the forward's output again
+// (bit for bit), for the next linear's weight gradient; and db [cols] (fp32) = the column sums of the new da
+// as stored, the bias gradient of the linear before the GELU. Deterministic.
 // workspace: gelu_backward_workspace(rows, cols) floats. cols a multiple of 8.
 int64_t gelu_backward_workspace(int64_t rows, int64_t cols);
-void gelu_backward_bias(bf16_t* da, const bf16_t* a, float* db, float* workspace, int64_t rows, int64_t cols, Stream stream);
+void gelu_backward_recompute(bf16_t* da, bf16_t* a, float* db, float* workspace, int64_t rows, int64_t cols, Stream stream);
 
 }  // namespace ov::kernels

@@ -44,8 +44,8 @@ Heads attention_heads(const at::Tensor& qkv, int64_t heads, int64_t head_dim, co
                       const at::Tensor& v0, const at::Tensor& lambda);
 
 // The MLP: fc2(GELU(fc1(x))) with the exact (erf) GELU; weights and biases in x's dtype. The fused path
-// saves x and fc1's output only and recomputes the GELU in backward (its output is the largest activation
-// of the block: 4x the width).
+// saves x and fc1's output only (GELU's output is the largest activation of the block: 4x the width) and
+// recomputes GELU's output in place over fc1's, in the backward pass that makes fc1's gradients.
 at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2);
 
 // The ATen compositions themselves (what the functions above compute on CPUs), for tests of the fused path.
