@@ -10,7 +10,8 @@
 # into a breakdown table (bench/trace_breakdown.py). Work files go to /tmp/openvid-bench; the summary,
 # the breakdown, the metrics and the baseline's JSON are also copied to $OUT when it is set.
 # Knobs: STEPS (default 14), WARMUP (steps left out of the medians, default 4), BASELINE=0 skips PyTorch,
-# OPENVID_EXTRA (more openvid_mpi options, e.g. "--recompute_every 1"), PROFILE (the configuration traced).
+# OPENVID_EXTRA (more openvid_mpi options, e.g. "--recompute_every 1"), PROFILE (the configurations traced,
+# space-separated; default the middle one).
 set -uo pipefail
 out=/tmp/openvid-bench
 rm -rf "$out/runs" "$out"/profile_*
@@ -32,7 +33,7 @@ echo "${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}" > "$out/commit.txt"
 for cfg in "${configs[@]}"; do
   width=${cfg%x*} depth=${cfg#*x}
   profile=()
-  [ "$cfg" = "${PROFILE:-${configs[$(( ${#configs[@]} / 2 ))]}}" ] && profile=(--profile_dir "$out/profile_$cfg" --profile_steps "$((steps - 3)):$((steps - 1))")
+  [[ " ${PROFILE:-${configs[$(( ${#configs[@]} / 2 ))]}} " == *" $cfg "* ]] && profile=(--profile_dir "$out/profile_$cfg" --profile_steps "$((steps - 3)):$((steps - 1))")
   timeout 300 mpiexec -n 1 build-gpu/openvid_mpi --dataset fake --fake_samples 8 --fake_latent_shape 16x64x64 --fake_text_tokens 512 \
     --batch_size 2 --num_epochs 1000 --max_steps "$steps" --warmup_steps 2 --log_every 1 --evaluate_every 0 --write_checkpoints false \
     --model_width "$width" --model_depth "$depth" --model_head_dim 128 --run_dir "$out/runs" --run_name "$cfg" \
@@ -44,9 +45,10 @@ if [ "${BASELINE:-1}" != 0 ]; then
     { echo "baseline failed:"; tail -15 "$out/torch.log"; }
 fi
 python3 bench/step_summary.py --out "$out" --warmup "$warmup" "${configs[@]}" | tee "$out/summary.md"
+: > "$out/breakdown.md"
 for cfg in "${configs[@]}"; do
   t="$out/profile_$cfg/kineto-rank0.json"
-  [ -f "$t" ] && python3 bench/trace_breakdown.py "$t" --label "openvid $cfg" | tee "$out/breakdown.md"
+  [ -f "$t" ] && python3 bench/trace_breakdown.py "$t" --label "openvid $cfg" | tee -a "$out/breakdown.md"
 done
 if [ -n "${OUT:-}" ]; then
   cp "$out/summary.md" "$OUT/" 2>/dev/null
