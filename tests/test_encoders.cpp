@@ -39,8 +39,12 @@ BOOST_AUTO_TEST_CASE(encoder_fp32_matches_transformers) {
   const at::Tensor got = enc.encode(expected().at("ids").narrow(0, 0, want.size(0)));
   BOOST_REQUIRE(got.sizes() == want.sizes());
   const double err = (got - want).abs().max().item<double>();
-  BOOST_TEST_MESSAGE("largest |openvid - transformers| in fp32: " << err << " (values up to " << want.abs().max().item<double>() << ")");
-  BOOST_TEST(err < 1e-5);
+  const double scale = want.abs().max().item<double>();
+  BOOST_TEST_MESSAGE("largest |openvid - transformers| in fp32: " << err << " (values up to " << scale << ")");
+  // Relative to the values: fp32 on another CPU than the one that made the fixture takes other kernel paths
+  // and differs by tens of ulps after two layers (1.2e-5 at values up to 3.9 on an AMD EPYC); a wrong
+  // operation is off by 1e-2 or more.
+  BOOST_TEST(err < 1e-5 * scale);
 }
 
 BOOST_AUTO_TEST_CASE(encoder_bf16_tracks_transformers) {
