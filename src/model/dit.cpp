@@ -84,7 +84,9 @@ std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, con
 
   // Cross-attention to the text states (no RoPE).
   const at::Tensor qc = linear(h, q_cross_, dt).view({b, l, heads_, head_dim_}).transpose(1, 2);
-  const at::Tensor kv = linear(text.to(dt), context_kv_, dt).view({b, lc, 2, heads_, head_dim_}).permute({2, 0, 3, 1, 4});
+  // unbind, not kv[0] and kv[1]: its backward is one stack, where each select's zero-fills, copies and adds.
+  const std::vector<at::Tensor> kv =
+      linear(text.to(dt), context_kv_, dt).view({b, lc, 2, heads_, head_dim_}).permute({2, 0, 3, 1, 4}).unbind(0);
   const at::Tensor ca = at::scaled_dot_product_attention(qc, kv[0], kv[1], std::nullopt, 0.0, false,
                                                          1.0 / std::sqrt(static_cast<double>(head_dim_)))
                             .transpose(1, 2)
