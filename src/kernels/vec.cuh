@@ -9,23 +9,8 @@ namespace ov::kernels {
 
 constexpr int kVec = 8;  // bf16 values per 16-byte access
 
-struct alignas(16) Bf16x8 {
-  __nv_bfloat162 h[4];
-};
-
-// Through uint4: a struct of four bfloat162 would be copied member by member, as four 4-byte accesses.
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[kVec]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
-  }
-}
-
-// The raw 16 bytes of 8 bf16 values: a load issued early (software pipelining) and converted at first use.
+// 8 bf16 values as their raw 16 bytes: one 16-byte access (a struct of four bfloat162 would be copied member by
+// member, as four 4-byte accesses); also a load issued early (software pipelining) and converted at first use.
 struct alignas(16) Raw8 {
   uint4 bits;
 };
@@ -40,6 +25,8 @@ __device__ __forceinline__ void unpack8(const Raw8& raw, float (&v)[kVec]) {
   }
 }
 
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[kVec]) { unpack8(load_raw8(p), v); }
+
 __device__ __forceinline__ unsigned pack_bf16x2(float a, float b) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
   return *reinterpret_cast<const unsigned*>(&h);
@@ -47,7 +34,8 @@ __device__ __forceinline__ unsigned pack_bf16x2(float a, float b) {
 
 // __stwb (an ordinary write-back store): a plain uint4 assignment was split into four 4-byte stores.
 __device__ __forceinline__ void store8(__nv_bfloat16* p, const float (&v)[kVec]) {
-  __stwb(reinterpret_cast<uint4*>(p), make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7])));
+  __stwb(reinterpret_cast<uint4*>(p),
+         make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7])));
 }
 
 __device__ __forceinline__ void load8(const float* p, float (&v)[kVec]) {
