@@ -222,7 +222,7 @@ BOOST_AUTO_TEST_CASE(gelu_kernels_match_aten) {
   BOOST_REQUIRE(at::hasCUDA() && ov::kernels::available());
   at::Generator g = at::make_generator<at::CPUGeneratorImpl>(11);
   const int64_t rows = 150, cols = 2056;  // 150 = 2 x 64 + 22 rows; 2056 = 257 vectors of 8
-  const at::Tensor a = (at::normal(0, 2, {rows, cols}, g)).to(at::kBFloat16).to(kCuda);
+  const at::Tensor a = at::normal(0, 2, {rows, cols}, g).to(at::kBFloat16).to(kCuda);
   const at::Tensor da = at::normal(0, 1, {rows, cols}, g).to(at::kBFloat16).to(kCuda);
   auto bits = [](const at::Tensor& t) { return static_cast<ov::kernels::bf16_t*>(t.data_ptr()); };
   const ov::kernels::Stream stream = ov::kernels::current_stream(kCuda);

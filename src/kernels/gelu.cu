@@ -31,7 +31,7 @@ int64_t row_chunks(int64_t rows) { return (rows + kGeluRows - 1) / kGeluRows; }
 __device__ __forceinline__ float normal_cdf(float a) { return 0.5f * (1.f + erff(a * kAlpha)); }
 
 __global__ void __launch_bounds__(kGeluThreads) gelu_forward_kernel(const bf16* __restrict__ a, bf16* __restrict__ h, int64_t vectors) {
-  const int64_t first = (static_cast<int64_t>(blockIdx.x) * kGeluThreads * kForwardVectors + threadIdx.x);
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kGeluThreads * kForwardVectors + threadIdx.x;
   float v[kForwardVectors][kVec];
 #pragma unroll
   for (int j = 0; j < kForwardVectors; ++j) {
