@@ -7,6 +7,10 @@ bf16 operands with fp32 accumulation, CUDA events, median of --iters after warm-
 product and the block's total, so a slow shape stands out from the trace's kernel names.
 
   python3 bench/gemm_shapes.py --widths 1024 2048 4096 --tokens 16416 --text_tokens 1024
+
+--layouts also times each gradient product with its operands copied beforehand into the forward's layout
+(both operands contiguous along the reduced dimension, "TN" in cuBLAS's terms) and the weight's transpose
+itself, to tell a slow layout from a slow shape.
 """
 import argparse
 
@@ -22,6 +26,7 @@ def main():
     p.add_argument("--text_tokens", type=int, default=1024)
     p.add_argument("--text_dim", type=int, default=4096)
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--layouts", action="store_true", help="also the gradient products from pre-transposed operands")
     a = p.parse_args()
     dev = torch.device("cuda")
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
@@ -42,6 +47,13 @@ def main():
             total_ms += sum(ms)
             total_flop += 3 * flop
             print(f"| {d} | {name} | {n} | {k} | {m} | {tf[0]:.0f} | {tf[1]:.0f} | {tf[2]:.0f} | {sum(ms):.3f} |")
+            if a.layouts:
+                wt, xt, dyt = w.t().contiguous(), x.t().contiguous(), dy.t().contiguous()
+                tn = [time_ms(lambda: dy @ wt.t(), a.iters), time_ms(lambda: dyt @ xt.t(), a.iters)]
+                transpose = time_ms(lambda: w.t().contiguous(), a.iters)
+                print(f"|   | {name}, pre-transposed | | | | | {flop / (tn[0] * 1e-3) / 1e12:.0f} | {flop / (tn[1] * 1e-3) / 1e12:.0f} "
+                      f"| transposing the weight: {transpose:.3f} |")
+                del wt, xt, dyt
             del x, w, dy
         print(f"| {d} | block total | | | | | | {total_flop / (total_ms * 1e-3) / 1e12:.0f} TF/s | {total_ms:.3f} |")
 

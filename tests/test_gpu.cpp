@@ -20,11 +20,15 @@
 #include "openvid/kernels/noise.h"
 #include "openvid/kernels/stream.h"
 #include "openvid/model/block_ops.h"
+#include "openvid/model/dit.h"
+#include "openvid/model/gradient_slots.h"
 #include "openvid/model/rope.h"
+#include "openvid/parallel/sharded_model.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/train/objective.h"
 #include "openvid/train/optimizer.h"
 #include "openvid/train/trainer.h"
+#include "tiny_model.h"
 
 namespace {
 
@@ -244,6 +248,44 @@ BOOST_AUTO_TEST_CASE(gelu_kernels_match_aten) {
   BOOST_CHECK_MESSAGE(err < 4e-3, "GELU input gradient: relative error " << err);
   const double bias_err = relative_error(db, da_out.to(at::kFloat).sum(0));
   BOOST_CHECK_MESSAGE(bias_err < 1e-5, "bias gradient vs the column sums of the stored gradient: relative error " << bias_err);
+}
+
+// On the GPU in bf16, where the fused MLP computes its weight gradients itself: with one backward per step the
+// linear layers' and the MLP's gradients are written straight into the bf16 gradient slices, and equal the
+// bf16 gradients the general path copies (into fp32) to the bit.
+BOOST_AUTO_TEST_CASE(gradients_written_in_place_on_the_gpu_equal_the_copied_ones) {
+  BOOST_REQUIRE(at::hasCUDA() && ov::model::ops::fused_kernels_enabled());
+  ov::Universe u = ov::Universe::create(MPI_COMM_SELF, 1, 1, ov::DeviceRequest::kCpu);
+  auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+  ov::ModelConfig cfg = tiny_model_config(true);
+  cfg.width = 64;
+  cfg.head_dim = 32;
+  ov::model::DiT a(cfg), b(cfg);
+  randomize_parameters(*a, 21);
+  randomize_parameters(*b, 21);
+  a->to(kCuda);
+  b->to(kCuda);
+  ov::parallel::ShardedModel copied(*a, groups.shard(), groups.dp(), ov::parallel::ShardingOptions{at::kBFloat16, true, false});
+  ov::parallel::ShardedModel in_place(*b, groups.shard(), groups.dp(), ov::parallel::ShardingOptions{at::kBFloat16, true, true});
+  a->set_compute_dtype(at::kBFloat16);
+  b->set_compute_dtype(at::kBFloat16);
+  const at::Tensor fc1 = b->named_parameters()["blocks.0.mlp.0.weight"];
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(3);
+  for (int step = 0; step < 2; ++step) {
+    const at::Tensor x = at::normal(0, 1, {2, 4, 4, 4, 6}, g).to(kCuda), text = at::normal(0, 1, {2, 5, 24}, g).to(kCuda);
+    const at::Tensor t = at::rand({2}, g).to(kCuda), probe = at::normal(0, 1, {2, 4, 4, 4, 6}, g).to(kCuda);
+    copied.arm();
+    (a->forward(x, text, t).to(at::kFloat) * probe).sum().backward();
+    copied.finish();
+    in_place.arm();
+    (b->forward(x, text, t).to(at::kFloat) * probe).sum().backward();
+    BOOST_CHECK(!ov::model::take_gradient_slot(fc1).defined());  // the fused MLP's backward took its slot
+    in_place.finish();
+    for (int64_t k = 0; k < copied.num_units(); ++k) {
+      BOOST_CHECK(in_place.slices(k).grad.scalar_type() == at::kBFloat16);
+      BOOST_CHECK_MESSAGE(at::equal(in_place.slices(k).grad.to(at::kFloat), copied.slices(k).grad), "step " << step << " unit " << k);
+    }
+  }
 }
 
 // After the first step (plans, caches), a training step makes the host wait for the device once: when

@@ -8,6 +8,8 @@
 #include "openvid/config/options.h"
 #include "openvid/model/dit.h"
 #include "openvid/model/flops.h"
+#include "openvid/model/gradient_slots.h"
+#include "openvid/model/linear.h"
 #include "openvid/model/rope.h"
 #include "openvid/model/safetensors.h"
 #include "openvid/model/state_dict.h"
@@ -374,3 +376,45 @@ BOOST_AUTO_TEST_CASE(cuda_forward_and_backward_agree_with_the_cpu) {
   }
 }
 #endif
+
+// A linear layer's backward writes the weight's and the bias's gradients into their gradient slots: the
+// parameter's .grad is then the slot itself (no copy), equal to the bit to ATen's own at::linear backward; a
+// slot is handed out once until reset, and a parameter used twice gets the sum of its gradients.
+BOOST_AUTO_TEST_CASE(linear_gradients_go_straight_into_their_slots) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(17);
+  for (const std::vector<int64_t>& rows : {std::vector<int64_t>{5}, std::vector<int64_t>{3, 5}}) {
+    std::vector<int64_t> in_shape = rows, out_shape = rows;
+    in_shape.push_back(8);
+    out_shape.push_back(6);
+    const at::Tensor x0 = at::normal(0, 1, in_shape, gen), g = at::normal(0, 1, out_shape, gen);
+    const at::Tensor w0 = at::normal(0, 1, {6, 8}, gen), b0 = at::normal(0, 1, {6}, gen);
+    auto leaf = [](const at::Tensor& t) { return t.clone().set_requires_grad(true); };
+    const at::Tensor x_ref = leaf(x0), w_ref = leaf(w0), b_ref = leaf(b0);
+    (at::linear(x_ref, w_ref, b_ref) * g).sum().backward();
+
+    const at::Tensor x = leaf(x0), w = leaf(w0), b = leaf(b0);
+    const at::Tensor slot_w = at::full({6, 8}, NAN), slot_b = at::full({6}, NAN);
+    ov::model::add_gradient_slot(w, slot_w);
+    ov::model::add_gradient_slot(b, slot_b);
+    (ov::model::ops::linear(x, w, b) * g).sum().backward();
+    BOOST_CHECK(w.grad().data_ptr() == slot_w.data_ptr());
+    BOOST_CHECK(b.grad().data_ptr() == slot_b.data_ptr());
+    BOOST_CHECK(at::equal(slot_w, w_ref.grad()));
+    BOOST_CHECK(at::equal(slot_b, b_ref.grad()));
+    BOOST_CHECK(at::equal(x.grad(), x_ref.grad()));
+
+    // Not reset: a fresh gradient, the same values.
+    w.mutable_grad() = at::Tensor();
+    b.mutable_grad() = at::Tensor();
+    (ov::model::ops::linear(x, w, b) * g).sum().backward();
+    BOOST_CHECK(w.grad().data_ptr() != slot_w.data_ptr());
+    BOOST_CHECK(at::equal(w.grad(), w_ref.grad()));
+
+    // Used twice in one backward: the first use gets the slot, autograd sums, .grad holds the sum.
+    ov::model::reset_gradient_slots({w, b});
+    w.mutable_grad() = at::Tensor();
+    ((ov::model::ops::linear(x, w, b) + ov::model::ops::linear(2 * x, w, b)) * g).sum().backward();
+    BOOST_CHECK(at::allclose(w.grad(), 3 * w_ref.grad(), 1e-5, 1e-5));
+    ov::model::remove_gradient_slots({w, b});
+  }
+}

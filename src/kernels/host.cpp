@@ -67,7 +67,7 @@ void residual_norm_forward(const bf16_t*, const bf16_t*, RowVector, bf16_t*, con
   missing("residual_norm_forward");
 }
 void residual_norm_backward(const bf16_t*, const bf16_t*, const bf16_t*, const float*, const bf16_t*, RowVector, const bf16_t*, RowVector,
-                            bf16_t*, bf16_t*, float*, float*, float*, float*, int64_t, int64_t, int64_t, Stream) {
+                            bf16_t*, bf16_t*, ColumnSum, ColumnSum, ColumnSum, float*, int64_t, int64_t, int64_t, Stream) {
   missing("residual_norm_backward");
 }
 void rope_split_forward(const bf16_t*, const float*, const float*, const bf16_t*, const bf16_t*, bf16_t*, bf16_t*, bf16_t*, bf16_t*, int64_t,

@@ -273,7 +273,7 @@ __global__ void __launch_bounds__(kMaxThreads, V == 1 ? 2 : 1)
 constexpr int kFinalLanes = 16;
 struct Partials {
   const float* part[3];
-  float* out[3];
+  ColumnSum out[3];
 };
 
 __global__ void __launch_bounds__(32 * kFinalLanes)
@@ -290,7 +290,9 @@ __global__ void __launch_bounds__(32 * kFinalLanes)
   if (threadIdx.y != 0 || d >= D) return;
   float total = 0.f;
   for (int y = 0; y < kFinalLanes; ++y) total += lanes[y][threadIdx.x];
-  p.out[blockIdx.z][b * D + d] = total;
+  const ColumnSum out = p.out[blockIdx.z];
+  if (out.bf16 != nullptr) reinterpret_cast<bf16*>(out.bf16)[b * D + d] = __float2bfloat16_rn(total);
+  else out.f32[b * D + d] = total;
 }
 
 }  // namespace
@@ -313,12 +315,12 @@ void residual_norm_forward(const bf16_t* x, const bf16_t* y, RowVector gate, bf1
 }
 
 void residual_norm_backward(const bf16_t* g_x, const bf16_t* g_h, const bf16_t* x_new, const float* rstd, const bf16_t* weight,
-                            RowVector scale, const bf16_t* y, RowVector gate, bf16_t* dx, bf16_t* dy, float* dshift, float* dscale_n,
-                            float* dgate, float* workspace, int64_t B, int64_t L, int64_t D, Stream stream) {
+                            RowVector scale, const bf16_t* y, RowVector gate, bf16_t* dx, bf16_t* dy, ColumnSum dshift,
+                            ColumnSum dscale_n, ColumnSum dgate, float* workspace, int64_t B, int64_t L, int64_t D, Stream stream) {
   if (B * D == 0) return;
   const int64_t chunks = chunks_of(L, D);
-  float* part[3] = {dshift != nullptr ? workspace : nullptr, dscale_n != nullptr ? workspace + B * chunks * D : nullptr,
-                    dgate != nullptr ? workspace + 2 * B * chunks * D : nullptr};
+  float* part[3] = {dshift.wanted() ? workspace : nullptr, dscale_n.wanted() ? workspace + B * chunks * D : nullptr,
+                    dgate.wanted() ? workspace + 2 * B * chunks * D : nullptr};
   if (L > 0) {
     const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(B));
     const int threads = threads_for(D);
@@ -337,7 +339,7 @@ void residual_norm_backward(const bf16_t* g_x, const bf16_t* g_h, const bf16_t* 
   Partials p{};
   int outputs = 0;
   for (auto [partial, out] : {std::pair{part[0], dshift}, std::pair{part[1], dscale_n}, std::pair{part[2], dgate}}) {
-    if (out == nullptr) continue;
+    if (!out.wanted()) continue;
     p.part[outputs] = partial;
     p.out[outputs] = out;
     ++outputs;

@@ -8,6 +8,8 @@
 
 #include "openvid/kernels/fused.h"
 #include "openvid/kernels/stream.h"
+#include "openvid/model/gradient_slots.h"
+#include "openvid/model/linear.h"
 #include "openvid/model/rope.h"
 
 namespace ov::model::ops {
@@ -88,25 +90,33 @@ variable_list junction_backward(AutogradContext* ctx, const at::Tensor& g_x_in, 
   const bool write_dx = g_h.defined() || !g_x.defined();
   at::Tensor dx = write_dx ? at::empty_like(x_new) : g_x;
   at::Tensor dy = j.residual ? at::empty_like(x_new) : at::Tensor();
-  at::Tensor dshift = g_h.defined() ? at::empty({B, 1, D}, fp32) : at::Tensor();
-  at::Tensor dscale_n = g_h.defined() ? at::empty({B, 1, D}, fp32) : at::Tensor();
-  at::Tensor dgate = j.residual ? at::empty({B, 1, D}, fp32) : at::Tensor();
+  // The modulation's gradients come out of the kernels in its dtype (bf16, see fits_rows); dscale_n stays fp32
+  // when a norm weight still multiplies it (and gives the weight's gradient).
+  const at::TensorOptions row = x_new.options();
+  const at::Tensor dshift = g_h.defined() ? at::empty({B, 1, D}, row) : at::Tensor();
+  const at::Tensor dscale_n = g_h.defined() ? at::empty({B, 1, D}, w.defined() ? fp32 : row) : at::Tensor();
+  const at::Tensor dgate = j.residual ? at::empty({B, 1, D}, row) : at::Tensor();
   at::Tensor workspace = at::empty({kernels::residual_stream_workspace(B, L, D)}, fp32);
-  auto out = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
-  kernels::residual_norm_backward(bits(g_x), bits(g_h), bits(x_new), out(rstd), bits(w), j.norm ? row_vector(scale) : kernels::RowVector{nullptr, 0},
-                                  bits(y), j.residual ? row_vector(gate) : kernels::RowVector{nullptr, 0},
-                                  write_dx ? mutable_bits(dx) : nullptr, j.residual ? mutable_bits(dy) : nullptr, out(dshift),
-                                  out(dscale_n), out(dgate), workspace.data_ptr<float>(), B, L, D, stream_of(x_new));
+  auto sum_out = [](const at::Tensor& t) {
+    if (!t.defined()) return kernels::ColumnSum{};
+    if (t.scalar_type() == at::kFloat) return kernels::ColumnSum{t.data_ptr<float>(), nullptr};
+    return kernels::ColumnSum{nullptr, mutable_bits(t)};
+  };
+  kernels::residual_norm_backward(bits(g_x), bits(g_h), bits(x_new), rstd.defined() ? rstd.data_ptr<float>() : nullptr, bits(w),
+                                  j.norm ? row_vector(scale) : kernels::RowVector{nullptr, 0}, bits(y),
+                                  j.residual ? row_vector(gate) : kernels::RowVector{nullptr, 0}, write_dx ? mutable_bits(dx) : nullptr,
+                                  j.residual ? mutable_bits(dy) : nullptr, sum_out(dshift), sum_out(dscale_n), sum_out(dgate),
+                                  workspace.data_ptr<float>(), B, L, D, stream_of(x_new));
   variable_list grads{dx};
   if (j.residual) {
     grads.push_back(dy);
-    grads.push_back(dgate.to(gate.scalar_type()));
+    grads.push_back(dgate);
   }
   if (j.norm) {
     const bool any = g_h.defined();
     grads.push_back(w.defined() && any ? ((1 + scale.to(at::kFloat)) * dscale_n).sum(at::IntArrayRef{0, 1}).to(w.scalar_type()) : at::Tensor());
-    grads.push_back(any ? dshift.to(scale.scalar_type()) : at::Tensor());
-    grads.push_back(any ? (w.defined() ? dscale_n * w.to(at::kFloat) : dscale_n).to(scale.scalar_type()) : at::Tensor());
+    grads.push_back(dshift);
+    grads.push_back(any && w.defined() ? (dscale_n * w.to(at::kFloat)).to(scale.scalar_type()) : dscale_n);
   }
   return grads;
 }
@@ -208,13 +218,13 @@ class GeluMlp : public torch::autograd::Function<GeluMlp> {
     const at::Tensor a = contiguous_aligned(at::linear(x, w1, b1));
     const at::Tensor h = at::empty_like(a);
     kernels::gelu_forward(bits(a), mutable_bits(h), a.numel(), stream_of(a));
-    ctx->save_for_backward({x, a, w1, w2});
+    ctx->save_for_backward({x, a, w1, w2, b1, b2});
     return {at::linear(h, w2, b2)};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &a = saved[1], &w1 = saved[2], &w2 = saved[3];
+    const at::Tensor &x = saved[0], &a = saved[1], &w1 = saved[2], &w2 = saved[3], &b1 = saved[4], &b2 = saved[5];
     const int64_t hidden = a.size(-1);
     const at::Tensor g2 = grads[0].reshape({-1, grads[0].size(-1)});
     at::Tensor da = g2.mm(w2);
@@ -224,10 +234,12 @@ class GeluMlp : public torch::autograd::Function<GeluMlp> {
     const at::Tensor workspace = at::empty({kernels::gelu_backward_workspace(da.size(0), hidden)}, db1_sum.options());
     kernels::gelu_backward_recompute(mutable_bits(da), mutable_bits(h), db1_sum.data_ptr<float>(), workspace.data_ptr<float>(), da.size(0),
                                      hidden, stream_of(da));
-    const at::Tensor dw2 = g2.t().mm(h);
-    const at::Tensor dw1 = da.t().mm(x.reshape({-1, x.size(-1)})), db1 = db1_sum.to(da.scalar_type());
+    const at::Tensor dw2 = weight_gradient(w2, g2, h);
+    const at::Tensor dw1 = weight_gradient(w1, da, x.reshape({-1, x.size(-1)}));
+    at::Tensor db1 = take_gradient_slot(b1);
+    db1 = db1.defined() ? db1.copy_(db1_sum) : db1_sum.to(da.scalar_type());
     const at::Tensor dx = da.mm(w1).view_as(x);
-    return {dx, dw1, db1, dw2, g2.sum(0)};
+    return {dx, dw1, db1, dw2, bias_gradient(b2, g2)};
   }
 };
 
@@ -267,7 +279,7 @@ Heads attention_heads(const at::Tensor& qkv, int64_t heads, int64_t head_dim, co
 }
 
 at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2) {
-  return at::linear(at::gelu(at::linear(x, w1, b1)), w2, b2);
+  return linear(at::gelu(linear(x, w1, b1)), w2, b2);
 }
 
 }  // namespace reference

@@ -8,6 +8,7 @@
 
 #include "openvid/kernels/range.h"
 #include "openvid/model/block_ops.h"
+#include "openvid/model/linear.h"
 #include "openvid/model/recompute.h"
 #include "openvid/runtime/error.h"
 
@@ -15,7 +16,7 @@ namespace ov::model {
 namespace {
 
 at::Tensor linear(const at::Tensor& x, const torch::nn::Linear& l, at::ScalarType dtype) {
-  return at::linear(x, l->weight.to(dtype), l->bias.defined() ? l->bias.to(dtype) : at::Tensor());
+  return ops::linear(x, l->weight.to(dtype), l->bias.defined() ? l->bias.to(dtype) : at::Tensor());
 }
 
 torch::nn::Linear make_linear(int64_t in, int64_t out, bool bias) {

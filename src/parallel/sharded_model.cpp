@@ -8,6 +8,7 @@
 
 #include <map>
 
+#include "openvid/model/gradient_slots.h"
 #include "openvid/runtime/error.h"
 
 namespace ov::parallel {
@@ -76,7 +77,12 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
     s.exp_avg_sq = exp_avg_sq_all_.narrow(0, at_rank, u.shard_numel);
     s.master.copy_(flat.narrow(0, s.begin, u.shard_numel));
     s.full = flat.to(options_.compute_dtype);
-    for (size_t i = 0; i < params.size(); ++i) params[i].set_data(u.view(s.full, i));
+    for (size_t i = 0; i < params.size(); ++i) {
+      params[i].set_data(u.view(s.full, i));
+      // One backward writing each gradient once, in the parameter's dtype, into the whole unit: the model's
+      // linear layers can write their gradients straight into the slice.
+      if (keep_dtype) model::add_gradient_slot(params[i], u.view(s.grad, i));
+    }
     at_rank += u.shard_numel;
     slices_.push_back(std::move(s));
     params_.push_back(std::move(params));
@@ -94,7 +100,9 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
   }
 }
 
-ShardedModel::~ShardedModel() = default;
+ShardedModel::~ShardedModel() {
+  for (const std::vector<at::Tensor>& unit : params_) model::remove_gradient_slots(unit);
+}
 
 void ShardedModel::gather() {
   gather_async();
@@ -127,6 +135,10 @@ void ShardedModel::accumulate(size_t k, size_t i, const at::Tensor& grad) {
   const FlatParam& fp = units_[k].params[i];
   if (shard_.size() == 1) {  // straight into the gradient slice, which is the whole unit
     at::Tensor slot = slices_[k].grad.narrow(0, fp.offset, fp.numel);
+    if (!p.seen[i] && grad.data_ptr() == slot.data_ptr()) {  // written there by the backward (model/gradient_slots.h)
+      p.seen[i] = true;
+      return;
+    }
     OV_CHECK(!p.seen[i] || slot.scalar_type() == at::kFloat,
              "parameter " + fp.name + " got a second gradient in one step, but gradients are kept in " +
                  std::string(c10::toString(slot.scalar_type())) + " (single_backward)");
@@ -198,6 +210,7 @@ void ShardedModel::complete_reductions() {
     p.flat = at::Tensor();
     std::fill(p.seen.begin(), p.seen.end(), false);
     std::fill(p.last.begin(), p.last.end(), false);
+    model::reset_gradient_slots(params_[k]);
   }
   launch_order_.clear();
 }

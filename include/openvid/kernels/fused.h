@@ -26,14 +26,20 @@ bool residual_stream_fits(int64_t D);
 void residual_norm_forward(const bf16_t* x, const bf16_t* y, RowVector gate, bf16_t* x_out, const bf16_t* weight, RowVector shift,
                            RowVector scale, bf16_t* h, float* rstd, int64_t B, int64_t L, int64_t D, float eps, Stream stream);
 // Backward in one pass: t = g_x (gradient of x_new from downstream; null: 0) + the norm's input gradient
-// (when g_h is given); dx = t (written when dx is given), dy = t * gate (when y is given). fp32 [B, D] sums
-// over the tokens, each optional: dshift = sum g_h, dscale_n = sum g_h * x_new * rstd (times w and summed
-// with (1 + scale) over samples, it gives dscale and dw), dgate = sum t * y. Deterministic.
-// workspace: residual_stream_workspace(B, L, D) floats.
+// (when g_h is given); dx = t (written when dx is given), dy = t * gate (when y is given). [B, D] sums over
+// the tokens, each optional: dshift = sum g_h, dscale_n = sum g_h * x_new * rstd (times w and summed with
+// (1 + scale) over samples, it gives dscale and dw), dgate = sum t * y; each summed in fp32 and written in
+// fp32 or rounded once to bf16 (what the modulation's gradient is, saving a conversion launch per sum).
+// Deterministic. workspace: residual_stream_workspace(B, L, D) floats.
+struct ColumnSum {
+  float* f32 = nullptr;    // at most one of the two
+  bf16_t* bf16 = nullptr;
+  bool wanted() const { return f32 != nullptr || bf16 != nullptr; }
+};
 int64_t residual_stream_workspace(int64_t B, int64_t L, int64_t D);
 void residual_norm_backward(const bf16_t* g_x, const bf16_t* g_h, const bf16_t* x_new, const float* rstd, const bf16_t* weight,
-                            RowVector scale, const bf16_t* y, RowVector gate, bf16_t* dx, bf16_t* dy, float* dshift, float* dscale_n,
-                            float* dgate, float* workspace, int64_t B, int64_t L, int64_t D, Stream stream);
+                            RowVector scale, const bf16_t* y, RowVector gate, bf16_t* dx, bf16_t* dy, ColumnSum dshift,
+                            ColumnSum dscale_n, ColumnSum dgate, float* workspace, int64_t B, int64_t L, int64_t D, Stream stream);
 
 // ---- the heads of a qkv projection, with RoPE and the value residual.
 // qkv [B, L, 3, H, Dh] -> q, k, v [B, L, H, Dh]: q and k rotated (rotate-half, cos/sin [L, Dh/2] fp32); with
