@@ -12,8 +12,11 @@ nvidia-smi -L
 echo "compiler warnings: $(grep -c 'warning:' "$out/build.log")"
 echo "== collectives over NCCL (1 rank)"
 OPENVID_TEST_BACKEND=nccl mpiexec -n 1 build-gpu/tests/test_collectives 2>&1 | tee "$out/nccl_tests.log" | tail -3
-echo "== the job over NCCL"
-mpiexec -n 1 build-gpu/openvid_mpi --backend nccl --device cuda 2>&1 | tail -4
+echo "== the job over NCCL: 3 steps of a small model on synthetic data (must end with exit 0)"
+mpiexec -n 1 build-gpu/openvid_mpi --backend nccl --device cuda --dataset fake --fake_samples 8 --fake_latent_shape 4x8x8 \
+  --fake_text_tokens 8 --batch_size 2 --max_steps 3 --warmup_steps 1 --log_every 1 --evaluate_every 0 --write_checkpoints false \
+  --model_width 64 --model_depth 2 --model_head_dim 32 --model_text_dim 32 --run_dir "$out/job" 2>&1 | tail -3
+echo "exit ${PIPESTATUS[0]}"
 echo "== 2 ranks on 1 GPU: must refuse with one message (exit 2)"
 mpiexec -n 2 --oversubscribe build-gpu/openvid_mpi 2>&1 | grep -E "error:" ; echo "exit ${PIPESTATUS[0]}"
 echo "== ctest"
