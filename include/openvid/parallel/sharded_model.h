@@ -10,7 +10,9 @@
 // released at once). On the last micro-batch, a unit whose gradients are all in is reduce-scattered (sum)
 // over the shard group at once, while the rest of backward runs, then all-reduced (sum) over the dp
 // group: hybrid sharding. Losses are normalised by the global element count, so sums are the gradient.
-// A shard group of one rank accumulates straight into its gradient slice and reduces nothing.
+// A shard group of one rank accumulates straight into its gradient slice and reduces nothing; with one
+// backward per step too (ShardingOptions::single_backward, one dp rank), the slice registers a gradient slot per
+// parameter (model/gradient_slots.h), so the model's linear layers write their gradients there themselves.
 //
 // Parameters: the optimizer writes the updated masters, in the compute dtype, into this rank's chunk of
 // each unit's full buffer (the slice views of slices()); gather() all-gathers the chunks in place.
