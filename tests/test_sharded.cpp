@@ -244,32 +244,37 @@ BOOST_AUTO_TEST_CASE(bf16_gathers_round_the_fp32_masters) {
 
 // One backward per step on a shard group and dp group of one rank (single_backward): the model's linear
 // layers write their gradients straight into the gradient slices (model/gradient_slots.h), which then hold
-// exactly what the copied gradients of the general path hold, step after step.
+// exactly what the copied gradients of the general path hold, step after step, also when blocks are
+// recomputed in backward (their backward runs inside the outer one).
 BOOST_AUTO_TEST_CASE(gradients_written_in_place_equal_the_copied_ones) {
   ov::Universe u = ov::Universe::create(MPI_COMM_SELF, 1, 1, ov::DeviceRequest::kCpu);
   auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
-  const ov::ModelConfig cfg = tiny_model_config(true);
-  ov::model::DiT a(cfg), b(cfg);
-  randomize_parameters(*a, 11);
-  randomize_parameters(*b, 11);
-  ov::parallel::ShardedModel copied(*a, groups.shard(), groups.dp(), ov::parallel::ShardingOptions{at::kFloat, true, false});
-  ov::parallel::ShardedModel in_place(*b, groups.shard(), groups.dp(), ov::parallel::ShardingOptions{at::kFloat, true, true});
-  const at::Tensor qkv = b->named_parameters()["blocks.0.qkv.weight"];
-  for (int step = 0; step < 2; ++step) {
-    const Inputs in = inputs_of(ov::world_rank(), step);
-    copied.arm();
-    loss_of(a, in).backward();
-    copied.finish();
-    in_place.arm();
-    loss_of(b, in).backward();
-    // The backward took the weight's slot (it is handed out once per step)...
-    BOOST_CHECK(!ov::model::take_gradient_slot(qkv).defined());
-    in_place.finish();
-    // ...and finish() returned it for the next step.
-    BOOST_CHECK(ov::model::take_gradient_slot(qkv).defined());
-    ov::model::reset_gradient_slots({qkv});
-    for (int64_t k = 0; k < copied.num_units(); ++k) {
-      BOOST_CHECK_MESSAGE(at::equal(in_place.slices(k).grad, copied.slices(k).grad), "step " << step << " unit " << k);
+  for (const int recompute_every : {0, 2}) {
+    ov::ModelConfig cfg = tiny_model_config(true);
+    cfg.recompute_every = recompute_every;
+    ov::model::DiT a(cfg), b(cfg);
+    randomize_parameters(*a, 11);
+    randomize_parameters(*b, 11);
+    ov::parallel::ShardedModel copied(*a, groups.shard(), groups.dp(), ov::parallel::ShardingOptions{at::kFloat, true, false});
+    ov::parallel::ShardedModel in_place(*b, groups.shard(), groups.dp(), ov::parallel::ShardingOptions{at::kFloat, true, true});
+    const at::Tensor qkv = b->named_parameters()["blocks.0.qkv.weight"];  // block 0 is recomputed when recompute_every > 0
+    for (int step = 0; step < 2; ++step) {
+      const Inputs in = inputs_of(ov::world_rank(), step);
+      copied.arm();
+      loss_of(a, in).backward();
+      copied.finish();
+      in_place.arm();
+      loss_of(b, in).backward();
+      // The backward took the weight's slot (it is handed out once per step)...
+      BOOST_CHECK(!ov::model::take_gradient_slot(qkv).defined());
+      in_place.finish();
+      // ...and finish() returned it for the next step.
+      BOOST_CHECK(ov::model::take_gradient_slot(qkv).defined());
+      ov::model::reset_gradient_slots({qkv});
+      for (int64_t k = 0; k < copied.num_units(); ++k) {
+        BOOST_CHECK_MESSAGE(at::equal(in_place.slices(k).grad, copied.slices(k).grad),
+                            "recompute_every " << recompute_every << " step " << step << " unit " << k);
+      }
     }
   }
 }
