@@ -65,7 +65,7 @@ def main():
     for c in sorted(outliers):
         v = per_param[c]
         print(f"\nnote: the baseline's {c} optimizer took {base[c]['optimizer_ms']:.2f} ms, {v / typical:.1f}x the time per "
-                      "parameter of this call's median: an outlier; its step ratio and goal are too generous")
+              "parameter of this call's median: an outlier; its step ratio and goal are too generous")
 
 
 if __name__ == "__main__":
