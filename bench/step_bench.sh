@@ -11,10 +11,11 @@
 # the breakdown, the metrics and the baseline's JSON are also copied to $OUT when it is set.
 # Knobs: STEPS (default 14), WARMUP (steps left out of the medians, default 4), BASELINE=0 skips PyTorch,
 # OPENVID_EXTRA (more openvid_mpi options, e.g. "--recompute_every 1"), PROFILE (the configurations traced,
-# space-separated; default the middle one).
+# space-separated; default the middle one), BASE_PROFILE=1 (also trace two extra baseline steps of every
+# configuration and add their breakdowns).
 set -uo pipefail
 out=/tmp/openvid-bench
-rm -rf "$out/runs" "$out"/profile_*
+rm -rf "$out/runs" "$out"/profile_* "$out/torch.json" "$out/torch.log"  # nothing of an earlier call in this call's summary
 mkdir -p "$out"
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(1024x16 2048x8 4096x4)
@@ -41,7 +42,7 @@ for cfg in "${configs[@]}"; do
 done
 if [ "${BASELINE:-1}" != 0 ]; then
   timeout 420 python3 bench/torch_baseline.py --configs "${configs[@]}" --warmup "${BASE_WARMUP:-6}" --steps "${BASE_STEPS:-10}" \
-    --json "$out/torch.json" > "$out/torch.log" 2>&1 ||
+    --json "$out/torch.json" ${BASE_PROFILE:+--profile_dir "$out/profile_baseline"} > "$out/torch.log" 2>&1 ||
     { echo "baseline failed:"; tail -15 "$out/torch.log"; }
 fi
 python3 bench/step_summary.py --out "$out" --warmup "$warmup" "${configs[@]}" | tee "$out/summary.md"
@@ -49,6 +50,8 @@ python3 bench/step_summary.py --out "$out" --warmup "$warmup" "${configs[@]}" | 
 for cfg in "${configs[@]}"; do
   t="$out/profile_$cfg/kineto-rank0.json"
   [ -f "$t" ] && python3 bench/trace_breakdown.py "$t" --label "openvid $cfg" | tee -a "$out/breakdown.md"
+  t="$out/profile_baseline/baseline_$cfg.json"
+  [ -f "$t" ] && python3 bench/trace_breakdown.py "$t" --label "PyTorch baseline $cfg" | tee -a "$out/breakdown.md"
 done
 if [ -n "${OUT:-}" ]; then
   cp "$out/summary.md" "$OUT/" 2>/dev/null

@@ -11,6 +11,7 @@ The model follows docs/model.md (aligned RoPE layout, value residual, no biases 
 no norm weights); it is a baseline for speed, not a second reference for values.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -157,7 +158,15 @@ def run(width, depth, args, dev):
     ev = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
     rng = random.Random(0)
     steps, fb, op = [], [], []
-    for i in range(args.warmup + args.steps):
+    measured = args.warmup + args.steps
+    total = measured + (2 if args.profile_dir else 0)  # two more steps, traced and left out of the medians
+    profiler = None
+    for i in range(total):
+        if i == measured and args.profile_dir:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
+            profiler.__enter__()
+        step_range = torch.profiler.record_function(f"step {i + 1}") if profiler else contextlib.nullcontext()
+        step_range.__enter__()
         e0, e1, e2 = ev(), ev(), ev()
         e0.record()
         # The objective, drawn on the device: timesteps, noise, a RoPE window.
@@ -181,11 +190,16 @@ def run(width, depth, args, dev):
         opt.step()
         opt.zero_grad(set_to_none=True)
         e2.record()
+        step_range.__exit__(None, None, None)
         torch.cuda.synchronize()
-        if i >= args.warmup:
+        if args.warmup <= i < measured:
             steps.append(e0.elapsed_time(e2))
             fb.append(e0.elapsed_time(e1))
             op.append(e1.elapsed_time(e2))
+    if profiler:
+        profiler.__exit__(None, None, None)
+        os.makedirs(args.profile_dir, exist_ok=True)
+        profiler.export_chrome_trace(os.path.join(args.profile_dir, f"baseline_{width}x{depth}.json"))
     flops = 3 * forward_flops(width, depth, T, H, W) * B
     step = statistics.median(steps)
     result = {"config": f"{width}x{depth}", "mode": mode + ("" if args.eager else "+compile"), "step_ms": step,
@@ -206,6 +220,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--eager", action="store_true", help="no torch.compile")
     ap.add_argument("--json", required=True)
+    ap.add_argument("--profile_dir", help="also trace two more steps of each configuration (after the timed ones, left out of the medians) "
+                    "into baseline_WxD.json here: a Kineto trace whose \"step N\" ranges bench/trace_breakdown.py reads")
     args = ap.parse_args()
     torch._dynamo.config.cache_size_limit = 64  # one compiled block per block, however deep the model
     dev = torch.device("cuda", 0)
