@@ -5,7 +5,8 @@
 // computed
 //   V0 as the kernels do (erff, expf: ATen's arithmetic), V2 with __expf, V3 with normcdff,
 //   V1 with no transcendental at all, V4 with __expf only (stand-ins: what a free erf would give).
-// The outputs of V1 and V4 are wrong on purpose; only their times mean something. The backward here reads
+// The outputs of V1 and V4 are wrong on purpose; only their times mean something. Then V0's backward in other
+// launch shapes (rows in flight per thread, register cap, rows per block): the same arithmetic, other occupancy. The backward here reads
 // its inputs from separate buffers (same traffic as in place, and every repetition sees the same data).
 #include <cuda_bf16.h>
 
@@ -43,23 +44,25 @@ __device__ __forceinline__ void cdf_and_slope(float x, float& cdf, float& slope)
   }
 }
 
-template <int V>
-__global__ void __launch_bounds__(kThreads) backward(const bf16* __restrict__ da_in, const bf16* __restrict__ a_in, bf16* __restrict__ da,
+// Batch: rows whose loads a thread issues before the first use; MinBlocks: __launch_bounds__'s minimum
+// resident blocks per SM (a register cap: 65536 / (256 * MinBlocks)); Rows: rows per CUDA block (chunk).
+template <int V, int Batch = kBatch, int MinBlocks = 1, int64_t Rows = kRows>
+__global__ void __launch_bounds__(kThreads, MinBlocks) backward(const bf16* __restrict__ da_in, const bf16* __restrict__ a_in, bf16* __restrict__ da,
                                                      bf16* __restrict__ a, float* partials, int64_t rows, int64_t cols) {
   const int64_t col = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * kVec, chunk = blockIdx.y;
   if (col >= cols) return;
   float sum[kVec] = {};
-  const int64_t end = min(rows, (chunk + 1) * kRows);
-  for (int64_t r0 = chunk * kRows; r0 < end; r0 += kBatch) {
-    float g[kBatch][kVec], x[kBatch][kVec];
+  const int64_t end = min(rows, (chunk + 1) * Rows);
+  for (int64_t r0 = chunk * Rows; r0 < end; r0 += Batch) {
+    float g[Batch][kVec], x[Batch][kVec];
 #pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
+    for (int k = 0; k < Batch; ++k) {
       if (r0 + k >= end) continue;
       load8(da_in + (r0 + k) * cols + col, g[k]);
       load8(a_in + (r0 + k) * cols + col, x[k]);
     }
 #pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
+    for (int k = 0; k < Batch; ++k) {
       if (r0 + k >= end) continue;
 #pragma unroll
       for (int i = 0; i < kVec; ++i) {
@@ -144,7 +147,7 @@ int main() {
   cudaMalloc(&a, n * 2);
   cudaMalloc(&da_in, n * 2);
   cudaMalloc(&a_in, n * 2);
-  cudaMalloc(&partials, chunks * cols * 4);
+  cudaMalloc(&partials, (rows + 31) / 32 * cols * 4);  // enough for the smallest rows-per-block shape (32)
   fill<<<(n + 255) / 256, 256>>>(da_in, n, 1);
   fill<<<(n + 255) / 256, 256>>>(a_in, n, 2);
   const dim3 grid(cols / (kThreads * kVec), chunks);
@@ -158,6 +161,20 @@ int main() {
   report("backward", 2, median_ms([&] { backward<2><<<grid, kThreads>>>(da_in, a_in, da, a, partials, rows, cols); }), 4 * bytes);
   report("backward", 3, median_ms([&] { backward<3><<<grid, kThreads>>>(da_in, a_in, da, a, partials, rows, cols); }), 4 * bytes);
   report("backward", 4, median_ms([&] { backward<4><<<grid, kThreads>>>(da_in, a_in, da, a, partials, rows, cols); }), 4 * bytes);
+  // Launch shapes of V0 (the kernel's arithmetic): rows in flight, register cap, rows per block.
+  auto shape = [&](const char* name, auto kernel, int64_t rows_per_block) {
+    const dim3 g(cols / (kThreads * kVec), static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block));
+    const float ms = median_ms([&] { kernel<<<g, kThreads>>>(da_in, a_in, da, a, partials, rows, cols); });
+    std::printf("backward V0 %s %.3f ms %.2f TB/s\n", name, ms, 4 * bytes / ms / 1e9);
+  };
+  shape("batch 4, min blocks 1, rows 64 (the kernel's)", backward<0, 4, 1, 64>, 64);
+  shape("batch 4, min blocks 2, rows 64", backward<0, 4, 2, 64>, 64);
+  shape("batch 2, min blocks 3, rows 64", backward<0, 2, 3, 64>, 64);
+  shape("batch 2, min blocks 4, rows 64", backward<0, 2, 4, 64>, 64);
+  shape("batch 1, min blocks 4, rows 64", backward<0, 1, 4, 64>, 64);
+  shape("batch 2, min blocks 4, rows 32", backward<0, 2, 4, 32>, 32);
+  shape("batch 2, min blocks 4, rows 128", backward<0, 2, 4, 128>, 128);
+  shape("batch 4, min blocks 3, rows 64", backward<0, 4, 3, 64>, 64);
   report("forward", 0, median_ms([&] { forward<0><<<forward_blocks, kThreads>>>(a_in, a, vectors); }), 2 * bytes);
   report("forward", 1, median_ms([&] { forward<1><<<forward_blocks, kThreads>>>(a_in, a, vectors); }), 2 * bytes);
   report("forward", 3, median_ms([&] { forward<3><<<forward_blocks, kThreads>>>(a_in, a, vectors); }), 2 * bytes);

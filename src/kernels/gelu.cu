@@ -17,7 +17,11 @@ namespace {
 using bf16 = __nv_bfloat16;
 constexpr int kGeluThreads = 256;
 constexpr int64_t kGeluRows = 64;
-constexpr int kGeluBatch = 4;  // rows in flight per thread: 2 x 4 16-byte loads before the first use
+constexpr int kGeluBatch = 2;  // rows in flight per thread: 2 x 2 16-byte loads before the first use
+// At most 64 registers, so 4 blocks (32 warps) share an SM and hide each other's erf and load latency:
+// 0.61 ms on [16416 x 16384] against 1.09 with 4 rows in flight at 126 registers, 2 blocks an SM
+// (bench/gelu_variants.cu on an H200).
+constexpr int kGeluMinBlocks = 4;
 constexpr int kForwardVectors = 2;  // 16-byte vectors per thread in the forward
 constexpr int kFinalThreads = 256;
 
@@ -50,7 +54,7 @@ __global__ void __launch_bounds__(kGeluThreads) gelu_forward_kernel(const bf16* 
 
 // da <- da * GELU'(a) (GELU'(a) = Phi(a) + a * phi(a), as ATen computes it), a <- GELU(a), column partials
 // of the new da as stored.
-__global__ void __launch_bounds__(kGeluThreads)
+__global__ void __launch_bounds__(kGeluThreads, kGeluMinBlocks)
     gelu_backward_kernel(bf16_t* __restrict__ da_, bf16_t* __restrict__ a_, float* __restrict__ partials, int64_t rows, int64_t cols) {
   const int64_t col = (static_cast<int64_t>(blockIdx.x) * kGeluThreads + threadIdx.x) * kVec;
   const int64_t chunk = blockIdx.y;
