@@ -51,11 +51,16 @@ fi
 device=()
 [ "${OPENVID_CPU:-0}" = 1 ] && device=(--device cpu)
 
-# One rank per GPU, bound to cores near it; openvid picks the GPU from the node-local rank.
+# One rank per GPU, bound to cores: --gpus-per-task=1 binds each task to one GPU of the node's allocation
+# (Slurm then sets CUDA_VISIBLE_DEVICES per task), and openvid computes on the one GPU it sees. Launched
+# without it every task sees all GPUs and openvid takes the one numbered by its node-local rank; either way
+# two ranks on one GPU are refused at start-up.
+gpus=(--gpus-per-task=1)
+[ "${OPENVID_CPU:-0}" = 1 ] && gpus=()
 # Not --kill-on-bad-exit=1: on a signal every rank exits 3 at about the same time, and srun would kill the
 # ranks still finishing (its exit code then is 137, not 3, and the job would not be requeued). openvid takes
 # the job down itself on failures (MPI_Abort); --wait bounds the rest (a rank that died without it).
-srun --mpi="${OPENVID_MPI_PLUGIN:-pmix}" --cpu-bind=cores --kill-on-bad-exit=0 --wait=120 \
+srun --mpi="${OPENVID_MPI_PLUGIN:-pmix}" "${gpus[@]}" --cpu-bind=cores --kill-on-bad-exit=0 --wait=120 \
   "${launch[@]}" --config "$config" --resume auto "${device[@]}" "$@"
 rc=$?  # the job's exit status is the trainer's
 if [ "$rc" -eq 3 ]; then

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/util/Exception.h>
 
 #include <unistd.h>
@@ -25,6 +26,7 @@
 #include "openvid/model/rope.h"
 #include "openvid/parallel/sharded_model.h"
 #include "openvid/runtime/mpi_session.h"
+#include "openvid/runtime/universe.h"
 #include "openvid/train/objective.h"
 #include "openvid/train/optimizer.h"
 #include "openvid/train/trainer.h"
@@ -335,4 +337,32 @@ BOOST_AUTO_TEST_CASE(a_training_step_synchronises_once) {
   }
   groups.finalize();
   std::filesystem::remove_all(dir);
+}
+
+// Every openvid kernel is launched through kernels::current_stream, which refuses tensors of any device
+// but the calling thread's current one (a kernel runs on the current device, whatever its stream: launched
+// for another GPU's tensors it would fault or race). On one GPU another device is an ordinal past the
+// current one, refused before any CUDA call; with two GPUs a real operation on the second GPU's tensors,
+// while the first is current, is refused too. And the rank's GPU is current after Universe::create.
+BOOST_AUTO_TEST_CASE(a_launch_for_another_device_is_caught_by_the_guard) {
+  BOOST_REQUIRE(at::hasCUDA() && ov::kernels::available());
+  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, 1, 1, ov::DeviceRequest::kCuda);
+  BOOST_CHECK_EQUAL(ov::current_gpu(), u.device().index);
+  BOOST_CHECK_EQUAL(static_cast<int>(c10::cuda::current_device()), u.device().index);
+  const c10::Device mine(at::kCUDA, static_cast<c10::DeviceIndex>(u.device().index));
+  BOOST_CHECK_NO_THROW(ov::kernels::current_stream(mine));
+  try {
+    ov::kernels::current_stream(c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(u.device().index + 1)));
+    BOOST_ERROR("a launch for another device was not refused");
+  } catch (const ov::Error& e) {
+    BOOST_CHECK_MESSAGE(std::string(e.what()).find("is this thread's current device") != std::string::npos, e.what());
+  }
+  if (at::getNumGPUs() > 1) {
+    const c10::Device other(at::kCUDA, static_cast<c10::DeviceIndex>((u.device().index + 1) % at::getNumGPUs()));
+    const at::TensorOptions bf16 = at::TensorOptions().dtype(at::kBFloat16).device(other);
+    const at::Tensor x = at::ones({2, 8, 64}, bf16), gate = at::ones({2, 1, 64}, bf16);
+    BOOST_CHECK_THROW(ov::model::ops::gated_residual(x, x, gate), ov::Error);
+    c10::cuda::CUDAGuard guard(other);  // with its device current, the same launch runs
+    BOOST_CHECK_NO_THROW(ov::model::ops::gated_residual(x, x, gate));
+  }
 }

@@ -127,3 +127,60 @@ BOOST_AUTO_TEST_CASE(device_auto_uses_one_gpu_per_rank_or_the_cpu) {
   BOOST_CHECK_EQUAL(!message.empty(), oversubscribed);
   if (oversubscribed) BOOST_CHECK_MESSAGE(message.find("launch at most one rank per GPU") != std::string::npos, message);
 }
+
+// The binding rule, for both ways launchers bind GPUs (no GPU needed: the rule is a pure function).
+BOOST_AUTO_TEST_CASE(the_gpu_binding_rule_takes_both_slurm_bindings) {
+  // Every GPU visible to every rank (mpirun; srun without GPU binding): the node-local rank's GPU.
+  for (int local = 0; local < 8; ++local) BOOST_CHECK_EQUAL(ov::gpu_for_rank(8, local, 8), local);
+  BOOST_CHECK_EQUAL(ov::gpu_for_rank(8, 3, 4), 3);  // fewer ranks than GPUs
+  // One GPU per task (srun --gpus-per-task=1, --gpu-bind, cgroups): the one it sees, whatever its local rank.
+  for (int local = 0; local < 8; ++local) BOOST_CHECK_EQUAL(ov::gpu_for_rank(1, local, 8), 0);
+  // Two GPUs per task, four tasks: each takes one of its own pair in turn.
+  BOOST_CHECK_EQUAL(ov::gpu_for_rank(2, 2, 4), 0);
+  BOOST_CHECK_EQUAL(ov::gpu_for_rank(2, 3, 4), 1);
+  BOOST_CHECK_THROW(ov::gpu_for_rank(0, 0, 1), ov::Error);
+
+  // Whether that shares a GPU is decided by the GPUs' identities, not the counts.
+  auto node = [](const std::vector<std::pair<int, std::string>>& taken) {  // (index seen, physical GPU) per local rank
+    std::vector<ov::RankGpu> out;
+    for (size_t i = 0; i < taken.size(); ++i)
+      out.push_back(ov::RankGpu{static_cast<int>(10 + i), static_cast<int>(i), taken[i].first, taken[i].second});
+    return out;
+  };
+  // One GPU per task: every rank sees its GPU as cuda:0, and they are different GPUs.
+  BOOST_CHECK_EQUAL(ov::gpu_sharing_error("n1", node({{0, "GPU-a"}, {0, "GPU-b"}, {0, "GPU-c"}, {0, "GPU-d"}})), "");
+  // All visible: cuda:0..3 are four GPUs.
+  BOOST_CHECK_EQUAL(ov::gpu_sharing_error("n1", node({{0, "GPU-a"}, {1, "GPU-b"}, {2, "GPU-c"}, {3, "GPU-d"}})), "");
+  // Real sharing: four ranks and one GPU visible to all of them (what 4 ranks on a 1-GPU node look like).
+  const std::string shared = ov::gpu_sharing_error("n1", node({{0, "GPU-a"}, {0, "GPU-a"}, {0, "GPU-a"}, {0, "GPU-a"}}));
+  BOOST_CHECK_MESSAGE(shared.find("ranks 10 and 11 on host n1 would share one GPU (GPU-a") != std::string::npos, shared);
+  BOOST_CHECK_MESSAGE(shared.find("launch at most one rank per GPU") != std::string::npos, shared);
+  // Two tasks whose bindings overlap (a mis-set CUDA_VISIBLE_DEVICES): the second pair repeats GPU-b.
+  const std::string overlap = ov::gpu_sharing_error("n2", node({{0, "GPU-a"}, {1, "GPU-b"}, {0, "GPU-b"}}));
+  BOOST_CHECK_MESSAGE(overlap.find("ranks 11 and 12 on host n2") != std::string::npos, overlap);
+}
+
+// A setting that must be the same on every rank (device kind, backend, dtype): a difference ends the job on
+// every rank with one input error naming the values and their ranks.
+BOOST_AUTO_TEST_CASE(ranks_that_differ_in_a_setting_end_the_job_with_one_message) {
+  const int world = ov::world_size(), me = ov::world_rank();
+  BOOST_CHECK_NO_THROW(ov::agree_on_value(MPI_COMM_WORLD, "device", "cuda, nccl, BFloat16", "advice"));
+  if (world < 2) return;
+  std::string message;
+  int code = 0;
+  try {
+    ov::agree_on_value(MPI_COMM_WORLD, "device, backend and compute dtype", me == world - 1 ? "cpu, mpi, Float" : "cuda, nccl, BFloat16",
+                       "Check the last host.");
+  } catch (const ov::CollectiveExit& e) {
+    message = e.what();
+    code = e.exit_code();
+  }
+  BOOST_CHECK_EQUAL(code, ov::kExitInputError);
+  const std::string last = std::to_string(world - 1);
+  BOOST_CHECK_MESSAGE(message.find("ranks differ in device, backend and compute dtype: cuda, nccl, BFloat16 on host") != std::string::npos,
+                      message);
+  BOOST_CHECK_MESSAGE(message.find("(ranks 0" + (world > 2 ? "-" + std::to_string(world - 2) : std::string()) + "); cpu, mpi, Float on host") !=
+                          std::string::npos,
+                      message);
+  BOOST_CHECK_MESSAGE(message.find("(ranks " + last + "). Check the last host.") != std::string::npos, message);
+}

@@ -21,7 +21,6 @@
 #include <fstream>
 #include <iostream>
 
-#include <torch/cuda.h>
 
 #include "openvid/comm/process_groups.h"
 #include "openvid/config/options.h"
@@ -177,6 +176,12 @@ int sample(int argc, char** argv) {
   std::string chosen;
   ov::all_ranks_check(MPI_COMM_WORLD, [&] {
     if (device != "cpu" && device != "cuda") throw ov::InputError("--device must be cpu or cuda (got '" + device + "')");
+  });
+  // Context parallelism over the ranks (the self-attention gathers every rank's keys and values); each rank's
+  // GPU by the trainer's rule, made current before anything touches CUDA.
+  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, 1, world, device == "cuda" ? ov::DeviceRequest::kCuda : ov::DeviceRequest::kCpu);
+  if (u.device().kind == ov::DeviceKind::kCuda) dev = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(u.device().index));
+  ov::all_ranks_check(MPI_COMM_WORLD, [&] {
     if (precision != "fp32" && precision != "bf16") throw ov::InputError("--precision must be fp32 or bf16 (got '" + precision + "')");
     if (so.steps < 1) throw ov::InputError("--steps must be >= 1");
     if (latent_scale == 0) throw ov::InputError("--latent_scale must not be 0");
@@ -197,9 +202,6 @@ int sample(int argc, char** argv) {
     }
     if (batch_size < 0) throw ov::InputError("--batch_size must be >= 0");
     std::tie(frames, height, width) = std::tuple_cat(ov::data::parse_latent_shape(shape, "--shape"));
-    // One device per rank (a node's ranks take its GPUs in turn).
-    dev = device == "cuda" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(rank % std::max<int64_t>(1, torch::cuda::device_count())))
-                           : at::Device(at::kCPU);
     dtype = precision == "bf16" ? at::kBFloat16 : at::kFloat;
     const ov::model::DiTConfig& mc = options.model;
     window.t = frames / mc.time_patch;
@@ -235,8 +237,6 @@ int sample(int argc, char** argv) {
     if (!video_decoder.empty() && !fs::is_regular_file(video_decoder)) throw ov::InputError("--video_decoder '" + video_decoder + "' does not exist");
   });
   if (rank == 0) std::cout << "weights: " << chosen << (chosen != weights ? " (the moving average)" : "") << "\n";
-  // Context parallelism over the ranks: the self-attention gathers every rank's keys and values.
-  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, 1, world, dev.is_cuda() ? ov::DeviceRequest::kCuda : ov::DeviceRequest::kCpu);
   auto groups = ov::comm::ProcessGroups::create(u, dev.is_cuda() && world > 1 ? ov::comm::Backend::kNccl : ov::comm::Backend::kMpi,
                                                 std::chrono::milliseconds(600000));
   if (world > 1) model->set_self_attention(std::make_shared<ov::parallel::CpSelfAttention>(groups.cp(), options.model.registers));

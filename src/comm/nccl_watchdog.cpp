@@ -56,7 +56,7 @@ void NcclWatchdog::run() {
     for (Entry& e : entries_) {
       cudaSetDevice(e.device);
       const std::string error = e.comm->async_error();
-      if (!error.empty()) fail(error);
+      if (!error.empty()) fail(error, e.comm);
       while (!e.in_flight.empty()) {
         const InFlight& f = e.in_flight.front();
         const cudaError_t q = cudaEventQuery(f.done.get());
@@ -64,11 +64,12 @@ void NcclWatchdog::run() {
           e.in_flight.pop_front();
           continue;
         }
-        if (q != cudaErrorNotReady) fail(f.what + ": CUDA reports " + cudaGetErrorString(q));
+        if (q != cudaErrorNotReady) fail(f.what + ": CUDA reports " + cudaGetErrorString(q), e.comm);
         if (Clock::now() > f.deadline) {
           fail(f.what + " did not complete within " + seconds(f.timeout) +
                " (a peer rank died, hangs, or called a different collective; raise --collective_timeout if steps are "
-               "legitimately this slow)");
+               "legitimately this slow)",
+               e.comm);
         }
         break;
       }
@@ -76,15 +77,18 @@ void NcclWatchdog::run() {
   }
 }
 
-void NcclWatchdog::fail(const std::string& problem) {
+void NcclWatchdog::fail(const std::string& problem, Watched* culprit) {
   std::ostringstream os;
   os << "NCCL watchdog: " << problem << ". Aborting the job. This rank's last collectives (oldest first):";
   for (const std::string& r : recent_) os << "\n    " << r;
-  const std::string message = os.str();
+  print_rank_message(os.str());  // first: what follows may take the grace period, or never return
   // ncclCommAbort releases device memory, which can wait for kernels still queued on the device (the very
-  // work that is stuck), so it runs beside a bounded wait: the job ends either way.
-  std::vector<Watched*> comms;
-  for (Entry& e : entries_) comms.push_back(e.comm);
+  // work that is stuck), so it runs beside a bounded wait: the job ends either way. The communicator that
+  // failed goes first, so that its peers see the failure soonest; then the others, in creation order.
+  std::vector<Watched*> comms{culprit};
+  for (Entry& e : entries_) {
+    if (e.comm != culprit) comms.push_back(e.comm);
+  }
   auto aborted = std::make_shared<std::promise<void>>();
   std::future<void> done = aborted->get_future();
   std::thread([comms, problem, aborted] {
@@ -92,7 +96,7 @@ void NcclWatchdog::fail(const std::string& problem) {
     aborted->set_value();
   }).detach();
   done.wait_for(kAbortGrace);
-  abort_job(message);  // MPI_Abort: every rank of the job ends
+  end_job(kExitFailure);  // MPI_Abort: every rank of the job ends
 }
 
 }  // namespace ov::comm

@@ -51,7 +51,8 @@ class NcclWatchdog {
     std::deque<InFlight> in_flight;  // in launch order (one stream: they complete in order)
   };
   void run();
-  [[noreturn]] void fail(const std::string& problem);
+  // Prints the diagnostic, aborts `culprit` (the communicator that failed) and then the others, ends the job.
+  [[noreturn]] void fail(const std::string& problem, Watched* culprit);
 
   std::mutex mutex_;
   std::condition_variable stop_cv_;

@@ -6,6 +6,7 @@
 #include "openvid/kernels/stream.h"
 
 #ifdef OPENVID_TORCH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
 #ifdef OPENVID_HAVE_KERNELS
@@ -21,6 +22,14 @@ namespace ov::kernels {
 
 Stream current_stream(const c10::Device& device) {
 #ifdef OPENVID_TORCH_CUDA
+  // A kernel runs on the calling thread's current device, whatever stream it is given: launched there for
+  // tensors of another GPU it would fault or race. Every launch goes through here, so it is refused instead.
+  const c10::DeviceIndex current = c10::cuda::current_device();
+  if (!device.is_cuda() || device.index() != current) {
+    throw Error("an openvid kernel was launched for tensors on " + device.str() + " while cuda:" + std::to_string(current) +
+                " is this thread's current device (each rank makes its GPU current at start-up; a thread that launches "
+                "kernels must make the tensors' device current first, e.g. with c10::cuda::CUDAGuard)");
+  }
   return c10::cuda::getCurrentCUDAStream(device.index()).stream();
 #else
   static_cast<void>(device);

@@ -17,6 +17,7 @@
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/signals.h"
 #include "openvid/runtime/universe.h"
+#include "openvid/train/setup.h"
 #include "openvid/train/trainer.h"
 
 namespace {
@@ -47,6 +48,14 @@ int openvid_mpi(int argc, char** argv) {
   ov::Universe universe = ov::Universe::create(MPI_COMM_WORLD, opt.fs, opt.cp, opt.device);
   ov::comm::Backend backend = ov::comm::Backend::kMpi;
   ov::all_ranks_check(universe.world(), [&] { backend = ov::comm::resolve_backend(opt.backend, universe.device()); });
+  // Before any communicator exists: ranks on other devices, backends or dtypes would meet in different
+  // collectives (a hang) or compute different things.
+  const ov::train::ComputeSetup compute = ov::train::compute_setup(opt, universe);
+  ov::agree_on_value(universe.world(), "device, backend and compute dtype",
+                     std::string(compute.device.is_cuda() ? "cuda" : "cpu") + ", " + ov::comm::to_string(backend) + ", " +
+                         c10::toString(compute.dtype),
+                     "A host whose GPUs are hidden or failed runs its ranks on the CPU: check nvidia-smi and CUDA_VISIBLE_DEVICES "
+                     "there, and pass the same --device, --backend and --precision to every rank");
   const std::vector<std::string> lines = ov::gather_strings(universe.world(), universe.describe());
   const std::vector<std::string> places = ov::gather_strings(universe.world(), universe.place());
   if (root) {

@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
-#include <torch/cuda.h>
 
 #include <algorithm>
 #include <chrono>
@@ -21,6 +20,7 @@
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/files.h"
 #include "openvid/runtime/mpi_session.h"
+#include "openvid/runtime/universe.h"
 #include "openvid/text/t5_encoder.h"
 #include "openvid/text/tokenizer.h"
 #include "openvid/video/video_io.h"
@@ -217,19 +217,6 @@ json process_part(int64_t p, const std::vector<Clip>& clips, size_t first, size_
   return j;
 }
 
-at::Device pick_device(const std::string& device, MPI_Comm comm) {
-  if (device == "cpu") return at::kCPU;
-  if (device != "cuda") throw InputError("--device must be cpu or cuda, not '" + device + "'");
-  MPI_Comm node;
-  OV_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  int local = 0;
-  MPI_Comm_rank(node, &local);
-  MPI_Comm_free(&node);
-  const auto gpus = static_cast<int>(torch::cuda::device_count());
-  if (gpus == 0) throw InputError("--device cuda, but this process sees no GPU (or openvid was built with a CPU LibTorch)");
-  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local % gpus));  // ranks of a node share the node's GPUs round robin
-}
-
 }  // namespace
 
 int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
@@ -243,6 +230,12 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
   ClipList list;
   std::optional<Encoders> enc;
   all_ranks_check(comm, [&] {
+    if (o.device != "cpu" && o.device != "cuda") throw InputError("--device must be cpu or cuda, not '" + o.device + "'");
+  });
+  // Each rank's GPU by the trainer's rule, made current; ranks may share a GPU here (inference, no NCCL).
+  const DeviceChoice choice = choose_device(comm, o.device == "cuda" ? DeviceRequest::kCuda : DeviceRequest::kCpu, GpuSharing::kAllow);
+  const at::Device device = choice.kind == DeviceKind::kCuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(choice.index)) : at::Device(at::kCPU);
+  all_ranks_check(comm, [&] {
     if (o.buckets.empty()) throw InputError("give at least one --bucket FRAMESxHEIGHTxWIDTH (latent shape, e.g. 16x64x64)");
     if (o.batch_size < 1 || o.clips_per_shard < 1 || o.text_tokens < 1 || o.caption_bytes < 1) {
       throw InputError("--batch_size, --clips_per_shard, --text_tokens and --caption_bytes must be positive");
@@ -253,7 +246,6 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
     if (!fs::is_directory(o.video_root)) throw InputError("--video_root '" + o.video_root + "' is not a directory");
     list = read_clip_list(o.csv, o.video_column, o.caption_column, o.filters);
     if (o.max_clips > 0 && static_cast<int64_t>(list.clips.size()) > o.max_clips) list.clips.resize(static_cast<size_t>(o.max_clips));
-    const at::Device device = pick_device(o.device, comm);
     const std::string precision = o.precision == "auto" ? (device.is_cuda() ? "bf16" : "fp32") : o.precision;
     if (precision != "fp32" && precision != "bf16") throw InputError("--precision must be auto, fp32 or bf16, not '" + o.precision + "'");
     const at::ScalarType dtype = precision == "bf16" ? at::kBFloat16 : at::kFloat;

@@ -23,17 +23,25 @@ std::string rank_tag() {
   return os.str();
 }
 
-void abort_job(const std::string& message, int exit_code) {
+void print_rank_message(const std::string& message) {
   // One write, so lines from different ranks do not interleave mid-line.
   const std::string line = rank_tag() + ": " + message + "\n";
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);
+}
+
+void end_job(int exit_code) {
   std::fflush(stdout);
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
   if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
   std::_Exit(exit_code);
+}
+
+void abort_job(const std::string& message, int exit_code) {
+  print_rank_message(message);
+  end_job(exit_code);
 }
 
 namespace detail {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -10,6 +11,8 @@
 #include <exception>
 #include <filesystem>
 #include <sstream>
+
+#include "openvid/runtime/placement.h"
 
 namespace ov {
 namespace detail {
@@ -168,6 +171,33 @@ std::string broadcast_string(MPI_Comm comm, const std::string& value, int root) 
   OV_MPI_CHECK(MPI_Ibcast(out.data(), len, MPI_CHAR, root, comm, &req));
   wait_or_abort(req, "broadcast_string");
   return out;
+}
+
+void agree_on_value(MPI_Comm comm, const std::string& what, const std::string& value, const std::string& advice) {
+  const std::vector<std::string> all = gather_strings(comm, value + "\t" + host_name());
+  root_check(comm, [&] {
+    std::vector<std::string> values;  // in the order of their first rank
+    std::map<std::string, std::pair<std::vector<int>, std::vector<std::string>>> where;  // value -> ranks, hosts
+    for (size_t r = 0; r < all.size(); ++r) {
+      const size_t tab = all[r].rfind('\t');
+      const std::string v = all[r].substr(0, tab), host = all[r].substr(tab + 1);
+      auto& [ranks, hosts] = where[v];
+      if (ranks.empty()) values.push_back(v);
+      ranks.push_back(static_cast<int>(r));
+      if (std::find(hosts.begin(), hosts.end(), host) == hosts.end()) hosts.push_back(host);
+    }
+    if (values.size() < 2) return;
+    std::string message = "ranks differ in " + what + ":";
+    for (size_t i = 0; i < values.size(); ++i) {
+      const auto& [ranks, hosts] = where[values[i]];
+      std::string host_list;
+      for (size_t h = 0; h < hosts.size() && h < 4; ++h) host_list += (h ? "," : "") + hosts[h];
+      if (hosts.size() > 4) host_list += ",... (" + std::to_string(hosts.size()) + " hosts)";
+      message += std::string(i ? ";" : "") + " " + values[i] + " on " + (hosts.size() > 1 ? "hosts " : "host ") + host_list + " (ranks " +
+                 rank_ranges(ranks) + ")";
+    }
+    throw InputError(message + ". " + advice);
+  });
 }
 
 }  // namespace ov

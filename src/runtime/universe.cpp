@@ -11,10 +11,6 @@
 
 namespace ov {
 
-std::string DeviceChoice::str() const {
-  return kind == DeviceKind::kCpu ? std::string("cpu") : "cuda:" + std::to_string(index);
-}
-
 namespace {
 
 std::string join(const std::vector<int>& v) {
@@ -34,6 +30,52 @@ MPI_Comm split(MPI_Comm parent, int color, int key) {
 
 }  // namespace
 
+DeviceChoice choose_device(MPI_Comm world, MPI_Comm node, DeviceRequest request, GpuSharing sharing) {
+  int rank = 0, local_rank = 0, local_size = 1;
+  OV_MPI_CHECK(MPI_Comm_rank(world, &rank));
+  OV_MPI_CHECK(MPI_Comm_rank(node, &local_rank));
+  OV_MPI_CHECK(MPI_Comm_size(node, &local_size));
+  const std::string host = host_name();
+  const int visible = request == DeviceRequest::kCpu ? 0 : visible_gpus();
+  std::string error;
+  if (request == DeviceRequest::kCuda && visible == 0) {
+    error = "--device cuda was asked for, but " +
+            std::string(at::hasCUDA() ? "no CUDA device is visible on host " + host : "this build of LibTorch has no CUDA support") +
+            "; use --device cpu or auto";
+  }
+  DeviceChoice device;
+  if (visible > 0) device = DeviceChoice{DeviceKind::kCuda, gpu_for_rank(visible, local_rank, local_size)};
+  // Every rank of the node reports (those on the CPU with no GPU), so that the collective matches.
+  const std::string mine = device.kind == DeviceKind::kCuda ? std::to_string(device.index) + "\t" + gpu_uuid(device.index) : "";
+  const std::vector<std::string> ranks = gather_strings(node, std::to_string(rank) + "\t" + mine);
+  if (local_rank == 0 && error.empty() && sharing == GpuSharing::kRefuse) {
+    std::vector<RankGpu> gpus;
+    for (size_t i = 0; i < ranks.size(); ++i) {
+      const size_t a = ranks[i].find('\t'), b = ranks[i].find('\t', a + 1);
+      if (b == std::string::npos) continue;  // a rank on the CPU
+      gpus.push_back(RankGpu{std::stoi(ranks[i].substr(0, a)), static_cast<int>(i), std::stoi(ranks[i].substr(a + 1, b - a - 1)),
+                             ranks[i].substr(b + 1)});
+    }
+    error = gpu_sharing_error(host, gpus);
+  }
+  agree_on_errors(world, error);
+  // Current on this thread before anything touches CUDA: LibTorch's current stream, openvid's kernels and
+  // every allocation without a device guard then go to this rank's GPU, and no rank opens a context on
+  // another's.
+  if (device.kind == DeviceKind::kCuda) make_current_gpu(device.index);
+  return device;
+}
+
+DeviceChoice choose_device(MPI_Comm world, DeviceRequest request, GpuSharing sharing) {
+  int rank = 0;
+  OV_MPI_CHECK(MPI_Comm_rank(world, &rank));
+  MPI_Comm node = MPI_COMM_NULL;
+  OV_MPI_CHECK(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+  const DeviceChoice device = choose_device(world, node, request, sharing);
+  MPI_Comm_free(&node);
+  return device;
+}
+
 Universe Universe::create(MPI_Comm world, int fs, int cp, DeviceRequest request) {
   int rank = 0, size = 1;
   OV_MPI_CHECK(MPI_Comm_rank(world, &rank));
@@ -52,26 +94,7 @@ Universe Universe::create(MPI_Comm world, int fs, int cp, DeviceRequest request)
   OV_MPI_CHECK(MPI_Comm_size(u.node_, &u.local_size_));
   u.num_nodes_ = agree_int(world, u.local_rank_ == 0 ? 1 : 0, MPI_SUM, "counting the nodes (Universe::create)");
 
-  // Device: one GPU per node-local rank (round robin if there are more ranks than GPUs).
-  const int num_gpus = at::hasCUDA() ? static_cast<int>(at::getNumGPUs()) : 0;
-  std::string device_error;
-  if (request == DeviceRequest::kCuda && num_gpus == 0) {
-    device_error = "--device cuda was asked for, but " +
-                   std::string(at::hasCUDA() ? "no CUDA device is visible on host " + u.host_
-                                             : "this build of LibTorch has no CUDA support") +
-                   "; use --device cpu or auto";
-  }
-  if (request != DeviceRequest::kCpu && num_gpus > 0 && u.local_size_ > num_gpus) {
-    // NCCL cannot put two ranks of one communicator on one GPU, and sharing a GPU is never what a
-    // training job wants: say so before anything is allocated.
-    device_error = "host " + u.host_ + " runs " + std::to_string(u.local_size_) + " ranks but has " +
-                   std::to_string(num_gpus) + " GPU(s): launch at most one rank per GPU (e.g. srun "
-                   "--ntasks-per-node=" + std::to_string(num_gpus) + "), or pass --device cpu";
-  }
-  agree_on_errors(world, device_error);
-  if (request != DeviceRequest::kCpu && num_gpus > 0) {
-    u.device_ = DeviceChoice{DeviceKind::kCuda, u.local_rank_ % num_gpus};
-  }
+  u.device_ = choose_device(world, u.node_, request);
 
   u.shard_ = split(world, u.mesh_.shard_color(rank), rank);
   u.cp_ = split(world, u.mesh_.cp_color(rank), rank);

@@ -47,6 +47,10 @@ std::string rank_tag();
 
 // One rank: print "rank N (host): message" on stderr and abort every rank of the job (MPI_Abort).
 [[noreturn]] void abort_job(const std::string& message, int exit_code = kExitFailure);
+// Its two halves, for a failure that must be told before a clean-up that may take a while (the NCCL
+// watchdog): print the message (one write, flushed), then end the job.
+void print_rank_message(const std::string& message);
+[[noreturn]] void end_job(int exit_code = kExitFailure);
 
 // The main of a single-process tool: runs `tool`, and turns an InputError into "<name>: error: message"
 // with exit 2 and any other exception into "<name>: message" with exit 1.

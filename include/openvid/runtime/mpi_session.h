@@ -67,6 +67,12 @@ void root_check(MPI_Comm comm, Fn&& work, int exit_code = kExitInputError, int r
 // Collective over `comm`: returns on `root` each rank's string in rank order; empty elsewhere.
 std::vector<std::string> gather_strings(MPI_Comm comm, const std::string& mine, int root = 0);
 
+// Collective over `comm`: every rank passes its `value` of one setting that must be the same everywhere
+// (e.g. "device cuda, backend nccl, compute bf16"). When the ranks differ, every rank throws CollectiveExit
+// (kExitInputError) with one message: "ranks differ in <what>: <value> on host(s) <hosts> (ranks <ranges>); ...
+// <advice>".
+void agree_on_value(MPI_Comm comm, const std::string& what, const std::string& value, const std::string& advice);
+
 // Collective over `comm`: root's string on every rank.
 std::string broadcast_string(MPI_Comm comm, const std::string& value, int root = 0);
 

@@ -64,6 +64,15 @@ class Universe {
   MPI_Comm node_ = MPI_COMM_NULL, shard_ = MPI_COMM_NULL, cp_ = MPI_COMM_NULL, dp_ = MPI_COMM_NULL;
 };
 
+// Collective over `world`: this rank's device for `request` by the binding rule of runtime/device.h (all GPUs
+// visible: the node-local rank's; one per task: its own), made the thread's current CUDA device. Ranks of
+// one node on one physical GPU end the job with one message (exit 2) unless `sharing` allows it (inference
+// tools that need no NCCL). Universe::create uses it; so do the tools without a Universe.
+enum class GpuSharing { kRefuse, kAllow };
+DeviceChoice choose_device(MPI_Comm world, DeviceRequest request, GpuSharing sharing = GpuSharing::kRefuse);
+// The same with the node's communicator (ranks sharing memory) already split.
+DeviceChoice choose_device(MPI_Comm world, MPI_Comm node, DeviceRequest request, GpuSharing sharing = GpuSharing::kRefuse);
+
 // A Universe::place() string back as a RankPlace.
 RankPlace place_of(const std::string& place);
 
