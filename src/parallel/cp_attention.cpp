@@ -27,10 +27,15 @@ class GatherTokens : public torch::autograd::Function<GatherTokens> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto* group = reinterpret_cast<comm::Communicator*>(ctx->saved_data["group"].toInt());
-    const at::Tensor g = token_major(grads[0]);
+    // Summed in fp32 whatever the compute dtype: each rank's partial gradient of every key and value is
+    // added over the group exactly once and rounded once (bf16 sums would round at each of the cp - 1
+    // additions, an error growing with cp). The fp32 copy is the token-major copy the transfer needs anyway.
+    const at::Tensor gp = grads[0].permute({2, 0, 1, 3});
+    at::Tensor g = at::empty(gp.sizes(), gp.options().dtype(at::kFloat));
+    g.copy_(gp);
     at::Tensor mine = at::empty({g.size(0) / group->size(), g.size(1), g.size(2), g.size(3)}, g.options());
     group->reduce_scatter(mine, g, comm::ReduceOp::kSum).wait();
-    return {head_major(mine), at::Tensor()};
+    return {head_major(mine).to(grads[0].scalar_type()), at::Tensor()};
   }
 };
 
