@@ -1,8 +1,6 @@
 #include "openvid/model/safetensors.h"
 
 #include <ATen/ATen.h>
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -32,12 +30,6 @@ const std::map<std::string, at::ScalarType>& dtype_by_name() {
   return m;
 }
 
-std::string dtype_name(at::ScalarType t) {
-  for (const auto& [name, type] : dtype_by_name())
-    if (type == t) return name;
-  throw Error(std::string("safetensors cannot store dtype ") + c10::toString(t));
-}
-
 [[noreturn]] void bad(const std::string& path, const std::string& what) {
   throw InputError("safetensors file '" + path + "': " + what);
 }
@@ -50,6 +42,12 @@ struct Entry {
 };
 
 }  // namespace
+
+std::string dtype_name(at::ScalarType t) {
+  for (const auto& [name, type] : dtype_by_name())
+    if (type == t) return name;
+  throw Error(std::string("safetensors cannot store dtype ") + c10::toString(t));
+}
 
 namespace {
 
@@ -275,56 +273,6 @@ TensorMap read_weight_ranges(const std::string& path, const ElementRanges& range
     if (!out.count(name)) throw InputError("weights index '" + s + "' names no shard for '" + name + "'");
   }
   return out;
-}
-
-void write_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
-  json header = json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::vector<at::Tensor> data;
-  uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    const uint64_t bytes = static_cast<uint64_t>(c.numel()) * c.element_size();
-    header[name] = {{"dtype", dtype_name(c.scalar_type())}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
-    data.push_back(std::move(c));
-  }
-  std::string h = header.dump();
-  h.append((8 - h.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned, as the reference writer does
-  const uint64_t header_len = h.size();
-
-  const std::filesystem::path target(path);
-  const std::filesystem::path tmp = target.parent_path() / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()));
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw Error("cannot create '" + tmp.string() + "': " + std::strerror(errno));
-  auto write_all = [&](const void* p, size_t n) {
-    const char* b = static_cast<const char*>(p);
-    while (n > 0) {
-      const ssize_t w = ::write(fd, b, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        const std::string err = std::strerror(errno);
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        throw Error("writing '" + tmp.string() + "' failed: " + err);
-      }
-      b += w;
-      n -= static_cast<size_t>(w);
-    }
-  };
-  write_all(&header_len, 8);
-  write_all(h.data(), h.size());
-  for (const at::Tensor& c : data) write_all(c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size());
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw Error("flushing '" + tmp.string() + "' failed: " + std::strerror(errno));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, target, ec);
-  if (ec) {
-    ::unlink(tmp.c_str());
-    throw Error("renaming '" + tmp.string() + "' to '" + path + "' failed: " + ec.message());
-  }
 }
 
 }  // namespace ov::model

@@ -20,15 +20,29 @@ const at::Tensor& weights_of(const UnitSlices& s, Weights which) {
 
 }  // namespace
 
-model::TensorMap full_masters(const ShardedModel& model, Weights which) {
-  model::TensorMap out;
+void for_each_full_weight(const ShardedModel& model, Weights which, const std::function<void(const std::string&, const at::Tensor&)>& sink) {
   for (size_t k = 0; k < model.units().size(); ++k) {
     const FlatUnit& u = model.units()[k];
-    const at::Tensor master = weights_of(model.slices(k), which);
-    at::Tensor flat = at::empty({u.padded}, master.options());
-    model.shard_group().all_gather(flat, master).wait();
-    for (size_t i = 0; i < u.params.size(); ++i) out[u.params[i].name] = u.view(flat, i).clone();
-  }
+    const at::Tensor mine = weights_of(model.slices(k), which);
+    at::Tensor flat = mine;  // a shard group of one rank holds the whole unit
+    if (model.shard_group().size() > 1) {
+      flat = at::empty({u.padded}, mine.options());
+      model.shard_group().all_gather(flat, mine).wait();
+    }
+    for (size_t i = 0; i < u.params.size(); ++i) sink(u.params[i].name, u.view(flat, i));
+  }  // the unit's buffer is released before the next one is gathered
+}
+
+model::TensorSpecs weight_specs(const ShardedModel& model) {
+  model::TensorSpecs specs;
+  for (const FlatUnit& u : model.units())
+    for (const FlatParam& p : u.params) specs[p.name] = model::TensorSpec{at::kFloat, p.shape};
+  return specs;
+}
+
+model::TensorMap full_masters(const ShardedModel& model, Weights which) {
+  model::TensorMap out;
+  for_each_full_weight(model, which, [&](const std::string& name, const at::Tensor& t) { out[name] = t.clone(); });
   return out;
 }
 

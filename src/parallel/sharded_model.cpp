@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
 
+#include <algorithm>
 #include <map>
 
 #include "openvid/model/gradient_slots.h"
@@ -19,7 +20,7 @@ struct ShardedModel::Pending {
   std::vector<bool> seen;   // parameters with a gradient in this step (any micro-batch)
   std::vector<bool> last;   // ... in the last micro-batch (after arm())
   int64_t arrived = 0;      // count of `last`
-  int64_t expected = -1;    // parameters with a gradient in the last micro-batch of the previous step
+  int64_t expected = 0;     // parameters with a gradient in the last micro-batch of the previous step (at first: all)
   bool launched = false;
   comm::Work reduction;
 };
@@ -92,6 +93,9 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
   for (size_t k = 0; k < units_.size(); ++k) {
     pending_[k].seen.assign(params_[k].size(), false);
     pending_[k].last.assign(params_[k].size(), false);
+    // The first step waits for every parameter: a unit whose parameters all get gradients is reduced during
+    // that backward too (one with an unused parameter is reduced by finish(), and later steps know).
+    pending_[k].expected = static_cast<int64_t>(params_[k].size());
     if (!options_.reduce_in_backward) continue;
     // After set_data: a new dtype gives a parameter a new gradient accumulator.
     for (size_t i = 0; i < params_[k].size(); ++i) {
@@ -145,10 +149,27 @@ void ShardedModel::accumulate(size_t k, size_t i, const at::Tensor& grad) {
     if (p.seen[i]) slot.add_(grad.reshape(-1));
     else slot.copy_(grad.reshape(-1));
   } else {
-    if (!p.flat.defined()) p.flat = at::zeros({units_[k].padded}, slices_[k].grad.options());
+    if (!p.flat.defined()) allocate_flat(k);
     p.flat.narrow(0, fp.offset, fp.numel).add_(grad.reshape(-1));
   }
   p.seen[i] = true;
+}
+
+void ShardedModel::allocate_flat(size_t k) {
+  pending_[k].flat = at::zeros({units_[k].padded}, slices_[k].grad.options());
+  ++flats_.alive;
+  flats_.alive_bytes += pending_[k].flat.nbytes();
+  flats_.peak = std::max(flats_.peak, flats_.alive);
+  flats_.peak_bytes = std::max(flats_.peak_bytes, flats_.alive_bytes);
+}
+
+void ShardedModel::release_flat(size_t k) {
+  Pending& p = pending_[k];
+  p.reduction.wait();  // NCCL: the compute stream waits for the transfer, so the buffer's next user comes after it
+  if (!p.flat.defined()) return;
+  flats_.alive_bytes -= p.flat.nbytes();
+  --flats_.alive;
+  p.flat = at::Tensor();
 }
 
 void ShardedModel::on_gradient(size_t k, size_t i) {
@@ -175,8 +196,15 @@ void ShardedModel::launch(size_t k) {
     }
     if (dp_.size() > 1) p.reduction = dp_.all_reduce(s.grad, comm::ReduceOp::kSum);
   } else {
-    if (!p.flat.defined()) p.flat = at::zeros({units_[k].padded}, s.grad.options());
+    if (!p.flat.defined()) allocate_flat(k);
     p.reduction = shard_.reduce_scatter(s.grad, p.flat, comm::ReduceOp::kSum);
+    // At most max_reductions_in_flight full unit gradients wait for their transfer: the oldest is released
+    // once it is done, so memory stays at the shards plus a few units whatever the model's depth.
+    reducing_.push_back(k);
+    while (static_cast<int64_t>(reducing_.size()) > options_.max_reductions_in_flight) {
+      release_flat(reducing_.front());
+      reducing_.pop_front();
+    }
   }
   p.launched = true;
   launch_order_.push_back(k);
@@ -199,15 +227,15 @@ void ShardedModel::finish() {
 }
 
 void ShardedModel::complete_reductions() {
+  reducing_.clear();
   for (size_t k : launch_order_) {
     Pending& p = pending_[k];
-    p.reduction.wait();
+    release_flat(k);
     // A shard group of several ranks reduce-scattered; its slices are then summed over the replicas.
     if (shard_.size() > 1 && dp_.size() > 1) dp_.all_reduce(slices_[k].grad, comm::ReduceOp::kSum).wait();
     p.expected = p.arrived;  // what the next step can wait for
     p.arrived = 0;
     p.launched = false;
-    p.flat = at::Tensor();
     std::fill(p.seen.begin(), p.seen.end(), false);
     std::fill(p.last.begin(), p.last.end(), false);
     model::reset_gradient_slots(params_[k]);

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "openvid/model/safetensors.h"
+#include "openvid/model/safetensors_writer.h"
 #include "openvid/model/state_dict.h"
 #include "openvid/parallel/shard_io.h"
 #include "openvid/runtime/error.h"
@@ -58,6 +59,28 @@ std::optional<std::string> latest_checkpoint(const std::string& dir) {
   return best;
 }
 
+std::string write_full_weights(const std::string& path, const parallel::ShardedModel& sharded, parallel::Weights which,
+                               const model::Metadata& metadata, const Universe& u) {
+  if (u.coord().dp != 0) return "";  // world rank 0's shard group gathers; the replicas hold the same weights
+  std::string error;
+  std::optional<model::SafetensorsWriter> writer;
+  auto attempt = [&](auto&& io) {
+    if (!error.empty()) return;
+    try {
+      io();
+    } catch (const std::exception& e) {
+      error = e.what();
+      writer.reset();  // removes the partial file
+    }
+  };
+  if (u.rank() == 0) attempt([&] { writer.emplace(path, parallel::weight_specs(sharded), metadata); });
+  parallel::for_each_full_weight(sharded, which, [&](const std::string& name, const at::Tensor& t) {
+    if (writer) attempt([&] { writer->write(name, t); });  // after a failure: still in every gather, writing nothing
+  });
+  if (writer) attempt([&] { writer->commit(); });
+  return error;
+}
+
 std::string write_checkpoint(const std::string& dir, const CheckpointState& state, parallel::ShardedModel& sharded,
                              const Universe& u, const std::string& options_ini, int keep) {
   const std::filesystem::path final_dir = std::filesystem::path(dir) / step_name(state.next_step);
@@ -72,16 +95,17 @@ std::string write_checkpoint(const std::string& dir, const CheckpointState& stat
       },
       kExitFailure);
 
-  const model::TensorMap masters = parallel::full_masters(sharded);  // collective over each shard group
-  const model::TensorMap ema = sharded.has_ema() ? parallel::full_masters(sharded, parallel::Weights::kEma) : model::TensorMap();
+  const model::Metadata weights_metadata{{"format", "pt"}, {"producer", version_string()}};
+  std::string weights_error = write_full_weights((tmp / "model.safetensors").string(), sharded, parallel::Weights::kMasters, weights_metadata, u);
+  if (sharded.has_ema()) {  // on every rank of the shard group, whatever rank 0's first write did
+    const std::string e = write_full_weights((tmp / kEmaFile).string(), sharded, parallel::Weights::kEma, weights_metadata, u);
+    if (weights_error.empty()) weights_error = e;
+  }
   all_ranks_check<std::exception>(
       u.world(),
       [&] {
         try {
-          if (u.rank() == 0) model::write_safetensors((tmp / "model.safetensors").string(), masters, {{"format", "pt"}, {"producer", version_string()}});
-          if (u.rank() == 0 && !ema.empty()) {
-            model::write_safetensors((tmp / kEmaFile).string(), ema, {{"format", "pt"}, {"producer", version_string()}});
-          }
+          if (!weights_error.empty()) throw Error(weights_error);
           if (u.coord().dp == 0) {  // one replica writes the shards of the moments
             const int r = u.coord().fs * u.mesh().cp() + u.coord().cp, s = u.mesh().shard_size();
             model::write_safetensors((tmp / optimizer_file(r, s)).string(), parallel::optimizer_slices(sharded),
@@ -93,7 +117,7 @@ std::string write_checkpoint(const std::string& dir, const CheckpointState& stat
                             {"next_step", state.next_step},
                             {"optimizer_steps", state.optimizer_steps},
                             {"skipped_steps", state.skipped_steps},
-                            {"ema", !ema.empty()},
+                            {"ema", sharded.has_ema()},
                             {"shard_files", u.mesh().shard_size()},
                             {"layout", {{"world", u.size()}, {"dp", u.mesh().dp()}, {"fs", u.mesh().fs()}, {"cp", u.mesh().cp()}}},
                             {"options", options_ini}};

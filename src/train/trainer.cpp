@@ -426,18 +426,15 @@ int Trainer::run() {
   RunLog log(d.run_dir, root, peak, d.u.size(), d.compute.device, d.start_step);
   // The trained weights, with the reference's names, for the reference trainer and openvid_modelcheck.
   const std::string export_path = d.run_dir + "/model.safetensors";
-  auto export_weights = [&] {
-    const model::TensorMap w = weights(), ema = ema_weights();
-    root_check<std::exception>(
-        d.u.world(),
-        [&] {
-          model::write_safetensors(export_path, w, {{"producer", version_string()}, {"format", "pt"}});
-          if (!ema.empty()) {
-            model::write_safetensors(d.run_dir + "/ema.safetensors", ema,
-                                     {{"producer", version_string()}, {"format", "pt"}, {"ema_decay", std::to_string(d.opt.ema_decay)}});
-          }
-        },
-        kExitFailure);
+  auto export_weights = [&] {  // one unit at a time (write_full_weights): no rank holds the whole model
+    const parallel::ShardedModel& sharded = *d.m.sharded;
+    std::string error = write_full_weights(export_path, sharded, parallel::Weights::kMasters, {{"producer", version_string()}, {"format", "pt"}}, d.u);
+    if (sharded.has_ema()) {
+      const std::string e = write_full_weights(d.run_dir + "/ema.safetensors", sharded, parallel::Weights::kEma,
+                                               {{"producer", version_string()}, {"format", "pt"}, {"ema_decay", std::to_string(d.opt.ema_decay)}}, d.u);
+      if (error.empty()) error = e;
+    }
+    agree_on_errors(d.u.world(), error, kExitFailure);
   };
   if (d.start_step >= cadence.last_step) {
     // A finished run whose export is missing (a crash between the last checkpoint and the export) gets it now.

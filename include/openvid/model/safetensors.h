@@ -47,8 +47,12 @@ Metadata read_metadata(const std::string& path);
 // Tensor bytes this process has read from safetensors files so far (tests check what a resume reads).
 uint64_t tensor_bytes_read();
 
+// The format's name of a dtype ("F32", "BF16", ...); throws ov::Error for dtypes it cannot store.
+std::string dtype_name(at::ScalarType t);
+
 // Writes `tensors` (any device; written as stored: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)
 // atomically: a temporary file in the same directory, fsync, rename. Throws ov::Error on I/O failure.
+// (A SafetensorsWriter, model/safetensors_writer.h, over the map: both write the same bytes.)
 void write_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});
 
 }  // namespace ov::model

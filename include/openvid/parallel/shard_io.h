@@ -2,10 +2,12 @@
 // Moving a sharded model's state to and from files: full-size fp32 weights by name (checkpoints, the
 // export, --load_checkpoint) and the flat Adam moments of each rank's slices with the geometry that lets
 // any other layout re-slice them.
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "openvid/model/safetensors.h"
+#include "openvid/model/safetensors_writer.h"
 #include "openvid/parallel/sharded_model.h"
 
 namespace ov::parallel {
@@ -13,8 +15,15 @@ namespace ov::parallel {
 // Which fp32 weights of the shards: the masters, or their moving average (ShardedModel::enable_ema).
 enum class Weights { kMasters, kEma };
 
-// Collective over the shard group: the fp32 masters (or their moving average) of every parameter, full size,
-// by name.
+// Collective over the shard group: the fp32 masters (or their moving average) of every parameter, full
+// size, one unit at a time: a unit is all-gathered into one buffer, `sink` sees each of its parameters (a
+// view of that buffer, on the model's device), and the buffer is released before the next unit's gather.
+// Memory beyond the shards: one unit. Checkpoints and the export write through it (train/checkpoint.h).
+void for_each_full_weight(const ShardedModel& model, Weights which, const std::function<void(const std::string&, const at::Tensor&)>& sink);
+// Local: every parameter's name, fp32 dtype and full shape (a SafetensorsWriter's entries).
+model::TensorSpecs weight_specs(const ShardedModel& model);
+// Collective over the shard group: every parameter's full weights, by name, all at once (the whole model in
+// memory: for tests and small models; files are written with for_each_full_weight).
 model::TensorMap full_masters(const ShardedModel& model, Weights which = Weights::kMasters);
 
 // Local: replaces this rank's master slices by the weights at `path` (a safetensors file, a sharded set or

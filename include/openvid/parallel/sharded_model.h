@@ -10,6 +10,10 @@
 // released at once). On the last micro-batch, a unit whose gradients are all in is reduce-scattered (sum)
 // over the shard group at once, while the rest of backward runs, then all-reduced (sum) over the dp
 // group: hybrid sharding. Losses are normalised by the global element count, so sums are the gradient.
+// A unit's full gradient buffer is freed as soon as its reduce-scatter is done (at most
+// ShardingOptions::max_reductions_in_flight wait at once), so the full gradients alive during the last
+// backward are a few units, not the model (unit_gradient_buffers() counts them). Earlier micro-batches
+// (--grad_accum > 1) keep every unit's buffer until the last one, as FSDP's no_sync does.
 // A shard group of one rank accumulates straight into its gradient slice and reduces nothing; with one
 // backward per step too (ShardingOptions::single_backward, one dp rank), the slice registers a gradient slot per
 // parameter (model/gradient_slots.h), so the model's linear layers write their gradients there themselves.
@@ -18,6 +22,7 @@
 // each unit's full buffer (the slice views of slices()); gather() all-gathers the chunks in place.
 #include <ATen/core/Tensor.h>
 
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -54,6 +59,16 @@ struct ShardingOptions {
   // dtype the backward produces them in, which is exact, and halves their memory and the optimizer's reads.
   // A second gradient for a parameter in one step is then an error.
   bool single_backward = false;
+  // Shard groups of several ranks: full unit gradients whose reduce-scatter may be in flight at once during
+  // backward; past it the oldest is waited for (on NCCL: by the compute stream, not the host) and released.
+  int64_t max_reductions_in_flight = 2;
+};
+
+// Full unit gradients (the fp32 buffers a shard group of several ranks sums into and reduce-scatters): how
+// many are alive now and the most at once since the model was built (an accounting hook for tests and logs).
+struct UnitGradientBuffers {
+  int64_t alive = 0, peak = 0;
+  int64_t alive_bytes = 0, peak_bytes = 0;
 };
 
 class ShardedModel {
@@ -86,7 +101,7 @@ class ShardedModel {
 
   // Gradient reduction launched during backward: arm() before the last micro-batch's backward; finish()
   // after it launches what the hooks did not (units whose parameters got no gradient in the previous
-  // step: the first step learns which) and makes the reductions complete (shard group, then dp group)
+  // step; the first step waits for all of them) and makes the reductions complete (shard group, then dp group)
   // from the caller's point of view. Earlier micro-batches only accumulate.
   void arm();
   void finish();
@@ -109,12 +124,15 @@ class ShardedModel {
   // synchronisation (a non-finite gradient makes it non-finite). Accumulated in fp32 whatever the dtype.
   at::Tensor grad_norm_squared() const;
   ShardMemory memory(int64_t optimizer_states_per_element = 2) const;
+  const UnitGradientBuffers& unit_gradient_buffers() const { return flats_; }
 
  private:
   struct Pending;
   void on_gradient(size_t unit, size_t param);
   void accumulate(size_t unit, size_t param, const at::Tensor& grad);
   void launch(size_t unit);
+  void allocate_flat(size_t unit);
+  void release_flat(size_t unit);  // waits for the unit's reduction, then frees its full gradient
   void complete_reductions();
   void complete_gathers();
 
@@ -129,6 +147,8 @@ class ShardedModel {
   std::vector<comm::Work> gathers_;
   std::vector<Pending> pending_;
   std::vector<size_t> launch_order_;
+  std::deque<size_t> reducing_;  // units whose full gradient is being reduce-scattered, oldest first
+  UnitGradientBuffers flats_;
   std::vector<std::shared_ptr<void>> hook_owners_;  // keeps the gradient accumulators (and their hooks) alive
   bool armed_ = false;
   int64_t launched_in_backward_ = 0;

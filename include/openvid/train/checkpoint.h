@@ -11,6 +11,7 @@
 #include <string>
 
 #include "openvid/config/model_config.h"
+#include "openvid/parallel/shard_io.h"
 #include "openvid/parallel/sharded_model.h"
 #include "openvid/runtime/universe.h"
 
@@ -33,6 +34,14 @@ CheckpointState check_checkpoint(const std::string& path, const ModelConfig& mod
 
 // Local: the newest complete checkpoint directory under `checkpoints_dir`, if any.
 std::optional<std::string> latest_checkpoint(const std::string& checkpoints_dir);
+
+// Collective over the world: rank 0 writes the full fp32 weights (masters or their moving average) to the
+// safetensors file `path` (the reference's names, the same bytes as model::write_safetensors of
+// parallel::full_masters), gathered over its shard group one unit at a time: no rank holds more than one
+// unit beyond its shards. The other replicas only wait. Returns rank 0's I/O error ("" if none) on rank 0,
+// "" elsewhere: the caller agrees on it (every rank of shard group 0 stays in the gathers to the end).
+std::string write_full_weights(const std::string& path, const parallel::ShardedModel& model, parallel::Weights which,
+                               const model::Metadata& metadata, const Universe& universe);
 
 // Collective over the world. Returns the directory written.
 std::string write_checkpoint(const std::string& checkpoints_dir, const CheckpointState& state, parallel::ShardedModel& model,
