@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -93,6 +95,43 @@ BOOST_AUTO_TEST_CASE(full_unit_gradients_alive_at_once_stay_bounded) {
   groups.finalize();
 }
 
+// With gradient accumulation (--grad_accum), each micro-batch armed with arm(false) is reduce-scattered
+// during its own backward and added into the slices: the bound holds in every micro-batch, and the summed
+// gradients equal those of accumulating the full gradients first and reducing once (to fp32 rounding: the
+// sums are grouped differently).
+BOOST_AUTO_TEST_CASE(gradient_accumulation_keeps_the_bound) {
+  const int world = ov::world_size(), me = ov::world_rank();
+  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, world, 1, ov::DeviceRequest::kCpu);
+  auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+  ov::model::DiT a(deep_config()), b(deep_config());
+  randomize_parameters(*a, 9);
+  randomize_parameters(*b, 9);
+  ov::parallel::ShardedModel whole_first(*a, groups.shard(), groups.dp()), per_micro(*b, groups.shard(), groups.dp());
+  const int micro = 3;
+  for (int step = 0; step < 2; ++step) {
+    for (int i = 0; i < micro; ++i) {
+      if (i + 1 == micro) whole_first.arm();  // earlier micro-batches only accumulate full gradients
+      loss_of(a, micro * me + i, step).backward();
+      per_micro.arm(i + 1 == micro);
+      loss_of(b, micro * me + i, step).backward();
+      if (i + 1 < micro) per_micro.finish_micro_batch();
+    }
+    whole_first.finish();
+    per_micro.finish();
+    for (size_t k = 0; k < per_micro.units().size(); ++k) {
+      const at::Tensor want = whole_first.slices(k).grad, got = per_micro.slices(k).grad;
+      const double err = (got - want).norm().item<double>() / std::max(want.norm().item<double>(), 1e-30);
+      BOOST_CHECK_MESSAGE(err < 1e-6, "step " << step << " unit " << per_micro.units()[k].name << ": relative error " << err);
+    }
+  }
+  if (world > 1) {
+    BOOST_CHECK_MESSAGE(per_micro.unit_gradient_buffers().peak <= 4, per_micro.unit_gradient_buffers().peak << " full unit gradients at once");
+    BOOST_CHECK_EQUAL(whole_first.unit_gradient_buffers().peak, whole_first.num_units());  // what accumulating full gradients costs
+  }
+  BOOST_CHECK_EQUAL(per_micro.unit_gradient_buffers().alive, 0);
+  groups.finalize();
+}
+
 // Checkpoints and the export write the full weights one unit at a time: the extra CPU memory while writing
 // is at most one unit on every rank (the whole model, gathered at once, is ~9 units here), and the file
 // is byte-identical to writing the whole gathered model as before.
@@ -122,6 +161,8 @@ BOOST_AUTO_TEST_CASE(writing_the_full_weights_takes_at_most_one_unit_more) {
       const std::string error = ov::train::write_full_weights(dir + "/streamed.safetensors", sharded, ov::parallel::Weights::kEma,
                                                               {{"format", "pt"}}, u);
       const int64_t extra = counter.peak() - before;
+      BOOST_TEST_MESSAGE("fs=" << fs << " cp=" << cp << " rank " << me << ": writing the weights took " << extra << " bytes beyond the shards; largest unit "
+                                << largest << ", whole model " << whole);
       BOOST_CHECK_EQUAL(error, "");
       BOOST_CHECK_MESSAGE(extra <= largest, "writing took " << extra << " bytes beyond the shards; one unit is " << largest);
       BOOST_CHECK_LT(largest * 3, whole);  // the bound says something: the whole model is many units

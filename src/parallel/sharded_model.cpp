@@ -7,7 +7,9 @@
 #include <torch/nn/module.h>
 
 #include <algorithm>
+#include <iomanip>
 #include <map>
+#include <sstream>
 
 #include "openvid/model/gradient_slots.h"
 #include "openvid/runtime/error.h"
@@ -23,6 +25,7 @@ struct ShardedModel::Pending {
   int64_t expected = 0;     // parameters with a gradient in the last micro-batch of the previous step (at first: all)
   bool launched = false;
   comm::Work reduction;
+  at::Tensor partial;       // a later micro-batch's reduced slice, added into the gradient slice once it arrives
 };
 
 namespace {
@@ -166,6 +169,10 @@ void ShardedModel::allocate_flat(size_t k) {
 void ShardedModel::release_flat(size_t k) {
   Pending& p = pending_[k];
   p.reduction.wait();  // NCCL: the compute stream waits for the transfer, so the buffer's next user comes after it
+  if (p.partial.defined()) {
+    slices_[k].grad.add_(p.partial);
+    p.partial = at::Tensor();
+  }
   if (!p.flat.defined()) return;
   flats_.alive_bytes -= p.flat.nbytes();
   --flats_.alive;
@@ -197,7 +204,9 @@ void ShardedModel::launch(size_t k) {
     if (dp_.size() > 1) p.reduction = dp_.all_reduce(s.grad, comm::ReduceOp::kSum);
   } else {
     if (!p.flat.defined()) allocate_flat(k);
-    p.reduction = shard_.reduce_scatter(s.grad, p.flat, comm::ReduceOp::kSum);
+    // The step's first reduction writes the slice; a later micro-batch's is added to it (release_flat).
+    if (summing_) p.partial = at::empty_like(s.grad);
+    p.reduction = shard_.reduce_scatter(summing_ ? p.partial : s.grad, p.flat, comm::ReduceOp::kSum);
     // At most max_reductions_in_flight full unit gradients wait for their transfer: the oldest is released
     // once it is done, so memory stays at the shards plus a few units whatever the model's depth.
     reducing_.push_back(k);
@@ -210,10 +219,29 @@ void ShardedModel::launch(size_t k) {
   launch_order_.push_back(k);
 }
 
-void ShardedModel::arm() {
+void ShardedModel::arm(bool last) {
   OV_CHECK(options_.reduce_in_backward, "arm() needs the hooks of reduce_in_backward");
   complete_gathers();
-  armed_ = true;
+  // An earlier micro-batch is reduced during its backward only where full unit gradients are summed (a
+  // shard group of several ranks); one rank per shard group accumulates into its slices in place.
+  armed_ = last || shard_.size() > 1;
+}
+
+void ShardedModel::finish_micro_batch() {
+  if (!armed_) return;  // accumulated in place
+  armed_ = false;
+  for (size_t k = units_.size(); k-- > 0;) {
+    if (!pending_[k].launched) launch(k);
+  }
+  reducing_.clear();
+  for (size_t k : launch_order_) {
+    release_flat(k);
+    pending_[k].arrived = 0;
+    pending_[k].launched = false;
+    std::fill(pending_[k].last.begin(), pending_[k].last.end(), false);
+  }
+  launch_order_.clear();
+  summing_ = true;  // the step's later reductions add to the slices
 }
 
 void ShardedModel::finish() {
@@ -241,6 +269,7 @@ void ShardedModel::complete_reductions() {
     model::reset_gradient_slots(params_[k]);
   }
   launch_order_.clear();
+  summing_ = false;
 }
 
 void ShardedModel::reduce_gradients() {
@@ -292,6 +321,16 @@ ShardMemory ShardedModel::memory(int64_t states) const {
   m.optimizer_bytes = states * master_all_.nbytes();  // exp_avg and exp_avg_sq
   for (const UnitSlices& s : slices_) m.gathered_bytes += s.full.nbytes();
   return m;
+}
+
+std::string unit_gradient_summary(const ShardedModel& model) {
+  const UnitGradientBuffers& b = model.unit_gradient_buffers();
+  int64_t all = 0;
+  for (const FlatUnit& u : model.units()) all += u.padded * static_cast<int64_t>(sizeof(float));
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(2) << "full unit gradients during backward: at most " << b.peak << " of " << model.num_units()
+     << " units at once, " << b.peak_bytes / 1e6 << " MB (all units: " << all / 1e6 << " MB)";
+  return os.str();
 }
 
 }  // namespace ov::parallel

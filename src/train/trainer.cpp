@@ -128,11 +128,12 @@ Trainer::Impl::InFlight Trainer::Impl::launch(int64_t step, const data::HostBatc
       const kernels::Range forward("forward");
       return loss(b, i * per_micro, per_micro, step, n, elements);
     }();
-    if (i + 1 == micro) m.sharded->arm();  // the last backward launches each unit's reduction when it is ready
+    m.sharded->arm(i + 1 == micro);  // each backward launches each unit's reduction when it is ready
     {
       const kernels::Range backward("backward");
       l.backward();
     }
+    if (i + 1 < micro) m.sharded->finish_micro_batch();
     loss_sum += l.detach();
   }
   timer.end_phase("forward_backward");
@@ -538,6 +539,7 @@ int Trainer::run() {
     }
   }
   kineto.reset();  // saves a trace still running
+  if (root && d.u.mesh().shard_size() > 1) std::cout << parallel::unit_gradient_summary(*d.m.sharded) << "\n";
   const std::string stopped = "stopped at step " + std::to_string(cadence.last_step) + ": reached " + end_reason + "\n";
   if (!d.opt.write_checkpoints) {
     if (root) std::cout << stopped << "done in " << format_duration(seconds_since(start)) << " (--write_checkpoints false: nothing saved)\n";
