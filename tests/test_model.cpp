@@ -10,6 +10,7 @@
 #include "openvid/model/flops.h"
 #include "openvid/model/gradient_slots.h"
 #include "openvid/model/linear.h"
+#include "openvid/model/recompute.h"
 #include "openvid/model/rope.h"
 #include "openvid/model/safetensors.h"
 #include "openvid/model/state_dict.h"
@@ -197,7 +198,7 @@ BOOST_AUTO_TEST_CASE(recomputed_blocks_give_identical_gradients) {
     randomize_parameters(*model, 21);
     const Batch b = batch(c, 9);
     auto grads = [&](int every) {
-      model->set_recompute_every(every);
+      model->set_block_runner(ov::model::recompute_every(every));
       model->zero_grad();
       const at::Tensor v = model->forward(b.x, b.text, b.t, {2, 1, 0});
       (v * b.probe).sum().backward();

@@ -9,6 +9,7 @@
 #include "openvid/model/dit.h"
 #include "openvid/model/gradient_slots.h"
 #include "openvid/model/state_dict.h"
+#include "openvid/parallel/parallelize.h"
 #include "openvid/parallel/shard_io.h"
 #include "openvid/parallel/sharded_model.h"
 #include "openvid/runtime/mpi_session.h"
@@ -255,6 +256,8 @@ BOOST_AUTO_TEST_CASE(gradients_written_in_place_equal_the_copied_ones) {
     ov::model::DiT a(cfg), b(cfg);
     randomize_parameters(*a, 11);
     randomize_parameters(*b, 11);
+    ov::parallel::parallelize(a, ov::parallel::Parallelism{nullptr, recompute_every});
+    ov::parallel::parallelize(b, ov::parallel::Parallelism{nullptr, recompute_every});
     ov::parallel::ShardedModel copied(*a, groups.shard(), groups.dp(), ov::parallel::ShardingOptions{at::kFloat, true, false});
     ov::parallel::ShardedModel in_place(*b, groups.shard(), groups.dp(), ov::parallel::ShardingOptions{at::kFloat, true, true});
     const at::Tensor qkv = b->named_parameters()["blocks.0.qkv.weight"];  // block 0 is recomputed when recompute_every > 0

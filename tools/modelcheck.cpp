@@ -60,7 +60,6 @@ int modelcheck(int argc, char** argv) {
 
   const ov::Options options = ov::parse_command_line({"--config", config}).options;
   ov::model::DiT model(options.model);
-  model->set_recompute_every(0);
   ov::model::load_state_dict(*model, ov::model::read_weights(weights), weights);
 
   const TensorMap in = ov::model::read_safetensors(inputs).tensors;

@@ -24,7 +24,7 @@
 
 #include "openvid/comm/process_groups.h"
 #include "openvid/config/options.h"
-#include "openvid/parallel/cp_attention.h"
+#include "openvid/parallel/parallelize.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/universe.h"
 #include "openvid/data/synthetic.h"
@@ -229,7 +229,6 @@ int sample(int argc, char** argv) {
     }
 
     model = ov::model::DiT(options.model);
-    model->set_recompute_every(0);
     chosen = pick_weights(weights, ema);
     ov::model::load_state_dict(*model, ov::model::read_weights(chosen), chosen);
     model->to(dev);
@@ -239,7 +238,7 @@ int sample(int argc, char** argv) {
   if (rank == 0) std::cout << "weights: " << chosen << (chosen != weights ? " (the moving average)" : "") << "\n";
   auto groups = ov::comm::ProcessGroups::create(u, dev.is_cuda() && world > 1 ? ov::comm::Backend::kNccl : ov::comm::Backend::kMpi,
                                                 std::chrono::milliseconds(600000));
-  if (world > 1) model->set_self_attention(std::make_shared<ov::parallel::CpSelfAttention>(groups.cp(), options.model.registers));
+  ov::parallel::parallelize(model, ov::parallel::Parallelism{&groups.cp(), 0});  // the time slices over the ranks; nothing recomputed
   // The noise is drawn on the CPU from the seed alone: the same latents start on any device.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const at::Tensor noise = at::normal(0.0, 1.0, {text.size(0), options.model.in_channels, frames, height, width}, gen);

@@ -2,14 +2,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <c10/core/GradMode.h>
 
 #include <cmath>
 
 #include "openvid/kernels/range.h"
 #include "openvid/model/block_ops.h"
 #include "openvid/model/linear.h"
-#include "openvid/model/recompute.h"
 #include "openvid/runtime/error.h"
 
 namespace ov::model {
@@ -216,8 +214,7 @@ at::Tensor DiTImpl::forward_window(const at::Tensor& x, const at::Tensor& text, 
   at::Tensor v0;
   for (Block& block : blocks_) {
     const kernels::Range range("block " + std::to_string(block->index()));
-    const bool recompute = cfg.recompute_every > 0 && block->index() % cfg.recompute_every == 0 && c10::GradMode::is_enabled();
-    auto [out, v] = recompute ? recomputed_block(*block, seq, c, text_c, v0, ctx) : block->forward(seq, c, text_c, v0, ctx);
+    auto [out, v] = block_runner_ ? block_runner_(*block, seq, c, text_c, v0, ctx) : block->forward(seq, c, text_c, v0, ctx);
     seq = out;
     if (block->index() == 0) v0 = v;
   }

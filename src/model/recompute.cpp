@@ -1,5 +1,6 @@
 #include "openvid/model/recompute.h"
 
+#include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -66,6 +67,15 @@ class RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
 };
 
 }  // namespace
+
+BlockRunner recompute_every(int k) {
+  if (k <= 0) return nullptr;
+  return [k](BlockImpl& block, const at::Tensor& x, const at::Tensor& c, const at::Tensor& text, const at::Tensor& v0,
+             const BlockContext& ctx) {
+    const bool recompute = block.index() % k == 0 && c10::GradMode::is_enabled();
+    return recompute ? recomputed_block(block, x, c, text, v0, ctx) : block.forward(x, c, text, v0, ctx);
+  };
+}
 
 std::pair<at::Tensor, at::Tensor> recomputed_block(BlockImpl& block, const at::Tensor& x, const at::Tensor& c,
                                                      const at::Tensor& text, const at::Tensor& v0,

@@ -13,7 +13,7 @@
 
 #include "openvid/data/synthetic.h"
 #include "openvid/model/state_dict.h"
-#include "openvid/parallel/cp_attention.h"
+#include "openvid/parallel/parallelize.h"
 #include "openvid/parallel/shard_io.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/files.h"
@@ -218,7 +218,7 @@ RunModel build_run_model(const Options& opt, const Universe& u, comm::ProcessGro
   r.model->initialize(static_cast<uint64_t>(opt.seed));
   r.model->to(compute.device);
   r.model->set_compute_dtype(compute.dtype);
-  if (u.mesh().cp() > 1) r.model->set_self_attention(std::make_shared<parallel::CpSelfAttention>(groups.cp(), opt.model.registers));
+  parallel::parallelize(r.model, parallel::Parallelism{&groups.cp(), opt.model.recompute_every});
   // One backward per step: the gradients are kept in the compute dtype when no rank sums into them.
   r.sharded = std::make_unique<parallel::ShardedModel>(*r.model, groups.shard(), groups.dp(),
                                                        parallel::ShardingOptions{compute.dtype, true, opt.grad_accum == 1});

@@ -25,7 +25,7 @@ struct ModelConfig {
   bool bias_and_norm_affine = false;  // the reference's --train_bias_and_rms
   double init_std_factor = 0.1;
   RopeLayout rope_layout = RopeLayout::kAligned;
-  int recompute_every = 0;           // recompute every k-th block's activations in backward; 0 = none
+  int recompute_every = 0;           // recompute every k-th block's activations in backward; 0 = none (parallel/parallelize applies it)
 };
 
 const char* to_string(RopeLayout layout);  // "aligned" | "seed"

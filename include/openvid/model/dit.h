@@ -12,6 +12,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <functional>
 #include <memory>
 
 #include "openvid/config/model_config.h"
@@ -64,6 +65,12 @@ class BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
+// How a block runs in forward: (block, x, c, text, v0, ctx) -> (x, v), block.forward by default. The model
+// decides nothing about recomputing activations: parallel/parallelize.h installs a runner that does
+// (model/recompute.h) for the blocks a run chooses.
+using BlockRunner = std::function<std::pair<at::Tensor, at::Tensor>(BlockImpl&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                                    const at::Tensor&, const BlockContext&)>;
+
 class DiTImpl : public torch::nn::Module {
  public:
   explicit DiTImpl(const DiTConfig& config);
@@ -86,8 +93,8 @@ class DiTImpl : public torch::nn::Module {
   void set_compute_dtype(at::ScalarType dtype) { compute_dtype_ = dtype; }
   at::ScalarType compute_dtype() const { return compute_dtype_; }
   void set_self_attention(std::shared_ptr<SelfAttention> op) { self_attention_ = std::move(op); }
-  // Recompute the activations of every k-th block in backward (0: none, 1: all, 2: every other block).
-  void set_recompute_every(int k) { config_.recompute_every = k; }
+  // Every block runs through `runner` (null: block.forward).
+  void set_block_runner(BlockRunner runner) { block_runner_ = std::move(runner); }
 
   const DiTConfig& config() const { return config_; }
   int64_t num_blocks() const { return static_cast<int64_t>(blocks_.size()); }
@@ -99,6 +106,7 @@ class DiTImpl : public torch::nn::Module {
   DiTConfig config_;
   at::ScalarType compute_dtype_ = at::kFloat;
   std::shared_ptr<SelfAttention> self_attention_;
+  BlockRunner block_runner_;
   RopeAxisTables rope_axes_;  // on the device of the last forward
   torch::nn::Conv3d patch_embed_{nullptr};
   at::Tensor register_tokens_;

@@ -12,4 +12,8 @@ std::pair<at::Tensor, at::Tensor> recomputed_block(BlockImpl& block, const at::T
                                                      const at::Tensor& text, const at::Tensor& v0,
                                                      const BlockContext& ctx);
 
+// A DiT block runner (DiTImpl::set_block_runner) that recomputes every k-th block (index % k == 0) when
+// gradients are recorded and runs the others plainly; k <= 0: null (no block is recomputed).
+BlockRunner recompute_every(int k);
+
 }  // namespace ov::model
