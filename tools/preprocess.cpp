@@ -44,7 +44,7 @@ int preprocess(int argc, char** argv) {
       ("text_encoder", po::value(&o.text_encoder)->required(), "Hugging Face T5 encoder folder (config.json, model*.safetensors)")
       ("tokenizer", po::value(&o.tokenizer)->default_value(""), "spiece.model or its folder (default: in --text_encoder)")
       ("text_tokens", po::value(&o.text_tokens)->default_value(o.text_tokens), "tokens per caption (padded, cut, with EOS)")
-      ("device", po::value(&o.device)->default_value(o.device), "cpu | cuda (a node's ranks share its GPUs round robin)")
+      ("device", po::value(&o.device)->default_value(o.device), "cpu | cuda | auto (a node's ranks take its GPUs by node-local rank, sharing them when fewer)")
       ("precision", po::value(&o.precision)->default_value(o.precision), "auto (bf16 on GPUs, fp32 on CPUs) | fp32 | bf16")
       ("decode_threads", po::value(&o.decode_threads)->default_value(o.decode_threads), "FFmpeg decoding threads per rank (0: one per core)")
       ("batch_size", po::value(&o.batch_size)->default_value(o.batch_size), "clips per encoder call")

@@ -156,8 +156,8 @@ int sample(int argc, char** argv) {
       ("steps", po::value(&so.steps)->default_value(so.steps), "Euler steps")
       ("guidance", po::value(&so.guidance)->default_value(so.guidance), "classifier-free guidance scale (1: none)")
       ("seed", po::value(&seed)->default_value(seed), "seed of the starting noise")
-      ("device", po::value(&device)->default_value(device), "cpu or cuda")
-      ("precision", po::value(&precision)->default_value(precision), "fp32 or bf16 compute");
+      ("device", po::value(&device)->default_value(device), "cpu, cuda or auto (a GPU when there is one)")
+      ("precision", po::value(&precision)->default_value(precision), "fp32, bf16 or auto (bf16 on GPUs) compute");
   po::variables_map vm;
   ov::all_ranks_check(MPI_COMM_WORLD, [&] { ov::parse_tool_command_line(desc, argc, argv, vm); });
   if (vm.count("help")) {
@@ -174,15 +174,18 @@ int sample(int argc, char** argv) {
   at::ScalarType dtype = at::kFloat;
   std::vector<std::string> all_prompts;
   std::string chosen;
+  ov::DeviceRequest request = ov::DeviceRequest::kCpu;
+  ov::Precision compute = ov::Precision::kFp32;
   ov::all_ranks_check(MPI_COMM_WORLD, [&] {
-    if (device != "cpu" && device != "cuda") throw ov::InputError("--device must be cpu or cuda (got '" + device + "')");
+    request = ov::parse_device("device", device);
+    compute = ov::parse_precision("precision", precision);
   });
   // Context parallelism over the ranks (the self-attention gathers every rank's keys and values); each rank's
-  // GPU by the trainer's rule, made current before anything touches CUDA.
-  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, 1, world, device == "cuda" ? ov::DeviceRequest::kCuda : ov::DeviceRequest::kCpu);
+  // GPU and compute dtype by the trainer's rules, the GPU made current before anything touches CUDA.
+  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, 1, world, request);
   if (u.device().kind == ov::DeviceKind::kCuda) dev = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(u.device().index));
+  dtype = ov::compute_dtype(compute, u.device());
   ov::all_ranks_check(MPI_COMM_WORLD, [&] {
-    if (precision != "fp32" && precision != "bf16") throw ov::InputError("--precision must be fp32 or bf16 (got '" + precision + "')");
     if (so.steps < 1) throw ov::InputError("--steps must be >= 1");
     if (latent_scale == 0) throw ov::InputError("--latent_scale must not be 0");
     all_prompts = read_prompts(prompts, prompts_file);
@@ -202,7 +205,6 @@ int sample(int argc, char** argv) {
     }
     if (batch_size < 0) throw ov::InputError("--batch_size must be >= 0");
     std::tie(frames, height, width) = std::tuple_cat(ov::data::parse_latent_shape(shape, "--shape"));
-    dtype = precision == "bf16" ? at::kBFloat16 : at::kFloat;
     const ov::model::DiTConfig& mc = options.model;
     window.t = frames / mc.time_patch;
     window.h = height / mc.patch;

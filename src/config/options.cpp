@@ -334,6 +334,8 @@ std::pair<int64_t, int64_t> parse_step_range(const std::string& text) {
 }
 
 const char* to_string(Precision p) { return choice_word(p); }
+DeviceRequest parse_device(const std::string& option, const std::string& word) { return parse_choice<DeviceRequest>(option, word); }
+Precision parse_precision(const std::string& option, const std::string& word) { return parse_choice<Precision>(option, word); }
 const char* to_string(LrSchedule s) { return choice_word(s); }
 const char* to_string(RopeLayout layout) { return choice_word(layout); }
 

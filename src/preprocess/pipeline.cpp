@@ -15,6 +15,7 @@
 #include <optional>
 #include <sstream>
 
+#include "openvid/config/options.h"
 #include "openvid/data/manifest.h"
 #include "openvid/data/shard_writer.h"
 #include "openvid/runtime/error.h"
@@ -229,12 +230,16 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
   // Inputs every rank checks alike: the options, the clip list, the encoders (each rank loads its own).
   ClipList list;
   std::optional<Encoders> enc;
+  DeviceRequest request = DeviceRequest::kCpu;
+  Precision precision = Precision::kAuto;
   all_ranks_check(comm, [&] {
-    if (o.device != "cpu" && o.device != "cuda") throw InputError("--device must be cpu or cuda, not '" + o.device + "'");
+    request = parse_device("device", o.device);
+    precision = parse_precision("precision", o.precision);
   });
-  // Each rank's GPU by the trainer's rule, made current; ranks may share a GPU here (inference, no NCCL).
-  const DeviceChoice choice = choose_device(comm, o.device == "cuda" ? DeviceRequest::kCuda : DeviceRequest::kCpu, GpuSharing::kAllow);
+  // Each rank's GPU and compute dtype by the trainer's rules; ranks may share a GPU here (inference, no NCCL).
+  const DeviceChoice choice = choose_device(comm, request, GpuSharing::kAllow);
   const at::Device device = choice.kind == DeviceKind::kCuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(choice.index)) : at::Device(at::kCPU);
+  const at::ScalarType dtype = compute_dtype(precision, choice);
   all_ranks_check(comm, [&] {
     if (o.buckets.empty()) throw InputError("give at least one --bucket FRAMESxHEIGHTxWIDTH (latent shape, e.g. 16x64x64)");
     if (o.batch_size < 1 || o.clips_per_shard < 1 || o.text_tokens < 1 || o.caption_bytes < 1) {
@@ -246,9 +251,6 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
     if (!fs::is_directory(o.video_root)) throw InputError("--video_root '" + o.video_root + "' is not a directory");
     list = read_clip_list(o.csv, o.video_column, o.caption_column, o.filters);
     if (o.max_clips > 0 && static_cast<int64_t>(list.clips.size()) > o.max_clips) list.clips.resize(static_cast<size_t>(o.max_clips));
-    const std::string precision = o.precision == "auto" ? (device.is_cuda() ? "bf16" : "fp32") : o.precision;
-    if (precision != "fp32" && precision != "bf16") throw InputError("--precision must be auto, fp32 or bf16, not '" + o.precision + "'");
-    const at::ScalarType dtype = precision == "bf16" ? at::kBFloat16 : at::kFloat;
     enc.emplace(Encoders{video::LatentCodec(o.video_encoder, video::LatentCodec::Part::kEncoder, o.compression, device, dtype),
                          text::Tokenizer(o.tokenizer.empty() ? o.text_encoder : o.tokenizer), text::T5Encoder(o.text_encoder, device, dtype)});
   });

@@ -18,6 +18,11 @@ std::string DeviceChoice::str() const {
   return kind == DeviceKind::kCpu ? std::string("cpu") : "cuda:" + std::to_string(index);
 }
 
+c10::ScalarType compute_dtype(Precision precision, const DeviceChoice& device) {
+  const bool bf16 = precision == Precision::kBf16 || (precision == Precision::kAuto && device.kind == DeviceKind::kCuda);
+  return bf16 ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
+}
+
 int gpu_for_rank(int visible, int local_rank, int local_size) {
   OV_CHECK(visible > 0 && local_rank >= 0 && local_rank < local_size, "gpu_for_rank: no GPU or a bad node-local rank");
   return visible >= local_size ? local_rank : local_rank % visible;

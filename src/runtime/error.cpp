@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <sstream>
 
-#include "openvid/runtime/mpi_session.h"
+#include "openvid/runtime/process.h"
 
 namespace ov {
 

@@ -27,30 +27,6 @@ void throw_mpi_failed(int rc, const char* call, const char* file, int line) {
 }
 }  // namespace detail
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-
-int world_size() {
-  int s = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
-
-std::string host_name() {
-  char name[MPI_MAX_PROCESSOR_NAME] = {};
-  int len = 0;
-  int initialized = 0;
-  MPI_Initialized(&initialized);
-  if (initialized && MPI_Get_processor_name(name, &len) == MPI_SUCCESS && len > 0) {
-    return std::string(name, static_cast<size_t>(len));
-  }
-  if (gethostname(name, sizeof(name) - 1) == 0) return name;
-  return "unknown-host";
-}
-
 int run_mpi_main(int argc, char** argv, const std::function<int(int, char**)>& body) {
   int provided = 0;
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {

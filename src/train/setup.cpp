@@ -25,9 +25,8 @@ namespace ov::train {
 ComputeSetup compute_setup(const Options& options, const Universe& universe) {
   ComputeSetup c;
   if (universe.device().kind == DeviceKind::kCuda) c.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(universe.device().index));
-  const bool bf16 = options.precision == Precision::kBf16 || (options.precision == Precision::kAuto && c.device.is_cuda());
-  c.dtype = bf16 ? at::kBFloat16 : at::kFloat;
-  if (!bf16) {
+  c.dtype = compute_dtype(options.precision, universe.device());
+  if (c.dtype != at::kBFloat16) {
     at::globalContext().setAllowTF32CuBLAS(false);
     at::globalContext().setAllowTF32CuDNN(false);
   }

@@ -23,12 +23,15 @@ class variables_map;
 namespace ov {
 
 // Choices, parsed once from their words (shown in --help and written by to_ini).
-enum class Precision { kAuto, kFp32, kBf16 };        // auto: bf16 compute on GPUs, fp32 on CPUs
 enum class LrSchedule { kLinear, kCosine, kConstant };
 enum class OptimizerType { kMupAdam };
 
 const char* to_string(Precision p);
 const char* to_string(LrSchedule s);
+// The words of --device and --precision, for the tools that parse their own command lines (the same words
+// and the same message as openvid_mpi's): "--<option> must be one of auto, cpu, cuda (got 'x')".
+DeviceRequest parse_device(const std::string& option, const std::string& word);
+Precision parse_precision(const std::string& option, const std::string& word);
 
 struct Options {
   std::string config_file;           // --config (INI)

@@ -14,6 +14,15 @@
 //
 // Process-wide, keyed by the parameter's TensorImpl (the module's parameter itself; a view or a cast of it
 // has no slot). Thread-safe: autograd may run backward on another thread than the owner's.
+//
+// Why a registry rather than an explicit hand-over (the sharded model giving each linear its destination):
+// the destination is a fact about the parameter's storage, which only the sharded model knows, and it is
+// used deep inside free functions (ops::linear, ops::gelu_mlp) that receive the parameter and nothing of
+// its owner. Handing it over explicitly would thread a gradient destination through every module and call
+// site of the DiT (qkv, projections, cross-attention, MLP, modulation, embeddings, final layer), and make the
+// model hold state of its sharding: what this project keeps out of the model. A lookup by the parameter
+// itself keeps the model unaware, costs one mutex-guarded map lookup per weight and bias per backward, and
+// cannot go stale: a slot belongs to exactly one parameter object and is removed with its owner.
 #include <ATen/core/Tensor.h>
 
 #include <vector>

@@ -34,7 +34,7 @@ struct PreprocessOptions {
   std::string text_encoder;   // Hugging Face T5 encoder folder
   std::string tokenizer;      // spiece.model or its folder ("" = the text encoder's folder)
   int64_t text_tokens = 512;
-  std::string device = "cpu";     // cpu | cuda (rank i uses GPU i mod the node's GPUs)
+  std::string device = "cpu";     // cpu | cuda | auto (each rank's GPU by the trainer's binding rule; ranks may share one)
   std::string precision = "auto"; // auto (bf16 on GPUs, fp32 on CPUs) | fp32 | bf16
   int64_t batch_size = 4, clips_per_shard = 64, caption_bytes = 512, max_clips = 0;
   int decode_threads = 2;  // FFmpeg's threads per rank

@@ -1,6 +1,8 @@
 #pragma once
 // Which device a rank computes on: what the user asks for (--device), the rule that binds a rank to a GPU,
 // and the few CUDA queries the runtime needs (compiled without CUDA too: no GPUs then).
+#include <c10/core/ScalarType.h>
+
 #include <string>
 #include <vector>
 
@@ -16,6 +18,11 @@ struct DeviceChoice {
 
 // --device: resolved per rank by Universe::create (auto: a GPU per rank when there are GPUs).
 enum class DeviceRequest { kAuto, kCpu, kCuda };
+
+// --precision: the dtype a rank computes in (masters, moments and reductions stay fp32).
+enum class Precision { kAuto, kFp32, kBf16 };
+// The one precision decision of every executable: bf16 for kBf16, and for kAuto on a GPU; fp32 otherwise.
+c10::ScalarType compute_dtype(Precision precision, const DeviceChoice& device);
 
 // ---- The binding rule (Universe::create applies it; pure, so that it is tested without GPUs).
 // A rank sees `visible` GPUs (> 0) and is node-local rank `local_rank` of `local_size`. Launchers bind in

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "openvid/runtime/error.h"
+#include "openvid/runtime/process.h"
 
 // Checks an MPI call's return code; a failure throws ov::Error with MPI's message, the call, file and line.
 #define OV_MPI_CHECK(call)                                                                 \
@@ -31,11 +32,6 @@ namespace detail {
 // Called once, from main(), by every process of the job.
 int run_mpi_main(int argc, char** argv, const std::function<int(int, char**)>& body);
 
-// World rank and size, valid inside run_mpi_main (and in tests after MPI_Init).
-int world_rank();
-int world_size();
-// This process's host name (MPI_Get_processor_name).
-std::string host_name();
 
 // How long any rank waits for its peers in a collective before it aborts the job (--collective_timeout;
 // 600 s until set). Every wait of the runtime's own agreements below is bounded by it.
