@@ -7,7 +7,7 @@
 #   OPENVID_MPI_PLUGIN   srun's --mpi plugin (default pmix; `srun --mpi=list` shows what the cluster has)
 #   OPENVID_BIN          the trainer (default build/openvid_mpi under the submit directory)
 #   OPENVID_IMAGE        an Apptainer image: ranks run `apptainer exec --nv IMAGE openvid_mpi` (the image's
-#                        OpenMPI must speak the host's PMIx; see README "Clusters")
+#                        OpenMPI must speak the host's PMIx; see docs/cluster.md "Clusters")
 #   OPENVID_BIND         extra bind mounts for the image, e.g. /data,/scratch (the submit directory is bound)
 #   OPENVID_MAX_REQUEUES requeues after a signal before the job gives up (default 20)
 #   OPENVID_CPU          1: CPU ranks (no GPUs; for tests and CPU clusters)
