@@ -85,18 +85,6 @@ int64_t read_int_attr(hid_t obj, const char* name, const std::string& where) {
   return v;
 }
 
-// MPI-IO file access: collective metadata, no file locking (read-only; parallel file systems often lack it).
-H5Id mpio_fapl(MPI_Comm comm) {
-  H5Id fapl(OV_H5(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
-  OV_H5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
-  OV_H5(H5Pset_all_coll_metadata_ops(fapl, true), "H5Pset_all_coll_metadata_ops");
-  OV_H5(H5Pset_coll_metadata_write(fapl, true), "H5Pset_coll_metadata_write");
-#if H5_VERSION_GE(1, 10, 7)
-  OV_H5(H5Pset_file_locking(fapl, false, true), "H5Pset_file_locking");
-#endif
-  return fapl;
-}
-
 }  // namespace
 
 struct Dataset::Impl {
@@ -158,7 +146,7 @@ std::unique_ptr<Dataset> Dataset::open(const std::string& path, MPI_Comm comm, D
   });
   for (Shard& s : impl->shards) {
     agreed([&] {
-      H5Id fapl = mpio_fapl(impl->comm);
+      H5Id fapl = mpio_file_access(impl->comm, /*file_locking=*/false);
       const hid_t f = H5Fopen(s.path.c_str(), H5F_ACC_RDONLY, fapl);
       if (f < 0) throw InputError("dataset shard '" + s.path + "' cannot be opened as HDF5 with MPI-IO");
       s.file = H5Id(f, H5Fclose);
@@ -215,8 +203,7 @@ std::unique_ptr<Dataset> Dataset::open(const std::string& path, MPI_Comm comm, D
       first += sp.count;
     }
   }
-  impl->dxpl = H5Id(OV_H5(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate"), H5Pclose);
-  OV_H5(H5Pset_dxpl_mpio(impl->dxpl, H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+  impl->dxpl = collective_transfer();
   return std::unique_ptr<Dataset>(new Dataset(std::move(impl)));
 }
 

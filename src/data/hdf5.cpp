@@ -77,4 +77,41 @@ H5Id fixed_string_type(size_t bytes) {
   return t;
 }
 
+H5Id mpio_file_access(MPI_Comm comm, bool file_locking) {
+  H5Id fapl(OV_H5(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
+  OV_H5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
+  OV_H5(H5Pset_all_coll_metadata_ops(fapl, true), "H5Pset_all_coll_metadata_ops");
+  OV_H5(H5Pset_coll_metadata_write(fapl, true), "H5Pset_coll_metadata_write");
+#if H5_VERSION_GE(1, 10, 7)
+  if (!file_locking) OV_H5(H5Pset_file_locking(fapl, false, true), "H5Pset_file_locking");
+#else
+  static_cast<void>(file_locking);
+#endif
+  return fapl;
+}
+
+H5Id collective_transfer() {
+  H5Id dxpl(OV_H5(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate"), H5Pclose);
+  OV_H5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+  return dxpl;
+}
+
+void write_rows(hid_t dset, hid_t type, hid_t dxpl, hsize_t first, hsize_t count, const void* data) {
+  H5Id file_space(OV_H5(H5Dget_space(dset), "H5Dget_space"), H5Sclose);
+  const int rank = H5Sget_simple_extent_ndims(file_space);
+  std::vector<hsize_t> dims(static_cast<size_t>(rank)), start(static_cast<size_t>(rank), 0);
+  H5Sget_simple_extent_dims(file_space, dims.data(), nullptr);
+  std::vector<hsize_t> block = dims;
+  block[0] = std::max<hsize_t>(count, 1);
+  H5Id mem_space(OV_H5(H5Screate_simple(rank, block.data(), nullptr), "H5Screate_simple"), H5Sclose);
+  if (count == 0) {
+    OV_H5(H5Sselect_none(file_space), "H5Sselect_none");
+    OV_H5(H5Sselect_none(mem_space), "H5Sselect_none");
+  } else {
+    start[0] = first;
+    OV_H5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, block.data(), nullptr), "H5Sselect_hyperslab");
+  }
+  OV_H5(H5Dwrite(dset, type, mem_space, file_space, dxpl, count == 0 ? nullptr : data), "collective H5Dwrite");
+}
+
 }  // namespace ov::data

@@ -41,28 +41,6 @@ std::array<int64_t, 3> parse_latent_shape(const std::string& text, const std::st
   return v;
 }
 
-namespace {
-
-// Collective: this rank writes rows [first, first + count) of `dset` from `data` (count may be 0).
-void write_rows(hid_t dset, hid_t type, hid_t dxpl, hsize_t first, hsize_t count, const void* data) {
-  H5Id file_space(OV_H5(H5Dget_space(dset), "H5Dget_space"), H5Sclose);
-  const int rank = H5Sget_simple_extent_ndims(file_space);
-  std::vector<hsize_t> dims(static_cast<size_t>(rank)), start(static_cast<size_t>(rank), 0);
-  H5Sget_simple_extent_dims(file_space, dims.data(), nullptr);
-  std::vector<hsize_t> block = dims;
-  block[0] = std::max<hsize_t>(count, 1);
-  H5Id mem_space(OV_H5(H5Screate_simple(rank, block.data(), nullptr), "H5Screate_simple"), H5Sclose);
-  if (count == 0) {
-    OV_H5(H5Sselect_none(file_space), "H5Sselect_none");
-    OV_H5(H5Sselect_none(mem_space), "H5Sselect_none");
-  } else {
-    start[0] = first;
-    OV_H5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, block.data(), nullptr), "H5Sselect_hyperslab");
-  }
-  OV_H5(H5Dwrite(dset, type, mem_space, file_space, dxpl, count == 0 ? nullptr : data), "collective H5Dwrite");
-}
-
-}  // namespace
 
 Manifest write_synthetic_dataset(MPI_Comm comm, const SyntheticSpec& spec) {
   silence_hdf5_errors();
@@ -95,15 +73,11 @@ Manifest write_synthetic_dataset(MPI_Comm comm, const SyntheticSpec& spec) {
 
   const H5Id half = ieee_half_type();
   const H5Id str = fixed_string_type(static_cast<size_t>(spec.caption_bytes));
-  H5Id dxpl(OV_H5(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate"), H5Pclose);
-  OV_H5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+  const H5Id dxpl = collective_transfer();
 
   for (int sh = 0; sh < spec.shards; ++sh) {
     const std::string path = m.shard_path(m.buckets[0].shards[static_cast<size_t>(sh)].file);
-    H5Id fapl(OV_H5(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
-    OV_H5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
-    OV_H5(H5Pset_all_coll_metadata_ops(fapl, true), "H5Pset_all_coll_metadata_ops");
-    OV_H5(H5Pset_coll_metadata_write(fapl, true), "H5Pset_coll_metadata_write");
+    const H5Id fapl = mpio_file_access(comm, /*file_locking=*/true);
     H5Id file(OV_H5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), "creating '" + path + "'"), H5Fclose);
     write_shard_attributes(file, Provenance{m.latent_encoder, m.text_encoder, m.latent_scale, m.latent_shift});
     H5Id buckets(OV_H5(H5Gcreate2(file, "buckets", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2"), H5Gclose);

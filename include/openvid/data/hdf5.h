@@ -3,6 +3,7 @@
 // identifiers closed by the matching H5?close, a check macro that turns a failed call into ov::Error
 // with HDF5's own innermost message, and the IEEE half type HDF5 1.10 does not predefine.
 #include <hdf5.h>
+#include <mpi.h>
 
 #include <cstdint>
 #include <string>
@@ -59,6 +60,16 @@ void write_double_attr(hid_t obj, const char* name, double value);
 H5Id create_contiguous_dataset(hid_t group, const char* name, hid_t type, const std::vector<hsize_t>& dims);
 // A fixed-length, NUL-padded byte-string type of `bytes` bytes (captions, source ids).
 H5Id fixed_string_type(size_t bytes);
+
+// ---- Parallel HDF5 (MPI-IO): the one set-up that the collective reader and the writers share.
+// File access over `comm` with collective metadata operations; `file_locking` false for readers (many
+// parallel file systems do not support HDF5's locks; a writer keeps them).
+H5Id mpio_file_access(MPI_Comm comm, bool file_locking);
+// A data transfer in which every rank of the file's communicator takes part (collective MPI-IO).
+H5Id collective_transfer();
+// Collective: this rank writes rows [first, first + count) of `dset` from `data` (count may be 0: it takes
+// part and writes nothing).
+void write_rows(hid_t dset, hid_t type, hid_t dxpl, hsize_t first, hsize_t count, const void* data);
 
 }  // namespace ov::data
 
