@@ -118,6 +118,10 @@ BOOST_AUTO_TEST_CASE(placement_summary_stays_short_at_512_ranks) {
   BOOST_CHECK_EQUAL(s[0], "64 host(s), 8 ranks each; each rank on cuda:<its node-local rank>");
   BOOST_CHECK_EQUAL(s[1], "n001: ranks 0-7, n002: ranks 8-15, n003: ranks 16-23, ... (60 more), n064: ranks 504-511");
   BOOST_CHECK_LT(s[0].size() + s[1].size(), 200u);
+  // One GPU per task (srun --gpus-per-task=1): every rank sees its own as cuda:0.
+  std::vector<ov::RankPlace> per_task = ranks;
+  for (ov::RankPlace& p : per_task) p.device = "cuda:0";
+  BOOST_CHECK_EQUAL(ov::placement_summary(per_task, lines)[0], "64 host(s), 8 ranks each; each rank on the one GPU its task sees (cuda:0)");
   // A misplaced rank and an uneven host are called out, not hidden.
   ranks[9].device = "cuda:0";
   ranks[511].host = "n065";

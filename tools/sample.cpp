@@ -35,12 +35,9 @@
 #include "openvid/runtime/error.h"
 #include "openvid/text/t5_encoder.h"
 #include "openvid/video/latent_codec.h"
-#include "openvid/video/png.h"
+#include "openvid/video/render.h"
 #if OPENVID_HAVE_PREPROCESS
 #include "openvid/text/tokenizer.h"
-#endif
-#if OPENVID_HAVE_FFMPEG
-#include "openvid/video/video_io.h"
 #endif
 
 namespace po = boost::program_options;
@@ -81,30 +78,22 @@ at::Tensor encode_prompts(const std::vector<std::string>& prompts, const std::st
 #endif
 }
 
-// Decodes each sample's latent to video: MP4 files, a contact sheet of up to 8 frames per sample.
+// Decodes each sample's latent to video (video/render.h, as the trainer's samples): MP4 files and a contact
+// sheet of up to 8 frames per sample, at full size.
 void write_videos(const at::Tensor& latents, const std::string& decoder, const ov::video::Compression& compression, double scale, double shift,
                   const std::string& dir, int fps, const at::Device& device, at::ScalarType dtype) {
-#if OPENVID_HAVE_FFMPEG
+  if (!ov::video::can_write_videos()) {
+    throw ov::InputError("--video_decoder writes MP4 files through FFmpeg, which this build of openvid was made without: install "
+                         "libavformat-dev libavcodec-dev libswscale-dev and rebuild (tools/setup.sh does both)");
+  }
   const ov::video::LatentCodec dec(decoder, ov::video::LatentCodec::Part::kDecoder, compression, device, dtype);
   fs::create_directories(dir);
-  std::vector<at::Tensor> videos;
-  for (int64_t i = 0; i < latents.size(0); ++i) {
-    const at::Tensor video = dec.run(latents.narrow(0, i, 1).div(scale).add(shift))[0];  // [3, F, H, W] in [-1, 1]
-    videos.push_back(video);
-    const at::Tensor frames = ov::video::to_rgb_frames(video);                           // [F, H, W, 3]
+  const ov::video::RenderedSheet sheet = ov::video::render_samples(dec, latents, ov::video::RenderOptions{scale, shift, fps, 8, 1 << 20}, [&](int64_t i) {
     char name[32];
     std::snprintf(name, sizeof(name), "sample_%03lld.mp4", static_cast<long long>(i));
-    ov::video::VideoWriter w((fs::path(dir) / name).string(), static_cast<int>(frames.size(2)), static_cast<int>(frames.size(1)), fps);
-    for (int64_t f = 0; f < frames.size(0); ++f) w.write(frames[f]);
-    w.finish();
-  }
-  std::ofstream((fs::path(dir) / "contact_sheet.png").string(), std::ios::binary)
-      << ov::video::encode_png(ov::video::contact_sheet(at::stack(videos), 8, 1 << 20));  // frames at full size
-#else
-  (void)latents, (void)decoder, (void)compression, (void)scale, (void)shift, (void)dir, (void)fps, (void)device, (void)dtype;
-  throw ov::InputError("--video_decoder writes MP4 files through FFmpeg, which this build of openvid was made without: install "
-                       "libavformat-dev libavcodec-dev libswscale-dev and rebuild (tools/setup.sh does both)");
-#endif
+    return (fs::path(dir) / name).string();
+  });
+  std::ofstream((fs::path(dir) / "contact_sheet.png").string(), std::ios::binary) << sheet.png;
 }
 
 // The weights to sample with: the moving average (ema.safetensors, written beside model.safetensors by a run

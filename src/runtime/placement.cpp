@@ -30,16 +30,18 @@ std::vector<std::string> placement_summary(const std::vector<RankPlace>& ranks, 
   }
   std::set<size_t> counts;
   for (const auto& [host, list] : of_host) counts.insert(list.size());
-  bool gpu_per_local = true, all_cpu = true;
+  bool gpu_per_local = true, all_cpu = true, own_gpu = true;
   for (const RankPlace& p : ranks) {
     gpu_per_local = gpu_per_local && p.device == "cuda:" + std::to_string(p.local_rank);
     all_cpu = all_cpu && p.device == "cpu";
+    own_gpu = own_gpu && p.device == "cuda:0";  // one GPU visible per task (no two ranks share it: checked at start-up)
   }
   std::vector<std::string> lines;
   std::string first = std::to_string(hosts.size()) + " host(s), ";
   first += counts.size() == 1 ? std::to_string(*counts.begin()) + " ranks each"
                               : std::to_string(*counts.begin()) + " to " + std::to_string(*counts.rbegin()) + " ranks per host (uneven)";
   first += gpu_per_local ? "; each rank on cuda:<its node-local rank>"
+           : own_gpu     ? "; each rank on the one GPU its task sees (cuda:0)"
            : all_cpu     ? "; every rank on the CPU"
                          : "; devices differ from rank to rank (see placement.txt in the run directory)";
   lines.push_back(first);

@@ -81,6 +81,17 @@ std::string write_full_weights(const std::string& path, const parallel::ShardedM
   return error;
 }
 
+void write_export(const std::string& run_dir, const parallel::ShardedModel& sharded, double ema_decay, const Universe& u) {
+  std::string error =
+      write_full_weights(run_dir + "/model.safetensors", sharded, parallel::Weights::kMasters, {{"producer", version_string()}, {"format", "pt"}}, u);
+  if (sharded.has_ema()) {  // on every rank of the shard group, whatever rank 0's first write did
+    const std::string e = write_full_weights(run_dir + "/ema.safetensors", sharded, parallel::Weights::kEma,
+                                             {{"producer", version_string()}, {"format", "pt"}, {"ema_decay", std::to_string(ema_decay)}}, u);
+    if (error.empty()) error = e;
+  }
+  agree_on_errors(u.world(), error, kExitFailure);
+}
+
 std::string write_checkpoint(const std::string& dir, const CheckpointState& state, parallel::ShardedModel& sharded,
                              const Universe& u, const std::string& options_ini, int keep) {
   const std::filesystem::path final_dir = std::filesystem::path(dir) / step_name(state.next_step);

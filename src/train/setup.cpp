@@ -211,7 +211,7 @@ RunInputs check_run_inputs(const Options& opt, const Universe& u) {
   return in;
 }
 
-RunModel build_run_model(const Options& opt, const Universe& u, comm::ProcessGroups& groups, const ComputeSetup& compute) {
+RunModel build_run_model(const Options& opt, comm::ProcessGroups& groups, const ComputeSetup& compute) {
   RunModel r;
   r.model = model::DiT(opt.model);
   r.model->initialize(static_cast<uint64_t>(opt.seed));

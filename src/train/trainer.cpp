@@ -1,43 +1,34 @@
 #include "openvid/train/trainer.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/GradMode.h>
 
 #include <c10/core/Event.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <filesystem>
-#include <fstream>
-#include <iomanip>
 #include <iostream>
 #include <optional>
-#include <sstream>
 
 #include "openvid/comm/host_copy.h"
 #include "openvid/data/device_batch.h"
 #include "openvid/data/prefetch.h"
 #include "openvid/model/flops.h"
 #include "openvid/model/safetensors.h"
-#include "openvid/model/sampler.h"
 #include "openvid/parallel/shard_io.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/signals.h"
 #include "openvid/train/checkpoint.h"
+#include "openvid/train/evaluation.h"
+#include "openvid/train/resume.h"
+#include "openvid/train/run_start.h"
 #include "openvid/kernels/range.h"
 #include "openvid/train/profiling.h"
 #include "openvid/train/run_log.h"
 #include "openvid/train/setup.h"
-#include "openvid/video/latent_codec.h"
-#include "openvid/video/png.h"
-#if OPENVID_HAVE_FFMPEG
-#include "openvid/video/video_io.h"
-#endif
 
 namespace ov::train {
 using Clock = std::chrono::steady_clock;
@@ -66,7 +57,7 @@ struct Trainer::Impl {
   int64_t start_step = 0, skipped_total = 0, consecutive_nonfinite = 0;
   PhaseTrace trace;
   int64_t host_waits = 0;  // times the host waited for the device (one per step)
-  std::optional<video::LatentCodec> sample_decoder;  // rank 0, with --sample_decoder
+  std::optional<Validator> validator;  // the held-out loss and the samples
 
   Impl(const Options& o, Universe& universe, comm::ProcessGroups& g, RunInputs in)
       : opt(o),
@@ -75,14 +66,12 @@ struct Trainer::Impl {
         compute(in.compute),
         run_dir(std::move(in.run_dir)),
         data(std::move(in.data)),
-        m(build_run_model(o, universe, g, compute)),
+        m(build_run_model(o, g, compute)),
         objective(objective_settings(o)) {}
 
   // Loss of this rank's samples [first, first + count) of `b` (normalised by `elements`), on the device.
   at::Tensor loss(const data::DeviceBatch& b, int64_t first, int64_t count, int64_t step, int64_t valid, double elements) {
-    const FlowBatch fb = make_flow_batch(b, first, count, step, valid, objective);
-    const at::Tensor pred = m.model->forward_window(fb.x_t, fb.text, fb.t, fb.window);
-    return flow_loss(pred * fb.weight, fb.target * fb.weight, elements);
+    return batch_loss(m.model, b, first, count, step, valid, elements, objective);
   }
 
   // A step whose work is enqueued and whose statistics are on their way to the host.
@@ -208,63 +197,10 @@ StepResult Trainer::Impl::complete(InFlight& f) {
   return r;
 }
 
-namespace {
-
-// One line on what a resume with other options does to the run ("" when nothing that matters changed):
-// the global batch, the step count and the learning-rate schedule.
-std::string resume_changes(const CheckpointState& st, const Options& now, int64_t data_ranks_now, int64_t steps_per_epoch_now) {
-  Options before;
-  try {
-    before = options_from_ini(st.options_ini, "the checkpoint's options");
-  } catch (const InputError&) {
-    return "";  // written by another version: nothing to compare with
-  }
-  std::vector<std::string> changes;
-  const int64_t batch_before = int64_t{before.batch_size} * st.data_ranks, batch_now = int64_t{now.batch_size} * data_ranks_now;
-  if (st.data_ranks > 0 && batch_before != batch_now) {
-    changes.push_back("global batch " + std::to_string(batch_before) + " -> " + std::to_string(batch_now) + " (each step now averages " +
-                      std::to_string(batch_now) + " samples, an epoch is " + std::to_string(steps_per_epoch_now) +
-                      " steps, and the remaining steps see the data in another order than an uninterrupted run)");
-  }
-  std::string length;
-  if (before.max_steps != now.max_steps) length = "max_steps " + std::to_string(before.max_steps) + " -> " + std::to_string(now.max_steps);
-  if (before.num_epochs != now.num_epochs) {
-    length += (length.empty() ? "" : ", ") + std::string("num_epochs ") + std::to_string(before.num_epochs) + " -> " + std::to_string(now.num_epochs);
-  }
-  if (!length.empty()) {
-    changes.push_back(length + " (the run now ends at step " + std::to_string(std::min(now.max_steps, int64_t{now.num_epochs} * steps_per_epoch_now)) + ")");
-  }
-  const int64_t step = st.next_step;
-  const double lr_before = before.learning_rate * lr_multiplier(before.lr_scheduler_type, step, before.max_steps, before.warmup_steps);
-  const double lr_now = now.learning_rate * lr_multiplier(now.lr_scheduler_type, step, now.max_steps, now.warmup_steps);
-  if (std::abs(lr_now - lr_before) > 1e-9 * std::max(std::abs(lr_before), 1e-30)) {
-    std::ostringstream os;
-    os << std::scientific << std::setprecision(2) << "learning rate at step " << step << " jumps " << lr_before << " -> " << lr_now
-       << " (schedule " << to_string(before.lr_scheduler_type) << " to " << before.max_steps << " steps, peak " << before.learning_rate
-       << " -> " << to_string(now.lr_scheduler_type) << " to " << now.max_steps << " steps, peak " << now.learning_rate << ")";
-    changes.push_back(os.str());
-  }
-  std::string line;
-  for (const std::string& c : changes) line += (line.empty() ? "" : "; ") + c;
-  return line;
-}
-
-}  // namespace
-
 void Trainer::Impl::resume(const std::string& path) {
-  const CheckpointState st = read_checkpoint(path, *m.sharded, u);
-  m.sharded->refresh_compute_copy();
-  m.optimizer->set_steps(st.optimizer_steps);
+  const CheckpointState st = resume_run(path, m, opt, u, data.sampler->steps_per_epoch());
   skipped_total = st.skipped_steps;
   start_step = st.next_step;
-  if (u.rank() == 0) {
-    std::cout << "resuming from " << path << " at step " << start_step << "\n";
-    if (m.sharded->has_ema() && !st.has_ema) std::cout << "note: the checkpoint has no moving average of the weights; it starts at its weights\n";
-    if (!m.sharded->has_ema() && st.has_ema) std::cout << "note: --ema_decay is 0: the checkpoint's moving average of the weights is not continued\n";
-    const std::string changes = resume_changes(st, opt, u.num_data_ranks(), data.sampler->steps_per_epoch());
-    if (!changes.empty()) std::cout << "note: this resume changes the run: " << changes << "\n";
-    std::cout << std::flush;
-  }
 }
 
 Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups& groups, RunInputs inputs) {
@@ -276,13 +212,7 @@ Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups
     std::filesystem::create_directories(options.profile_dir, ec);
     d.trace.open(options.profile_dir + "/trace-rank" + std::to_string(universe.rank()) + ".json");
   }
-  if (options.sample_every > 0 && !options.sample_decoder.empty()) {  // a bad decoder ends the job now, not at the first sample
-    root_check(universe.world(), [&] {
-      d.sample_decoder.emplace(options.sample_decoder, video::LatentCodec::Part::kDecoder,
-                               video::Compression{options.sample_temporal_compression, options.sample_spatial_compression}, d.compute.device,
-                               d.compute.dtype);
-    });
-  }
+  d.validator.emplace(d.opt, d.u, d.groups, d.compute, d.data, d.m.model, d.run_dir);  // a bad --sample_decoder ends the job now
   if (!resume_from.empty()) {
     d.resume(resume_from);
   } else if (options.resume == "auto" && universe.rank() == 0) {
@@ -311,77 +241,7 @@ StepResult Trainer::train_step(int64_t step) {
   return d.step(step, batch, 0.0);
 }
 
-double Trainer::evaluate() {
-  Impl& d = *impl_;
-  c10::NoGradGuard no_grad;
-  at::Tensor local = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(d.compute.device));
-  double valid = 0;
-  for (size_t i = 0; i < d.data.eval_batches.size(); ++i) {
-    const data::HostBatch& host = d.data.eval_batches[i];
-    const data::DeviceBatch b = data::to_device(host, d.compute.device, at::kFloat);
-    // Per-sample normalisation happens after the sum: count this batch's elements of the valid samples.
-    local += d.loss(b, 0, static_cast<int64_t>(b.samples.size()), kEvalStep, d.data.eval_valid[i], 1.0);
-    valid += static_cast<double>(d.data.eval_valid[i]) * static_cast<double>(host.latents.size(1) * host.frames * host.latents.size(3) *
-                                                                             host.latents.size(4));
-  }
-  // Each valid element appears on cp ranks only through its own slice, so the element count is summed
-  // over the data ranks (cp rank 0 of each group counts the whole sample).
-  at::Tensor sums = at::cat({local, local.new_full({1}, d.data.layout.cp_rank == 0 ? valid : 0.0)});
-  d.groups.world().all_reduce(sums, comm::ReduceOp::kSum).wait();
-  const at::Tensor s = comm::to_host(sums);
-  return s[1].item<double>() > 0 ? s[0].item<double>() / s[1].item<double>() : std::nan("");
-}
-
-Trainer::Samples Trainer::write_samples(int64_t done) {
-  Impl& d = *impl_;
-  Samples out;
-  std::string& path = out.path;
-  // Rank 0 alone: with --cp 1 its gathered parameters are the whole model, and its first held-out batch is fixed.
-  root_check<std::exception>(
-      d.u.world(),
-      [&] {
-        OV_CHECK(!d.data.eval_batches.empty(), "--sample_every without held-out batches");
-        const data::HostBatch& host = d.data.eval_batches.front();
-        const int64_t n = std::min<int64_t>(d.opt.sample_count, static_cast<int64_t>(host.samples.size()));
-        const at::Tensor text = host.text.narrow(0, 0, n).to(d.compute.device, at::kFloat);
-        // The same noise every time: drawn on the CPU from the run's seed alone.
-        at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(d.opt.seed) + 0x5a3d1e);
-        const at::Tensor noise = at::normal(0.0, 1.0, {n, host.latents.size(1), host.frames, host.latents.size(3), host.latents.size(4)}, gen);
-        model::SamplerOptions so;
-        so.steps = d.opt.sample_steps;
-        so.guidance = d.opt.sample_guidance;
-        so.shift = d.opt.timestep_shift;
-        const at::Tensor latents = model::sample_latents(d.m.model, noise.to(d.compute.device), text, so).cpu();
-        std::vector<int64_t> ids(host.samples.begin(), host.samples.begin() + n);
-        std::filesystem::create_directories(d.run_dir + "/samples");
-        const std::string digits = std::to_string(done);
-        path = d.run_dir + "/samples/step_" + std::string(digits.size() < 8 ? 8 - digits.size() : 0, '0') + digits + ".safetensors";
-        model::write_safetensors(path, {{"latents", latents}, {"text_states", text.cpu()}, {"sample_ids", at::tensor(ids, at::kLong)}},
-                                 {{"producer", version_string()}, {"step", digits}, {"steps", std::to_string(so.steps)},
-                                  {"guidance", std::to_string(so.guidance)}, {"bucket", std::to_string(host.bucket)}});
-        if (d.sample_decoder) {
-          // The stored latents are (encoder output - shift) * scale (docs/dataset.md): the decoder gets them back.
-          const data::Manifest& man = d.data.dataset->manifest();
-          const at::Tensor videos = d.sample_decoder->run(latents.to(d.compute.device).div(man.latent_scale).add(man.latent_shift));
-          const at::Tensor sheet = video::contact_sheet(videos);
-          out.png = video::encode_png(sheet);
-          out.height = static_cast<int>(sheet.size(0));
-          out.width = static_cast<int>(sheet.size(1));
-          const std::string stem = path.substr(0, path.size() - std::string(".safetensors").size());
-          std::ofstream(stem + ".png", std::ios::binary) << out.png;
-#if OPENVID_HAVE_FFMPEG
-          for (int64_t i = 0; i < videos.size(0); ++i) {  // and each sample as a video file
-            const at::Tensor frames = video::to_rgb_frames(videos[i]);
-            video::VideoWriter w(stem + "_" + std::to_string(i) + ".mp4", static_cast<int>(frames.size(2)), static_cast<int>(frames.size(1)), 24);
-            for (int64_t f = 0; f < frames.size(0); ++f) w.write(frames[f]);
-            w.finish();
-          }
-#endif
-        }
-      },
-      kExitFailure);
-  return out;
-}
+double Trainer::evaluate() { return impl_->validator->loss(); }
 
 model::TensorMap Trainer::weights() { return parallel::full_masters(*impl_->m.sharded); }
 model::TensorMap Trainer::ema_weights() {
@@ -392,57 +252,19 @@ int Trainer::run() {
   Impl& d = *impl_;
   const bool root = d.u.rank() == 0;
   const data::Manifest& manifest = d.data.dataset->manifest();
-  const int64_t epoch_cap = int64_t{d.opt.num_epochs} * d.data.sampler->steps_per_epoch();
-  const Cadence cadence{std::min(d.opt.max_steps, epoch_cap), d.opt.log_every, d.opt.evaluate_every, d.opt.checkpoint_every,
-                        d.opt.sample_every};
-  // Why the run ends where it does, said at the start and at the end.
-  const bool capped = epoch_cap < d.opt.max_steps;
-  const std::string end_reason =
-      capped ? "the epoch cap: --num_epochs " + std::to_string(d.opt.num_epochs) + " x " + std::to_string(d.data.sampler->steps_per_epoch()) +
-                   " steps per epoch = " + std::to_string(epoch_cap) + " steps, before --max_steps " + std::to_string(d.opt.max_steps)
-             : "--max_steps " + std::to_string(d.opt.max_steps);
-  const bool bf16 = d.compute.dtype == at::kBFloat16;
-  const double peak = d.opt.peak_tflops > 0 ? d.opt.peak_tflops : device_peak_tflops(d.compute.device, bf16);
-  if (root) {
-    std::cout << "training " << model::parameter_count(d.opt.model) / 1e6 << "M parameters for " << d.opt.max_steps << " steps: "
-              << d.data.sampler->steps_per_epoch() << " steps per epoch, global batch " << d.data.sampler->global_batch() << " ("
-              << d.opt.batch_size << " per data rank x " << d.u.num_data_ranks() << "), " << c10::toString(d.compute.dtype)
-              << " compute on " << device_name(d.compute.device) << ", run directory " << d.run_dir << "\n";
-    const parallel::ShardMemory mem = d.m.sharded->memory();
-    std::cout << std::fixed << std::setprecision(2) << "sharded state per rank (1/" << d.u.mesh().shard_size() << "): masters "
-              << mem.master_bytes / 1e6 << " MB, gradients " << mem.grad_bytes / 1e6 << " MB, Adam moments " << mem.optimizer_bytes / 1e6
-              << " MB; gathered parameters " << mem.gathered_bytes / 1e6 << " MB\n" << std::defaultfloat;
-    if (capped) {
-      const int64_t epochs_needed = (d.opt.max_steps + d.data.sampler->steps_per_epoch() - 1) / d.data.sampler->steps_per_epoch();
-      std::cout << std::scientific << std::setprecision(2) << "note: the run will end at step " << epoch_cap << ", at " << end_reason
-                << "; the learning-rate schedule runs to max_steps, so it ends at lr "
-                << d.opt.learning_rate * lr_multiplier(d.opt.lr_scheduler_type, epoch_cap - 1, d.opt.max_steps, d.opt.warmup_steps)
-                << " (--num_epochs " << epochs_needed << " trains to max_steps)\n" << std::defaultfloat;
-    }
-    if (d.compute.device.is_cuda() && peak == 0) {
-      std::cout << "no peak TFLOP/s known for " << device_name(d.compute.device) << ": logs show no MFU (set --peak_tflops)\n";
-    }
-    std::cout << std::flush;
-  }
+  const RunEnd end = run_end(d.opt, d.data.sampler->steps_per_epoch());  // why the run ends where it does, said at the start and the end
+  const Cadence cadence{end.last_step, d.opt.log_every, d.opt.evaluate_every, d.opt.checkpoint_every, d.opt.sample_every};
+  const double peak = d.opt.peak_tflops > 0 ? d.opt.peak_tflops : device_peak_tflops(d.compute.device, d.compute.dtype == at::kBFloat16);
+  if (root) print_run_start(d.opt, d.u, d.data, d.compute, *d.m.sharded, end, peak, d.run_dir);
   RunLog log(d.run_dir, root, peak, d.u.size(), d.compute.device, d.start_step);
   // The trained weights, with the reference's names, for the reference trainer and openvid_modelcheck.
   const std::string export_path = d.run_dir + "/model.safetensors";
-  auto export_weights = [&] {  // one unit at a time (write_full_weights): no rank holds the whole model
-    const parallel::ShardedModel& sharded = *d.m.sharded;
-    std::string error = write_full_weights(export_path, sharded, parallel::Weights::kMasters, {{"producer", version_string()}, {"format", "pt"}}, d.u);
-    if (sharded.has_ema()) {
-      const std::string e = write_full_weights(d.run_dir + "/ema.safetensors", sharded, parallel::Weights::kEma,
-                                               {{"producer", version_string()}, {"format", "pt"}, {"ema_decay", std::to_string(d.opt.ema_decay)}}, d.u);
-      if (error.empty()) error = e;
-    }
-    agree_on_errors(d.u.world(), error, kExitFailure);
-  };
   if (d.start_step >= cadence.last_step) {
     // A finished run whose export is missing (a crash between the last checkpoint and the export) gets it now.
     const bool missing = d.opt.write_checkpoints && broadcast_string(d.u.world(), std::filesystem::exists(export_path) ? "" : "1") == "1";
-    if (missing) export_weights();
+    if (missing) write_export(d.run_dir, *d.m.sharded, d.opt.ema_decay, d.u);
     if (root) {
-      std::cout << "nothing to do: the run is at step " << d.start_step << " of " << cadence.last_step << " (" << end_reason << ")"
+      std::cout << "nothing to do: the run is at step " << d.start_step << " of " << cadence.last_step << " (" << end.reason << ")"
                 << (missing ? "; wrote its missing export " + export_path : std::string()) << "\n";
     }
     return kExitOk;
@@ -488,7 +310,7 @@ int Trainer::run() {
     std::optional<double> eval_loss;
     if (cadence.evaluate(done)) eval_loss = evaluate();
     if (cadence.sample(done)) {
-      const Samples drawn = write_samples(done);
+      const Validator::Samples drawn = d.validator->draw_samples(done);
       if (root) std::cout << "samples " << drawn.path << "\n" << std::flush;
       if (!drawn.png.empty()) log.image("samples/contact_sheet", done, drawn.png, drawn.width, drawn.height);
     }
@@ -540,12 +362,12 @@ int Trainer::run() {
   }
   kineto.reset();  // saves a trace still running
   if (root && d.u.mesh().shard_size() > 1) std::cout << parallel::unit_gradient_summary(*d.m.sharded) << "\n";
-  const std::string stopped = "stopped at step " + std::to_string(cadence.last_step) + ": reached " + end_reason + "\n";
+  const std::string stopped = "stopped at step " + std::to_string(cadence.last_step) + ": reached " + end.reason + "\n";
   if (!d.opt.write_checkpoints) {
     if (root) std::cout << stopped << "done in " << format_duration(seconds_since(start)) << " (--write_checkpoints false: nothing saved)\n";
     return kExitOk;
   }
-  export_weights();
+  write_export(d.run_dir, *d.m.sharded, d.opt.ema_decay, d.u);
   if (root) {
     std::cout << stopped << "done in " << format_duration(seconds_since(start)) << ": weights " << d.run_dir
               << "/model.safetensors, metrics " << d.run_dir << "/metrics.jsonl, configuration " << d.run_dir << "/config.ini\n";

@@ -43,6 +43,11 @@ std::optional<std::string> latest_checkpoint(const std::string& checkpoints_dir)
 std::string write_full_weights(const std::string& path, const parallel::ShardedModel& model, parallel::Weights which,
                                const model::Metadata& metadata, const Universe& universe);
 
+// Collective over the world: the run's export, RUN_DIR/model.safetensors, and with the moving average
+// RUN_DIR/ema.safetensors (its decay in the metadata), by write_full_weights; an I/O error ends the job on
+// every rank with one message (exit 1).
+void write_export(const std::string& run_dir, const parallel::ShardedModel& model, double ema_decay, const Universe& universe);
+
 // Collective over the world. Returns the directory written.
 std::string write_checkpoint(const std::string& checkpoints_dir, const CheckpointState& state, parallel::ShardedModel& model,
                              const Universe& universe, const std::string& options_ini, int keep);

@@ -62,8 +62,7 @@ struct RunModel {
 };
 
 // Collective over the world: builds the model from --seed, or from --load_checkpoint's weights.
-RunModel build_run_model(const Options& options, const Universe& universe, comm::ProcessGroups& groups,
-                         const ComputeSetup& compute);
+RunModel build_run_model(const Options& options, comm::ProcessGroups& groups, const ComputeSetup& compute);
 
 ObjectiveSettings objective_settings(const Options& options);
 

@@ -53,17 +53,8 @@ class Trainer {
 
   // One optimizer step on the batch of sampler step `step` (reads it directly; used by tests).
   StepResult train_step(int64_t step);
-  // Held-out loss over the fixed evaluation batches (fixed timesteps and noise, RoPE offset 0).
+  // Held-out loss over the fixed evaluation batches (train/evaluation.h, Validator::loss).
   double evaluate();
-  // Collective (every rank calls it; rank 0 samples while the others wait at the next step): latents for the
-  // first --sample_count held-out text states from fixed noise (the same every time), written with their
-  // sample ids to RUN_DIR/samples/step_<8 digits>.safetensors; with --sample_decoder also their contact
-  // sheet (step_<8 digits>.png). Returns, on rank 0, the latents' path and the sheet (PNG bytes, size).
-  struct Samples {
-    std::string path, png;
-    int width = 0, height = 0;
-  };
-  Samples write_samples(int64_t done);
   // The fp32 weights, full size, with the reference's names.
   model::TensorMap weights();
   // Their moving average (--ema_decay), or nothing when it is off.

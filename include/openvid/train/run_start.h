@@ -1,0 +1,26 @@
+#pragma once
+// How a run starts and ends, as told to the user: where and why it ends (--max_steps, or the epoch cap
+// before it: said at the start and at the end), and rank 0's start-up lines (what is trained, on what, the
+// sharded state per rank, the epoch cap's effect on the schedule, a GPU without a known peak).
+#include <cstdint>
+#include <string>
+
+#include "openvid/config/options.h"
+#include "openvid/parallel/sharded_model.h"
+#include "openvid/runtime/universe.h"
+#include "openvid/train/setup.h"
+
+namespace ov::train {
+
+struct RunEnd {
+  int64_t last_step = 0;  // the run's last step: min(max_steps, num_epochs x steps per epoch)
+  bool capped = false;    // the epoch cap comes first
+  std::string reason;     // "--max_steps 400", or the epoch cap spelled out
+};
+RunEnd run_end(const Options& opt, int64_t steps_per_epoch);
+
+// Local: the start-up lines, printed by the calling rank (rank 0).
+void print_run_start(const Options& opt, const Universe& u, const RunData& data, const ComputeSetup& compute,
+                     const parallel::ShardedModel& sharded, const RunEnd& end, double peak_tflops, const std::string& run_dir);
+
+}  // namespace ov::train

@@ -1,0 +1,103 @@
+// The rules a configuration must meet (Options and ModelConfig): each broken one is an InputError naming the
+// option, what it must be and what it got, before anything runs.
+#include <initializer_list>
+#include <sstream>
+
+#include "openvid/config/options.h"
+#include "openvid/runtime/error.h"
+
+namespace ov {
+
+std::pair<int64_t, int64_t> parse_step_range(const std::string& text) {
+  int64_t a = -1, b = -1;
+  char colon = 0;
+  std::istringstream in(text);
+  if (!(in >> a >> colon >> b) || colon != ':' || !in.eof() || a < 0 || b <= a) {
+    throw InputError("--profile_steps must be FIRST:END with 0 <= FIRST < END, e.g. 2:4 traces steps 2 and 3 (got '" + text + "')");
+  }
+  return {a, b};
+}
+
+namespace {
+
+// Throws "--option what (got value)" unless ok.
+template <typename T>
+void need(bool ok, const std::string& option, const std::string& what, const T& got) {
+  if (!ok) {
+    std::ostringstream os;
+    os << "--" << option << " " << what << " (got " << got << ")";
+    throw InputError(os.str());
+  }
+}
+
+// The options whose only rule is a lower bound.
+struct LowerBound {
+  const char* option;
+  double got;
+  double least;
+};
+void need_at_least(std::initializer_list<LowerBound> bounds) {
+  for (const LowerBound& b : bounds) {
+    std::ostringstream what;
+    what << "must be >= " << b.least;
+    need(b.got >= b.least, b.option, what.str(), b.got);
+  }
+}
+
+}  // namespace
+
+void validate(const ModelConfig& m) {
+  need_at_least({{"model_width", double(m.width), 1}, {"model_depth", double(m.depth), 1}, {"model_mlp_ratio", double(m.mlp_ratio), 1},
+                 {"model_patch", double(m.patch), 1}, {"model_time_patch", double(m.time_patch), 1},
+                 {"model_registers", double(m.registers), 0}, {"model_in_channels", double(m.in_channels), 1},
+                 {"model_text_dim", double(m.text_dim), 1}});
+  need(m.head_dim >= 8 && m.head_dim % 8 == 0, "model_head_dim",
+       "must be a positive multiple of 8 (3-D RoPE splits head_dim/2 angles into t/h/w quarters)", m.head_dim);
+  need(m.width % m.head_dim == 0, "model_width",
+       "must be a multiple of --model_head_dim " + std::to_string(m.head_dim), m.width);
+  need(m.init_std_factor > 0, "init_std_factor", "must be > 0", m.init_std_factor);
+  need(m.recompute_every >= 0, "recompute_every", "must be >= 0 (0 = no recomputation)", m.recompute_every);
+}
+
+void validate(const Options& o) {
+  const ModelConfig& m = o.model;
+  need_at_least({{"fs", double(o.fs), 1}, {"cp", double(o.cp), 1}, {"num_epochs", double(o.num_epochs), 1},
+                 {"batch_size", double(o.batch_size), 1}, {"grad_accum", double(o.grad_accum), 1},
+                 {"eval_batches", double(o.eval_batches), 1}, {"fake_samples", double(o.fake_samples), 1},
+                 {"fake_text_tokens", double(o.fake_text_tokens), 1}, {"peak_tflops", o.peak_tflops, 0},
+                 {"seed", double(o.seed), 0}, {"weight_decay", o.weight_decay, 0}, {"max_steps", double(o.max_steps), 1},
+                 {"max_nonfinite_steps", double(o.max_nonfinite_steps), 1}, {"log_every", double(o.log_every), 1},
+                 {"checkpoint_every", double(o.checkpoint_every), 0}, {"keep_checkpoints", double(o.keep_checkpoints), 1}});
+  need(o.collective_timeout > 0, "collective_timeout", "must be > 0 seconds", o.collective_timeout);
+  need(o.batch_size % o.grad_accum == 0, "grad_accum",
+       "must divide --batch_size " + std::to_string(o.batch_size), o.grad_accum);
+  need(o.caption_dropout >= 0 && o.caption_dropout <= 1, "caption_dropout", "must be in [0, 1]",
+       o.caption_dropout);
+  need(o.heldout_fraction >= 0 && o.heldout_fraction < 1, "heldout_fraction", "must be in [0, 1)", o.heldout_fraction);
+  need(o.learning_rate > 0, "learning_rate", "must be > 0", o.learning_rate);
+  need(o.adam_beta1 >= 0 && o.adam_beta1 < 1, "adam_beta1", "must be in [0, 1)", o.adam_beta1);
+  need(o.adam_beta2 >= 0 && o.adam_beta2 < 1, "adam_beta2", "must be in [0, 1)", o.adam_beta2);
+  need(o.adam_eps > 0, "adam_eps", "must be > 0", o.adam_eps);
+  need(o.warmup_steps >= 0 && o.warmup_steps < o.max_steps, "warmup_steps",
+       "must be in [0, max_steps " + std::to_string(o.max_steps) + ")", o.warmup_steps);
+  need(o.grad_clip >= 0, "grad_clip", "must be >= 0 (0 = off)", o.grad_clip);
+  need(o.ema_decay >= 0 && o.ema_decay < 1, "ema_decay", "must be in [0, 1) (0 = off)", o.ema_decay);
+  need(o.timestep_shift > 0, "timestep_shift", "must be > 0", o.timestep_shift);
+  need(!o.run_name.empty() && o.run_name.find('/') == std::string::npos, "run_name",
+       "must be a non-empty name without '/'", "'" + o.run_name + "'");
+  need(!o.run_dir.empty(), "run_dir", "must not be empty", "''");
+  need(!(o.start_over && !o.resume.empty()), "start_over", "contradicts --resume " + o.resume + " (continue the run or start it over)",
+       "true");
+  need(o.evaluate_every >= 0, "evaluate_every", "must be >= 0 (0 = never)", o.evaluate_every);
+  need(o.sample_every >= 0, "sample_every", "must be >= 0 (0 = never)", o.sample_every);
+  need(o.sample_count >= 1, "sample_count", "must be >= 1", o.sample_count);
+  need(o.sample_steps >= 1, "sample_steps", "must be >= 1", o.sample_steps);
+  need(o.sample_every == 0 || o.cp == 1, "sample_every", "needs --cp 1 (sampling over context-parallel ranks is not there yet)",
+       o.sample_every);
+  need(o.sample_every == 0 || o.heldout_fraction > 0, "sample_every", "needs held-out samples for its text (--heldout_fraction > 0)",
+       o.sample_every);
+  parse_step_range(o.profile_steps);
+  validate(m);
+}
+
+}  // namespace ov

@@ -1,0 +1,108 @@
+#include "openvid/train/evaluation.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "openvid/comm/host_copy.h"
+#include "openvid/model/safetensors.h"
+#include "openvid/model/sampler.h"
+#include "openvid/runtime/error.h"
+#include "openvid/runtime/mpi_session.h"
+#include "openvid/video/render.h"
+
+namespace ov::train {
+
+at::Tensor batch_loss(model::DiT& model, const data::DeviceBatch& batch, int64_t first, int64_t count, int64_t step, int64_t valid,
+                      double global_elements, const ObjectiveSettings& settings) {
+  const FlowBatch fb = make_flow_batch(batch, first, count, step, valid, settings);
+  const at::Tensor pred = model->forward_window(fb.x_t, fb.text, fb.t, fb.window);
+  return flow_loss(pred * fb.weight, fb.target * fb.weight, global_elements);
+}
+
+Validator::Validator(const Options& options, const Universe& universe, comm::ProcessGroups& groups, const ComputeSetup& compute,
+                     const RunData& data, model::DiT model, std::string run_dir)
+    : opt_(options),
+      u_(universe),
+      groups_(groups),
+      compute_(compute),
+      data_(data),
+      model_(std::move(model)),
+      run_dir_(std::move(run_dir)),
+      objective_(objective_settings(options)) {
+  if (options.sample_every > 0 && !options.sample_decoder.empty()) {
+    root_check(universe.world(), [&] {
+      decoder_.emplace(options.sample_decoder, video::LatentCodec::Part::kDecoder,
+                       video::Compression{options.sample_temporal_compression, options.sample_spatial_compression}, compute.device, compute.dtype);
+    });
+  }
+}
+
+double Validator::loss() {
+  c10::NoGradGuard no_grad;
+  at::Tensor local = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(compute_.device));
+  double valid = 0;
+  for (size_t i = 0; i < data_.eval_batches.size(); ++i) {
+    const data::HostBatch& host = data_.eval_batches[i];
+    const data::DeviceBatch b = data::to_device(host, compute_.device, at::kFloat);
+    // Per-sample normalisation happens after the sum: count this batch's elements of the valid samples.
+    local += batch_loss(model_, b, 0, static_cast<int64_t>(b.samples.size()), kEvalStep, data_.eval_valid[i], 1.0, objective_);
+    valid += static_cast<double>(data_.eval_valid[i]) * static_cast<double>(host.latents.size(1) * host.frames * host.latents.size(3) *
+                                                                             host.latents.size(4));
+  }
+  // Each valid element appears on cp ranks only through its own slice, so the element count is summed
+  // over the data ranks (cp rank 0 of each group counts the whole sample).
+  at::Tensor sums = at::cat({local, local.new_full({1}, data_.layout.cp_rank == 0 ? valid : 0.0)});
+  groups_.world().all_reduce(sums, comm::ReduceOp::kSum).wait();
+  const at::Tensor s = comm::to_host(sums);
+  return s[1].item<double>() > 0 ? s[0].item<double>() / s[1].item<double>() : std::nan("");
+}
+
+Validator::Samples Validator::draw_samples(int64_t done) {
+  Samples out;
+  std::string& path = out.path;
+  // Rank 0 alone: with --cp 1 its gathered parameters are the whole model, and its first held-out batch is fixed.
+  root_check<std::exception>(
+      u_.world(),
+      [&] {
+        OV_CHECK(!data_.eval_batches.empty(), "--sample_every without held-out batches");
+        const data::HostBatch& host = data_.eval_batches.front();
+        const int64_t n = std::min<int64_t>(opt_.sample_count, static_cast<int64_t>(host.samples.size()));
+        const at::Tensor text = host.text.narrow(0, 0, n).to(compute_.device, at::kFloat);
+        // The same noise every time: drawn on the CPU from the run's seed alone.
+        at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(opt_.seed) + 0x5a3d1e);
+        const at::Tensor noise = at::normal(0.0, 1.0, {n, host.latents.size(1), host.frames, host.latents.size(3), host.latents.size(4)}, gen);
+        model::SamplerOptions so;
+        so.steps = opt_.sample_steps;
+        so.guidance = opt_.sample_guidance;
+        so.shift = opt_.timestep_shift;
+        const at::Tensor latents = model::sample_latents(model_, noise.to(compute_.device), text, so).cpu();
+        std::vector<int64_t> ids(host.samples.begin(), host.samples.begin() + n);
+        std::filesystem::create_directories(run_dir_ + "/samples");
+        const std::string digits = std::to_string(done);
+        path = run_dir_ + "/samples/step_" + std::string(digits.size() < 8 ? 8 - digits.size() : 0, '0') + digits + ".safetensors";
+        model::write_safetensors(path, {{"latents", latents}, {"text_states", text.cpu()}, {"sample_ids", at::tensor(ids, at::kLong)}},
+                                 {{"producer", version_string()}, {"step", digits}, {"steps", std::to_string(so.steps)},
+                                  {"guidance", std::to_string(so.guidance)}, {"bucket", std::to_string(host.bucket)}});
+        if (decoder_) {  // pictures and videos of the samples (video/render.h)
+          const data::Manifest& man = data_.dataset->manifest();
+          const std::string stem = path.substr(0, path.size() - std::string(".safetensors").size());
+          const video::RenderedSheet sheet = video::render_samples(*decoder_, latents, video::RenderOptions{man.latent_scale, man.latent_shift},
+                                                                   [&](int64_t i) { return stem + "_" + std::to_string(i) + ".mp4"; });
+          out.png = sheet.png;
+          out.width = sheet.width;
+          out.height = sheet.height;
+          std::ofstream(stem + ".png", std::ios::binary) << out.png;
+        }
+      },
+      kExitFailure);
+  return out;
+}
+
+}  // namespace ov::train

@@ -1,0 +1,67 @@
+#include "openvid/train/resume.h"
+
+#include <algorithm>
+#include <cmath>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <vector>
+
+#include "openvid/runtime/error.h"
+#include "openvid/train/optimizer.h"
+
+namespace ov::train {
+
+std::string resume_changes(const CheckpointState& st, const Options& now, int64_t data_ranks_now, int64_t steps_per_epoch_now) {
+  Options before;
+  try {
+    before = options_from_ini(st.options_ini, "the checkpoint's options");
+  } catch (const InputError&) {
+    return "";  // written by another version: nothing to compare with
+  }
+  std::vector<std::string> changes;
+  const int64_t batch_before = int64_t{before.batch_size} * st.data_ranks, batch_now = int64_t{now.batch_size} * data_ranks_now;
+  if (st.data_ranks > 0 && batch_before != batch_now) {
+    changes.push_back("global batch " + std::to_string(batch_before) + " -> " + std::to_string(batch_now) + " (each step now averages " +
+                      std::to_string(batch_now) + " samples, an epoch is " + std::to_string(steps_per_epoch_now) +
+                      " steps, and the remaining steps see the data in another order than an uninterrupted run)");
+  }
+  std::string length;
+  if (before.max_steps != now.max_steps) length = "max_steps " + std::to_string(before.max_steps) + " -> " + std::to_string(now.max_steps);
+  if (before.num_epochs != now.num_epochs) {
+    length += (length.empty() ? "" : ", ") + std::string("num_epochs ") + std::to_string(before.num_epochs) + " -> " + std::to_string(now.num_epochs);
+  }
+  if (!length.empty()) {
+    changes.push_back(length + " (the run now ends at step " + std::to_string(std::min(now.max_steps, int64_t{now.num_epochs} * steps_per_epoch_now)) + ")");
+  }
+  const int64_t step = st.next_step;
+  const double lr_before = before.learning_rate * lr_multiplier(before.lr_scheduler_type, step, before.max_steps, before.warmup_steps);
+  const double lr_now = now.learning_rate * lr_multiplier(now.lr_scheduler_type, step, now.max_steps, now.warmup_steps);
+  if (std::abs(lr_now - lr_before) > 1e-9 * std::max(std::abs(lr_before), 1e-30)) {
+    std::ostringstream os;
+    os << std::scientific << std::setprecision(2) << "learning rate at step " << step << " jumps " << lr_before << " -> " << lr_now
+       << " (schedule " << to_string(before.lr_scheduler_type) << " to " << before.max_steps << " steps, peak " << before.learning_rate
+       << " -> " << to_string(now.lr_scheduler_type) << " to " << now.max_steps << " steps, peak " << now.learning_rate << ")";
+    changes.push_back(os.str());
+  }
+  std::string line;
+  for (const std::string& c : changes) line += (line.empty() ? "" : "; ") + c;
+  return line;
+}
+
+CheckpointState resume_run(const std::string& path, RunModel& m, const Options& opt, const Universe& u, int64_t steps_per_epoch) {
+  const CheckpointState st = read_checkpoint(path, *m.sharded, u);
+  m.sharded->refresh_compute_copy();
+  m.optimizer->set_steps(st.optimizer_steps);
+  if (u.rank() == 0) {
+    std::cout << "resuming from " << path << " at step " << st.next_step << "\n";
+    if (m.sharded->has_ema() && !st.has_ema) std::cout << "note: the checkpoint has no moving average of the weights; it starts at its weights\n";
+    if (!m.sharded->has_ema() && st.has_ema) std::cout << "note: --ema_decay is 0: the checkpoint's moving average of the weights is not continued\n";
+    const std::string changes = resume_changes(st, opt, u.num_data_ranks(), steps_per_epoch);
+    if (!changes.empty()) std::cout << "note: this resume changes the run: " << changes << "\n";
+    std::cout << std::flush;
+  }
+  return st;
+}
+
+}  // namespace ov::train

@@ -1,0 +1,47 @@
+#include "openvid/train/run_start.h"
+
+#include <iomanip>
+#include <iostream>
+
+#include "openvid/model/flops.h"
+#include "openvid/train/optimizer.h"
+#include "openvid/train/run_log.h"
+
+namespace ov::train {
+
+RunEnd run_end(const Options& opt, int64_t steps_per_epoch) {
+  const int64_t epoch_cap = int64_t{opt.num_epochs} * steps_per_epoch;
+  RunEnd end;
+  end.last_step = std::min(opt.max_steps, epoch_cap);
+  end.capped = epoch_cap < opt.max_steps;
+  end.reason = end.capped ? "the epoch cap: --num_epochs " + std::to_string(opt.num_epochs) + " x " + std::to_string(steps_per_epoch) +
+                                " steps per epoch = " + std::to_string(epoch_cap) + " steps, before --max_steps " + std::to_string(opt.max_steps)
+                          : "--max_steps " + std::to_string(opt.max_steps);
+  return end;
+}
+
+void print_run_start(const Options& opt, const Universe& u, const RunData& data, const ComputeSetup& compute,
+                     const parallel::ShardedModel& sharded, const RunEnd& end, double peak, const std::string& run_dir) {
+  const int64_t per_epoch = data.sampler->steps_per_epoch();
+  std::cout << "training " << model::parameter_count(opt.model) / 1e6 << "M parameters for " << opt.max_steps << " steps: " << per_epoch
+            << " steps per epoch, global batch " << data.sampler->global_batch() << " (" << opt.batch_size << " per data rank x "
+            << u.num_data_ranks() << "), " << c10::toString(compute.dtype) << " compute on " << device_name(compute.device)
+            << ", run directory " << run_dir << "\n";
+  const parallel::ShardMemory mem = sharded.memory();
+  std::cout << std::fixed << std::setprecision(2) << "sharded state per rank (1/" << u.mesh().shard_size() << "): masters "
+            << mem.master_bytes / 1e6 << " MB, gradients " << mem.grad_bytes / 1e6 << " MB, Adam moments " << mem.optimizer_bytes / 1e6
+            << " MB; gathered parameters " << mem.gathered_bytes / 1e6 << " MB\n" << std::defaultfloat;
+  if (end.capped) {
+    const int64_t epochs_needed = (opt.max_steps + per_epoch - 1) / per_epoch;
+    std::cout << std::scientific << std::setprecision(2) << "note: the run will end at step " << end.last_step << ", at " << end.reason
+              << "; the learning-rate schedule runs to max_steps, so it ends at lr "
+              << opt.learning_rate * lr_multiplier(opt.lr_scheduler_type, end.last_step - 1, opt.max_steps, opt.warmup_steps)
+              << " (--num_epochs " << epochs_needed << " trains to max_steps)\n" << std::defaultfloat;
+  }
+  if (compute.device.is_cuda() && peak == 0) {
+    std::cout << "no peak TFLOP/s known for " << device_name(compute.device) << ": logs show no MFU (set --peak_tflops)\n";
+  }
+  std::cout << std::flush;
+}
+
+}  // namespace ov::train
