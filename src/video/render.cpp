@@ -31,6 +31,8 @@ RenderedSheet render_samples(const LatentCodec& decoder, const at::Tensor& laten
       for (int64_t f = 0; f < frames.size(0); ++f) w.write(frames[f]);
       w.finish();
     }
+#else
+    static_cast<void>(mp4_path);  // no video files without FFmpeg: the contact sheet alone
 #endif
   }
   const at::Tensor sheet = contact_sheet(at::stack(videos), o.sheet_frames, o.sheet_max_width);
