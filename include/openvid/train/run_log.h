@@ -24,12 +24,17 @@ struct Cadence {
   int64_t evaluate_every = 0;    // 0: never
   int64_t checkpoint_every = 0;  // 0: with every evaluation (the reference trainer's behaviour)
   int64_t sample_every = 0;      // 0: never
+  bool write_checkpoints = true;  // false: no checkpoints at all (--write_checkpoints false)
   bool sample(int64_t done) const { return sample_every > 0 && (done % sample_every == 0 || done == last_step); }
   bool evaluate(int64_t done) const { return evaluate_every > 0 && (done % evaluate_every == 0 || done == last_step); }
   bool log(int64_t done) const { return done % log_every == 0 || done == last_step || evaluate(done); }
   bool checkpoint(int64_t done) const {
-    return done == last_step || (checkpoint_every > 0 ? done % checkpoint_every == 0 : evaluate(done));
+    return write_checkpoints && (done == last_step || (checkpoint_every > 0 ? done % checkpoint_every == 0 : evaluate(done)));
   }
+  // Whether what happens after step `done` needs the state after it before the next step is enqueued
+  // (evaluation, samples, a checkpoint, the end): the loop then reads that step's result at once, the
+  // host's one synchronisation of the step; otherwise one step later, with the next one already queued.
+  bool needs_state(int64_t done) const { return evaluate(done) || sample(done) || checkpoint(done) || done == last_step; }
 };
 
 // Peak dense TFLOP/s of one device for MFU: bf16 tensor cores, or fp32 without TF32, by the device's name

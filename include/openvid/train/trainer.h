@@ -16,19 +16,9 @@
 #include "openvid/model/safetensors.h"
 #include "openvid/runtime/universe.h"
 #include "openvid/train/setup.h"
+#include "openvid/train/step.h"
 
 namespace ov::train {
-
-struct StepResult {
-  int64_t step = 0;         // the optimizer step this was (from 0)
-  double loss = 0;          // global mean loss of the step
-  double grad_norm = 0;     // global gradient norm (before clipping)
-  double lr = 0;            // base learning rate used
-  bool skipped = false;     // non-finite loss or gradient: no update
-  bool stop_requested = false;  // some rank got SIGUSR1/SIGTERM: every rank learns it at this step
-  double seconds = 0, data_wait = 0;
-  std::vector<std::pair<std::string, double>> phase_ms;  // milliseconds of each phase, timed where it ran
-};
 
 class Trainer {
  public:
