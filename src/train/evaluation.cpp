@@ -26,40 +26,33 @@ at::Tensor batch_loss(model::DiT& model, const data::DeviceBatch& batch, int64_t
   return flow_loss(pred * fb.weight, fb.target * fb.weight, global_elements);
 }
 
-Validator::Validator(const Options& options, const Universe& universe, comm::ProcessGroups& groups, const ComputeSetup& compute,
-                     const RunData& data, model::DiT model, std::string run_dir)
-    : opt_(options),
-      u_(universe),
-      groups_(groups),
-      compute_(compute),
-      data_(data),
-      model_(std::move(model)),
-      run_dir_(std::move(run_dir)),
-      objective_(objective_settings(options)) {
-  if (options.sample_every > 0 && !options.sample_decoder.empty()) {
-    root_check(universe.world(), [&] {
-      decoder_.emplace(options.sample_decoder, video::LatentCodec::Part::kDecoder,
-                       video::Compression{options.sample_temporal_compression, options.sample_spatial_compression}, compute.device, compute.dtype);
+Validator::Validator(const RunContext& run, model::DiT model, std::string run_dir)
+    : run_(run), model_(std::move(model)), run_dir_(std::move(run_dir)), objective_(objective_settings(run.opt)) {
+  const Options& o = run.opt;
+  if (o.sample_every > 0 && !o.sample_decoder.empty()) {
+    root_check(run.u.world(), [&] {
+      decoder_.emplace(o.sample_decoder, video::LatentCodec::Part::kDecoder,
+                       video::Compression{o.sample_temporal_compression, o.sample_spatial_compression}, run.compute.device, run.compute.dtype);
     });
   }
 }
 
 double Validator::loss() {
   c10::NoGradGuard no_grad;
-  at::Tensor local = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(compute_.device));
+  at::Tensor local = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(run_.compute.device));
   double valid = 0;
-  for (size_t i = 0; i < data_.eval_batches.size(); ++i) {
-    const data::HostBatch& host = data_.eval_batches[i];
-    const data::DeviceBatch b = data::to_device(host, compute_.device, at::kFloat);
+  for (size_t i = 0; i < run_.data.eval_batches.size(); ++i) {
+    const data::HostBatch& host = run_.data.eval_batches[i];
+    const data::DeviceBatch b = data::to_device(host, run_.compute.device, at::kFloat);
     // Per-sample normalisation happens after the sum: count this batch's elements of the valid samples.
-    local += batch_loss(model_, b, 0, static_cast<int64_t>(b.samples.size()), kEvalStep, data_.eval_valid[i], 1.0, objective_);
-    valid += static_cast<double>(data_.eval_valid[i]) * static_cast<double>(host.latents.size(1) * host.frames * host.latents.size(3) *
+    local += batch_loss(model_, b, 0, static_cast<int64_t>(b.samples.size()), kEvalStep, run_.data.eval_valid[i], 1.0, objective_);
+    valid += static_cast<double>(run_.data.eval_valid[i]) * static_cast<double>(host.latents.size(1) * host.frames * host.latents.size(3) *
                                                                              host.latents.size(4));
   }
   // Each valid element appears on cp ranks only through its own slice, so the element count is summed
   // over the data ranks (cp rank 0 of each group counts the whole sample).
-  at::Tensor sums = at::cat({local, local.new_full({1}, data_.layout.cp_rank == 0 ? valid : 0.0)});
-  groups_.world().all_reduce(sums, comm::ReduceOp::kSum).wait();
+  at::Tensor sums = at::cat({local, local.new_full({1}, run_.data.layout.cp_rank == 0 ? valid : 0.0)});
+  run_.groups.world().all_reduce(sums, comm::ReduceOp::kSum).wait();
   const at::Tensor s = comm::to_host(sums);
   return s[1].item<double>() > 0 ? s[0].item<double>() / s[1].item<double>() : std::nan("");
 }
@@ -69,20 +62,20 @@ Validator::Samples Validator::draw_samples(int64_t done) {
   std::string& path = out.path;
   // Rank 0 alone: with --cp 1 its gathered parameters are the whole model, and its first held-out batch is fixed.
   root_check<std::exception>(
-      u_.world(),
+      run_.u.world(),
       [&] {
-        OV_CHECK(!data_.eval_batches.empty(), "--sample_every without held-out batches");
-        const data::HostBatch& host = data_.eval_batches.front();
-        const int64_t n = std::min<int64_t>(opt_.sample_count, static_cast<int64_t>(host.samples.size()));
-        const at::Tensor text = host.text.narrow(0, 0, n).to(compute_.device, at::kFloat);
+        OV_CHECK(!run_.data.eval_batches.empty(), "--sample_every without held-out batches");
+        const data::HostBatch& host = run_.data.eval_batches.front();
+        const int64_t n = std::min<int64_t>(run_.opt.sample_count, static_cast<int64_t>(host.samples.size()));
+        const at::Tensor text = host.text.narrow(0, 0, n).to(run_.compute.device, at::kFloat);
         // The same noise every time: drawn on the CPU from the run's seed alone.
-        at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(opt_.seed) + 0x5a3d1e);
+        at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(run_.opt.seed) + 0x5a3d1e);
         const at::Tensor noise = at::normal(0.0, 1.0, {n, host.latents.size(1), host.frames, host.latents.size(3), host.latents.size(4)}, gen);
         model::SamplerOptions so;
-        so.steps = opt_.sample_steps;
-        so.guidance = opt_.sample_guidance;
-        so.shift = opt_.timestep_shift;
-        const at::Tensor latents = model::sample_latents(model_, noise.to(compute_.device), text, so).cpu();
+        so.steps = run_.opt.sample_steps;
+        so.guidance = run_.opt.sample_guidance;
+        so.shift = run_.opt.timestep_shift;
+        const at::Tensor latents = model::sample_latents(model_, noise.to(run_.compute.device), text, so).cpu();
         std::vector<int64_t> ids(host.samples.begin(), host.samples.begin() + n);
         std::filesystem::create_directories(run_dir_ + "/samples");
         const std::string digits = std::to_string(done);
@@ -91,7 +84,7 @@ Validator::Samples Validator::draw_samples(int64_t done) {
                                  {{"producer", version_string()}, {"step", digits}, {"steps", std::to_string(so.steps)},
                                   {"guidance", std::to_string(so.guidance)}, {"bucket", std::to_string(host.bucket)}});
         if (decoder_) {  // pictures and videos of the samples (video/render.h)
-          const data::Manifest& man = data_.dataset->manifest();
+          const data::Manifest& man = run_.data.dataset->manifest();
           const std::string stem = path.substr(0, path.size() - std::string(".safetensors").size());
           const video::RenderedSheet sheet = video::render_samples(*decoder_, latents, video::RenderOptions{man.latent_scale, man.latent_shift},
                                                                    [&](int64_t i) { return stem + "_" + std::to_string(i) + ".mp4"; });

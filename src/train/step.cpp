@@ -25,17 +25,12 @@ double global_elements(const data::HostBatch& b, int64_t global_batch) {
 
 }  // namespace
 
-StepPipeline::StepPipeline(const Options& options, const Universe& universe, comm::ProcessGroups& groups, const ComputeSetup& compute,
-                           const RunData& data, RunModel& model, PhaseTrace& trace)
-    : opt_(options),
-      u_(universe),
-      groups_(groups),
-      compute_(compute),
-      data_(data),
+StepPipeline::StepPipeline(const RunContext& run, RunModel& model, PhaseTrace& trace)
+    : run_(run),
       m_(model),
       trace_(trace),
-      objective_(objective_settings(options)),
-      timers_{StepTimer{compute.device}, StepTimer{compute.device}} {}
+      objective_(objective_settings(run.opt)),
+      timers_{StepTimer{run.compute.device}, StepTimer{run.compute.device}} {}
 
 StepPipeline::InFlight StepPipeline::launch(int64_t step, const data::HostBatch& host, double data_wait) {
   const kernels::Range range("step " + std::to_string(step));
@@ -48,9 +43,9 @@ StepPipeline::InFlight StepPipeline::launch(int64_t step, const data::HostBatch&
   r.step = step;
   r.data_wait = data_wait;
   f.bucket = host.bucket;
-  const data::DeviceBatch b = data::to_device(host, compute_.device, at::kFloat);
-  const int64_t n = static_cast<int64_t>(b.samples.size()), micro = opt_.grad_accum, per_micro = n / micro;
-  const double elements = global_elements(host, data_.sampler->global_batch());
+  const data::DeviceBatch b = data::to_device(host, run_.compute.device, at::kFloat);
+  const int64_t n = static_cast<int64_t>(b.samples.size()), micro = run_.opt.grad_accum, per_micro = n / micro;
+  const double elements = global_elements(host, run_.data.sampler->global_batch());
   at::Tensor loss_sum = at::zeros({1}, b.latents.options().dtype(at::kDouble));
   for (int64_t i = 0; i < micro; ++i) {
     const at::Tensor l = [&] {
@@ -67,33 +62,33 @@ StepPipeline::InFlight StepPipeline::launch(int64_t step, const data::HostBatch&
   }
   timer.end_phase("forward_backward");
   const auto t_fb = Clock::now();
-  trace_.add("forward_backward", f.t0, t_fb, step, u_.rank());
+  trace_.add("forward_backward", f.t0, t_fb, step, run_.u.rank());
   m_.sharded->finish();
   timer.end_phase("gradient_reduction");
   const auto t_reduce = Clock::now();
-  trace_.add("finish_gradient_reduction", t_fb, t_reduce, step, u_.rank());
+  trace_.add("finish_gradient_reduction", t_fb, t_reduce, step, run_.u.rank());
 
   // One reduction over the world: the loss, whether a rank was asked to stop, and the gradient norm (the
   // dp replicas hold equal slices: each counts 1/dp of its own).
   const double stop = stop_signal() != 0 ? 1.0 : 0.0;
   at::Tensor stats = at::cat({loss_sum, loss_sum.new_full({1}, stop),
-                              m_.sharded->grad_norm_squared().to(at::kDouble) / static_cast<double>(u_.mesh().dp())});
-  groups_.world().all_reduce(stats, comm::ReduceOp::kSum).wait();
+                              m_.sharded->grad_norm_squared().to(at::kDouble) / static_cast<double>(run_.u.mesh().dp())});
+  run_.groups.world().all_reduce(stats, comm::ReduceOp::kSum).wait();
   // The verdict the optimizer reads on the device: apply only with a finite loss and gradient, clipped.
   const at::Tensor norm = stats.narrow(0, 2, 1).sqrt();
   const at::Tensor finite = at::isfinite(stats.narrow(0, 0, 1)).logical_and(at::isfinite(norm));
-  const at::Tensor factor = opt_.grad_clip > 0 ? (opt_.grad_clip / norm).clamp_max(1.0) : at::ones_like(norm);
+  const at::Tensor factor = run_.opt.grad_clip > 0 ? (run_.opt.grad_clip / norm).clamp_max(1.0) : at::ones_like(norm);
   const at::Tensor control = at::cat({finite.to(at::kFloat), factor.to(at::kFloat)});
-  r.lr = opt_.learning_rate * lr_multiplier(opt_.lr_scheduler_type, step, opt_.max_steps, opt_.warmup_steps);
+  r.lr = run_.opt.learning_rate * lr_multiplier(run_.opt.lr_scheduler_type, step, run_.opt.max_steps, run_.opt.warmup_steps);
   timer.end_phase("statistics");
   {
     const kernels::Range optimizer("optimizer");
     m_.optimizer->step(r.lr, control);
-    if (m_.sharded->has_ema()) m_.sharded->update_ema(opt_.ema_decay, control.narrow(0, 0, 1));  // moves on applied steps only
+    if (m_.sharded->has_ema()) m_.sharded->update_ema(run_.opt.ema_decay, control.narrow(0, 0, 1));  // moves on applied steps only
   }
   timer.end_phase("optimizer");
   const auto t_opt = Clock::now();
-  trace_.add("checks_and_optimizer", t_reduce, t_opt, step, u_.rank());
+  trace_.add("checks_and_optimizer", t_reduce, t_opt, step, run_.u.rank());
   m_.sharded->gather();
   timer.end_phase("gather");
   if (stats.is_cuda()) {
@@ -112,7 +107,7 @@ StepResult StepPipeline::complete(InFlight& f) {
   if (f.copied) f.copied->synchronize();  // the step's one host synchronisation
   ++host_waits_;
   StepResult& r = f.result;
-  trace_.add("gather_parameters", f.t_enqueued, Clock::now(), r.step, u_.rank());
+  trace_.add("gather_parameters", f.t_enqueued, Clock::now(), r.step, run_.u.rank());
   r.phase_ms = f.timer->read();
   const double* s = f.stats.data_ptr<double>();
   r.loss = s[0];
@@ -121,8 +116,8 @@ StepResult StepPipeline::complete(InFlight& f) {
   r.skipped = !(std::isfinite(r.loss) && std::isfinite(r.grad_norm));
   if (r.skipped) {
     ++skipped_total_;
-    if (++consecutive_nonfinite_ >= opt_.max_nonfinite_steps) {
-      agree_on_errors(u_.world(),
+    if (++consecutive_nonfinite_ >= run_.opt.max_nonfinite_steps) {
+      agree_on_errors(run_.u.world(),
                       "the loss or the gradients were not finite in " + std::to_string(consecutive_nonfinite_) +
                           " steps in a row (last: step " + std::to_string(r.step) + "); stopping. Lower --learning_rate, set "
                           "--grad_clip, or check the data with --check_finite_data",

@@ -54,7 +54,9 @@ struct Trainer::Impl {
         run_dir(std::move(in.run_dir)),
         data(std::move(in.data)),
         m(build_run_model(o, g, compute)),
-        steps(opt, u, groups, compute, data, m, trace) {}
+        steps(context(), m, trace) {}
+
+  RunContext context() { return RunContext{opt, u, groups, compute, data}; }
 
   void resume(const std::string& request);
 };
@@ -74,7 +76,7 @@ Trainer::Trainer(const Options& options, Universe& universe, comm::ProcessGroups
     std::filesystem::create_directories(options.profile_dir, ec);
     d.trace.open(options.profile_dir + "/trace-rank" + std::to_string(universe.rank()) + ".json");
   }
-  d.validator.emplace(d.opt, d.u, d.groups, d.compute, d.data, d.m.model, d.run_dir);  // a bad --sample_decoder ends the job now
+  d.validator.emplace(d.context(), d.m.model, d.run_dir);  // a bad --sample_decoder ends the job now
   if (!resume_from.empty()) {
     d.resume(resume_from);
   } else if (options.resume == "auto" && universe.rank() == 0) {

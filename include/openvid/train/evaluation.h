@@ -26,9 +26,9 @@ at::Tensor batch_loss(model::DiT& model, const data::DeviceBatch& batch, int64_t
 class Validator {
  public:
   // Collective over the world: with --sample_every and --sample_decoder rank 0 loads the decoder now, so
-  // that a bad one ends the job at the start rather than at the first samples. The references must outlive it.
-  Validator(const Options& options, const Universe& universe, comm::ProcessGroups& groups, const ComputeSetup& compute, const RunData& data,
-            model::DiT model, std::string run_dir);
+  // that a bad one ends the job at the start rather than at the first samples. What `run` refers to must
+  // outlive it.
+  Validator(const RunContext& run, model::DiT model, std::string run_dir);
 
   // Collective over the world: the held-out loss over the fixed evaluation batches (fixed timesteps and
   // noise, RoPE offset 0); nan without held-out samples.
@@ -45,11 +45,7 @@ class Validator {
   Samples draw_samples(int64_t done);
 
  private:
-  const Options& opt_;
-  const Universe& u_;
-  comm::ProcessGroups& groups_;
-  const ComputeSetup& compute_;
-  const RunData& data_;
+  RunContext run_;
   model::DiT model_;
   std::string run_dir_;
   ObjectiveSettings objective_;

@@ -66,4 +66,14 @@ RunModel build_run_model(const Options& options, comm::ProcessGroups& groups, co
 
 ObjectiveSettings objective_settings(const Options& options);
 
+// What the parts of a running job (the step pipeline, the validator) read of it; the Trainer owns it all
+// and outlives them.
+struct RunContext {
+  const Options& opt;
+  const Universe& u;
+  comm::ProcessGroups& groups;
+  const ComputeSetup& compute;
+  const RunData& data;
+};
+
 }  // namespace ov::train

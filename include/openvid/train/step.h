@@ -39,9 +39,8 @@ struct StepResult {
 class StepPipeline {
  public:
   using Clock = std::chrono::steady_clock;
-  // The references must outlive the pipeline (the Trainer holds them all).
-  StepPipeline(const Options& options, const Universe& universe, comm::ProcessGroups& groups, const ComputeSetup& compute, const RunData& data,
-               RunModel& model, PhaseTrace& trace);
+  // What `run`, `model` and `trace` refer to must outlive the pipeline (the Trainer holds it all).
+  StepPipeline(const RunContext& run, RunModel& model, PhaseTrace& trace);
 
   // A step whose work is enqueued and whose statistics are on their way to the host.
   struct InFlight {
@@ -67,11 +66,7 @@ class StepPipeline {
   int64_t host_waits() const { return host_waits_; }         // times the host waited for the device (one per step)
 
  private:
-  const Options& opt_;
-  const Universe& u_;
-  comm::ProcessGroups& groups_;
-  const ComputeSetup& compute_;
-  const RunData& data_;
+  RunContext run_;
   RunModel& m_;
   PhaseTrace& trace_;
   ObjectiveSettings objective_;
