@@ -14,4 +14,10 @@ void parallelize(model::DiT& model, const Parallelism& p) {
   model->set_block_runner(model::recompute_every(p.recompute_every));
 }
 
+std::unique_ptr<ShardedModel> parallelize_and_shard(model::DiT& model, const Parallelism& p, comm::Communicator& shard,
+                                                    comm::Communicator& dp, const ShardingOptions& sharding) {
+  parallelize(model, p);
+  return std::make_unique<ShardedModel>(*model, shard, dp, sharding);
+}
+
 }  // namespace ov::parallel

@@ -217,10 +217,9 @@ RunModel build_run_model(const Options& opt, comm::ProcessGroups& groups, const 
   r.model->initialize(static_cast<uint64_t>(opt.seed));
   r.model->to(compute.device);
   r.model->set_compute_dtype(compute.dtype);
-  parallel::parallelize(r.model, parallel::Parallelism{&groups.cp(), opt.model.recompute_every});
   // One backward per step: the gradients are kept in the compute dtype when no rank sums into them.
-  r.sharded = std::make_unique<parallel::ShardedModel>(*r.model, groups.shard(), groups.dp(),
-                                                       parallel::ShardingOptions{compute.dtype, true, opt.grad_accum == 1});
+  r.sharded = parallel::parallelize_and_shard(r.model, parallel::Parallelism{&groups.cp(), opt.model.recompute_every}, groups.shard(),
+                                              groups.dp(), parallel::ShardingOptions{compute.dtype, true, opt.grad_accum == 1});
   if (!opt.load_checkpoint.empty()) {  // names and shapes were checked by check_run_inputs
     parallel::load_masters(*r.sharded, opt.load_checkpoint, opt.load_checkpoint);
     r.sharded->refresh_compute_copy();
