@@ -227,12 +227,16 @@ void ShardedModel::arm(bool last) {
   armed_ = last || shard_.size() > 1;
 }
 
+void ShardedModel::launch_the_rest() {
+  for (size_t k = units_.size(); k-- > 0;) {  // in backward order (the last units first)
+    if (!pending_[k].launched) launch(k);
+  }
+}
+
 void ShardedModel::finish_micro_batch() {
   if (!armed_) return;  // accumulated in place
   armed_ = false;
-  for (size_t k = units_.size(); k-- > 0;) {
-    if (!pending_[k].launched) launch(k);
-  }
+  launch_the_rest();
   reducing_.clear();
   for (size_t k : launch_order_) {
     release_flat(k);
@@ -248,9 +252,7 @@ void ShardedModel::finish() {
   OV_CHECK(armed_, "ShardedModel::finish() without arm()");
   armed_ = false;
   launched_in_backward_ = static_cast<int64_t>(launch_order_.size());
-  for (size_t k = units_.size(); k-- > 0;) {  // the rest in backward order (the last units first)
-    if (!pending_[k].launched) launch(k);
-  }
+  launch_the_rest();
   complete_reductions();
 }
 

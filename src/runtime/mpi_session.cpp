@@ -1,6 +1,5 @@
 #include "openvid/runtime/mpi_session.h"
 
-#include <unistd.h>
 
 #include <algorithm>
 #include <map>

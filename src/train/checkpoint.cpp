@@ -81,15 +81,26 @@ std::string write_full_weights(const std::string& path, const parallel::ShardedM
   return error;
 }
 
-void write_export(const std::string& run_dir, const parallel::ShardedModel& sharded, double ema_decay, const Universe& u) {
-  std::string error =
-      write_full_weights(run_dir + "/model.safetensors", sharded, parallel::Weights::kMasters, {{"producer", version_string()}, {"format", "pt"}}, u);
+namespace {
+
+// Collective over the world: the masters to `dir`/model.safetensors and, when kept, their moving average to
+// `dir`/ema.safetensors (with `ema_metadata` added), both by write_full_weights; rank 0's first error ("").
+std::string write_masters_and_ema(const std::filesystem::path& dir, const parallel::ShardedModel& sharded, const model::Metadata& ema_metadata,
+                                  const Universe& u) {
+  model::Metadata metadata{{"format", "pt"}, {"producer", version_string()}};
+  std::string error = write_full_weights((dir / "model.safetensors").string(), sharded, parallel::Weights::kMasters, metadata, u);
   if (sharded.has_ema()) {  // on every rank of the shard group, whatever rank 0's first write did
-    const std::string e = write_full_weights(run_dir + "/ema.safetensors", sharded, parallel::Weights::kEma,
-                                             {{"producer", version_string()}, {"format", "pt"}, {"ema_decay", std::to_string(ema_decay)}}, u);
+    metadata.insert(ema_metadata.begin(), ema_metadata.end());
+    const std::string e = write_full_weights((dir / kEmaFile).string(), sharded, parallel::Weights::kEma, metadata, u);
     if (error.empty()) error = e;
   }
-  agree_on_errors(u.world(), error, kExitFailure);
+  return error;
+}
+
+}  // namespace
+
+void write_export(const std::string& run_dir, const parallel::ShardedModel& sharded, double ema_decay, const Universe& u) {
+  agree_on_errors(u.world(), write_masters_and_ema(run_dir, sharded, {{"ema_decay", std::to_string(ema_decay)}}, u), kExitFailure);
 }
 
 std::string write_checkpoint(const std::string& dir, const CheckpointState& state, parallel::ShardedModel& sharded,
@@ -106,12 +117,7 @@ std::string write_checkpoint(const std::string& dir, const CheckpointState& stat
       },
       kExitFailure);
 
-  const model::Metadata weights_metadata{{"format", "pt"}, {"producer", version_string()}};
-  std::string weights_error = write_full_weights((tmp / "model.safetensors").string(), sharded, parallel::Weights::kMasters, weights_metadata, u);
-  if (sharded.has_ema()) {  // on every rank of the shard group, whatever rank 0's first write did
-    const std::string e = write_full_weights((tmp / kEmaFile).string(), sharded, parallel::Weights::kEma, weights_metadata, u);
-    if (weights_error.empty()) weights_error = e;
-  }
+  const std::string weights_error = write_masters_and_ema(tmp, sharded, {}, u);
   all_ranks_check<std::exception>(
       u.world(),
       [&] {

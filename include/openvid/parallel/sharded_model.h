@@ -137,6 +137,7 @@ class ShardedModel {
   void on_gradient(size_t unit, size_t param);
   void accumulate(size_t unit, size_t param, const at::Tensor& grad);
   void launch(size_t unit);
+  void launch_the_rest();  // the units whose reductions the hooks did not launch, in backward order
   void allocate_flat(size_t unit);
   void release_flat(size_t unit);  // waits for the unit's reduction, then frees its full gradient
   void complete_reductions();
