@@ -19,6 +19,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--precisions", nargs="+", default=["bf16"], help="runs of other precisions are runs/<config>-<precision>")
     ap.add_argument("configs", nargs="+")
     a = ap.parse_args()
     base = {}
@@ -62,10 +63,58 @@ def main():
         else:
             row += [""] * 7
         print("| " + " | ".join(row) + " |")
+    if any(p != "bf16" for p in a.precisions):
+        float8_table(a, base)
     for c in sorted(outliers):
         v = per_param[c]
         print(f"\nnote: the baseline's {c} optimizer took {base[c]['optimizer_ms']:.2f} ms, {v / typical:.1f}x the time per "
               "parameter of this call's median: an outlier; its step ratio and goal are too generous")
+
+
+def run_medians(out, name, warmup):
+    """(step ms, peak GiB) medians of runs/<name>, or None."""
+    path = os.path.join(out, "runs", name, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    rows = [json.loads(l) for l in open(path)][warmup:]
+    if not rows:
+        return None
+    return (statistics.median(r["phase_ms"]["step"] for r in rows), max(r["peak_memory_gb"] for r in rows) * 1e9 / 2**30)
+
+
+# The float8 issue's bars: the step against the same call's baseline (compiled PyTorch bf16) by model width,
+# and never slower than openvid's own bf16 where no bar is set.
+FLOAT8_BARS = {4096: 1.30, 2048: 1.20}
+
+
+def float8_table(a, base):
+    print("\n| config | precision | step ms | speedup over openvid bf16 | baseline step ms | speedup over baseline | goal | peak GiB | "
+          "bf16 peak GiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for cfg in a.configs:
+        bf16 = run_medians(a.out, cfg, a.warmup)
+        b = base.get(cfg)
+        for p in a.precisions:
+            if p == "bf16":
+                continue
+            got = run_medians(a.out, f"{cfg}-{p}", a.warmup)
+            if got is None:
+                print(f"| {cfg} | {p} | failed | | | | | | |")
+                continue
+            step, mem = got
+            width = int(cfg.split("x")[0])
+            bar = FLOAT8_BARS.get(width)
+            if bar and b:
+                goal = f"baseline / {bar:.2f} = {b['step_ms'] / bar:.1f} ms: " + ("met" if step <= b["step_ms"] / bar else "not met")
+            elif bf16:
+                goal = f"<= openvid bf16 {bf16[0]:.1f} ms: " + ("met" if step <= bf16[0] else "not met")
+            else:
+                goal = ""
+            if bf16 and mem > bf16[1]:
+                goal += f"; memory above bf16's by {mem - bf16[1]:.2f} GiB"
+            print(f"| {cfg} | {p} | {step:.1f} | {bf16[0] / step:.3f}x | " if bf16 else f"| {cfg} | {p} | {step:.1f} | | ", end="")
+            print((f"{b['step_ms']:.1f} | {b['step_ms'] / step:.3f}x | " if b else " | | ") + f"{goal} | {mem:.1f} | " +
+                  (f"{bf16[1]:.1f} |" if bf16 else " |"))
 
 
 if __name__ == "__main__":

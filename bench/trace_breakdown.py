@@ -6,6 +6,7 @@
 Classifies every GPU activity (kernels, memory copies and sets) of the traced steps by name:
   matmul          cuBLAS / CUTLASS GEMMs (gemm, nvjet, xmma, cutlass ... unless attention)
   attention       flash / cuDNN / memory-efficient attention, forward and backward
+  float8 casts    openvid's float8 amax and cast kernels (ov::kernels::amax_kernel, cast_kernel; --precision fp8)
   norm/elementwise  everything else computed: ATen pointwise and reduction kernels, openvid's fused kernels
   optimizer       the fused AdamW kernel (or ATen's foreach/multi-tensor kernels)
   communication   NCCL kernels
@@ -25,7 +26,7 @@ import json
 import re
 import sys
 
-CATEGORIES = ["matmul", "attention", "norm/elementwise", "optimizer", "communication", "copies"]
+CATEGORIES = ["matmul", "attention", "float8 casts", "norm/elementwise", "optimizer", "communication", "copies"]
 
 
 def classify(name: str, cat: str) -> str:
@@ -38,6 +39,8 @@ def classify(name: str, cat: str) -> str:
         return "attention"
     if re.search(r"adamw|multi_tensor|fused_adam|foreach", n):
         return "optimizer"
+    if re.search(r"ov::kernels::.*(amax_kernel|cast_kernel)", n):
+        return "float8 casts"
     if re.search(r"gemm|nvjet|xmma|cutlass|cublas|splitk", n):
         return "matmul"
     if re.search(r"copy_kernel|catarray|cat_|direct_copy|unrolled_elementwise_kernel<.*copy", n):

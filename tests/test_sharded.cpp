@@ -7,6 +7,7 @@
 
 #include "openvid/comm/process_groups.h"
 #include "openvid/model/dit.h"
+#include "openvid/model/float8_conversion.h"
 #include "openvid/model/gradient_slots.h"
 #include "openvid/model/state_dict.h"
 #include "openvid/parallel/parallelize.h"
@@ -129,6 +130,51 @@ BOOST_AUTO_TEST_CASE(sharded_steps_equal_unsharded_steps_on_every_layout) {
       BOOST_CHECK_GE(padded, numel);
       BOOST_CHECK_LE(padded, numel + (params + units * s) * ov::parallel::kAlignElements);
       BOOST_CHECK_EQUAL(mem.optimizer_bytes, 2 * mem.master_bytes);
+      groups.finalize();
+    }
+  }
+}
+
+// Float8 products (model/float8.h) under sharding: each rank casts its own batch's tensors, so the reduced
+// gradients are the sum of what one unsharded float8 model computes for each rank's batch, within fp32
+// rounding, on dp and fs layouts. With cp > 1 each rank's scales come from its own window of tokens (no
+// collective per cast), so those layouts agree within float8's error only.
+BOOST_AUTO_TEST_CASE(float8_sharded_gradients_are_one_float8_model_s) {
+  const int world = ov::world_size(), me = ov::world_rank();
+  const ov::ModelConfig cfg = tiny_model_config(true);
+  for (auto [fs, cp] : layouts_for(world)) {
+    BOOST_TEST_CONTEXT("fs=" << fs << " cp=" << cp) {
+      ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, fs, cp, ov::DeviceRequest::kCpu);
+      auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+      ov::model::DiT ref(cfg), plain(cfg), model(cfg);
+      for (ov::model::DiT* m : {&ref, &plain, &model}) randomize_parameters(**m, 7);
+      ov::model::convert_to_float8(ref, 0);
+      const ov::model::Float8Conversion conversion = ov::model::convert_to_float8(model, 0);
+      BOOST_CHECK_EQUAL(conversion.converted.size(), 5u);  // all but context_kv (24 text features)
+      std::map<std::string, at::Tensor> want, bf;
+      for (int r = 0; r < world; ++r) {
+        for (ov::model::DiT* m : {&ref, &plain}) {
+          (*m)->zero_grad();
+          loss_of(*m, inputs_of(r, 0)).backward();
+          for (const auto& item : (*m)->named_parameters()) {
+            if (!item.value().grad().defined()) continue;
+            auto& sum = (m == &ref ? want : bf)[item.key()];
+            sum = sum.defined() ? sum + item.value().grad() : item.value().grad().clone();
+          }
+        }
+      }
+      ov::parallel::ShardedModel sharded(*model, groups.shard(), groups.dp());
+      sharded.arm();
+      loss_of(model, inputs_of(me, 0)).backward();
+      sharded.finish();
+      const ov::model::TensorMap got = full_gradients(sharded);
+      const double tolerance = cp == 1 ? 1e-5 : 5e-2;
+      for (const auto& [name, w] : want) {
+        const double err = relative_error(got.at(name), w);
+        BOOST_CHECK_MESSAGE(err < tolerance, "gradient of " << name << ": relative error " << err);
+      }
+      // The products were float8: the qkv weight's gradient is not the fp32 model's.
+      BOOST_CHECK_GT(relative_error(want.at("blocks.1.qkv.weight"), bf.at("blocks.1.qkv.weight")), 1e-4);
       groups.finalize();
     }
   }

@@ -167,7 +167,7 @@ int sample(int argc, char** argv) {
   ov::Precision compute = ov::Precision::kFp32;
   ov::all_ranks_check(MPI_COMM_WORLD, [&] {
     request = ov::parse_device("device", device);
-    compute = ov::parse_precision("precision", precision);
+    compute = ov::parse_precision("precision", precision, "openvid_sample");
   });
   // Context parallelism over the ranks (the self-attention gathers every rank's keys and values); each rank's
   // GPU and compute dtype by the trainer's rules, the GPU made current before anything touches CUDA.

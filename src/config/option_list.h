@@ -22,7 +22,7 @@ constexpr auto choices() {
   } else if constexpr (std::is_same_v<E, DeviceRequest>) {
     return std::array{pair{E::kAuto, "auto"}, pair{E::kCpu, "cpu"}, pair{E::kCuda, "cuda"}};
   } else if constexpr (std::is_same_v<E, Precision>) {
-    return std::array{pair{E::kAuto, "auto"}, pair{E::kFp32, "fp32"}, pair{E::kBf16, "bf16"}};
+    return std::array{pair{E::kAuto, "auto"}, pair{E::kFp32, "fp32"}, pair{E::kBf16, "bf16"}, pair{E::kFp8, "fp8"}};
   } else if constexpr (std::is_same_v<E, LrSchedule>) {
     return std::array{pair{E::kLinear, "linear"}, pair{E::kCosine, "cosine"}, pair{E::kConstant, "constant"}};
   } else if constexpr (std::is_same_v<E, OptimizerType>) {
@@ -61,7 +61,14 @@ void for_each_option(Options& o, Fn&& fn) {
      Group::kParallel);
   fn("backend", o.backend, "collectives: auto (nccl on GPUs, else mpi), mpi, nccl", Group::kParallel);
   fn("device", o.device, "auto (a GPU per node-local rank when there are GPUs), cpu, cuda", Group::kParallel);
-  fn("precision", o.precision, "auto (bf16 compute on GPU, fp32 on CPU), fp32, bf16", Group::kParallel);
+  fn("precision", o.precision,
+     "auto (bf16 compute on GPU, fp32 on CPU), fp32, bf16, fp8 (bf16, with the block linears' products in float8 e4m3; GPUs of "
+     "compute capability 8.9 or newer: H100, H200, L40S, B200)",
+     Group::kParallel);
+  fn("fp8_min_features", o.fp8_min_features,
+     "--precision fp8: a block linear runs in float8 when its in and out features are both at least this (smaller products gain "
+     "less than their casts cost)",
+     Group::kParallel);
   fn("collective_timeout", o.collective_timeout,
      "seconds a collective may wait for its peers before the job is aborted", Group::kParallel);
   fn("peak_tflops", o.peak_tflops, "per-device peak TFLOP/s for the MFU in logs; 0 = the GPU's dense peak by its name (H100, H200, A100, B200, L40S, ...), "

@@ -188,7 +188,14 @@ std::string version_string() { return "openvid " OPENVID_VERSION; }
 
 const char* to_string(Precision p) { return choice_word(p); }
 DeviceRequest parse_device(const std::string& option, const std::string& word) { return parse_choice<DeviceRequest>(option, word); }
-Precision parse_precision(const std::string& option, const std::string& word) { return parse_choice<Precision>(option, word); }
+Precision parse_precision(const std::string& option, const std::string& word, const std::string& tool) {
+  const Precision p = parse_choice<Precision>(option, word);
+  if (p == Precision::kFp8) {
+    throw InputError("--" + option + " fp8 is for training (openvid_mpi); " + tool +
+                     " computes in bf16 or fp32 (a checkpoint trained in fp8 holds ordinary fp32 weights): use --" + option + " bf16");
+  }
+  return p;
+}
 const char* to_string(LrSchedule s) { return choice_word(s); }
 const char* to_string(RopeLayout layout) { return choice_word(layout); }
 

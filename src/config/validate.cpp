@@ -65,6 +65,7 @@ void validate(const Options& o) {
                  {"batch_size", double(o.batch_size), 1}, {"grad_accum", double(o.grad_accum), 1},
                  {"eval_batches", double(o.eval_batches), 1}, {"fake_samples", double(o.fake_samples), 1},
                  {"fake_text_tokens", double(o.fake_text_tokens), 1}, {"peak_tflops", o.peak_tflops, 0},
+                 {"fp8_min_features", double(o.fp8_min_features), 0},
                  {"seed", double(o.seed), 0}, {"weight_decay", o.weight_decay, 0}, {"max_steps", double(o.max_steps), 1},
                  {"max_nonfinite_steps", double(o.max_nonfinite_steps), 1}, {"log_every", double(o.log_every), 1},
                  {"checkpoint_every", double(o.checkpoint_every), 0}, {"keep_checkpoints", double(o.keep_checkpoints), 1}});

@@ -7,6 +7,7 @@
 
 #include "openvid/kernels/range.h"
 #include "openvid/model/block_ops.h"
+#include "openvid/model/float8.h"
 #include "openvid/model/linear.h"
 #include "openvid/runtime/error.h"
 
@@ -33,6 +34,11 @@ at::Tensor norm_weight(torch::nn::Module& parent, const std::string& name, int64
 }
 
 }  // namespace
+
+const char* name(BlockLinear layer) {
+  static const char* const names[kBlockLinears] = {"qkv", "attn_proj", "q_cross", "context_kv", "cross_proj", "mlp"};
+  return names[static_cast<int>(layer)];
+}
 
 at::Tensor LocalSelfAttention::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   return at::scaled_dot_product_attention(q, k, v, std::nullopt, 0.0, false, 1.0 / std::sqrt(q.size(-1)));
@@ -63,6 +69,23 @@ BlockImpl::BlockImpl(const DiTConfig& config, int index)
   ada_ = container(*this, "adaLN_modulation")->register_module("1", make_linear(d, 9 * d, true));
 }
 
+const at::Tensor& BlockImpl::weight(BlockLinear layer) const {
+  switch (layer) {
+    case BlockLinear::kQkv: return qkv_->weight;
+    case BlockLinear::kAttnProj: return attn_proj_->weight;
+    case BlockLinear::kQCross: return q_cross_->weight;
+    case BlockLinear::kContextKv: return context_kv_->weight;
+    case BlockLinear::kCrossProj: return cross_proj_->weight;
+    case BlockLinear::kMlp: break;
+  }
+  return mlp0_->weight;
+}
+
+at::Tensor BlockImpl::project(const at::Tensor& x, const torch::nn::Linear& l, BlockLinear layer, at::ScalarType dtype) const {
+  if (!float8(layer)) return linear(x, l, dtype);
+  return ops::float8_linear(x, l->weight.to(dtype), l->bias.defined() ? l->bias.to(dtype) : at::Tensor());
+}
+
 std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, const at::Tensor& c, const at::Tensor& text,
                                                      const at::Tensor& v0, const BlockContext& ctx) {
   const at::ScalarType dt = ctx.compute_dtype;
@@ -74,27 +97,27 @@ std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, con
   // Self-attention; qkv features split as (3, heads, head_dim), 3 outermost; value residual; RoPE on q, k.
   at::Tensor x, h;  // the residual stream, and its modulated norm after each junction, computed with it
   std::tie(x, h) = ops::norm_keeping_input(x_in, norm1_, shift_sa, scale_sa);
-  const at::Tensor qkv = linear(h, qkv_, dt);
+  const at::Tensor qkv = project(h, qkv_, BlockLinear::kQkv, dt);
   OV_CHECK(!residual_v_ || index_ == 0 || v0.defined(), "value residual needs block 0's values");
   const ops::Heads heads = ops::attention_heads(qkv, heads_, head_dim_, ctx.rope_cos, ctx.rope_sin,
                                                 residual_v_ && index_ > 0 ? v0 : at::Tensor(), lambda_);
   const at::Tensor sa = ctx.self_attention->attend(heads.q, heads.k, heads.v).transpose(1, 2).reshape({b, l, width_});
-  std::tie(x, h) = ops::residual_then_norm(x, linear(sa, attn_proj_, dt), gate_sa, norm2_, shift_ca, scale_ca);
+  std::tie(x, h) = ops::residual_then_norm(x, project(sa, attn_proj_, BlockLinear::kAttnProj, dt), gate_sa, norm2_, shift_ca, scale_ca);
 
   // Cross-attention to the text states (no RoPE).
-  const at::Tensor qc = linear(h, q_cross_, dt).view({b, l, heads_, head_dim_}).transpose(1, 2);
+  const at::Tensor qc = project(h, q_cross_, BlockLinear::kQCross, dt).view({b, l, heads_, head_dim_}).transpose(1, 2);
   // unbind, not kv[0] and kv[1]: its backward is one stack, where each select's zero-fills, copies and adds.
   const std::vector<at::Tensor> kv =
-      linear(text.to(dt), context_kv_, dt).view({b, lc, 2, heads_, head_dim_}).permute({2, 0, 3, 1, 4}).unbind(0);
+      project(text.to(dt), context_kv_, BlockLinear::kContextKv, dt).view({b, lc, 2, heads_, head_dim_}).permute({2, 0, 3, 1, 4}).unbind(0);
   const at::Tensor ca = at::scaled_dot_product_attention(qc, kv[0], kv[1], std::nullopt, 0.0, false,
                                                          1.0 / std::sqrt(static_cast<double>(head_dim_)))
                             .transpose(1, 2)
                             .reshape({b, l, width_});
-  std::tie(x, h) = ops::residual_then_norm(x, linear(ca, cross_proj_, dt), gate_ca, norm3_, shift_mlp, scale_mlp);
+  std::tie(x, h) = ops::residual_then_norm(x, project(ca, cross_proj_, BlockLinear::kCrossProj, dt), gate_ca, norm3_, shift_mlp, scale_mlp);
 
   // MLP with exact (erf) GELU.
-  x = ops::gated_residual(x, ops::gelu_mlp(h, mlp0_->weight.to(dt), mlp0_->bias.to(dt), mlp2_->weight.to(dt), mlp2_->bias.to(dt)),
-                          gate_mlp);
+  const auto mlp = float8(BlockLinear::kMlp) ? ops::float8_gelu_mlp : ops::gelu_mlp;
+  x = ops::gated_residual(x, mlp(h, mlp0_->weight.to(dt), mlp0_->bias.to(dt), mlp2_->weight.to(dt), mlp2_->bias.to(dt)), gate_mlp);
   return {x, heads.v};
 }
 

@@ -234,7 +234,7 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
   Precision precision = Precision::kAuto;
   all_ranks_check(comm, [&] {
     request = parse_device("device", o.device);
-    precision = parse_precision("precision", o.precision);
+    precision = parse_precision("precision", o.precision, "openvid_preprocess");
   });
   // Each rank's GPU and compute dtype by the trainer's rules; ranks may share a GPU here (inference, no NCCL).
   const DeviceChoice choice = choose_device(comm, request, GpuSharing::kAllow);

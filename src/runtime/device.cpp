@@ -19,7 +19,7 @@ std::string DeviceChoice::str() const {
 }
 
 c10::ScalarType compute_dtype(Precision precision, const DeviceChoice& device) {
-  const bool bf16 = precision == Precision::kBf16 || (precision == Precision::kAuto && device.kind == DeviceKind::kCuda);
+  const bool bf16 = precision == Precision::kBf16 || precision == Precision::kFp8 || (precision == Precision::kAuto && device.kind == DeviceKind::kCuda);
   return bf16 ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
 }
 

@@ -21,16 +21,17 @@ RunEnd run_end(const Options& opt, int64_t steps_per_epoch) {
 }
 
 void print_run_start(const Options& opt, const Universe& u, const RunData& data, const ComputeSetup& compute,
-                     const parallel::ShardedModel& sharded, const RunEnd& end, double peak, const std::string& run_dir) {
+                     const RunModel& model, const RunEnd& end, double peak, const std::string& run_dir) {
   const int64_t per_epoch = data.sampler->steps_per_epoch();
   std::cout << "training " << model::parameter_count(opt.model) / 1e6 << "M parameters for " << opt.max_steps << " steps: " << per_epoch
             << " steps per epoch, global batch " << data.sampler->global_batch() << " (" << opt.batch_size << " per data rank x "
             << u.num_data_ranks() << "), " << c10::toString(compute.dtype) << " compute on " << device_name(compute.device)
             << ", run directory " << run_dir << "\n";
-  const parallel::ShardMemory mem = sharded.memory();
+  const parallel::ShardMemory mem = model.sharded->memory();
   std::cout << std::fixed << std::setprecision(2) << "sharded state per rank (1/" << u.mesh().shard_size() << "): masters "
             << mem.master_bytes / 1e6 << " MB, gradients " << mem.grad_bytes / 1e6 << " MB, Adam moments " << mem.optimizer_bytes / 1e6
             << " MB; gathered parameters " << mem.gathered_bytes / 1e6 << " MB\n" << std::defaultfloat;
+  if (!model.float8.empty()) std::cout << model.float8 << "\n";
   if (end.capped) {
     const int64_t epochs_needed = (opt.max_steps + per_epoch - 1) / per_epoch;
     std::cout << std::scientific << std::setprecision(2) << "note: the run will end at step " << end.last_step << ", at " << end.reason

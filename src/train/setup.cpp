@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "openvid/data/synthetic.h"
+#include "openvid/model/float8_conversion.h"
 #include "openvid/model/state_dict.h"
 #include "openvid/parallel/parallelize.h"
 #include "openvid/parallel/shard_io.h"
@@ -26,6 +27,10 @@ ComputeSetup compute_setup(const Options& options, const Universe& universe) {
   ComputeSetup c;
   if (universe.device().kind == DeviceKind::kCuda) c.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(universe.device().index));
   c.dtype = compute_dtype(options.precision, universe.device());
+  all_ranks_check(universe.world(), [&] {
+    const std::string unsupported = options.precision == Precision::kFp8 ? model::float8_unsupported(c.device) : "";
+    if (!unsupported.empty()) throw InputError(unsupported);
+  });
   if (c.dtype != at::kBFloat16) {
     at::globalContext().setAllowTF32CuBLAS(false);
     at::globalContext().setAllowTF32CuDNN(false);
@@ -217,6 +222,7 @@ RunModel build_run_model(const Options& opt, comm::ProcessGroups& groups, const 
   r.model->initialize(static_cast<uint64_t>(opt.seed));
   r.model->to(compute.device);
   r.model->set_compute_dtype(compute.dtype);
+  if (opt.precision == Precision::kFp8) r.float8 = model::describe(model::convert_to_float8(r.model, opt.fp8_min_features));
   // One backward per step: the gradients are kept in the compute dtype when no rank sums into them.
   r.sharded = parallel::parallelize_and_shard(r.model, parallel::Parallelism{&groups.cp(), opt.model.recompute_every}, groups.shard(),
                                               groups.dp(), parallel::ShardingOptions{compute.dtype, true, opt.grad_accum == 1});

@@ -120,7 +120,7 @@ int Trainer::run() {
   const Cadence cadence{end.last_step,        d.opt.log_every,    d.opt.evaluate_every,
                         d.opt.checkpoint_every, d.opt.sample_every, d.opt.write_checkpoints};
   const double peak = d.opt.peak_tflops > 0 ? d.opt.peak_tflops : device_peak_tflops(d.compute.device, d.compute.dtype == at::kBFloat16);
-  if (root) print_run_start(d.opt, d.u, d.data, d.compute, *d.m.sharded, end, peak, d.run_dir);
+  if (root) print_run_start(d.opt, d.u, d.data, d.compute, d.m, end, peak, d.run_dir);
   RunLog log(d.run_dir, root, peak, d.u.size(), d.compute.device, d.start_step);
   // The trained weights, with the reference's names, for the reference trainer and openvid_modelcheck.
   const std::string export_path = d.run_dir + "/model.safetensors";

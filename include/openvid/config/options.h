@@ -31,7 +31,8 @@ const char* to_string(LrSchedule s);
 // The words of --device and --precision, for the tools that parse their own command lines (the same words
 // and the same message as openvid_mpi's): "--<option> must be one of auto, cpu, cuda (got 'x')".
 DeviceRequest parse_device(const std::string& option, const std::string& word);
-Precision parse_precision(const std::string& option, const std::string& word);
+// fp8 is a training precision: `tool` (an encoder's or the sampler's) refuses it, saying to use bf16.
+Precision parse_precision(const std::string& option, const std::string& word, const std::string& tool);
 
 struct Options {
   std::string config_file;           // --config (INI)
@@ -41,7 +42,8 @@ struct Options {
   int cp = 1;                        // context-parallel size
   comm::BackendRequest backend = comm::BackendRequest::kAuto;  // auto | mpi | nccl
   DeviceRequest device = DeviceRequest::kAuto;                  // auto | cpu | cuda
-  Precision precision = Precision::kAuto;                       // auto | fp32 | bf16
+  Precision precision = Precision::kAuto;                       // auto | fp32 | bf16 | fp8
+  int fp8_min_features = 2048;       // --precision fp8: smaller block linears stay bf16
   double collective_timeout = 600;   // seconds before a stuck collective aborts the job
   double peak_tflops = 0;            // per-device peak for MFU; 0 = by the GPU's name, none on CPU
 

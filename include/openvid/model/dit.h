@@ -12,6 +12,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <array>
 #include <functional>
 #include <memory>
 
@@ -43,6 +44,13 @@ struct BlockContext {
   SelfAttention* self_attention = nullptr;
 };
 
+// A block's linear layers as a conversion to float8 names them (model/float8_conversion.h); the MLP's two
+// linears are one (their products run in float8 together, GELU between them).
+enum class BlockLinear { kQkv, kAttnProj, kQCross, kContextKv, kCrossProj, kMlp };
+constexpr int kBlockLinears = 6;
+// "qkv", "attn_proj", "q_cross", "context_kv", "cross_proj", "mlp" (the reference's module names).
+const char* name(BlockLinear layer);
+
 class BlockImpl : public torch::nn::Module {
  public:
   BlockImpl(const DiTConfig& config, int index);
@@ -54,8 +62,17 @@ class BlockImpl : public torch::nn::Module {
 
   int index() const { return index_; }
 
+  // The layer's weights [out, in] (for the MLP its first linear's, fc1, whose out is fc2's in).
+  const at::Tensor& weight(BlockLinear layer) const;
+  // Whether the layer's products run in float8 (model/float8.h); false until a conversion says so.
+  void set_float8(BlockLinear layer, bool on) { float8_[static_cast<size_t>(layer)] = on; }
+  bool float8(BlockLinear layer) const { return float8_[static_cast<size_t>(layer)]; }
+
  private:
+  at::Tensor project(const at::Tensor& x, const torch::nn::Linear& l, BlockLinear layer, at::ScalarType dtype) const;
+
   int index_;
+  std::array<bool, kBlockLinears> float8_{};
   int64_t width_, heads_, head_dim_;
   bool residual_v_;
   at::Tensor norm1_, norm2_, norm3_;  // undefined unless bias_and_norm_affine

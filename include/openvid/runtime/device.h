@@ -20,8 +20,10 @@ struct DeviceChoice {
 enum class DeviceRequest { kAuto, kCpu, kCuda };
 
 // --precision: the dtype a rank computes in (masters, moments and reductions stay fp32).
-enum class Precision { kAuto, kFp32, kBf16 };
-// The one precision decision of every executable: bf16 for kBf16, and for kAuto on a GPU; fp32 otherwise.
+// kFp8: bf16 compute with the block linears' products in float8 (model/float8_conversion.h; GPUs of compute
+// capability 8.9 or newer).
+enum class Precision { kAuto, kFp32, kBf16, kFp8 };
+// The one precision decision of every executable: bf16 for kBf16 and kFp8, and for kAuto on a GPU; fp32 otherwise.
 c10::ScalarType compute_dtype(Precision precision, const DeviceChoice& device);
 
 // ---- The binding rule (Universe::create applies it; pure, so that it is tested without GPUs).

@@ -21,6 +21,6 @@ RunEnd run_end(const Options& opt, int64_t steps_per_epoch);
 
 // Local: the start-up lines, printed by the calling rank (rank 0).
 void print_run_start(const Options& opt, const Universe& u, const RunData& data, const ComputeSetup& compute,
-                     const parallel::ShardedModel& sharded, const RunEnd& end, double peak_tflops, const std::string& run_dir);
+                     const RunModel& model, const RunEnd& end, double peak_tflops, const std::string& run_dir);
 
 }  // namespace ov::train

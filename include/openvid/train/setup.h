@@ -59,6 +59,7 @@ struct RunModel {
   model::DiT model{nullptr};
   std::unique_ptr<parallel::ShardedModel> sharded;
   std::unique_ptr<AdamW> optimizer;
+  std::string float8;  // --precision fp8: which block linears run in float8 (model::describe), else ""
 };
 
 // Collective over the world: builds the model from --seed, or from --load_checkpoint's weights.

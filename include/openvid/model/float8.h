@@ -1,0 +1,55 @@
+#pragma once
+// Float8 training's linear layers (docs/gpu.md "Float8"): the three matrix products of a linear layer (forward,
+// input gradient, weight gradient) in float8 e4m3 with one dynamic scale per tensor (torchao's "tensorwise"
+// recipe: scale = 448 / amax of the tensor, computed on the device each time, no history), through cuBLASLt by
+// way of at::_scaled_mm; products accumulate in fp32 and come out in the input's dtype. Everything around
+// them (bias, GELU, the gradients' dtypes, gradient slots) is as in model/linear.h and model/block_ops.h.
+//
+// The casts run as openvid's kernels (kernels/float8.h) for bf16 CUDA tensors, and as the ATen composition
+// below otherwise (CPUs, where ATen's float8 casts and _scaled_mm run too, so the numerics are tested there).
+// Layouts, as cuBLASLt's float8 products want them: the left operand row-major, the right one column-major,
+// the contracted dimension a multiple of 16. The weight-gradient product contracts over the tokens, so the
+// transposed copies of its operands have their token count padded to a multiple of 16 with zeros.
+//
+// Memory: a float8 linear saves for backward its input's transposed float8 copy (half the bytes of the bf16
+// input other linears save) and its scale; weights are cast again in backward from the bf16 weight (alive
+// anyway) with the forward's amax, so the cast is the same to the bit.
+#include <ATen/core/Tensor.h>
+
+namespace ov::model::float8 {
+
+// In and out features a float8 product takes (multiples of 16).
+bool fits(int64_t in_features, int64_t out_features);
+// The padded token count of a weight-gradient operand.
+int64_t padded_rows(int64_t rows);
+
+// fp32 [1]: max |x| (NaN when x holds a NaN).
+at::Tensor amax(const at::Tensor& x);
+
+// A cast of a 2-D tensor x [rows, cols] with s = 448 / max(amax, 1e-12): `rows` = e4m3(x * s) [rows, cols]
+// (saturated), `transposed` = the same transposed [cols, padded_rows(rows)], zeros past `rows`; either may be
+// left out (undefined). inv_scale = 1 / s, fp32 [1].
+struct Cast {
+  at::Tensor rows, transposed, inv_scale;
+};
+Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed);
+
+namespace reference {  // the ATen compositions (CPU path; the kernels' reference)
+at::Tensor amax(const at::Tensor& x);
+Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed);
+}  // namespace reference
+
+}  // namespace ov::model::float8
+
+namespace ov::model::ops {
+
+// y = x W^T + b with the three products in float8: x [..., in] and weight [out, in] of one dtype (bf16 in
+// training; fp32 too, for tests), bias [out] or undefined. fits(in, out) must hold.
+at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+
+// fc2(GELU(fc1(x))) (exact GELU) with both linears' products in float8. Saves x's transposed float8 copy and
+// fc1's output; GELU's output is recomputed in backward (as ops::gelu_mlp does) and cast again with the
+// forward's scale.
+at::Tensor float8_gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2);
+
+}  // namespace ov::model::ops

@@ -1,0 +1,32 @@
+#pragma once
+// Float8 training as a conversion of the model, applied from outside it (after torchao's
+// convert_to_float8_training): marks the block linears whose three products run in float8 (model/float8.h);
+// the model's code is the same either way. A layer is converted when its products fit float8 (in and out
+// features multiples of 16) and are large enough to gain: in and out features both at least `min_features`
+// (a product's float8 time saving grows with its size, its casts' cost with its inputs only; docs/gpu.md has
+// the measurement behind the default). Attention, norms, modulation, embeddings and the final layer are never
+// converted.
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "openvid/model/dit.h"
+
+namespace ov::model {
+
+struct Float8Conversion {
+  std::vector<std::string> converted;  // layer names ("qkv", ...), the same in every block
+  std::vector<std::string> kept;       // "context_kv (in 24: not a multiple of 16)": the others, and why
+};
+
+Float8Conversion convert_to_float8(DiT& model, int64_t min_features);
+
+// One line for the run's start: "float8 products in every block: qkv, ...; kept in bf16: context_kv (...)".
+std::string describe(const Float8Conversion& conversion);
+
+// "" when float8 products can run on `device`, else why not and what to use instead (the CPU, a GPU before
+// compute capability 8.9, a LibTorch without a CUDA kernel for at::_scaled_mm).
+std::string float8_unsupported(const at::Device& device);
+
+}  // namespace ov::model

@@ -1,0 +1,239 @@
+#include "openvid/model/float8.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <limits>
+
+#include "openvid/kernels/float8.h"
+#include "openvid/kernels/stream.h"
+#include "openvid/model/block_ops.h"
+#include "openvid/model/gradient_slots.h"
+#include "openvid/model/linear.h"
+#include "openvid/runtime/error.h"
+
+namespace ov::model {
+namespace {
+
+using kernels::bf16_t;
+using kernels::fp8_t;
+
+bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+// The kernels take x: bf16 on CUDA, contiguous, aligned, rows of a multiple of 16 values.
+bool on_kernels(const at::Tensor& x) {
+  return x.is_cuda() && x.scalar_type() == at::kBFloat16 && ops::fused_kernels_enabled() && x.is_contiguous() && aligned16(x) &&
+         x.size(-1) % 16 == 0;
+}
+
+const bf16_t* bits(const at::Tensor& t) { return static_cast<const bf16_t*>(t.data_ptr()); }
+fp8_t* bytes(const at::Tensor& t) { return t.defined() ? static_cast<fp8_t*>(t.data_ptr()) : nullptr; }
+
+}  // namespace
+
+namespace float8 {
+
+bool fits(int64_t in_features, int64_t out_features) { return in_features % 16 == 0 && out_features % 16 == 0; }
+
+int64_t padded_rows(int64_t rows) { return (rows + 15) / 16 * 16; }
+
+namespace reference {
+
+at::Tensor amax(const at::Tensor& x) {
+  return at::linalg_vector_norm(x, std::numeric_limits<double>::infinity()).to(at::kFloat).reshape({1});
+}
+
+Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed) {
+  OV_CHECK(x.dim() == 2, "float8::cast takes a 2-D tensor");
+  // One IEEE division each, as the kernel computes them; a NaN amax stays NaN (clamp_min propagates it).
+  const at::Tensor s = at::full_like(amax, kernels::kE4m3Max).div_(amax.clamp_min(kernels::kAmaxFloor));
+  const at::Tensor q = (x.to(at::kFloat) * s).clamp_(-kernels::kE4m3Max, kernels::kE4m3Max).to(at::kFloat8_e4m3fn);
+  Cast c;
+  if (rows) c.rows = q;
+  if (transposed) {
+    c.transposed = q.t().contiguous();
+    const int64_t pad = padded_rows(x.size(0)) - x.size(0);
+    if (pad > 0) c.transposed = at::cat({c.transposed, at::zeros({x.size(1), pad}, q.options())}, 1);
+  }
+  c.inv_scale = at::ones_like(s).div_(s);
+  return c;
+}
+
+}  // namespace reference
+
+at::Tensor amax(const at::Tensor& x) {
+  if (!on_kernels(x)) return reference::amax(x);
+  at::Tensor out = at::empty({1}, x.options().dtype(at::kFloat));
+  kernels::float8_amax(bits(x), x.numel(), out.data_ptr<float>(), kernels::current_stream(x.device()));
+  return out;
+}
+
+Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed) {
+  if (!on_kernels(x) || x.dim() != 2) return reference::cast(x, amax, rows, transposed);
+  const int64_t r = x.size(0), cols = x.size(1), padded = padded_rows(r);
+  const at::TensorOptions fp8 = x.options().dtype(at::kFloat8_e4m3fn);
+  Cast c;
+  if (rows) c.rows = at::empty({r, cols}, fp8);
+  if (transposed) c.transposed = at::empty({cols, padded}, fp8);
+  c.inv_scale = at::empty({1}, x.options().dtype(at::kFloat));
+  kernels::float8_cast(bits(x), r, cols, amax.data_ptr<float>(), bytes(c.rows), bytes(c.transposed), padded, c.inv_scale.data_ptr<float>(),
+                       kernels::current_stream(x.device()));
+  return c;
+}
+
+}  // namespace float8
+
+namespace ops {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// a [m, k] row-major and b [k, n] column-major, both e4m3 with their dequantisation scales -> a b [m, n] in
+// `dtype` (+ bias), into `out` when it is defined. fast_accum as torchao sets it: the forward product only.
+at::Tensor product(const at::Tensor& a, const at::Tensor& a_inv, const at::Tensor& b, const at::Tensor& b_inv, at::ScalarType dtype,
+                   const at::Tensor& bias, bool fast_accum, at::Tensor out = {}) {
+  // cuBLASLt adds a bias of the output's dtype in its epilogue (bf16 on GPUs); anything else is added after.
+  const bool in_epilogue = bias.defined() && bias.scalar_type() == dtype && (dtype == at::kBFloat16 || !a.is_cuda());
+  const std::optional<at::Tensor> epilogue = in_epilogue ? std::optional<at::Tensor>(bias) : std::nullopt;
+  if (out.defined()) {
+    at::_scaled_mm_out(out, a, b, a_inv, b_inv, epilogue, std::nullopt, dtype, fast_accum);
+  } else {
+    out = at::_scaled_mm(a, b, a_inv, b_inv, epilogue, std::nullopt, dtype, fast_accum);
+  }
+  if (bias.defined() && !in_epilogue) out.add_(bias.to(dtype));
+  return out;
+}
+
+std::vector<int64_t> with_last(at::IntArrayRef sizes, int64_t last) {
+  std::vector<int64_t> s = sizes.vec();
+  s.back() = last;
+  return s;
+}
+
+// The row-major float8 copy of a weight [out, in] for the forward product (as b: its transpose, column-major).
+at::Tensor forward_weight(const float8::Cast& w) { return w.rows.t(); }
+
+class Float8Linear : public torch::autograd::Function<Float8Linear> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+    const int64_t in = x.size(-1), out = weight.size(0);
+    const at::Tensor x2 = x.reshape({-1, in}).contiguous();
+    const at::Tensor ax = float8::amax(x2), aw = float8::amax(weight);
+    const float8::Cast cx = float8::cast(x2, ax, true, weight.requires_grad());
+    const float8::Cast cw = float8::cast(weight, aw, true, false);
+    const at::Tensor y = product(cx.rows, cx.inv_scale, forward_weight(cw), cw.inv_scale, x.scalar_type(), bias.value_or(at::Tensor()), true);
+    ctx->save_for_backward({cx.transposed, cx.inv_scale, weight, aw, bias.value_or(at::Tensor())});
+    ctx->saved_data["x_sizes"] = x.sizes().vec();
+    return y.view(with_last(x.sizes(), out));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &xt = saved[0], &x_inv = saved[1], &weight = saved[2], &aw = saved[3], &bias = saved[4];
+    const std::vector<int64_t> x_sizes = ctx->saved_data["x_sizes"].toIntVector();
+    const at::Tensor g = grads[0].reshape({-1, weight.size(0)}).contiguous();
+    const bool need_dx = ctx->needs_input_grad(0), need_dw = ctx->needs_input_grad(1) && xt.defined();
+    const float8::Cast cg = float8::cast(g, float8::amax(g), need_dx, need_dw);
+    at::Tensor dx, dw;
+    if (need_dx) {
+      const float8::Cast wt = float8::cast(weight, aw, false, true);  // the forward's cast, transposed
+      dx = product(cg.rows, cg.inv_scale, wt.transposed.t(), wt.inv_scale, g.scalar_type(), {}, false).view(x_sizes);
+    }
+    if (need_dw) dw = product(cg.transposed, cg.inv_scale, xt.t(), x_inv, weight.scalar_type(), {}, false, take_gradient_slot(weight));
+    const at::Tensor db = bias.defined() && ctx->needs_input_grad(2) ? bias_gradient(bias, g) : at::Tensor();
+    return {dx, dw, db};
+  }
+};
+
+// GELU's output from its input a [rows, hidden] (kernels for bf16 CUDA, else ATen).
+bool gelu_on_kernels(const at::Tensor& a) { return on_kernels(a) && a.size(-1) % kernels::kVecElements == 0; }
+
+class Float8GeluMlp : public torch::autograd::Function<Float8GeluMlp> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                            const at::Tensor& b2) {
+    const int64_t in = x.size(-1), out = w2.size(0);
+    const at::ScalarType dt = x.scalar_type();
+    const at::Tensor x2 = x.reshape({-1, in}).contiguous();
+    const at::Tensor aw1 = float8::amax(w1), aw2 = float8::amax(w2);
+    const float8::Cast cx = float8::cast(x2, float8::amax(x2), true, w1.requires_grad());
+    const float8::Cast cw1 = float8::cast(w1, aw1, true, false);
+    const at::Tensor a = product(cx.rows, cx.inv_scale, forward_weight(cw1), cw1.inv_scale, dt, b1, true);
+    at::Tensor h;
+    if (gelu_on_kernels(a)) {
+      h = at::empty_like(a);
+      kernels::gelu_forward(static_cast<const bf16_t*>(a.data_ptr()), static_cast<bf16_t*>(h.data_ptr()), a.numel(),
+                            kernels::current_stream(a.device()));
+    } else {
+      h = at::gelu(a);
+    }
+    const at::Tensor ah = float8::amax(h);
+    const float8::Cast ch = float8::cast(h, ah, true, false);
+    h.reset();  // recomputed in backward from `a`
+    const float8::Cast cw2 = float8::cast(w2, aw2, true, false);
+    const at::Tensor y = product(ch.rows, ch.inv_scale, forward_weight(cw2), cw2.inv_scale, dt, b2, true);
+    ctx->save_for_backward({cx.transposed, cx.inv_scale, a, ah, w1, aw1, b1, w2, aw2, b2});
+    ctx->saved_data["x_sizes"] = x.sizes().vec();
+    return y.view(with_last(x.sizes(), out));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &xt = saved[0], &x_inv = saved[1], &ah = saved[3], &w1 = saved[4], &aw1 = saved[5], &b1 = saved[6],
+                     &w2 = saved[7], &aw2 = saved[8], &b2 = saved[9];
+    at::Tensor a = saved[2];
+    const std::vector<int64_t> x_sizes = ctx->saved_data["x_sizes"].toIntVector();
+    const at::Tensor g = grads[0].reshape({-1, w2.size(0)}).contiguous();
+    const at::ScalarType dt = g.scalar_type();
+    const int64_t hidden = a.size(-1);
+    const float8::Cast cg = float8::cast(g, float8::amax(g), true, true);
+    const float8::Cast w2t = float8::cast(w2, aw2, false, true);
+    at::Tensor da = product(cg.rows, cg.inv_scale, w2t.transposed.t(), w2t.inv_scale, dt, {}, false);  // GELU output's gradient
+    at::Tensor h, db1;
+    if (gelu_on_kernels(a) && da.is_contiguous()) {
+      // `a` is this node's own (saved, never shared): after the kernel it holds GELU(a), the forward's output.
+      const at::Tensor db1_sum = at::empty({hidden}, da.options().dtype(at::kFloat));
+      const at::Tensor workspace = at::empty({kernels::gelu_backward_workspace(da.size(0), hidden)}, db1_sum.options());
+      kernels::gelu_backward_recompute(static_cast<bf16_t*>(da.data_ptr()), static_cast<bf16_t*>(a.data_ptr()), db1_sum.data_ptr<float>(),
+                                       workspace.data_ptr<float>(), da.size(0), hidden, kernels::current_stream(da.device()));
+      h = a;
+      if (b1.defined() && ctx->needs_input_grad(2)) {
+        db1 = take_gradient_slot(b1);
+        db1 = db1.defined() ? db1.copy_(db1_sum) : db1_sum.to(dt);
+      }
+    } else {
+      da = at::gelu_backward(da, a);
+      h = at::gelu(a);
+      if (b1.defined() && ctx->needs_input_grad(2)) db1 = bias_gradient(b1, da);
+    }
+    const float8::Cast chT = float8::cast(h, ah, false, true);  // the forward's cast of GELU's output, transposed
+    const at::Tensor dw2 = product(cg.transposed, cg.inv_scale, chT.transposed.t(), chT.inv_scale, w2.scalar_type(), {}, false,
+                                   take_gradient_slot(w2));
+    const at::Tensor db2 = b2.defined() && ctx->needs_input_grad(4) ? bias_gradient(b2, g) : at::Tensor();
+    const float8::Cast cda = float8::cast(da, float8::amax(da), true, xt.defined());
+    at::Tensor dx, dw1;
+    if (ctx->needs_input_grad(0)) {
+      const float8::Cast w1t = float8::cast(w1, aw1, false, true);
+      dx = product(cda.rows, cda.inv_scale, w1t.transposed.t(), w1t.inv_scale, dt, {}, false).view(x_sizes);
+    }
+    if (xt.defined()) dw1 = product(cda.transposed, cda.inv_scale, xt.t(), x_inv, w1.scalar_type(), {}, false, take_gradient_slot(w1));
+    return {dx, dw1, db1, dw2, db2};
+  }
+};
+
+}  // namespace
+
+at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  OV_CHECK(float8::fits(weight.size(1), weight.size(0)), "float8_linear: in and out features must be multiples of 16");
+  return Float8Linear::apply(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+}
+
+at::Tensor float8_gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2) {
+  OV_CHECK(float8::fits(w1.size(1), w1.size(0)) && float8::fits(w2.size(1), w2.size(0)),
+           "float8_gelu_mlp: in and out features must be multiples of 16");
+  return Float8GeluMlp::apply(x, w1, b1, w2, b2);
+}
+
+}  // namespace ops
+}  // namespace ov::model

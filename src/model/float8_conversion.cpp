@@ -1,0 +1,63 @@
+#include "openvid/model/float8_conversion.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#ifdef OPENVID_TORCH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#include "openvid/model/float8.h"
+
+namespace ov::model {
+
+Float8Conversion convert_to_float8(DiT& model, int64_t min_features) {
+  Float8Conversion c;
+  if (model->num_blocks() == 0) return c;
+  for (int i = 0; i < kBlockLinears; ++i) {
+    const auto layer = static_cast<BlockLinear>(i);
+    const at::Tensor& w = model->block(0)->weight(layer);
+    const int64_t out = w.size(0), in = w.size(1);
+    std::string why;
+    if (!float8::fits(in, out)) {
+      why = "in " + std::to_string(in) + ", out " + std::to_string(out) + ": not both multiples of 16";
+    } else if (std::min(in, out) < min_features) {
+      why = "in " + std::to_string(in) + ", out " + std::to_string(out) + ": under --fp8_min_features " + std::to_string(min_features);
+    }
+    for (int64_t b = 0; b < model->num_blocks(); ++b) model->block(b)->set_float8(layer, why.empty());
+    if (why.empty()) {
+      c.converted.push_back(name(layer));
+    } else {
+      c.kept.push_back(std::string(name(layer)) + " (" + why + ")");
+    }
+  }
+  return c;
+}
+
+std::string describe(const Float8Conversion& conversion) {
+  auto list = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s.empty() ? std::string("none") : s;
+  };
+  return "float8 products in every block: " + list(conversion.converted) + "; kept in bf16: " + list(conversion.kept);
+}
+
+std::string float8_unsupported(const at::Device& device) {
+  const std::string instead = ": use --precision bf16 instead";
+  if (!device.is_cuda()) return "--precision fp8 needs an NVIDIA GPU of compute capability 8.9 or newer (H100, H200, L40S, B200); this rank computes on the CPU: run on such a GPU, or use --precision auto (fp32 on CPUs)";
+  const auto op = c10::Dispatcher::singleton().findOp({"aten::_scaled_mm", ""});
+  if (!op.has_value() || !op->hasKernelForDispatchKey(c10::DispatchKey::CUDA)) {
+    return "--precision fp8 needs a LibTorch whose CUDA build has at::_scaled_mm (PyTorch 2.4 or newer, CUDA 12.1 or newer)" + instead;
+  }
+#ifdef OPENVID_TORCH_CUDA
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device.index()) != cudaSuccess) return "--precision fp8: cannot read the properties of " + device.str();
+  if (prop.major * 10 + prop.minor < 89) {
+    return "--precision fp8 needs a GPU of compute capability 8.9 or newer (float8 tensor cores); " + device.str() + " is " + prop.name +
+           " (" + std::to_string(prop.major) + "." + std::to_string(prop.minor) + ")" + instead;
+  }
+#endif
+  return "";
+}
+
+}  // namespace ov::model

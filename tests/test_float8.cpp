@@ -1,0 +1,130 @@
+#define BOOST_TEST_MODULE float8
+#include <boost/test/unit_test.hpp>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "openvid/model/float8.h"
+
+namespace f8 = ov::model::float8;
+namespace ops = ov::model::ops;
+
+namespace {
+
+at::Tensor normal(std::vector<int64_t> sizes, uint64_t seed, double std = 1.0) {
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return at::normal(0, std, sizes, g, at::TensorOptions().dtype(at::kFloat));
+}
+
+// The dequantised values of x's tensorwise cast: what a float8 product multiplies, built from ATen's casts.
+at::Tensor dequantised(const at::Tensor& x) {
+  const at::Tensor amax = x.abs().max().reshape({1});
+  const float s = 448.f / std::max(amax.item<float>(), 1e-12f);
+  const at::Tensor q = (x.to(at::kFloat) * s).clamp(-448, 448).to(at::kFloat8_e4m3fn);
+  return q.to(at::kFloat) * (1.f / s);
+}
+
+double relative_error(const at::Tensor& got, const at::Tensor& want) {
+  return (got.to(at::kFloat) - want.to(at::kFloat)).abs().max().item<double>() / want.abs().max().item<double>();
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(scales_come_from_amax_as_computed_by_hand) {
+  at::Tensor x = normal({5, 32}, 1).clamp(-3, 3);
+  x[2][7] = -3.5f;  // amax 3.5: s = 448 / 3.5 = 128 exactly
+  const at::Tensor amax = f8::amax(x);
+  BOOST_TEST(amax.item<float>() == 3.5f);
+  const f8::Cast c = f8::cast(x, amax, true, true);
+  BOOST_TEST(c.inv_scale.item<float>() == 1.f / 128.f);
+  // Each value is x * 128 rounded to e4m3 (ATen's cast, round to nearest even), the largest exactly -448.
+  BOOST_TEST(c.rows.to(at::kFloat)[2][7].item<float>() == -448.f);
+  BOOST_TEST(at::equal(c.rows.to(at::kFloat), (x * 128).to(at::kFloat8_e4m3fn).to(at::kFloat)));
+  // A scale that is not a power of two: one fp32 division, 448 / amax.
+  const at::Tensor y = x * 0.7f;
+  const f8::Cast cy = f8::cast(y, f8::amax(y), true, false);
+  const float s = 448.f / y.abs().max().item<float>();
+  BOOST_TEST(cy.inv_scale.item<float>() == 1.f / s);
+}
+
+BOOST_AUTO_TEST_CASE(the_transposed_copy_pads_the_tokens_to_a_multiple_of_16_with_zeros) {
+  const at::Tensor x = normal({21, 48}, 2);
+  const f8::Cast c = f8::cast(x, f8::amax(x), true, true);
+  BOOST_TEST(f8::padded_rows(21) == 32);
+  BOOST_TEST((c.transposed.sizes() == at::IntArrayRef{48, 32}));
+  BOOST_TEST(at::equal(c.transposed.to(at::kFloat).narrow(1, 0, 21), c.rows.to(at::kFloat).t()));
+  BOOST_TEST(c.transposed.to(at::kFloat).narrow(1, 21, 11).abs().sum().item<float>() == 0.f);
+}
+
+BOOST_AUTO_TEST_CASE(zero_and_non_finite_tensors_divide_by_nothing) {
+  const at::Tensor zero = at::zeros({4, 16});
+  const f8::Cast c = f8::cast(zero, f8::amax(zero), true, true);
+  BOOST_TEST(std::isfinite(c.inv_scale.item<float>()));
+  BOOST_TEST(c.rows.to(at::kFloat).abs().sum().item<float>() == 0.f);
+  // A linear layer of zero input gives its bias, exactly.
+  const at::Tensor w = normal({32, 16}, 3), b = normal({32}, 4);
+  BOOST_TEST(at::equal(ops::float8_linear(zero, w, b), b.expand({4, 32})));
+  // NaN or inf in the input: the output is non-finite (the trainer's non-finite-step path takes it from there).
+  at::Tensor bad = normal({4, 16}, 5);
+  bad[1][3] = std::nanf("");
+  BOOST_TEST(!at::isfinite(ops::float8_linear(bad, w, b)).all().item<bool>());
+  bad[1][3] = INFINITY;
+  BOOST_TEST(!at::isfinite(ops::float8_linear(bad, w, b)).all().item<bool>());
+}
+
+// Forward and both gradients against the products of the dequantised casts (fp32 in and out, so that only the
+// summation order differs).
+BOOST_AUTO_TEST_CASE(the_float8_linear_equals_its_emulation_forward_and_backward) {
+  const int64_t in = 64, out = 48;
+  const at::Tensor x = normal({2, 13, in}, 6).requires_grad_(true);  // 26 tokens: padded to 32 for the weight gradient
+  const at::Tensor w = normal({out, in}, 7, 0.1).requires_grad_(true);
+  const at::Tensor b = normal({out}, 8).requires_grad_(true);
+  const at::Tensor g = normal({2, 13, out}, 9);
+  const at::Tensor y = ops::float8_linear(x, w, b);
+  y.backward(g);
+
+  const at::Tensor xd = dequantised(x.detach()), wd = dequantised(w.detach()), gd = dequantised(g);
+  BOOST_TEST(relative_error(y, at::matmul(xd, wd.t()) + b.detach()) < 1e-6);
+  BOOST_TEST(relative_error(x.grad(), at::matmul(gd, wd)) < 1e-6);
+  BOOST_TEST(relative_error(w.grad(), gd.reshape({-1, out}).t().mm(xd.reshape({-1, in}))) < 1e-6);
+  BOOST_TEST(relative_error(b.grad(), g.sum({0, 1})) < 1e-6);
+  // And float8 is an approximation of the linear layer: a few percent of it, not more.
+  BOOST_TEST(relative_error(y, at::linear(x.detach(), w.detach(), b.detach())) < 0.08);
+}
+
+BOOST_AUTO_TEST_CASE(the_float8_mlp_equals_its_emulation_forward_and_backward) {
+  const int64_t d = 32, hidden = 128;
+  const at::Tensor x = normal({3, 7, d}, 10).requires_grad_(true);
+  const at::Tensor w1 = normal({hidden, d}, 11, 0.2).requires_grad_(true), b1 = normal({hidden}, 12, 0.1).requires_grad_(true);
+  const at::Tensor w2 = normal({d, hidden}, 13, 0.1).requires_grad_(true), b2 = normal({d}, 14, 0.1).requires_grad_(true);
+  const at::Tensor g = normal({3, 7, d}, 15);
+  ops::float8_gelu_mlp(x, w1, b1, w2, b2).backward(g);
+  const at::Tensor y = ops::float8_gelu_mlp(x.detach(), w1.detach(), b1.detach(), w2.detach(), b2.detach());
+
+  // Emulation: each product of dequantised casts, GELU in between, in fp32.
+  const at::Tensor xd = dequantised(x.detach()).reshape({-1, d}), w1d = dequantised(w1.detach()), w2d = dequantised(w2.detach());
+  const at::Tensor a = xd.mm(w1d.t()) + b1.detach();
+  const at::Tensor h = at::gelu(a), hd = dequantised(h);
+  BOOST_TEST(relative_error(y.reshape({-1, d}), hd.mm(w2d.t()) + b2.detach()) < 1e-6);
+  const at::Tensor g2 = g.reshape({-1, d}), gd = dequantised(g2);
+  const at::Tensor da = at::gelu_backward(gd.mm(w2d), a);
+  const at::Tensor dad = dequantised(da);
+  BOOST_TEST(relative_error(w2.grad(), gd.t().mm(hd)) < 1e-6);
+  BOOST_TEST(relative_error(b2.grad(), g2.sum(0)) < 1e-6);
+  BOOST_TEST(relative_error(b1.grad(), da.sum(0)) < 1e-6);
+  BOOST_TEST(relative_error(w1.grad(), dad.t().mm(xd)) < 1e-6);
+  BOOST_TEST(relative_error(x.grad().reshape({-1, d}), dad.mm(w1d)) < 1e-6);
+}
+
+BOOST_AUTO_TEST_CASE(bf16_inputs_give_bf16_outputs_close_to_the_bf16_linear) {
+  const at::Tensor x = normal({4, 9, 64}, 16).to(at::kBFloat16).requires_grad_(true);
+  const at::Tensor w = normal({32, 64}, 17, 0.1).to(at::kBFloat16).requires_grad_(true);
+  const at::Tensor y = ops::float8_linear(x, w, at::Tensor());
+  BOOST_TEST(y.scalar_type() == at::kBFloat16);
+  y.sum().backward();
+  BOOST_TEST(w.grad().scalar_type() == at::kBFloat16);
+  BOOST_TEST(relative_error(y, at::linear(x.detach(), w.detach())) < 0.08);
+  BOOST_TEST(relative_error(w.grad(), at::ones({36, 32}, at::kBFloat16).t().mm(x.detach().reshape({-1, 64}))) < 0.08);
+}
