@@ -89,7 +89,7 @@ BOOST_AUTO_TEST_CASE(the_float8_linear_equals_its_emulation_forward_and_backward
   BOOST_TEST(relative_error(y, at::matmul(xd, wd.t()) + b.detach()) < 1e-6);
   BOOST_TEST(relative_error(x.grad(), at::matmul(gd, wd)) < 1e-6);
   BOOST_TEST(relative_error(w.grad(), gd.reshape({-1, out}).t().mm(xd.reshape({-1, in}))) < 1e-6);
-  BOOST_TEST(relative_error(b.grad(), g.sum({0, 1})) < 1e-6);
+  BOOST_TEST(relative_error(b.grad(), g.sum(at::IntArrayRef{0, 1})) < 1e-6);
   // And float8 is an approximation of the linear layer: a few percent of it, not more.
   BOOST_TEST(relative_error(y, at::linear(x.detach(), w.detach(), b.detach())) < 0.08);
 }
