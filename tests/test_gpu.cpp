@@ -394,6 +394,15 @@ BOOST_AUTO_TEST_CASE(float8_casts_match_their_aten_composition) {
       const f8::Cast only_t = f8::cast(xg, amax, false, true);  // the transposed copy alone is the same
       BOOST_CHECK(!only_t.rows.defined());
       BOOST_CHECK(at::equal(only_t.transposed.cpu().to(at::kFloat), wt));
+      // Of GELU's output, read from its input: as ATen's GELU (on the GPU, the same erf) then the cast.
+      const at::Tensor gelu_amax = f8::amax(xg, f8::Input::kGelu);
+      BOOST_CHECK_EQUAL(gelu_amax.item<float>(), f8::reference::amax(xg, f8::Input::kGelu).item<float>());
+      const f8::Cast cg = f8::cast(xg, gelu_amax, true, true, f8::Input::kGelu);
+      const f8::Cast wg = f8::reference::cast(xg, gelu_amax, true, true, f8::Input::kGelu);
+      for (const auto& [got, expect] : {std::pair{cg.rows, wg.rows}, std::pair{cg.transposed, wg.transposed}}) {
+        const at::Tensor a = got.cpu().to(at::kFloat), b = expect.cpu().to(at::kFloat);
+        BOOST_CHECK_MESSAGE(at::equal(a, b), "GELU cast differs in " << (a != b).sum().item<int64_t>() << " of " << a.numel());
+      }
     }
   }
   at::Tensor bad = at::normal(0, 1, {64, 32}, g).to(at::kBFloat16);

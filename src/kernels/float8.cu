@@ -13,6 +13,7 @@
 
 #include "openvid/kernels/cuda_check.h"
 #include "openvid/kernels/float8.h"
+#include "gelu.cuh"
 #include "vec.cuh"
 
 namespace ov::kernels {
@@ -23,13 +24,20 @@ constexpr int kTile = 64;
 constexpr int kCastThreads = 256;
 constexpr int kTilePitch = kTile + 16;  // shared-memory row pitch in bytes (16-byte aligned rows)
 
+template <Float8Input kInput>
+__device__ __forceinline__ float input_value(float x) {
+  if constexpr (kInput == Float8Input::kGelu) return gelu_as_stored(x);
+  return x;
+}
+
+template <Float8Input kInput>
 __global__ void __launch_bounds__(kAmaxThreads) amax_kernel(const __nv_bfloat16* __restrict__ x, int64_t vectors, unsigned* __restrict__ amax) {
   unsigned best = 0;
   for (int64_t v = static_cast<int64_t>(blockIdx.x) * kAmaxThreads + threadIdx.x; v < vectors; v += static_cast<int64_t>(gridDim.x) * kAmaxThreads) {
     float f[kVec];
     load8(x + v * kVec, f);
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) best = max(best, __float_as_uint(fabsf(f[i])));
+    for (int i = 0; i < kVec; ++i) best = max(best, __float_as_uint(fabsf(input_value<kInput>(f[i]))));
   }
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, offset));
@@ -40,6 +48,7 @@ __device__ __forceinline__ float scale_from(float amax) {
   return amax != amax ? amax : kE4m3Max / fmaxf(amax, kAmaxFloor);
 }
 
+template <Float8Input kInput>
 __global__ void __launch_bounds__(kCastThreads) cast_kernel(const __nv_bfloat16* __restrict__ x, int64_t rows, int64_t cols,
                                                               const float* __restrict__ amax, fp8_t* __restrict__ out,
                                                               fp8_t* __restrict__ out_t, int64_t padded_rows, float* __restrict__ inv_scale) {
@@ -59,7 +68,7 @@ __global__ void __launch_bounds__(kCastThreads) cast_kernel(const __nv_bfloat16*
       load8(x + row * cols + col, f);
       fp8_t* b = reinterpret_cast<fp8_t*>(&packed);
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) b[i] = __nv_cvt_float_to_fp8(f[i] * s, __NV_SATFINITE, __NV_E4M3);
+      for (int i = 0; i < kVec; ++i) b[i] = __nv_cvt_float_to_fp8(input_value<kInput>(f[i]) * s, __NV_SATFINITE, __NV_E4M3);
       if (out != nullptr) *reinterpret_cast<uint2*>(out + row * cols + col) = packed;
     }
     *reinterpret_cast<uint2*>(&tile[r][c]) = packed;
@@ -81,7 +90,7 @@ __global__ void __launch_bounds__(kCastThreads) cast_kernel(const __nv_bfloat16*
 
 }  // namespace
 
-void float8_amax(const bf16_t* x, int64_t n, float* amax, Stream stream) {
+void float8_amax(const bf16_t* x, int64_t n, Float8Input input, float* amax, Stream stream) {
   OV_CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(float), stream));
   const int64_t vectors = n / kVec;
   if (vectors == 0) return;
@@ -89,16 +98,26 @@ void float8_amax(const bf16_t* x, int64_t n, float* amax, Stream stream) {
   OV_CUDA_CHECK(cudaGetDevice(&device));
   OV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(blocks_for(vectors, kAmaxThreads), int64_t{sms} * 8));
-  amax_kernel<<<blocks, kAmaxThreads, 0, stream>>>(reinterpret_cast<const __nv_bfloat16*>(x), vectors, reinterpret_cast<unsigned*>(amax));
+  const auto* in = reinterpret_cast<const __nv_bfloat16*>(x);
+  auto* out = reinterpret_cast<unsigned*>(amax);
+  if (input == Float8Input::kGelu) {
+    amax_kernel<Float8Input::kGelu><<<blocks, kAmaxThreads, 0, stream>>>(in, vectors, out);
+  } else {
+    amax_kernel<Float8Input::kAsIs><<<blocks, kAmaxThreads, 0, stream>>>(in, vectors, out);
+  }
   OV_CUDA_CHECK_LAUNCH();
 }
 
-void float8_cast(const bf16_t* x, int64_t rows, int64_t cols, const float* amax, fp8_t* out, fp8_t* out_t, int64_t padded_rows,
-                 float* inv_scale, Stream stream) {
+void float8_cast(const bf16_t* x, int64_t rows, int64_t cols, Float8Input input, const float* amax, fp8_t* out, fp8_t* out_t,
+                 int64_t padded_rows, float* inv_scale, Stream stream) {
   const int64_t row_tiles = (std::max(rows, out_t != nullptr ? padded_rows : rows) + kTile - 1) / kTile;
   const dim3 grid(blocks_for(cols, kTile), static_cast<unsigned>(std::max<int64_t>(row_tiles, 1)));
-  cast_kernel<<<grid, kCastThreads, 0, stream>>>(reinterpret_cast<const __nv_bfloat16*>(x), rows, cols, amax, out, out_t, padded_rows,
-                                                 inv_scale);
+  const auto* in = reinterpret_cast<const __nv_bfloat16*>(x);
+  if (input == Float8Input::kGelu) {
+    cast_kernel<Float8Input::kGelu><<<grid, kCastThreads, 0, stream>>>(in, rows, cols, amax, out, out_t, padded_rows, inv_scale);
+  } else {
+    cast_kernel<Float8Input::kAsIs><<<grid, kCastThreads, 0, stream>>>(in, rows, cols, amax, out, out_t, padded_rows, inv_scale);
+  }
   OV_CUDA_CHECK_LAUNCH();
 }
 

@@ -9,6 +9,7 @@
 
 #include "openvid/kernels/cuda_check.h"
 #include "openvid/kernels/fused.h"
+#include "gelu.cuh"
 #include "vec.cuh"
 
 namespace ov::kernels {
@@ -25,14 +26,7 @@ constexpr int kGeluMinBlocks = 4;
 constexpr int kForwardVectors = 2;  // 16-byte vectors per thread in the forward
 constexpr int kFinalThreads = 256;
 
-constexpr float kAlpha = 0.70710678118654752440f;  // 1 / sqrt(2)
-constexpr float kBeta = 0.39894228040143267794f;   // 1 / sqrt(2 pi)
-
 int64_t row_chunks(int64_t rows) { return (rows + kGeluRows - 1) / kGeluRows; }
-
-// Phi(a), the standard normal CDF. GELU(a) = a * Phi(a) equals ATen's a * 0.5 * (1 + erf(a / sqrt(2))) to
-// the bit (the halving is exact either way), so the recomputed output is the forward's.
-__device__ __forceinline__ float normal_cdf(float a) { return 0.5f * (1.f + erff(a * kAlpha)); }
 
 __global__ void __launch_bounds__(kGeluThreads) gelu_forward_kernel(const bf16* __restrict__ a, bf16* __restrict__ h, int64_t vectors) {
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kGeluThreads * kForwardVectors + threadIdx.x;

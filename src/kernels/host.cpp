@@ -92,8 +92,10 @@ void rope_split_backward(const bf16_t*, HeadStrides, const bf16_t*, HeadStrides,
 void gelu_forward(const bf16_t*, bf16_t*, int64_t, Stream) { missing("gelu_forward"); }
 int64_t gelu_backward_workspace(int64_t, int64_t) { return 0; }
 void gelu_backward_recompute(bf16_t*, bf16_t*, float*, float*, int64_t, int64_t, Stream) { missing("gelu_backward_recompute"); }
-void float8_amax(const bf16_t*, int64_t, float*, Stream) { missing("float8_amax"); }
-void float8_cast(const bf16_t*, int64_t, int64_t, const float*, fp8_t*, fp8_t*, int64_t, float*, Stream) { missing("float8_cast"); }
+void float8_amax(const bf16_t*, int64_t, Float8Input, float*, Stream) { missing("float8_amax"); }
+void float8_cast(const bf16_t*, int64_t, int64_t, Float8Input, const float*, fp8_t*, fp8_t*, int64_t, float*, Stream) {
+  missing("float8_cast");
+}
 #endif
 
 }  // namespace ov::kernels

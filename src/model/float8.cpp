@@ -39,12 +39,14 @@ int64_t padded_rows(int64_t rows) { return (rows + 15) / 16 * 16; }
 
 namespace reference {
 
-at::Tensor amax(const at::Tensor& x) {
-  return at::linalg_vector_norm(x, std::numeric_limits<double>::infinity()).to(at::kFloat).reshape({1});
+at::Tensor amax(const at::Tensor& x, Input input) {
+  const at::Tensor v = input == Input::kGelu ? at::gelu(x) : x;
+  return at::linalg_vector_norm(v, std::numeric_limits<double>::infinity()).to(at::kFloat).reshape({1});
 }
 
-Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed) {
-  OV_CHECK(x.dim() == 2, "float8::cast takes a 2-D tensor");
+Cast cast(const at::Tensor& x_in, const at::Tensor& amax, bool rows, bool transposed, Input input) {
+  OV_CHECK(x_in.dim() == 2, "float8::cast takes a 2-D tensor");
+  const at::Tensor x = input == Input::kGelu ? at::gelu(x_in) : x_in;
   // One IEEE division each, as the kernel computes them; a NaN amax stays NaN (clamp_min propagates it).
   const at::Tensor s = at::full_like(amax, kernels::kE4m3Max).div_(amax.clamp_min(kernels::kAmaxFloor));
   const at::Tensor q = (x.to(at::kFloat) * s).clamp_(-kernels::kE4m3Max, kernels::kE4m3Max).to(at::kFloat8_e4m3fn);
@@ -61,22 +63,26 @@ Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transpose
 
 }  // namespace reference
 
-at::Tensor amax(const at::Tensor& x) {
-  if (!on_kernels(x)) return reference::amax(x);
+namespace {
+kernels::Float8Input kernel_input(Input input) { return input == Input::kGelu ? kernels::Float8Input::kGelu : kernels::Float8Input::kAsIs; }
+}  // namespace
+
+at::Tensor amax(const at::Tensor& x, Input input) {
+  if (!on_kernels(x)) return reference::amax(x, input);
   at::Tensor out = at::empty({1}, x.options().dtype(at::kFloat));
-  kernels::float8_amax(bits(x), x.numel(), out.data_ptr<float>(), kernels::current_stream(x.device()));
+  kernels::float8_amax(bits(x), x.numel(), kernel_input(input), out.data_ptr<float>(), kernels::current_stream(x.device()));
   return out;
 }
 
-Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed) {
-  if (!on_kernels(x) || x.dim() != 2) return reference::cast(x, amax, rows, transposed);
+Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed, Input input) {
+  if (!on_kernels(x) || x.dim() != 2) return reference::cast(x, amax, rows, transposed, input);
   const int64_t r = x.size(0), cols = x.size(1), padded = padded_rows(r);
   const at::TensorOptions fp8 = x.options().dtype(at::kFloat8_e4m3fn);
   Cast c;
   if (rows) c.rows = at::empty({r, cols}, fp8);
   if (transposed) c.transposed = at::empty({cols, padded}, fp8);
   c.inv_scale = at::empty({1}, x.options().dtype(at::kFloat));
-  kernels::float8_cast(bits(x), r, cols, amax.data_ptr<float>(), bytes(c.rows), bytes(c.transposed), padded, c.inv_scale.data_ptr<float>(),
+  kernels::float8_cast(bits(x), r, cols, kernel_input(input), amax.data_ptr<float>(), bytes(c.rows), bytes(c.transposed), padded, c.inv_scale.data_ptr<float>(),
                        kernels::current_stream(x.device()));
   return c;
 }
@@ -128,27 +134,36 @@ class Float8Linear : public torch::autograd::Function<Float8Linear> {
     return y.view(with_last(x.sizes(), out));
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  // `grads` by reference (CppNode passes its own list): the bf16 output gradient is dropped once its float8
+  // copies exist, so it never lives beside them and the input gradient.
+  static variable_list backward(AutogradContext* ctx, variable_list& grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &xt = saved[0], &x_inv = saved[1], &weight = saved[2], &aw = saved[3], &bias = saved[4];
     const std::vector<int64_t> x_sizes = ctx->saved_data["x_sizes"].toIntVector();
-    const at::Tensor g = grads[0].reshape({-1, weight.size(0)}).contiguous();
+    at::Tensor g = grads[0].reshape({-1, weight.size(0)}).contiguous();
     const bool need_dx = ctx->needs_input_grad(0), need_dw = ctx->needs_input_grad(1) && xt.defined();
-    const float8::Cast cg = float8::cast(g, float8::amax(g), need_dx, need_dw);
+    const at::Tensor db = bias.defined() && ctx->needs_input_grad(2) ? bias_gradient(bias, g) : at::Tensor();
+    const at::ScalarType dt = g.scalar_type();
+    float8::Cast cg = float8::cast(g, float8::amax(g), need_dx, need_dw);
+    g.reset();
+    grads[0].reset();
     at::Tensor dx, dw;
+    if (need_dw) {
+      dw = product(cg.transposed, cg.inv_scale, xt.t(), x_inv, weight.scalar_type(), {}, false, take_gradient_slot(weight));
+      cg.transposed.reset();
+    }
     if (need_dx) {
       const float8::Cast wt = float8::cast(weight, aw, false, true);  // the forward's cast, transposed
-      dx = product(cg.rows, cg.inv_scale, wt.transposed.t(), wt.inv_scale, g.scalar_type(), {}, false).view(x_sizes);
+      dx = product(cg.rows, cg.inv_scale, wt.transposed.t(), wt.inv_scale, dt, {}, false).view(x_sizes);
     }
-    if (need_dw) dw = product(cg.transposed, cg.inv_scale, xt.t(), x_inv, weight.scalar_type(), {}, false, take_gradient_slot(weight));
-    const at::Tensor db = bias.defined() && ctx->needs_input_grad(2) ? bias_gradient(bias, g) : at::Tensor();
     return {dx, dw, db};
   }
 };
 
-// GELU's output from its input a [rows, hidden] (kernels for bf16 CUDA, else ATen).
 bool gelu_on_kernels(const at::Tensor& a) { return on_kernels(a) && a.size(-1) % kernels::kVecElements == 0; }
 
+// fc1's output `a` is kept in saved_data, not saved variables, so backward can free it once GELU's gradient is
+// made (a saved variable lives until the node is done). It is this node's own tensor, never seen outside.
 class Float8GeluMlp : public torch::autograd::Function<Float8GeluMlp> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
@@ -157,67 +172,77 @@ class Float8GeluMlp : public torch::autograd::Function<Float8GeluMlp> {
     const at::ScalarType dt = x.scalar_type();
     const at::Tensor x2 = x.reshape({-1, in}).contiguous();
     const at::Tensor aw1 = float8::amax(w1), aw2 = float8::amax(w2);
-    const float8::Cast cx = float8::cast(x2, float8::amax(x2), true, w1.requires_grad());
+    float8::Cast cx = float8::cast(x2, float8::amax(x2), true, w1.requires_grad());
     const float8::Cast cw1 = float8::cast(w1, aw1, true, false);
     const at::Tensor a = product(cx.rows, cx.inv_scale, forward_weight(cw1), cw1.inv_scale, dt, b1, true);
-    at::Tensor h;
-    if (gelu_on_kernels(a)) {
-      h = at::empty_like(a);
-      kernels::gelu_forward(static_cast<const bf16_t*>(a.data_ptr()), static_cast<bf16_t*>(h.data_ptr()), a.numel(),
-                            kernels::current_stream(a.device()));
-    } else {
-      h = at::gelu(a);
-    }
-    const at::Tensor ah = float8::amax(h);
-    const float8::Cast ch = float8::cast(h, ah, true, false);
-    h.reset();  // recomputed in backward from `a`
+    cx.rows.reset();
+    // GELU's output is cast straight from `a`: it never exists in bf16 (backward casts it again the same way).
+    const at::Tensor ah = float8::amax(a, float8::Input::kGelu);
+    const float8::Cast ch = float8::cast(a, ah, true, false, float8::Input::kGelu);
     const float8::Cast cw2 = float8::cast(w2, aw2, true, false);
     const at::Tensor y = product(ch.rows, ch.inv_scale, forward_weight(cw2), cw2.inv_scale, dt, b2, true);
-    ctx->save_for_backward({cx.transposed, cx.inv_scale, a, ah, w1, aw1, b1, w2, aw2, b2});
+    ctx->save_for_backward({cx.transposed, cx.inv_scale, ah, w1, aw1, b1, w2, aw2, b2});
+    ctx->saved_data["a"] = a;
     ctx->saved_data["x_sizes"] = x.sizes().vec();
     return y.view(with_last(x.sizes(), out));
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  // `grads` by reference, as in Float8Linear. The order keeps at most fc1's output and one [rows, hidden] bf16
+  // gradient alive, as ops::gelu_mlp does: GELU's output cast (1 byte) and fc2's weight gradient first, then
+  // GELU's input gradient, then `a` is freed before that gradient's float8 copies are made.
+  static variable_list backward(AutogradContext* ctx, variable_list& grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &xt = saved[0], &x_inv = saved[1], &ah = saved[3], &w1 = saved[4], &aw1 = saved[5], &b1 = saved[6],
-                     &w2 = saved[7], &aw2 = saved[8], &b2 = saved[9];
-    at::Tensor a = saved[2];
+    const at::Tensor &xt = saved[0], &x_inv = saved[1], &ah = saved[2], &w1 = saved[3], &aw1 = saved[4], &b1 = saved[5], &w2 = saved[6],
+                     &aw2 = saved[7], &b2 = saved[8];
+    at::Tensor a = ctx->saved_data["a"].toTensor();
+    ctx->saved_data.erase("a");
     const std::vector<int64_t> x_sizes = ctx->saved_data["x_sizes"].toIntVector();
-    const at::Tensor g = grads[0].reshape({-1, w2.size(0)}).contiguous();
+    at::Tensor g = grads[0].reshape({-1, w2.size(0)}).contiguous();
     const at::ScalarType dt = g.scalar_type();
     const int64_t hidden = a.size(-1);
-    const float8::Cast cg = float8::cast(g, float8::amax(g), true, true);
-    const float8::Cast w2t = float8::cast(w2, aw2, false, true);
-    at::Tensor da = product(cg.rows, cg.inv_scale, w2t.transposed.t(), w2t.inv_scale, dt, {}, false);  // GELU output's gradient
-    at::Tensor h, db1;
+    const at::Tensor db2 = b2.defined() && ctx->needs_input_grad(4) ? bias_gradient(b2, g) : at::Tensor();
+    float8::Cast cg = float8::cast(g, float8::amax(g), true, true);
+    g.reset();
+    grads[0].reset();
+    at::Tensor dw2;
+    {
+      const float8::Cast chT = float8::cast(a, ah, false, true, float8::Input::kGelu);  // the forward's cast, transposed
+      dw2 = product(cg.transposed, cg.inv_scale, chT.transposed.t(), chT.inv_scale, w2.scalar_type(), {}, false, take_gradient_slot(w2));
+    }
+    cg.transposed.reset();
+    at::Tensor da;
+    {
+      const float8::Cast w2t = float8::cast(w2, aw2, false, true);
+      da = product(cg.rows, cg.inv_scale, w2t.transposed.t(), w2t.inv_scale, dt, {}, false);  // GELU output's gradient
+    }
+    cg = {};
+    at::Tensor db1;
+    const bool need_db1 = b1.defined() && ctx->needs_input_grad(2);
     if (gelu_on_kernels(a) && da.is_contiguous()) {
-      // `a` is this node's own (saved, never shared): after the kernel it holds GELU(a), the forward's output.
       const at::Tensor db1_sum = at::empty({hidden}, da.options().dtype(at::kFloat));
       const at::Tensor workspace = at::empty({kernels::gelu_backward_workspace(da.size(0), hidden)}, db1_sum.options());
       kernels::gelu_backward_recompute(static_cast<bf16_t*>(da.data_ptr()), static_cast<bf16_t*>(a.data_ptr()), db1_sum.data_ptr<float>(),
                                        workspace.data_ptr<float>(), da.size(0), hidden, kernels::current_stream(da.device()));
-      h = a;
-      if (b1.defined() && ctx->needs_input_grad(2)) {
+      if (need_db1) {
         db1 = take_gradient_slot(b1);
         db1 = db1.defined() ? db1.copy_(db1_sum) : db1_sum.to(dt);
       }
     } else {
       da = at::gelu_backward(da, a);
-      h = at::gelu(a);
-      if (b1.defined() && ctx->needs_input_grad(2)) db1 = bias_gradient(b1, da);
+      if (need_db1) db1 = bias_gradient(b1, da);
     }
-    const float8::Cast chT = float8::cast(h, ah, false, true);  // the forward's cast of GELU's output, transposed
-    const at::Tensor dw2 = product(cg.transposed, cg.inv_scale, chT.transposed.t(), chT.inv_scale, w2.scalar_type(), {}, false,
-                                   take_gradient_slot(w2));
-    const at::Tensor db2 = b2.defined() && ctx->needs_input_grad(4) ? bias_gradient(b2, g) : at::Tensor();
-    const float8::Cast cda = float8::cast(da, float8::amax(da), true, xt.defined());
+    a.reset();
+    float8::Cast cda = float8::cast(da, float8::amax(da), ctx->needs_input_grad(0), xt.defined());
+    da.reset();
     at::Tensor dx, dw1;
+    if (xt.defined()) {
+      dw1 = product(cda.transposed, cda.inv_scale, xt.t(), x_inv, w1.scalar_type(), {}, false, take_gradient_slot(w1));
+      cda.transposed.reset();
+    }
     if (ctx->needs_input_grad(0)) {
       const float8::Cast w1t = float8::cast(w1, aw1, false, true);
       dx = product(cda.rows, cda.inv_scale, w1t.transposed.t(), w1t.inv_scale, dt, {}, false).view(x_sizes);
     }
-    if (xt.defined()) dw1 = product(cda.transposed, cda.inv_scale, xt.t(), x_inv, w1.scalar_type(), {}, false, take_gradient_slot(w1));
     return {dx, dw1, db1, dw2, db2};
   }
 };

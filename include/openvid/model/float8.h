@@ -13,7 +13,9 @@
 //
 // Memory: a float8 linear saves for backward its input's transposed float8 copy (half the bytes of the bf16
 // input other linears save) and its scale; weights are cast again in backward from the bf16 weight (alive
-// anyway) with the forward's amax, so the cast is the same to the bit.
+// anyway) with the forward's amax, so the cast is the same to the bit. Backward drops the bf16 output
+// gradient as soon as its float8 copies exist, and the MLP casts GELU's output from GELU's input, so no
+// moment of a float8 layer holds more than its bf16 twin does.
 #include <ATen/core/Tensor.h>
 
 namespace ov::model::float8 {
@@ -23,8 +25,12 @@ bool fits(int64_t in_features, int64_t out_features);
 // The padded token count of a weight-gradient operand.
 int64_t padded_rows(int64_t rows);
 
+// What a cast reads: x, or GELU(x) (exact GELU in x's dtype, as ATen's at::gelu gives it), so the MLP's hidden
+// activation is cast from GELU's input without being stored.
+enum class Input { kAsIs, kGelu };
+
 // fp32 [1]: max |x| (NaN when x holds a NaN).
-at::Tensor amax(const at::Tensor& x);
+at::Tensor amax(const at::Tensor& x, Input input = Input::kAsIs);
 
 // A cast of a 2-D tensor x [rows, cols] with s = 448 / max(amax, 1e-12): `rows` = e4m3(x * s) [rows, cols]
 // (saturated), `transposed` = the same transposed [cols, padded_rows(rows)], zeros past `rows`; either may be
@@ -32,11 +38,11 @@ at::Tensor amax(const at::Tensor& x);
 struct Cast {
   at::Tensor rows, transposed, inv_scale;
 };
-Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed);
+Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed, Input input = Input::kAsIs);
 
 namespace reference {  // the ATen compositions (CPU path; the kernels' reference)
-at::Tensor amax(const at::Tensor& x);
-Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed);
+at::Tensor amax(const at::Tensor& x, Input input = Input::kAsIs);
+Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed, Input input = Input::kAsIs);
 }  // namespace reference
 
 }  // namespace ov::model::float8
