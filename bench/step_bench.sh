@@ -66,6 +66,7 @@ for cfg in "${configs[@]}"; do
   [ -f "$t" ] && python3 bench/trace_breakdown.py "$t" --label "PyTorch baseline $cfg" | tee -a "$out/breakdown.md"
 done
 if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
   cp "$out/summary.md" "$OUT/" 2>/dev/null
   cp "$out/breakdown.md" "$OUT/" 2>/dev/null
   cp "$out/torch.json" "$OUT/" 2>/dev/null
