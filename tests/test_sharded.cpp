@@ -5,9 +5,13 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/GradMode.h>
 
+#include <set>
+
 #include "openvid/comm/process_groups.h"
 #include "openvid/model/dit.h"
+#include "openvid/model/float8.h"
 #include "openvid/model/float8_conversion.h"
+#include "openvid/model/float8_weights.h"
 #include "openvid/model/gradient_slots.h"
 #include "openvid/model/state_dict.h"
 #include "openvid/parallel/parallelize.h"
@@ -175,6 +179,89 @@ BOOST_AUTO_TEST_CASE(float8_sharded_gradients_are_one_float8_model_s) {
       }
       // The products were float8: the qkv weight's gradient is not the fp32 model's.
       BOOST_CHECK_GT(relative_error(want.at("blocks.1.qkv.weight"), bf.at("blocks.1.qkv.weight")), 1e-4);
+      groups.finalize();
+    }
+  }
+}
+
+// The float8 all-gather (parallel/sharded_model.h): on a shard group of several ranks the converted weights are
+// gathered as e4m3 bytes cast from every rank's chunk with one scale per weight (an all-reduce of the chunks'
+// amaxes). After an update of the masters the gathered bytes and scales are exactly one rank's casts of the
+// whole new weights, and the next step's gradients are those of one float8 model holding those weights.
+BOOST_AUTO_TEST_CASE(float8_all_gather_gives_one_rank_s_step) {
+  const int world = ov::world_size(), me = ov::world_rank();
+  const ov::ModelConfig cfg = tiny_model_config(true);
+  namespace f8 = ov::model::float8;
+  for (auto [fs, cp] : layouts_for(world)) {
+    BOOST_TEST_CONTEXT("fs=" << fs << " cp=" << cp) {
+      ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, fs, cp, ov::DeviceRequest::kCpu);
+      auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+      ov::model::DiT ref(cfg), model(cfg);
+      for (ov::model::DiT* m : {&ref, &model}) randomize_parameters(**m, 7);
+      ov::model::convert_to_float8(ref, 0);
+      const ov::model::Float8Conversion conversion = ov::model::convert_to_float8(model, 0);
+      const int64_t blocks = model->num_blocks();  // each: qkv, attn_proj, q_cross, cross_proj, fc1, fc2
+      BOOST_REQUIRE_EQUAL(static_cast<int64_t>(conversion.weights.size()), 6 * blocks);
+      const std::set<std::string> converted(conversion.weights.begin(), conversion.weights.end());
+      ov::parallel::ShardingOptions options;
+      options.float8_gather = [&](const std::string& name) { return converted.count(name) > 0; };
+      ov::parallel::ShardedModel sharded(*model, groups.shard(), groups.dp(), options);
+      const bool gathers = groups.shard().size() > 1;
+      int64_t float8_units = 0, float8_bytes = 0, float8_elements = 0;
+      for (size_t k = 0; k < sharded.units().size(); ++k) {
+        if (!sharded.units()[k].float8) continue;
+        ++float8_units;
+        float8_bytes += sharded.slices(k).full.nbytes();
+        float8_elements += sharded.units()[k].padded;
+      }
+      BOOST_CHECK_EQUAL(float8_units, gathers ? blocks : 0);
+      BOOST_CHECK_EQUAL(float8_bytes, float8_elements);  // one byte per gathered element
+
+      // A step, then an update of the masters as an optimizer would make it, then the gather.
+      sharded.arm();
+      loss_of(model, inputs_of(me, 0)).backward();
+      sharded.finish();
+      {
+        c10::NoGradGuard no_grad;
+        for (size_t k = 0; k < sharded.units().size(); ++k) sharded.slices(k).master.sub_(sharded.slices(k).grad.mul(0.5));
+      }
+      sharded.refresh_compute_copy();
+      const ov::model::TensorMap masters = ov::parallel::full_masters(sharded);
+      std::map<std::string, at::Tensor> params;
+      for (const auto& item : model->named_parameters()) params[item.key()] = item.value();
+      for (const std::string& name : conversion.weights) {
+        const std::optional<ov::model::Float8Weight> got = ov::model::float8_weight(params.at(name));
+        BOOST_REQUIRE_EQUAL(got.has_value(), gathers);
+        if (!gathers) continue;
+        const at::Tensor w = masters.at(name);
+        const f8::Cast want = f8::reference::cast(w, f8::reference::amax(w), true, false);
+        BOOST_CHECK_MESSAGE(at::equal(got->rows.view(at::kByte), want.rows.view(at::kByte)), "gathered float8 bytes of " << name);
+        BOOST_CHECK_EQUAL(got->inv_scale.item<float>(), want.inv_scale.item<float>());
+      }
+      // The next step: one float8 model with the updated weights, summed over every rank's batch.
+      {
+        c10::NoGradGuard no_grad;
+        for (const auto& item : ref->named_parameters()) item.value().copy_(masters.at(item.key()));
+      }
+      std::map<std::string, at::Tensor> want;
+      for (int r = 0; r < world; ++r) {
+        ref->zero_grad();
+        loss_of(ref, inputs_of(r, 1)).backward();
+        for (const auto& item : ref->named_parameters()) {
+          if (!item.value().grad().defined()) continue;
+          auto& sum = want[item.key()];
+          sum = sum.defined() ? sum + item.value().grad() : item.value().grad().clone();
+        }
+      }
+      sharded.arm();
+      loss_of(model, inputs_of(me, 1)).backward();
+      sharded.finish();
+      const ov::model::TensorMap got = full_gradients(sharded);
+      const double tolerance = cp == 1 ? 1e-5 : 5e-2;
+      for (const auto& [name, w] : want) {
+        const double err = relative_error(got.at(name), w);
+        BOOST_CHECK_MESSAGE(err < tolerance, "gradient of " << name << ": relative error " << err);
+      }
       groups.finalize();
     }
   }

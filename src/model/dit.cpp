@@ -81,6 +81,11 @@ const at::Tensor& BlockImpl::weight(BlockLinear layer) const {
   return mlp0_->weight;
 }
 
+std::vector<at::Tensor> BlockImpl::weights(BlockLinear layer) const {
+  if (layer == BlockLinear::kMlp) return {mlp0_->weight, mlp2_->weight};
+  return {weight(layer)};
+}
+
 at::Tensor BlockImpl::project(const at::Tensor& x, const torch::nn::Linear& l, BlockLinear layer, at::ScalarType dtype) const {
   if (!float8(layer)) return linear(x, l, dtype);
   return ops::float8_linear(x, l->weight.to(dtype), l->bias.defined() ? l->bias.to(dtype) : at::Tensor());

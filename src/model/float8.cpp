@@ -8,6 +8,7 @@
 #include "openvid/kernels/float8.h"
 #include "openvid/kernels/stream.h"
 #include "openvid/model/block_ops.h"
+#include "openvid/model/float8_weights.h"
 #include "openvid/model/gradient_slots.h"
 #include "openvid/model/linear.h"
 #include "openvid/runtime/error.h"
@@ -87,6 +88,33 @@ Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transpose
   return c;
 }
 
+void cast_into(const at::Tensor& x, const at::Tensor& amax, const at::Tensor& out) {
+  OV_CHECK(x.is_contiguous() && out.is_contiguous() && x.numel() == out.numel() && x.numel() % 16 == 0 &&
+               out.scalar_type() == at::kFloat8_e4m3fn,
+           "float8::cast_into: contiguous tensors of one numel, a multiple of 16, into e4m3");
+  if (x.numel() == 0) return;
+  int64_t cols = 16;
+  for (int64_t c : {128, 64, 32}) {
+    if (x.numel() % c == 0) {
+      cols = c;
+      break;
+    }
+  }
+  const at::Tensor x2 = x.view({-1, cols});
+  if (!on_kernels(x2) || reinterpret_cast<uintptr_t>(out.data_ptr()) % 8 != 0) {
+    out.view({-1, cols}).copy_(reference::cast(x2, amax, true, false).rows);
+    return;
+  }
+  const at::Tensor inv_scale = at::empty({1}, x.options().dtype(at::kFloat));
+  kernels::float8_cast(bits(x2), x2.size(0), cols, kernels::Float8Input::kAsIs, amax.data_ptr<float>(), bytes(out), nullptr, 0,
+                       inv_scale.data_ptr<float>(), kernels::current_stream(x.device()));
+}
+
+void inverse_scales(const at::Tensor& amax, const at::Tensor& inv_scale) {
+  const at::Tensor s = at::full_like(amax, kernels::kE4m3Max).div_(amax.clamp_min(kernels::kAmaxFloor));
+  inv_scale.copy_(at::ones_like(s).div_(s));
+}
+
 }  // namespace float8
 
 namespace ops {
@@ -120,16 +148,35 @@ std::vector<int64_t> with_last(at::IntArrayRef sizes, int64_t last) {
 // The row-major float8 copy of a weight [out, in] for the forward product (as b: its transpose, column-major).
 at::Tensor forward_weight(const float8::Cast& w) { return w.rows.t(); }
 
+// A weight's row-major float8 copy for the forward: the registered one (model/float8_weights.h) with `amax` left
+// undefined, else a cast of the weight, `amax` its amax.
+float8::Cast weight_rows(const at::Tensor& weight, at::Tensor& amax) {
+  if (const std::optional<Float8Weight> pre = float8_weight(weight)) return {pre->rows, at::Tensor(), pre->inv_scale};
+  OV_CHECK(!is_stand_in(weight), "a float8 product got a weight whose values live in a float8 copy that is not registered");
+  amax = float8::amax(weight);
+  return float8::cast(weight, amax, true, false);
+}
+
+// The transposed copy of the same values for the input gradient: the forward's copy transposed (a registered
+// weight), else the weight cast again with the forward's amax.
+float8::Cast weight_transposed(const at::Tensor& weight, const at::Tensor& amax, const float8::Cast& forward) {
+  if (amax.defined()) return float8::cast(weight, amax, false, true);
+  const at::Tensor t = forward.rows.view(at::kByte).t().contiguous().view(at::kFloat8_e4m3fn);
+  return {at::Tensor(), t, forward.inv_scale};
+}
+
 class Float8Linear : public torch::autograd::Function<Float8Linear> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
     const int64_t in = x.size(-1), out = weight.size(0);
     const at::Tensor x2 = x.reshape({-1, in}).contiguous();
-    const at::Tensor ax = float8::amax(x2), aw = float8::amax(weight);
-    const float8::Cast cx = float8::cast(x2, ax, true, weight.requires_grad());
-    const float8::Cast cw = float8::cast(weight, aw, true, false);
+    at::Tensor aw;
+    const float8::Cast cw = weight_rows(weight, aw);
+    const float8::Cast cx = float8::cast(x2, float8::amax(x2), true, weight.requires_grad());
     const at::Tensor y = product(cx.rows, cx.inv_scale, forward_weight(cw), cw.inv_scale, x.scalar_type(), bias.value_or(at::Tensor()), true);
-    ctx->save_for_backward({cx.transposed, cx.inv_scale, weight, aw, bias.value_or(at::Tensor())});
+    // A registered weight's copy is saved (a view of its owner's buffer); a cast one is cast again in backward.
+    ctx->save_for_backward({cx.transposed, cx.inv_scale, weight, aw, bias.value_or(at::Tensor()), aw.defined() ? at::Tensor() : cw.rows,
+                            cw.inv_scale});
     ctx->saved_data["x_sizes"] = x.sizes().vec();
     return y.view(with_last(x.sizes(), out));
   }
@@ -139,6 +186,7 @@ class Float8Linear : public torch::autograd::Function<Float8Linear> {
   static variable_list backward(AutogradContext* ctx, variable_list& grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &xt = saved[0], &x_inv = saved[1], &weight = saved[2], &aw = saved[3], &bias = saved[4];
+    const float8::Cast cw{saved[5], at::Tensor(), saved[6]};
     const std::vector<int64_t> x_sizes = ctx->saved_data["x_sizes"].toIntVector();
     at::Tensor g = grads[0].reshape({-1, weight.size(0)}).contiguous();
     const bool need_dx = ctx->needs_input_grad(0), need_dw = ctx->needs_input_grad(1) && xt.defined();
@@ -153,7 +201,7 @@ class Float8Linear : public torch::autograd::Function<Float8Linear> {
       cg.transposed.reset();
     }
     if (need_dx) {
-      const float8::Cast wt = float8::cast(weight, aw, false, true);  // the forward's cast, transposed
+      const float8::Cast wt = weight_transposed(weight, aw, cw);  // the forward's cast, transposed
       dx = product(cg.rows, cg.inv_scale, wt.transposed.t(), wt.inv_scale, dt, {}, false).view(x_sizes);
     }
     return {dx, dw, db};
@@ -171,17 +219,18 @@ class Float8GeluMlp : public torch::autograd::Function<Float8GeluMlp> {
     const int64_t in = x.size(-1), out = w2.size(0);
     const at::ScalarType dt = x.scalar_type();
     const at::Tensor x2 = x.reshape({-1, in}).contiguous();
-    const at::Tensor aw1 = float8::amax(w1), aw2 = float8::amax(w2);
+    at::Tensor aw1, aw2;
+    const float8::Cast cw1 = weight_rows(w1, aw1);
     float8::Cast cx = float8::cast(x2, float8::amax(x2), true, w1.requires_grad());
-    const float8::Cast cw1 = float8::cast(w1, aw1, true, false);
     const at::Tensor a = product(cx.rows, cx.inv_scale, forward_weight(cw1), cw1.inv_scale, dt, b1, true);
     cx.rows.reset();
     // GELU's output is cast straight from `a`: it never exists in bf16 (backward casts it again the same way).
     const at::Tensor ah = float8::amax(a, float8::Input::kGelu);
     const float8::Cast ch = float8::cast(a, ah, true, false, float8::Input::kGelu);
-    const float8::Cast cw2 = float8::cast(w2, aw2, true, false);
+    const float8::Cast cw2 = weight_rows(w2, aw2);
     const at::Tensor y = product(ch.rows, ch.inv_scale, forward_weight(cw2), cw2.inv_scale, dt, b2, true);
-    ctx->save_for_backward({cx.transposed, cx.inv_scale, ah, w1, aw1, b1, w2, aw2, b2});
+    ctx->save_for_backward({cx.transposed, cx.inv_scale, ah, w1, aw1, b1, w2, aw2, b2, aw1.defined() ? at::Tensor() : cw1.rows, cw1.inv_scale,
+                            aw2.defined() ? at::Tensor() : cw2.rows, cw2.inv_scale});
     ctx->saved_data["a"] = a;
     ctx->saved_data["x_sizes"] = x.sizes().vec();
     return y.view(with_last(x.sizes(), out));
@@ -194,6 +243,7 @@ class Float8GeluMlp : public torch::autograd::Function<Float8GeluMlp> {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &xt = saved[0], &x_inv = saved[1], &ah = saved[2], &w1 = saved[3], &aw1 = saved[4], &b1 = saved[5], &w2 = saved[6],
                      &aw2 = saved[7], &b2 = saved[8];
+    const float8::Cast cw1{saved[9], at::Tensor(), saved[10]}, cw2{saved[11], at::Tensor(), saved[12]};
     at::Tensor a = ctx->saved_data["a"].toTensor();
     ctx->saved_data.erase("a");
     const std::vector<int64_t> x_sizes = ctx->saved_data["x_sizes"].toIntVector();
@@ -212,7 +262,7 @@ class Float8GeluMlp : public torch::autograd::Function<Float8GeluMlp> {
     cg.transposed.reset();
     at::Tensor da;
     {
-      const float8::Cast w2t = float8::cast(w2, aw2, false, true);
+      const float8::Cast w2t = weight_transposed(w2, aw2, cw2);
       da = product(cg.rows, cg.inv_scale, w2t.transposed.t(), w2t.inv_scale, dt, {}, false);  // GELU output's gradient
     }
     cg = {};
@@ -240,7 +290,7 @@ class Float8GeluMlp : public torch::autograd::Function<Float8GeluMlp> {
       cda.transposed.reset();
     }
     if (ctx->needs_input_grad(0)) {
-      const float8::Cast w1t = float8::cast(w1, aw1, false, true);
+      const float8::Cast w1t = weight_transposed(w1, aw1, cw1);
       dx = product(cda.rows, cda.inv_scale, w1t.transposed.t(), w1t.inv_scale, dt, {}, false).view(x_sizes);
     }
     return {dx, dw1, db1, dw2, db2};

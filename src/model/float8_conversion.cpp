@@ -2,6 +2,8 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <set>
+
 #ifdef OPENVID_TORCH_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -29,6 +31,17 @@ Float8Conversion convert_to_float8(DiT& model, int64_t min_features) {
     } else {
       c.kept.push_back(std::string(name(layer)) + " (" + why + ")");
     }
+  }
+  std::set<const c10::TensorImpl*> converted;
+  for (int64_t b = 0; b < model->num_blocks(); ++b) {
+    for (int i = 0; i < kBlockLinears; ++i) {
+      const auto layer = static_cast<BlockLinear>(i);
+      if (!model->block(b)->float8(layer)) continue;
+      for (const at::Tensor& w : model->block(b)->weights(layer)) converted.insert(w.unsafeGetTensorImpl());
+    }
+  }
+  for (const auto& item : model->named_parameters(/*recurse=*/true)) {
+    if (converted.count(item.value().unsafeGetTensorImpl())) c.weights.push_back(item.key());
   }
   return c;
 }

@@ -21,15 +21,16 @@ at::Tensor FlatUnit::pack(const std::function<at::Tensor(size_t)>& values, const
   return flat;
 }
 
-std::vector<FlatUnit> flat_units(const torch::nn::Module& module, int64_t shard_size) {
+std::vector<FlatUnit> flat_units(const torch::nn::Module& module, int64_t shard_size, const std::function<bool(const std::string&)>& float8) {
   std::vector<FlatUnit> units;
   std::map<std::string, size_t> index;
   for (const auto& item : module.named_parameters(/*recurse=*/true)) {
     const std::string& name = item.key();
-    const std::string unit = name.rfind("blocks.", 0) == 0 ? name.substr(0, name.find('.', 7)) : "root";
+    const bool in_float8 = float8 && float8(name);
+    const std::string unit = (name.rfind("blocks.", 0) == 0 ? name.substr(0, name.find('.', 7)) : "root") + (in_float8 ? ".float8" : "");
     if (!index.count(unit)) {
       index[unit] = units.size();
-      units.push_back(FlatUnit{unit, {}, 0, 0, 0});
+      units.push_back(FlatUnit{unit, {}, 0, 0, 0, in_float8});
     }
     FlatUnit& u = units[index[unit]];
     const int64_t offset = round_up(u.extent, kAlignElements);

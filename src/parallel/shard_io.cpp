@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -131,40 +132,51 @@ void load_optimizer(ShardedModel& model, const std::vector<std::string>& files, 
     throw InputError("optimizer state in '" + source + "' was written by " + std::to_string(shard_size) + " shard ranks but has " +
                      std::to_string(files.size()) + " files");
   }
+  // Each parameter by name, in whichever unit that layout put it (a float8 run splits a block's weights into a
+  // unit of their own: parallel/sharded_model.h), so runs can switch between bf16 and fp8 on resume.
+  std::map<std::string, std::pair<std::string, std::pair<int64_t, int64_t>>> old_param;
+  for (const auto& [unit, o] : old) {
+    for (const auto& [name, at] : o.params) old_param[name] = {unit, at};
+  }
   c10::NoGradGuard no_grad;
   for (size_t k = 0; k < model.units().size(); ++k) {
     const FlatUnit& u = model.units()[k];
     const UnitSlices& s = model.slices(k);
-    const auto where = old.find(u.name);
-    if (where == old.end()) throw InputError("optimizer state in '" + source + "' has no unit " + u.name);
-    const OldUnit& o = where->second;
-    const int64_t old_shard = o.padded / shard_size;
-    // The new slice's parameters, found in the old flat buffer; the old span [lo, hi) covering them is read.
+    // The new slice's parameters, found in the old flat buffers; per old unit, the span [lo, hi) covering them is read.
     const std::vector<Piece> pieces = slice_pieces(u, s.begin, u.shard_numel);
-    std::vector<int64_t> old_at;
-    int64_t lo = o.padded, hi = 0;
-    for (const Piece& pc : pieces) {
-      const FlatParam& p = u.params[pc.param];
-      const auto it = o.params.find(p.name);
-      if (it == o.params.end() || it->second.second != p.numel || it->second.first + p.numel > o.padded) {
+    struct Source {
+      std::vector<size_t> pieces;
+      std::vector<int64_t> old_at;
+      int64_t lo = std::numeric_limits<int64_t>::max(), hi = 0;
+    };
+    std::map<std::string, Source> sources;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const FlatParam& p = u.params[pieces[i].param];
+      const auto it = old_param.find(p.name);
+      if (it == old_param.end() || it->second.second.second != p.numel ||
+          it->second.second.first + p.numel > old.at(it->second.first).padded) {
         throw InputError("optimizer state in '" + source + "' does not match parameter " + p.name + " of unit " + u.name);
       }
-      old_at.push_back(it->second.first + pc.first);
-      lo = std::min(lo, old_at.back());
-      hi = std::max(hi, old_at.back() + pc.count);
+      Source& src = sources[it->second.first];
+      src.pieces.push_back(i);
+      src.old_at.push_back(it->second.second.first + pieces[i].first);
+      src.lo = std::min(src.lo, src.old_at.back());
+      src.hi = std::max(src.hi, src.old_at.back() + pieces[i].count);
     }
     for (const char* kind : {".exp_avg", ".exp_avg_sq"}) {
       at::Tensor slice = at::zeros({u.shard_numel}, at::kFloat);
-      if (!pieces.empty()) {
+      for (const auto& [unit, src] : sources) {
+        const int64_t old_shard = old.at(unit).padded / shard_size;
         std::vector<at::Tensor> parts;  // [lo, hi) of the old flat buffer, from the files that hold it
-        for (int64_t r = lo / old_shard; r * old_shard < hi; ++r) {
-          const int64_t a = std::max(lo, r * old_shard), b = std::min(hi, (r + 1) * old_shard);
+        for (int64_t r = src.lo / old_shard; r * old_shard < src.hi; ++r) {
+          const int64_t a = std::max(src.lo, r * old_shard), b = std::min(src.hi, (r + 1) * old_shard);
           const std::string& file = files[static_cast<size_t>(r)];
-          parts.push_back(model::read_ranges(file, {{u.name + kind, {a - r * old_shard, b - a}}}).at(u.name + kind).to(at::kFloat));
+          parts.push_back(model::read_ranges(file, {{unit + kind, {a - r * old_shard, b - a}}}).at(unit + kind).to(at::kFloat));
         }
         const at::Tensor span = at::cat(parts);
-        for (size_t i = 0; i < pieces.size(); ++i) {
-          slice.narrow(0, pieces[i].at, pieces[i].count).copy_(span.narrow(0, old_at[i] - lo, pieces[i].count));
+        for (size_t j = 0; j < src.pieces.size(); ++j) {
+          const Piece& pc = pieces[src.pieces[j]];
+          slice.narrow(0, pc.at, pc.count).copy_(span.narrow(0, src.old_at[j] - src.lo, pc.count));
         }
       }
       (std::string(kind) == ".exp_avg" ? s.exp_avg : s.exp_avg_sq).copy_(slice);

@@ -11,6 +11,8 @@
 #include <map>
 #include <sstream>
 
+#include "openvid/model/float8.h"
+#include "openvid/model/float8_weights.h"
 #include "openvid/model/gradient_slots.h"
 #include "openvid/runtime/error.h"
 
@@ -50,7 +52,10 @@ std::shared_ptr<void> hook_gradient_accumulator(const at::Tensor& param, Fn&& fn
 }  // namespace
 
 ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard, comm::Communicator& dp, ShardingOptions options)
-    : shard_(shard), dp_(dp), options_(options), units_(flat_units(module, shard.size())) {
+    : shard_(shard),
+      dp_(dp),
+      options_(options),
+      units_(flat_units(module, shard.size(), shard.size() > 1 ? options.float8_gather : std::function<bool(const std::string&)>{})) {
   std::map<std::string, at::Tensor> by_name;
   for (const auto& item : module.named_parameters(/*recurse=*/true)) {
     OV_CHECK(item.value().scalar_type() == at::kFloat, "sharded parameters must be fp32 masters");
@@ -65,8 +70,15 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
   exp_avg_all_ = at::zeros({total}, fp32);
   exp_avg_sq_all_ = at::zeros({total}, fp32);
 
+  int64_t float8_weights = 0;
+  for (const FlatUnit& u : units_) float8_weights += u.float8 ? static_cast<int64_t>(u.params.size()) : 0;
+  if (float8_weights > 0) {
+    float8_amax_ = at::zeros({float8_weights}, fp32);
+    float8_inv_scale_ = at::ones({float8_weights}, fp32);
+  }
+
   c10::NoGradGuard no_grad;
-  int64_t at_rank = 0;
+  int64_t at_rank = 0, float8_weight = 0;
   for (const FlatUnit& u : units_) {
     std::vector<at::Tensor> params;
     for (const FlatParam& p : u.params) params.push_back(by_name.at(p.name));
@@ -80,6 +92,22 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
     s.exp_avg = exp_avg_all_.narrow(0, at_rank, u.shard_numel);
     s.exp_avg_sq = exp_avg_sq_all_.narrow(0, at_rank, u.shard_numel);
     s.master.copy_(flat.narrow(0, s.begin, u.shard_numel));
+    if (u.float8) {
+      // Gathered as e4m3 (zeros in the padding); the parameters keep no values of their own.
+      s.full = at::zeros({u.padded}, fp32.dtype(at::kByte)).view(at::kFloat8_e4m3fn);
+      s.stage = s.master.to(options_.compute_dtype, /*non_blocking=*/false, /*copy=*/true);
+      for (size_t i = 0; i < params.size(); ++i, ++float8_weight) {
+        const FlatParam& p = u.params[i];
+        params[i].set_data(model::stand_in(p.shape, fp32.dtype(options_.compute_dtype)));
+        model::set_float8_weight(params[i], {u.view(s.full, i), float8_inv_scale_.narrow(0, float8_weight, 1)});
+        const int64_t a = std::max(s.begin, p.offset), b = std::min(s.begin + u.shard_numel, p.offset + p.numel);
+        if (a < b) float8_pieces_.push_back({slices_.size(), float8_weight, a - s.begin, b - a});
+      }
+      at_rank += u.shard_numel;
+      slices_.push_back(std::move(s));
+      params_.push_back(std::move(params));
+      continue;
+    }
     s.full = flat.to(options_.compute_dtype);
     for (size_t i = 0; i < params.size(); ++i) {
       params[i].set_data(u.view(s.full, i));
@@ -105,10 +133,14 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
       hook_owners_.push_back(hook_gradient_accumulator(params_[k][i], [this, k, i] { on_gradient(k, i); }));
     }
   }
+  if (float8_weights > 0) gather();  // the float8 copies of the initial weights
 }
 
 ShardedModel::~ShardedModel() {
-  for (const std::vector<at::Tensor>& unit : params_) model::remove_gradient_slots(unit);
+  for (const std::vector<at::Tensor>& unit : params_) {
+    model::remove_gradient_slots(unit);
+    model::remove_float8_weights(unit);
+  }
 }
 
 void ShardedModel::gather() {
@@ -119,7 +151,29 @@ void ShardedModel::gather() {
 void ShardedModel::gather_async() {
   if (shard_.size() == 1) return;  // this rank's chunk is the whole unit
   complete_gathers();
-  for (size_t k = 0; k < units_.size(); ++k) gathers_[k] = shard_.all_gather(slices_[k].full, slices_[k].own_full());
+  cast_float8_chunks();
+  for (size_t k = 0; k < units_.size(); ++k) {
+    const UnitSlices& s = slices_[k];
+    gathers_[k] = units_[k].float8 ? shard_.all_gather(s.full.view(at::kByte), s.own_full().view(at::kByte))
+                                   : shard_.all_gather(s.full, s.own_full());
+  }
+}
+
+void ShardedModel::cast_float8_chunks() {
+  if (!float8_amax_.defined()) return;
+  c10::NoGradGuard no_grad;
+  // Each weight's amax over the whole weight: its pieces' here (a weight lies in one run of a chunk), then the
+  // maximum over the shard group. A rank without a piece of a weight contributes 0.
+  float8_amax_.zero_();
+  for (const Float8Piece& p : float8_pieces_) {
+    float8_amax_.narrow(0, p.weight, 1).copy_(model::float8::amax(slices_[p.unit].stage.narrow(0, p.at, p.count)));
+  }
+  shard_.all_reduce(float8_amax_, comm::ReduceOp::kMax).wait();
+  model::float8::inverse_scales(float8_amax_, float8_inv_scale_);
+  for (const Float8Piece& p : float8_pieces_) {
+    const UnitSlices& s = slices_[p.unit];
+    model::float8::cast_into(s.stage.narrow(0, p.at, p.count), float8_amax_.narrow(0, p.weight, 1), s.own_full().narrow(0, p.at, p.count));
+  }
 }
 
 void ShardedModel::wait_gathered(size_t unit) { gathers_[unit].wait(); }
@@ -130,7 +184,7 @@ void ShardedModel::complete_gathers() {
 
 void ShardedModel::refresh_compute_copy() {
   c10::NoGradGuard no_grad;
-  for (UnitSlices& s : slices_) s.own_full().copy_(s.master);
+  for (UnitSlices& s : slices_) s.compute_chunk().copy_(s.master);
   gather();
 }
 
@@ -321,7 +375,7 @@ ShardMemory ShardedModel::memory(int64_t states) const {
   m.master_bytes = master_all_.nbytes();
   m.grad_bytes = grad_all_.nbytes();
   m.optimizer_bytes = states * master_all_.nbytes();  // exp_avg and exp_avg_sq
-  for (const UnitSlices& s : slices_) m.gathered_bytes += s.full.nbytes();
+  for (const UnitSlices& s : slices_) m.gathered_bytes += s.full.nbytes() + (s.stage.defined() ? s.stage.nbytes() : 0);
   return m;
 }
 

@@ -165,7 +165,7 @@ void add_shards(AdamW& optimizer, const parallel::ShardedModel& model, double ba
       if (a >= b) continue;
       optimizer.add_segment(p.name + "@" + std::to_string(a - p.offset), s.master.narrow(0, a - lo, b - a), s.grad.narrow(0, a - lo, b - a),
                             mup_adam_rule(p.name, p.shape, base_weight_decay), s.exp_avg.narrow(0, a - lo, b - a),
-                            s.exp_avg_sq.narrow(0, a - lo, b - a), s.full.narrow(0, a, b - a));
+                            s.exp_avg_sq.narrow(0, a - lo, b - a), s.compute_chunk().narrow(0, a - lo, b - a));
     }
   }
 }

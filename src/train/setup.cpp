@@ -8,6 +8,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -222,10 +223,19 @@ RunModel build_run_model(const Options& opt, comm::ProcessGroups& groups, const 
   r.model->initialize(static_cast<uint64_t>(opt.seed));
   r.model->to(compute.device);
   r.model->set_compute_dtype(compute.dtype);
-  if (opt.precision == Precision::kFp8) r.float8 = model::describe(model::convert_to_float8(r.model, opt.fp8_min_features));
   // One backward per step: the gradients are kept in the compute dtype when no rank sums into them.
+  parallel::ShardingOptions sharding{compute.dtype, true, opt.grad_accum == 1};
+  if (opt.precision == Precision::kFp8) {
+    const model::Float8Conversion conversion = model::convert_to_float8(r.model, opt.fp8_min_features);
+    r.float8 = model::describe(conversion);
+    if (groups.shard().size() > 1 && !conversion.weights.empty()) {
+      r.float8 += "; the shard group gathers their weights as float8 e4m3";
+      const std::set<std::string> gathered(conversion.weights.begin(), conversion.weights.end());
+      sharding.float8_gather = [gathered](const std::string& name) { return gathered.count(name) > 0; };
+    }
+  }
   r.sharded = parallel::parallelize_and_shard(r.model, parallel::Parallelism{&groups.cp(), opt.model.recompute_every}, groups.shard(),
-                                              groups.dp(), parallel::ShardingOptions{compute.dtype, true, opt.grad_accum == 1});
+                                              groups.dp(), sharding);
   if (!opt.load_checkpoint.empty()) {  // names and shapes were checked by check_run_inputs
     parallel::load_masters(*r.sharded, opt.load_checkpoint, opt.load_checkpoint);
     r.sharded->refresh_compute_copy();

@@ -64,6 +64,8 @@ class BlockImpl : public torch::nn::Module {
 
   // The layer's weights [out, in] (for the MLP its first linear's, fc1, whose out is fc2's in).
   const at::Tensor& weight(BlockLinear layer) const;
+  // Every weight of the layer's products (the MLP's fc1 and fc2).
+  std::vector<at::Tensor> weights(BlockLinear layer) const;
   // Whether the layer's products run in float8 (model/float8.h); false until a conversion says so.
   void set_float8(BlockLinear layer, bool on) { float8_[static_cast<size_t>(layer)] = on; }
   bool float8(BlockLinear layer) const { return float8_[static_cast<size_t>(layer)]; }

@@ -40,6 +40,14 @@ struct Cast {
 };
 Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed, Input input = Input::kAsIs);
 
+// The row-major copy of cast() written into `out` (e4m3, x's numel, contiguous; x contiguous with a numel
+// that is a multiple of 16, any shape: it is cast as one flat run of values). The scale is not written.
+void cast_into(const at::Tensor& x, const at::Tensor& amax, const at::Tensor& out);
+
+// The dequantisation scales 1 / s, s = 448 / max(amax, 1e-12), of a vector of amaxes, into `inv_scale`: the
+// same IEEE operations as cast() (so the same bits).
+void inverse_scales(const at::Tensor& amax, const at::Tensor& inv_scale);
+
 namespace reference {  // the ATen compositions (CPU path; the kernels' reference)
 at::Tensor amax(const at::Tensor& x, Input input = Input::kAsIs);
 Cast cast(const at::Tensor& x, const at::Tensor& amax, bool rows, bool transposed, Input input = Input::kAsIs);

@@ -18,6 +18,7 @@ namespace ov::model {
 struct Float8Conversion {
   std::vector<std::string> converted;  // layer names ("qkv", ...), the same in every block
   std::vector<std::string> kept;       // "context_kv (in 24: not a multiple of 16)": the others, and why
+  std::vector<std::string> weights;    // the converted layers' weight parameters by name ("blocks.0.qkv.weight", ...)
 };
 
 Float8Conversion convert_to_float8(DiT& model, int64_t min_features);

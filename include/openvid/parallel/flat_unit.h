@@ -31,11 +31,12 @@ struct FlatParam {
 };
 
 struct FlatUnit {
-  std::string name;  // "blocks.<i>" or "root"
+  std::string name;  // "blocks.<i>", "blocks.<i>.float8" or "root"
   std::vector<FlatParam> params;
   int64_t extent = 0;       // end of the last parameter
   int64_t padded = 0;       // flat buffer length: a multiple of shard_size * kAlignElements
   int64_t shard_numel = 0;  // padded / shard_size: each rank's slice
+  bool float8 = false;      // its parameters are gathered as float8 e4m3 (parallel/sharded_model.h)
 
   // `flat` [padded] viewed as parameter i (its shape).
   at::Tensor view(const at::Tensor& flat, size_t i) const;
@@ -45,7 +46,9 @@ struct FlatUnit {
 };
 
 // The units of `module`'s parameters in registration order: "blocks.<i>.*" -> unit "blocks.<i>", the rest
-// -> "root" (wherever it appears), laid out for `shard_size` ranks.
-std::vector<FlatUnit> flat_units(const torch::nn::Module& module, int64_t shard_size);
+// -> "root" (wherever it appears), laid out for `shard_size` ranks. Parameters for which `float8(name)` holds
+// go to a unit of their own per block, "blocks.<i>.float8" (gathered as float8 bytes).
+std::vector<FlatUnit> flat_units(const torch::nn::Module& module, int64_t shard_size,
+                                 const std::function<bool(const std::string&)>& float8 = {});
 
 }  // namespace ov::parallel

@@ -20,9 +20,18 @@
 //
 // Parameters: the optimizer writes the updated masters, in the compute dtype, into this rank's chunk of
 // each unit's full buffer (the slice views of slices()); gather() all-gathers the chunks in place.
+//
+// Float8 all-gather (ShardingOptions::float8_gather, shard groups of several ranks): the weights whose products
+// run in float8 (model/float8.h) form units of their own ("blocks.<i>.float8"), gathered as e4m3 bytes, half
+// of bf16's. gather() takes each such weight's amax over its chunks on every rank (one all-reduce (max) of a
+// float per weight for the whole model), casts this rank's chunk with the weight's scale, and all-gathers the
+// bytes; the gathered copy and its scale are registered for the products (model/float8_weights.h), which then
+// compute exactly what one rank's casts of the whole weights give. Those parameters keep no values of their
+// own in the compute dtype (a stand-in without storage): their gathered memory is one byte per element.
 #include <ATen/core/Tensor.h>
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,9 +56,12 @@ struct ShardMemory {
 struct UnitSlices {
   at::Tensor master, grad, exp_avg, exp_avg_sq;
   at::Tensor ema;  // fp32 [shard_numel]: the masters' moving average, when enabled (enable_ema)
-  at::Tensor full;
+  at::Tensor full;   // [padded]: the compute dtype, or e4m3 for a float8 unit
+  at::Tensor stage;  // a float8 unit's: this rank's chunk in the compute dtype, cast into own_full() by gather()
   int64_t begin = 0;  // this rank's slice is [begin, begin + shard_numel) of the unit's flat buffer
   at::Tensor own_full() const { return full.narrow(0, begin, master.numel()); }
+  // Where the optimizer writes this rank's chunk in the compute dtype.
+  at::Tensor compute_chunk() const { return stage.defined() ? stage : own_full(); }
 };
 
 struct ShardingOptions {
@@ -63,6 +75,9 @@ struct ShardingOptions {
   // Shard groups of several ranks: full unit gradients whose reduce-scatter may be in flight at once during
   // backward; past it the oldest is waited for (on NCCL: by the compute stream, not the host) and released.
   int64_t max_reductions_in_flight = 2;
+  // Names of the parameters gathered as float8 e4m3 (see above): weights whose products run in float8. Used
+  // by shard groups of several ranks; a group of one rank gathers nothing.
+  std::function<bool(const std::string&)> float8_gather = nullptr;
 };
 
 // Full unit gradients (the fp32 buffers a shard group of several ranks sums into and reduce-scatters): how
@@ -142,6 +157,7 @@ class ShardedModel {
   void release_flat(size_t unit);  // waits for the unit's reduction, then frees its full gradient
   void complete_reductions();
   void complete_gathers();
+  void cast_float8_chunks();  // the float8 units' chunks, from their stages (collective: one all-reduce)
 
   comm::Communicator& shard_;
   comm::Communicator& dp_;
@@ -156,6 +172,14 @@ class ShardedModel {
   std::vector<size_t> launch_order_;
   std::deque<size_t> reducing_;  // units whose full gradient is being reduce-scattered, oldest first
   UnitGradientBuffers flats_;
+  // Float8 units: per weight, its amax and dequantisation scale (fp32 [weights]), and where this rank's chunks
+  // hold a piece of it (unit, offset and length in the unit's chunk).
+  struct Float8Piece {
+    size_t unit = 0;
+    int64_t weight = 0, at = 0, count = 0;
+  };
+  at::Tensor float8_amax_, float8_inv_scale_;
+  std::vector<Float8Piece> float8_pieces_;
   std::vector<std::shared_ptr<void>> hook_owners_;  // keeps the gradient accumulators (and their hooks) alive
   bool armed_ = false;
   bool summing_ = false;  // this step's slices already hold an earlier micro-batch's reduced gradients
