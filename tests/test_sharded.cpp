@@ -5,6 +5,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/GradMode.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <set>
 
 #include "openvid/comm/process_groups.h"
@@ -18,6 +21,7 @@
 #include "openvid/parallel/shard_io.h"
 #include "openvid/parallel/sharded_model.h"
 #include "openvid/runtime/mpi_session.h"
+#include "openvid/train/checkpoint.h"
 #include "openvid/train/optimizer.h"
 #include "tiny_model.h"
 
@@ -263,6 +267,60 @@ BOOST_AUTO_TEST_CASE(float8_all_gather_gives_one_rank_s_step) {
         BOOST_CHECK_MESSAGE(err < tolerance, "gradient of " << name << ": relative error " << err);
       }
       groups.finalize();
+    }
+  }
+}
+
+// A checkpoint of an fp8 run (the float8 units' own layout) resumes a bf16 run and the other way round: the
+// masters are full-size by name, and each moment is found by name in whichever unit the writer put it.
+BOOST_AUTO_TEST_CASE(float8_and_bf16_checkpoints_resume_each_other) {
+  const int world = ov::world_size();
+  const ov::ModelConfig cfg = tiny_model_config(true);
+  int pid = static_cast<int>(::getpid());
+  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);  // one directory for every rank
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / ("openvid_f8_resume_" + std::to_string(pid));
+  for (auto [fs, cp] : layouts_for(world)) {
+    for (const bool from_fp8 : {true, false}) {
+      BOOST_TEST_CONTEXT("fs=" << fs << " cp=" << cp << (from_fp8 ? ", fp8 -> bf16" : ", bf16 -> fp8")) {
+        if (ov::world_rank() == 0) std::filesystem::create_directories(dir);
+        MPI_Barrier(MPI_COMM_WORLD);
+        ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, fs, cp, ov::DeviceRequest::kCpu);
+        auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+        ov::model::DiT a(cfg), b(cfg);
+        randomize_parameters(*a, 7);
+        randomize_parameters(*b, 8);
+        const ov::model::Float8Conversion conversion = ov::model::convert_to_float8(a, 0);
+        ov::model::convert_to_float8(b, 0);
+        const std::set<std::string> converted(conversion.weights.begin(), conversion.weights.end());
+        ov::parallel::ShardingOptions fp8, bf16;
+        fp8.float8_gather = [&](const std::string& name) { return converted.count(name) > 0; };
+        ov::parallel::ShardedModel writer(*a, groups.shard(), groups.dp(), from_fp8 ? fp8 : bf16);
+        ov::parallel::ShardedModel reader(*b, groups.shard(), groups.dp(), from_fp8 ? bf16 : fp8);
+        {
+          c10::NoGradGuard no_grad;  // moments that are functions of the weights, so that any layout can check them
+          for (size_t k = 0; k < writer.units().size(); ++k) {
+            const ov::parallel::UnitSlices& s = writer.slices(k);
+            s.exp_avg.copy_(s.master * 3);
+            s.exp_avg_sq.copy_(s.master * s.master);
+          }
+        }
+        ov::train::CheckpointState state;
+        state.next_step = state.optimizer_steps = 5;
+        state.shard_files = static_cast<int>(groups.shard().size());
+        const std::string path = ov::train::write_checkpoint(dir.string(), state, writer, u, "", 1);
+        ov::train::read_checkpoint(path, reader, u);
+        reader.refresh_compute_copy();
+        const ov::model::TensorMap want = ov::parallel::full_masters(writer), got = ov::parallel::full_masters(reader);
+        for (const auto& [name, w] : want) BOOST_CHECK_MESSAGE(at::equal(got.at(name), w), "master of " << name);
+        for (size_t k = 0; k < reader.units().size(); ++k) {
+          const ov::parallel::UnitSlices& s = reader.slices(k);
+          BOOST_CHECK_MESSAGE(at::equal(s.exp_avg, s.master * 3), "exp_avg of unit " << reader.units()[k].name);
+          BOOST_CHECK_MESSAGE(at::equal(s.exp_avg_sq, s.master * s.master), "exp_avg_sq of unit " << reader.units()[k].name);
+        }
+        groups.finalize();
+        MPI_Barrier(MPI_COMM_WORLD);
+        if (ov::world_rank() == 0) std::filesystem::remove_all(dir);
+      }
     }
   }
 }

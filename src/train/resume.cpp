@@ -34,6 +34,10 @@ std::string resume_changes(const CheckpointState& st, const Options& now, int64_
   if (!length.empty()) {
     changes.push_back(length + " (the run now ends at step " + std::to_string(std::min(now.max_steps, int64_t{now.num_epochs} * steps_per_epoch_now)) + ")");
   }
+  if (before.precision != now.precision) {
+    changes.push_back("precision " + std::string(to_string(before.precision)) + " -> " + to_string(now.precision) +
+                      " (masters, moments and checkpoints are the same in every precision: only the arithmetic of the steps changes)");
+  }
   const int64_t step = st.next_step;
   const double lr_before = before.learning_rate * lr_multiplier(before.lr_scheduler_type, step, before.max_steps, before.warmup_steps);
   const double lr_now = now.learning_rate * lr_multiplier(now.lr_scheduler_type, step, now.max_steps, now.warmup_steps);
