@@ -92,6 +92,11 @@ BOOST_AUTO_TEST_CASE(the_float8_linear_equals_its_emulation_forward_and_backward
   BOOST_TEST(relative_error(b.grad(), g.sum(at::IntArrayRef{0, 1})) < 1e-6);
   // And float8 is an approximation of the linear layer: a few percent of it, not more.
   BOOST_TEST(relative_error(y, at::linear(x.detach(), w.detach(), b.detach())) < 0.08);
+
+  // An input without a gradient (kept as is and cast again in backward): the same weight gradient, to the bit.
+  const at::Tensor w2 = w.detach().clone().requires_grad_(true);
+  ops::float8_linear(x.detach(), w2, at::Tensor()).backward(g);
+  BOOST_TEST(at::equal(w2.grad(), w.grad()));
 }
 
 BOOST_AUTO_TEST_CASE(the_float8_mlp_equals_its_emulation_forward_and_backward) {

@@ -172,11 +172,16 @@ class Float8Linear : public torch::autograd::Function<Float8Linear> {
     const at::Tensor x2 = x.reshape({-1, in}).contiguous();
     at::Tensor aw;
     const float8::Cast cw = weight_rows(weight, aw);
-    const float8::Cast cx = float8::cast(x2, float8::amax(x2), true, weight.requires_grad());
+    // An input without a gradient (the text states of cross-attention's keys and values, the same tensor in
+    // every block) is kept by its owner anyway: it is saved as is and cast again in backward, rather than
+    // adding a float8 copy per block.
+    const bool keep_input = !x.requires_grad() && weight.requires_grad();
+    const at::Tensor ax = float8::amax(x2);
+    const float8::Cast cx = float8::cast(x2, ax, true, weight.requires_grad() && !keep_input);
     const at::Tensor y = product(cx.rows, cx.inv_scale, forward_weight(cw), cw.inv_scale, x.scalar_type(), bias.value_or(at::Tensor()), true);
     // A registered weight's copy is saved (a view of its owner's buffer); a cast one is cast again in backward.
     ctx->save_for_backward({cx.transposed, cx.inv_scale, weight, aw, bias.value_or(at::Tensor()), aw.defined() ? at::Tensor() : cw.rows,
-                            cw.inv_scale});
+                            cw.inv_scale, keep_input ? x2 : at::Tensor(), keep_input ? ax : at::Tensor()});
     ctx->saved_data["x_sizes"] = x.sizes().vec();
     return y.view(with_last(x.sizes(), out));
   }
@@ -185,8 +190,14 @@ class Float8Linear : public torch::autograd::Function<Float8Linear> {
   // copies exist, so it never lives beside them and the input gradient.
   static variable_list backward(AutogradContext* ctx, variable_list& grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &xt = saved[0], &x_inv = saved[1], &weight = saved[2], &aw = saved[3], &bias = saved[4];
+    const at::Tensor &weight = saved[2], &aw = saved[3], &bias = saved[4];
     const float8::Cast cw{saved[5], at::Tensor(), saved[6]};
+    at::Tensor xt = saved[0], x_inv = saved[1];
+    if (saved[7].defined()) {  // the input, kept as is: its transposed copy as the forward's cast would have made it
+      const float8::Cast c = float8::cast(saved[7], saved[8], false, true);
+      xt = c.transposed;
+      x_inv = c.inv_scale;
+    }
     const std::vector<int64_t> x_sizes = ctx->saved_data["x_sizes"].toIntVector();
     at::Tensor g = grads[0].reshape({-1, weight.size(0)}).contiguous();
     const bool need_dx = ctx->needs_input_grad(0), need_dw = ctx->needs_input_grad(1) && xt.defined();

@@ -12,7 +12,8 @@
 // transposed copies of its operands have their token count padded to a multiple of 16 with zeros.
 //
 // Memory: a float8 linear saves for backward its input's transposed float8 copy (half the bytes of the bf16
-// input other linears save) and its scale; weights are cast again in backward from the bf16 weight (alive
+// input other linears save) and its scale, or, for an input that needs no gradient (text states, shared by
+// every block and kept by their owner), the input itself, cast again in backward; weights are cast again in backward from the bf16 weight (alive
 // anyway) with the forward's amax, so the cast is the same to the bit. Backward drops the bf16 output
 // gradient as soon as its float8 copies exist, and the MLP casts GELU's output from GELU's input, so no
 // moment of a float8 layer holds more than its bf16 twin does.
