@@ -3,7 +3,8 @@
 # from the same seed, on the same synthetic dataset (the quick start's learnable classes at the bench's shapes:
 # latent 16x64x64 = 8,208 tokens with registers, text 512 x 4096), with held-out evaluation. Run on the GPU machine
 # after a build of build-gpu/ (bench/step_bench.sh or bench/gpu_check.sh make one):
-#   bash bench/fp8_tracking.sh            (WIDTH, DEPTH, STEPS, BATCH override; OUT receives the metrics and the plot)
+#   bash bench/fp8_tracking.sh            (WIDTH, DEPTH, STEPS, BATCH, SAMPLES, HELDOUT, EVAL_BATCHES override; OUT
+#                                         receives the metrics; session 10's run used SAMPLES=64 HELDOUT=0.1 EVAL_BATCHES=3)
 # Bars (the float8 issue; docs/gpu.md): every fp8 step finite, the mean loss of the last 100 steps within 0.5%
 # (relative) of bf16's, the final held-out eval loss within 1%.
 set -uo pipefail
@@ -13,10 +14,10 @@ rm -rf "$out"; mkdir -p "$out"
 steps=${STEPS:-1000}
 for p in bf16 fp8; do
   t0=$SECONDS
-  mpiexec -n 1 build-gpu/openvid_mpi --config config/quickstart.ini --fake_samples 64 --fake_latent_shape 16x64x64 \
+  mpiexec -n 1 build-gpu/openvid_mpi --config config/quickstart.ini --fake_samples "${SAMPLES:-128}" --fake_latent_shape 16x64x64 \
     --fake_text_tokens 512 --model_text_dim 4096 --model_width "${WIDTH:-2048}" --model_depth "${DEPTH:-4}" --model_head_dim 128 \
     --batch_size "${BATCH:-2}" --max_steps "$steps" --num_epochs 100000 --learning_rate 3e-3 --warmup_steps 50 --log_every 1 \
-    --evaluate_every "$((steps / 4))" --eval_batches 3 --heldout_fraction 0.1 --write_checkpoints false --device cuda --precision "$p" \
+    --evaluate_every "$((steps / 4))" --eval_batches "${EVAL_BATCHES:-16}" --heldout_fraction "${HELDOUT:-0.25}" --write_checkpoints false --device cuda --precision "$p" \
     --run_dir "$out/$p" --run_name track > "$out/$p.log" 2>&1 || { echo "$p run failed:"; tail -20 "$out/$p.log"; exit 1; }
   echo "$p: $steps steps in $((SECONDS - t0)) s; $(grep -m1 '^float8 products' "$out/$p.log")"
 done

@@ -7,6 +7,8 @@
 #include <cmath>
 
 #include "openvid/model/float8.h"
+#include "openvid/model/float8_conversion.h"
+#include "tiny_model.h"
 
 namespace f8 = ov::model::float8;
 namespace ops = ov::model::ops;
@@ -132,4 +134,21 @@ BOOST_AUTO_TEST_CASE(bf16_inputs_give_bf16_outputs_close_to_the_bf16_linear) {
   BOOST_TEST(w.grad().scalar_type() == at::kBFloat16);
   BOOST_TEST(relative_error(y, at::linear(x.detach(), w.detach())) < 0.08);
   BOOST_TEST(relative_error(w.grad(), at::ones({36, 32}, at::kBFloat16).t().mm(x.detach().reshape({-1, 64}))) < 0.08);
+}
+
+// The conversion: every block linear of a model at least --fp8_min_features wide, none of a narrower one, and
+// the start line says which and why.
+BOOST_AUTO_TEST_CASE(the_conversion_follows_the_model_width) {
+  const ov::ModelConfig cfg = tiny_model_config();
+  ov::model::DiT narrow(cfg), wide(cfg);
+  const ov::model::Float8Conversion none = ov::model::convert_to_float8(narrow, cfg.width + 16);
+  BOOST_TEST(none.converted.empty());
+  BOOST_TEST(none.weights.empty());
+  BOOST_TEST(ov::model::describe(none).find("model width " + std::to_string(cfg.width) + " under --fp8_min_features " +
+                                            std::to_string(cfg.width + 16)) != std::string::npos);
+  for (int64_t b = 0; b < narrow->num_blocks(); ++b) BOOST_TEST(!narrow->block(b)->float8(ov::model::BlockLinear::kQkv));
+  const ov::model::Float8Conversion all = ov::model::convert_to_float8(wide, cfg.width);
+  BOOST_TEST(!all.converted.empty());
+  for (const std::string& kept : all.kept) BOOST_TEST(kept.find("multiples of 16") != std::string::npos);  // only misfits
+  for (int64_t b = 0; b < wide->num_blocks(); ++b) BOOST_TEST(wide->block(b)->float8(ov::model::BlockLinear::kQkv));
 }

@@ -22,8 +22,8 @@ Float8Conversion convert_to_float8(DiT& model, int64_t min_features) {
     std::string why;
     if (!float8::fits(in, out)) {
       why = "in " + std::to_string(in) + ", out " + std::to_string(out) + ": not both multiples of 16";
-    } else if (std::min(in, out) < min_features) {
-      why = "in " + std::to_string(in) + ", out " + std::to_string(out) + ": under --fp8_min_features " + std::to_string(min_features);
+    } else if (model->config().width < min_features) {
+      why = "model width " + std::to_string(model->config().width) + " under --fp8_min_features " + std::to_string(min_features);
     }
     for (int64_t b = 0; b < model->num_blocks(); ++b) model->block(b)->set_float8(layer, why.empty());
     if (why.empty()) {
