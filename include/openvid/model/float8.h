@@ -5,7 +5,7 @@
 // way of at::_scaled_mm; products accumulate in fp32 and come out in the input's dtype. Everything around
 // them (bias, GELU, the gradients' dtypes, gradient slots) is as in model/linear.h and model/block_ops.h.
 //
-// The casts run as openvid's kernels (kernels/float8.h) for bf16 CUDA tensors, and as the ATen composition
+// Casts in float8.cpp, the layers in float8_layers.cpp. The casts run as openvid's kernels (kernels/float8.h) for bf16 CUDA tensors, and as the ATen composition
 // below otherwise (CPUs, where ATen's float8 casts and _scaled_mm run too, so the numerics are tested there).
 // Layouts, as cuBLASLt's float8 products want them: the left operand row-major, the right one column-major,
 // the contracted dimension a multiple of 16. The weight-gradient product contracts over the tokens, so the
@@ -20,6 +20,10 @@
 #include <ATen/core/Tensor.h>
 
 namespace ov::model::float8 {
+
+// Whether x's casts run as openvid's kernels (bf16 on CUDA, contiguous, 16-byte aligned, rows of a multiple of
+// 16 values; fused kernels enabled), rather than as the ATen composition.
+bool runs_on_kernels(const at::Tensor& x);
 
 // In and out features a float8 product takes (multiples of 16).
 bool fits(int64_t in_features, int64_t out_features);
