@@ -162,6 +162,26 @@ BOOST_AUTO_TEST_CASE(unknown_and_malformed_options_give_one_clear_line) {
   BOOST_CHECK_MESSAGE(contains(e, "'run.ini'") && contains(e, "--dataset PATH"), e);
 }
 
+// A typo gets the near option name; a word like no option gets none.
+BOOST_AUTO_TEST_CASE(unknown_options_get_the_near_name) {
+  std::string e = error_of({"--learning-rat", "1e-3"});
+  BOOST_CHECK_MESSAGE(contains(e, "unrecognised option '--learning_rat' (did you mean --learning_rate?) (see --help)"), e);
+  e = error_of({"--evalute_every", "5"});
+  BOOST_CHECK_MESSAGE(contains(e, "(did you mean --evaluate_every?)"), e);
+  e = error_of({"--precison", "bf16"});
+  BOOST_CHECK_MESSAGE(contains(e, "(did you mean --precision?)"), e);
+  e = error_of({"--bogus", "1"});
+  BOOST_CHECK_MESSAGE(!contains(e, "did you mean"), e);
+  // Keys of a config file too.
+  try {
+    ov::options_from_ini("lerning_rate = 0.1\n", "run.ini");
+    e = "";
+  } catch (const ov::InputError& error) {
+    e = error.what();
+  }
+  BOOST_CHECK_MESSAGE(contains(e, "unknown key(s) 'lerning_rate' (did you mean --learning_rate?)"), e);
+}
+
 BOOST_AUTO_TEST_CASE(abbreviations_are_rejected_and_aliases_are_listed) {
   // Boost's default would complete these prefixes to --learning_rate and --model_depth.
   std::string e = error_of({"--learning-rat", "1e-3"});

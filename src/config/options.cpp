@@ -39,6 +39,52 @@ std::string canonical_name(std::string name) {
   return it == aliases().end() ? name : it->second;
 }
 
+// The option name nearest to `word` by edit distance (over '_' and '-' alike), when it is near enough to be a
+// typo of it: within a third of the word's length (at least 2). Boost offers near names only for
+// ambiguous prefixes, not for unknown names.
+std::string nearest_option(const po::options_description& desc, std::string word) {
+  while (!word.empty() && word.front() == '-') word.erase(0, 1);
+  word = canonical_name(word);
+  auto distance = [](const std::string& a, const std::string& b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+      size_t diagonal = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= b.size(); ++j) {
+        const size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        diagonal = up;
+      }
+    }
+    return row[b.size()];
+  };
+  std::string best;
+  size_t best_distance = std::max<size_t>(2, word.size() / 3) + 1;
+  for (const auto& option : desc.options()) {
+    const std::string name = option->long_name();
+    const size_t d = distance(word, name);
+    if (d < best_distance) {
+      best_distance = d;
+      best = name;
+    }
+  }
+  return best;
+}
+
+// " (did you mean --x?)" for an unknown option with a near name, else "".
+std::string suggestion(const po::options_description& desc, const std::string& word) {
+  const std::string near = nearest_option(desc, word);
+  return near.empty() ? "" : " (did you mean --" + near + "?)";
+}
+
+// Boost's message for a command-line error, with the near option name of an unknown one.
+std::string command_line_error(const po::options_description& desc, const po::error& e) {
+  const auto* unknown = dynamic_cast<const po::unknown_option*>(&e);
+  return std::string(e.what()) + (unknown != nullptr ? suggestion(desc, unknown->get_option_name()) : "") + " (see --help)";
+}
+
+
 template <typename T>
 std::string to_text(const T& v) {
   if constexpr (std::is_enum_v<T>) {
@@ -162,7 +208,7 @@ void canonicalise_file_keys(po::parsed_options& parsed, const po::options_descri
   }
   if (!unknown.empty()) {
     std::string list;
-    for (const auto& k : unknown) list += (list.empty() ? "'" : ", '") + k + "'";
+    for (const auto& k : unknown) list += (list.empty() ? "'" : ", '") + k + "'" + suggestion(desc, k);
     throw InputError("config file '" + file + "': unknown key(s) " + list + " (see --help for the option names)");
   }
 }
@@ -204,7 +250,7 @@ void parse_tool_command_line(const po::options_description& desc, int argc, char
     po::store(po::command_line_parser(argc, argv).options(desc).style(kCommandLineStyle).run(), vm);
     if (!vm.count("help")) po::notify(vm);
   } catch (const po::error& e) {
-    throw InputError(std::string(e.what()) + " (see --help)");
+    throw InputError(command_line_error(desc, e));
   }
 }
 
@@ -222,7 +268,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
     po::store(po::command_line_parser(normalise_command_line(args)).options(with_stray).positional(positional).style(kCommandLineStyle).run(),
              vm);
   } catch (const po::error& e) {
-    throw InputError(std::string(e.what()) + " (see --help)");
+    throw InputError(command_line_error(desc->all, e));
   }
   if (vm.count("stray-words")) {
     std::string words;
