@@ -30,9 +30,15 @@ save_file({"text_states": text[:classes].contiguous()}, f"{work}/text.safetensor
 def sample(guidance, seed, name, ranks=0, extra=()):
     out = f"{work}/{name}.safetensors"
     launch = [mpiexec, "--oversubscribe", "-n", str(ranks)] if ranks else []
-    subprocess.run(launch + [sample_bin, "--config", f"{run}/config.ini", "--weights", f"{run}/model.safetensors", "--text_states",
-                    f"{work}/text.safetensors", "--shape", f"{frames}x{height}x{width}", "--steps", "20", "--guidance",
-                    str(guidance), "--seed", str(seed), "--out", out, *extra], check=True)
+    done = subprocess.run(launch + [sample_bin, "--config", f"{run}/config.ini", "--weights", f"{run}/model.safetensors", "--text_states",
+                           f"{work}/text.safetensors", "--shape", f"{frames}x{height}x{width}", "--steps", "20", "--guidance",
+                           str(guidance), "--seed", str(seed), "--out", out, *extra], check=True, stdout=subprocess.PIPE, text=True)
+    print(done.stdout, end="")
+    # Not a terminal: whole progress lines (a Slurm log must not run them together with carriage returns).
+    progress = [line for line in done.stdout.split("\n") if "sampling: step" in line]
+    if "\r" in done.stdout or not progress or any(not line.startswith("sampling: step ") for line in progress) or progress[-1] != "sampling: step 20/20":
+        print(f"FAIL: progress into a pipe is not whole lines: {progress!r}")
+        sys.exit(1)
     return load_file(out)["latents"]
 
 

@@ -13,6 +13,8 @@
 // per sample) and prompts.txt. The same seed gives the same latents on any device. Under mpirun -np N the N
 // ranks sample together with context parallelism (each its slice of the latent frames, attention over all
 // of them, as in training): the same latents as one process, for videos longer than one device holds.
+#include <unistd.h>
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <boost/program_options.hpp>
@@ -234,8 +236,13 @@ int sample(int argc, char** argv) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const at::Tensor noise = at::normal(0.0, 1.0, {text.size(0), options.model.in_channels, frames, height, width}, gen);
   if (rank == 0) {
-    so.progress = [](int64_t done, int64_t steps) {
-      std::cout << "\rsampling: step " << done << "/" << steps << (done == steps ? "\n" : "") << std::flush;
+    // A terminal gets one line redrawn in place; a file or pipe (a Slurm log) whole lines, about ten per batch.
+    so.progress = [terminal = ::isatty(STDOUT_FILENO) == 1](int64_t done, int64_t steps) {
+      if (terminal) {
+        std::cout << "\rsampling: step " << done << "/" << steps << (done == steps ? "\n" : "") << std::flush;
+      } else if (done == 1 || done == steps || done % std::max<int64_t>(1, steps / 10) == 0) {
+        std::cout << "sampling: step " << done << "/" << steps << "\n" << std::flush;
+      }
     };
   }
   const int64_t tp = options.model.time_patch;
