@@ -117,10 +117,27 @@ int Trainer::run() {
   const bool root = d.u.rank() == 0;
   const data::Manifest& manifest = d.data.dataset->manifest();
   const RunEnd end = run_end(d.opt, d.data.sampler->steps_per_epoch());  // why the run ends where it does, said at the start and the end
-  const Cadence cadence{end.last_step,        d.opt.log_every,    d.opt.evaluate_every,
-                        d.opt.checkpoint_every, d.opt.sample_every, d.opt.write_checkpoints};
+  // No held-out samples (a small --heldout_fraction of small buckets rounds to none): evaluation and samples,
+  // which draw from them, are off, said once at the start, rather than an eval loss of nan or a failure at the
+  // first sampling step; checkpoints keep the cadence evaluation would have given them.
+  const bool no_heldout = d.data.eval_batches.empty() && (d.opt.evaluate_every > 0 || d.opt.sample_every > 0);
+  const int64_t checkpoint_every =
+      no_heldout && d.opt.checkpoint_every == 0 && d.opt.evaluate_every > 0 ? d.opt.evaluate_every : d.opt.checkpoint_every;
+  const Cadence cadence{end.last_step,    d.opt.log_every,           no_heldout ? 0 : d.opt.evaluate_every,
+                        checkpoint_every, no_heldout ? 0 : d.opt.sample_every, d.opt.write_checkpoints};
   const double peak = d.opt.peak_tflops > 0 ? d.opt.peak_tflops : device_peak_tflops(d.compute.device, d.compute.dtype == at::kBFloat16);
   if (root) print_run_start(d.opt, d.u, d.data, d.compute, d.m, end, peak, d.run_dir);
+  if (root && no_heldout) {
+    std::cout << "warning: no held-out samples (--heldout_fraction " << d.opt.heldout_fraction << " of each bucket rounds to none): "
+              << (d.opt.evaluate_every > 0 ? "evaluation (--evaluate_every " + std::to_string(d.opt.evaluate_every) + ")" : std::string())
+              << (d.opt.evaluate_every > 0 && d.opt.sample_every > 0 ? " and " : "")
+              << (d.opt.sample_every > 0 ? "samples (--sample_every " + std::to_string(d.opt.sample_every) + ")" : std::string())
+              << " are off"
+              << (d.opt.write_checkpoints && checkpoint_every > 0 ? "; checkpoints stay every " + std::to_string(checkpoint_every) + " steps"
+                                                                   : std::string())
+              << ". Raise --heldout_fraction (a bucket of N samples holds out round(N x fraction)) to have them\n"
+              << std::flush;
+  }
   RunLog log(d.run_dir, root, peak, d.u.size(), d.compute.device, d.start_step);
   // The trained weights, with the reference's names, for the reference trainer and openvid_modelcheck.
   const std::string export_path = d.run_dir + "/model.safetensors";
