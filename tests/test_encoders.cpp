@@ -78,6 +78,11 @@ BOOST_AUTO_TEST_CASE(t5_bad_inputs_name_the_file) {
   std::string e;
   e = error_of([] { ov::text::T5Encoder("/nonexistent/text_encoder_2", at::kCPU, at::kFloat); });
   BOOST_TEST(has(e, "/nonexistent/text_encoder_2"));
+  // A file of the folder (the tokenizer model) where the folder is wanted: said so, with the folder.
+  const std::string t5 = std::string(OPENVID_FIXTURES_DIR) + "/t5_tiny";
+  e = error_of([&] { ov::text::T5Encoder(t5 + "/spiece.model", at::kCPU, at::kFloat); });
+  BOOST_TEST(has(e, "is a file, not a folder (the folder holding it is '" + t5 + "')"), e);
+  BOOST_TEST(!has(e, "does not exist"), e);
   // A folder whose weights are not the config's (a DiT checkpoint beside a T5 config).
   TempDir d;
   fs::copy_file(kFixture + "/config.json", d.path / "config.json");

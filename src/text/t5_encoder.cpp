@@ -110,7 +110,10 @@ std::map<std::string, std::vector<int64_t>> weight_shapes(const T5Config& c) {
 
 T5Encoder::T5Encoder(const std::string& folder, const at::Device& device, at::ScalarType dtype) : device_(device), dtype_(dtype) {
   if (!fs::is_directory(folder)) {
-    throw InputError("T5 encoder folder '" + folder + "' does not exist: pass a Hugging Face T5 encoder folder (config.json and "
+    const std::string what = fs::exists(folder) ? "is a file, not a folder" : "does not exist";
+    const std::string parent = fs::path(folder).parent_path().string();
+    const std::string hint = fs::exists(folder) && !parent.empty() ? " (the folder holding it is '" + parent + "')" : "";
+    throw InputError("T5 encoder folder '" + folder + "' " + what + hint + ": pass a Hugging Face T5 encoder folder (config.json and "
                      "model*.safetensors, e.g. FLUX.1-dev's text_encoder_2/)");
   }
   config_ = read_t5_config((fs::path(folder) / "config.json").string());
