@@ -13,6 +13,7 @@
 #include <iostream>
 #include <string>
 
+#include "openvid/video/png.h"
 #include "openvid/video/video_io.h"
 
 namespace {
@@ -79,6 +80,10 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 4096; ++i) corrupt.put(static_cast<char>((i * 7919) % 251));
   }
   std::ofstream(dir / "empty.mp4").close();
+  {  // a still image under a video's name
+    const std::string png = ov::video::encode_png(at::full({48, 64, 3}, 120, at::kByte));
+    std::ofstream(dir / "photo.mp4", std::ios::binary).write(png.data(), static_cast<std::streamsize>(png.size()));
+  }
   std::string lengthy = "A very long caption:";
   for (int i = 0; i < 400; ++i) lengthy += " the red square slides slowly to the right over a grey background";
   std::ofstream csv(dir / "clips.csv");
@@ -90,6 +95,7 @@ int main(int argc, char** argv) {
       << "short.mp4,too short a clip,5.0,1.0,0.97,static,3,24,0.13\n"
       << "corrupt.mp4,random bytes,5.0,1.0,0.97,static,40,24,1.67\n"
       << "empty.mp4,an empty file,5.0,1.0,0.97,static,40,24,1.67\n"
+      << "photo.mp4,a photo renamed,5.0,1.0,0.97,static,40,24,1.67\n"
       << "missing.mp4,a file that is not there,5.0,1.0,0.97,static,40,24,1.67\n"
       << "low_score.mp4,an ugly clip,3.1,1.0,0.97,static,40,24,1.67\n"
       << "square_red.mp4,no score,n/a,1.0,0.97,static,40,24,1.67\n";

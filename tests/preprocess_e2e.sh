@@ -18,7 +18,7 @@ run() {  # run OUT [extra options]: the preprocessing job on 2 ranks
 }
 run "$work/data" > "$work/run1.log" 2>&1 || { cat "$work/run1.log"; fail "the preprocessing job failed"; }
 cat "$work/run1.log"
-grep -q "preprocess: 4 of 10 clips kept (t2_h8_w8: 3, t2_h8_w12: 1); 4 skipped (missing: 1, too short: 1, unreadable: 2), 2 filtered out" "$work/run1.log" ||
+grep -q "preprocess: 4 of 11 clips kept (t2_h8_w8: 3, t2_h8_w12: 1); 5 skipped (missing: 1, not a video: 1, too short: 1, unreadable: 2), 2 filtered out" "$work/run1.log" ||
   fail "unexpected counts in the summary"
 "$py" - "$work/data" <<'PY' || fail "the report or the dataset is not what the inputs give"
 import json, sys, h5py, numpy as np
@@ -27,10 +27,14 @@ rep = json.load(open(f"{d}/preprocess_report.json"))
 reasons = {s["video"]: (s["kind"], s["reason"]) for s in rep["skipped_clips"]}
 assert reasons["missing.mp4"][0] == "missing", reasons
 assert reasons["short.mp4"][0] == "too short" and "too short" in reasons["short.mp4"][1], reasons
+assert reasons["photo.mp4"][0] == "not a video" and "still image" in reasons["photo.mp4"][1], reasons
+# Records and lines differ after the caption that holds a line break (record 4, lines 5-6).
+where = {s["video"]: (s["row"], s["line"]) for s in rep["skipped_clips"]}
+assert where["short.mp4"] == (5, 7) and where["missing.mp4"] == (9, 11), where
 assert reasons["corrupt.mp4"][0] == "unreadable" and "corrupt.mp4" in reasons["corrupt.mp4"][1], reasons
 assert reasons["empty.mp4"][0] == "unreadable", reasons
 filtered = {f["row"]: f["reason"] for f in rep["filtered_out_clips"]}
-assert "filtered out by 'aesthetic score>=4' (3.1)" in filtered[9] and "not a number" in filtered[10], filtered
+assert "filtered out by 'aesthetic score>=4' (3.1)" in filtered[10] and "not a number" in filtered[11], filtered
 assert any("caption cut to 511 tokens" in n for n in rep["notes"]), rep["notes"]
 assert any("caption stored cut to 256 bytes" in n for n in rep["notes"]), rep["notes"]
 m = json.load(open(f"{d}/dataset.json"))
@@ -81,7 +85,11 @@ timeout -k 5 240 bash -c "$(declare -f many); mpiexec=$mpiexec preprocess=$prepr
 setsid bash -c "$(declare -f many); mpiexec=$mpiexec preprocess=$preprocess work=$work fixtures=$fixtures many $work/killed" > "$work/killed.log" 2>&1 &
 job=$!
 for _ in $(seq 600); do [ -e "$work/killed/part-00002.json" ] && break; sleep 0.05; done
-kill -KILL -- "-$job" 2>/dev/null; wait "$job" 2>/dev/null
+# mpiexec's ranks may live outside its process group: kill them by their command line too, and wait until
+# none is left, so that nothing of the killed job finishes behind the restart's back.
+kill -KILL -- "-$job" 2>/dev/null; pkill -KILL -f -- "--out $work/killed --bucket" 2>/dev/null; wait "$job" 2>/dev/null
+for _ in $(seq 100); do pgrep -f -- "--out $work/killed --bucket" > /dev/null || break; sleep 0.1; done
+pgrep -f -- "--out $work/killed --bucket" > /dev/null && fail "the killed job's ranks are still running"
 parts=$(ls "$work/killed" | grep -c '^part-.*\.json$')
 echo "killed with $parts of 24 parts recorded; dataset.json there: $([ -e "$work/killed/dataset.json" ] && echo yes || echo no)"
 timeout -k 5 240 bash -c "$(declare -f many); mpiexec=$mpiexec preprocess=$preprocess work=$work fixtures=$fixtures many $work/killed" \
@@ -100,6 +108,13 @@ PY
 # A restart with other options is refused, naming the record.
 run "$work/data" --target_fps 12 > "$work/run3.log" 2>&1 && fail "a restart with other options was accepted"
 grep -q "holds a preprocessing job with other options" "$work/run3.log" || { cat "$work/run3.log"; fail "no clear message for changed options"; }
+# The same command on the finished folder is refused (exit 2) and rewrites nothing.
+before=$(cd "$work/data" && ls -l --time-style=+%s.%N && md5sum dataset.json)
+run "$work/data" > "$work/run4.log" 2>&1
+rc=$?
+[ $rc -eq 2 ] && grep -q "already holds a finished dataset (.*dataset.json, made by this very command): train on it with --dataset" "$work/run4.log" ||
+  { cat "$work/run4.log"; fail "a finished dataset folder was not refused with exit 2 (got $rc)"; }
+[ "$(cd "$work/data" && ls -l --time-style=+%s.%N && md5sum dataset.json)" = "$before" ] || fail "the refused run touched the finished folder"
 # The trainer trains on the dataset.
 timeout -k 5 240 "$mpiexec" --oversubscribe -n 2 "$ovmpi" --dataset "$work/data" --device cpu --run_dir "$work/runs" --run_name e2e \
   --batch_size 1 --heldout_fraction 0 --max_steps 6 --warmup_steps 1 --num_epochs 100 --log_every 1 --evaluate_every 0 --model_width 32 --model_depth 1 --model_head_dim 16 \

@@ -25,6 +25,10 @@ BOOST_AUTO_TEST_CASE(csv_follows_rfc4180) {
   BOOST_TEST(rows[2][1] == "say \"hi\"\nthen go");
   BOOST_TEST(rows[3][1] == "");
   BOOST_TEST(rows[3][2] == "3");
+  // Each row's first line: the quoted line break makes b.mp4 two lines, the blank line one more.
+  std::vector<int64_t> lines;
+  pp::read_csv(d.file("a.csv"), &lines);
+  BOOST_TEST(lines == (std::vector<int64_t>{1, 2, 3, 6}), boost::test_tools::per_element());
   std::ofstream(d.file("bad.csv")) << "video,caption\na.mp4,\"open\nb.mp4,x\n";
   BOOST_TEST(has(error_of([&] { pp::read_csv(d.file("bad.csv")); }), "the quote opened on line 2 is never closed"));
   std::ofstream(d.file("bad2.csv")) << "video,caption\na.mp4,ab\"c\n";

@@ -11,7 +11,7 @@
 
 namespace ov::preprocess {
 
-std::vector<std::vector<std::string>> read_csv(const std::string& path) {
+std::vector<std::vector<std::string>> read_csv(const std::string& path, std::vector<int64_t>* lines) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError("clip list '" + path + "' cannot be read");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -19,7 +19,7 @@ std::vector<std::vector<std::string>> read_csv(const std::string& path) {
   std::vector<std::string> row;
   std::string field;
   bool quoted = false, was_quoted = false;
-  int64_t line = 1, quote_line = 0;
+  int64_t line = 1, quote_line = 0, row_line = 1;
   auto end_field = [&] {
     row.push_back(std::move(field));
     field.clear();
@@ -27,7 +27,10 @@ std::vector<std::vector<std::string>> read_csv(const std::string& path) {
   };
   auto end_row = [&] {
     end_field();
-    if (!(row.size() == 1 && row[0].empty())) rows.push_back(std::move(row));  // blank lines are skipped
+    if (!(row.size() == 1 && row[0].empty())) {  // blank lines are skipped
+      rows.push_back(std::move(row));
+      if (lines != nullptr) lines->push_back(row_line);
+    }
     row.clear();
   };
   for (size_t i = 0; i < text.size(); ++i) {
@@ -53,7 +56,7 @@ std::vector<std::vector<std::string>> read_csv(const std::string& path) {
     } else if (c == '\n' || c == '\r') {
       if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
       end_row();
-      ++line;
+      row_line = ++line;
     } else {
       if (was_quoted) throw InputError("clip list '" + path + "', line " + std::to_string(line) + ": text after a quoted field's closing quote");
       field += c;
@@ -102,7 +105,8 @@ bool passes(double v, const Filter& f) {
 
 ClipList read_clip_list(const std::string& path, const std::string& video_column, const std::string& caption_column,
                         const std::vector<Filter>& filters) {
-  const auto rows = read_csv(path);
+  std::vector<int64_t> lines;
+  const auto rows = read_csv(path, &lines);
   if (rows.empty()) throw InputError("clip list '" + path + "' is empty: it needs a header row naming its columns");
   const std::vector<std::string>& header = rows[0];
   std::map<std::string, size_t> index;
@@ -124,6 +128,7 @@ ClipList read_clip_list(const std::string& path, const std::string& video_column
     const std::vector<std::string>& row = rows[r];
     Clip clip;
     clip.row = static_cast<int64_t>(r);
+    clip.line = lines[r];
     clip.video = video < row.size() ? row[video] : "";
     clip.caption = caption < row.size() ? row[caption] : "";
     std::string reason;

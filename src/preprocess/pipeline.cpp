@@ -70,7 +70,7 @@ std::string part_name(int64_t p, const char* ext) {
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 struct Skip {
-  int64_t row = 0;
+  int64_t row = 0, line = 0;  // the CSV record and its first line in the file
   std::string video, kind, reason;
 };
 
@@ -86,7 +86,7 @@ Decoded decode_clip(const Clip& clip, const PreprocessOptions& o) {
   const auto t0 = Clock::now();
   Decoded d;
   auto skip = [&](const char* kind, const std::string& reason) {
-    d.skip = Skip{clip.row, clip.video, kind, reason};
+    d.skip = Skip{clip.row, clip.line, clip.video, kind, reason};
     d.seconds = seconds_since(t0);
     return d;
   };
@@ -103,7 +103,8 @@ Decoded decode_clip(const Clip& clip, const PreprocessOptions& o) {
     d.video = video::to_unit_range(rgb);
   } catch (const InputError& e) {
     const std::string what = e.what();
-    return skip(what.find("too short") != std::string::npos ? "too short" : "unreadable", what);
+    const bool not_video = what.find("is not a video") != std::string::npos || what.find("has no decodable video stream") != std::string::npos;
+    return skip(not_video ? "not a video" : what.find("too short") != std::string::npos ? "too short" : "unreadable", what);
   }
   d.seconds = seconds_since(t0);
   return d;
@@ -179,9 +180,9 @@ json process_part(int64_t p, const std::vector<Clip>& clips, size_t first, size_
         bool cut = false;
         const std::vector<int64_t> row = enc.tokenizer.encode(c.caption, o.text_tokens, &cut);
         std::copy(row.begin(), row.end(), ids[static_cast<int64_t>(m - k)].data_ptr<int64_t>());
-        if (cut) notes.push_back("row " + std::to_string(c.row) + " (" + c.video + "): caption cut to " + std::to_string(o.text_tokens - 1) + " tokens and EOS");
+        if (cut) notes.push_back("row " + std::to_string(c.row) + " (line " + std::to_string(c.line) + ", " + c.video + "): caption cut to " + std::to_string(o.text_tokens - 1) + " tokens and EOS");
         if (static_cast<int64_t>(c.caption.size()) > o.caption_bytes) {
-          notes.push_back("row " + std::to_string(c.row) + " (" + c.video + "): caption stored cut to " + std::to_string(o.caption_bytes) + " bytes");
+          notes.push_back("row " + std::to_string(c.row) + " (line " + std::to_string(c.line) + ", " + c.video + "): caption stored cut to " + std::to_string(o.caption_bytes) + " bytes");
         }
       }
       states.push_back(enc.text.encode(ids).cpu());
@@ -211,7 +212,9 @@ json process_part(int64_t p, const std::vector<Clip>& clips, size_t first, size_
   j["latent_channels"] = channels;
   j["text_dim"] = text_dim;
   j["skipped"] = json::array();
-  for (const Skip& s : skipped) j["skipped"].push_back({{"row", s.row}, {"video", s.video}, {"kind", s.kind}, {"reason", s.reason}});
+  for (const Skip& s : skipped) {
+    j["skipped"].push_back({{"row", s.row}, {"line", s.line}, {"video", s.video}, {"kind", s.kind}, {"reason", s.reason}});
+  }
   j["notes"] = notes;
   j["seconds"] = {{"decode", t.decode}, {"video_encode", t.video_encode}, {"text_encode", t.text_encode}, {"write", t.write}};
   write_file_durably((fs::path(o.out) / part_name(p, "json")).string(), j.dump(1) + "\n");  // last: the part is finished
@@ -260,7 +263,7 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
     std::error_code ec;
     fs::create_directories(o.out, ec);
     if (ec) throw InputError("cannot create --out '" + o.out + "': " + ec.message());
-    const fs::path rec = fs::path(o.out) / "preprocess.json";
+    const fs::path rec = fs::path(o.out) / "preprocess.json", manifest = fs::path(o.out) / data::kManifestName;
     if (fs::exists(rec)) {
       std::ifstream in(rec);
       const std::string old((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -268,11 +271,13 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
         throw InputError("--out '" + o.out + "' holds a preprocessing job with other options (" + rec.string() +
                          "): repeat them to resume it, or choose another --out");
       }
-    } else if (fs::exists(fs::path(o.out) / data::kManifestName)) {
-      throw InputError("--out '" + o.out + "' already holds a dataset: choose another --out");
-    } else {
-      write_file_durably(rec.string(), record + "\n");
     }
+    if (fs::exists(manifest)) {  // finished: nothing is rewritten
+      throw InputError("--out '" + o.out + "' already holds a finished dataset (" + manifest.string() +
+                       (fs::exists(rec) ? ", made by this very command" : "") + "): train on it with --dataset " + o.out +
+                       ", or choose another --out to preprocess again");
+    }
+    if (!fs::exists(rec)) write_file_durably(rec.string(), record + "\n");
     for (const auto& e : fs::directory_iterator(o.out)) {  // a killed job's unfinished files
       if (e.path().extension() == ".tmp") fs::remove(e.path());
     }
@@ -344,7 +349,9 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
       total.text_encode += j["seconds"]["text_encode"].get<double>();
       total.write += j["seconds"]["write"].get<double>();
     }
-    for (const auto& [clip, reason] : list.filtered_out) filtered.push_back({{"row", clip.row}, {"video", clip.video}, {"reason", reason}});
+    for (const auto& [clip, reason] : list.filtered_out) {
+      filtered.push_back({{"row", clip.row}, {"line", clip.line}, {"video", clip.video}, {"reason", reason}});
+    }
     for (data::Bucket& b : buckets) {
       if (b.count > 0) m.buckets.push_back(b);
     }

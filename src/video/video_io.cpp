@@ -68,6 +68,11 @@ VideoReader::VideoReader(const std::string& path, int threads) : s_(std::make_un
   int rc = avformat_open_input(&s_->fmt.p, path.c_str(), nullptr, nullptr);
   if (rc < 0) throw InputError("video '" + path + "' cannot be opened: " + av_error(rc));
   if ((rc = avformat_find_stream_info(s_->fmt.p, nullptr)) < 0) throw InputError("video '" + path + "' is unreadable: " + av_error(rc));
+  // A still image under a video's name (FFmpeg reads images through its image demuxers: png_pipe, image2, ...).
+  const std::string format = s_->fmt.p->iformat != nullptr ? s_->fmt.p->iformat->name : "";
+  if (format == "image2" || (format.size() > 5 && format.compare(format.size() - 5, 5, "_pipe") == 0)) {
+    throw InputError("video '" + path + "' is not a video: it holds a still image (" + format + ")");
+  }
   const AVCodec* codec = nullptr;
   s_->stream = av_find_best_stream(s_->fmt.p, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
   if (s_->stream < 0 || codec == nullptr) {

@@ -12,7 +12,9 @@ namespace ov::preprocess {
 // RFC 4180 CSV: comma-separated fields, optionally in double quotes (a quote doubled inside), line breaks
 // inside quotes, LF or CRLF rows. Written here (a state machine of a few lines) because the packaged CSV
 // library (libcsv) reports no line numbers for its errors. Throws InputError naming the file and line.
-std::vector<std::vector<std::string>> read_csv(const std::string& path);
+// `lines`, when given, receives each row's first line in the file (a row whose quoted field holds line breaks
+// spans several lines, so rows and lines differ after it).
+std::vector<std::vector<std::string>> read_csv(const std::string& path, std::vector<int64_t>* lines = nullptr);
 
 // "aesthetic score>=4.5": a numeric column compared with a number (>=, <=, >, <, ==, !=).
 struct Filter {
@@ -24,6 +26,7 @@ Filter parse_filter(const std::string& text);
 
 struct Clip {
   int64_t row = 0;      // data row in the CSV (1 = the first row after the header)
+  int64_t line = 0;     // the row's first line in the file (1 = the header's)
   std::string video;    // as in the CSV (relative to the video root unless absolute)
   std::string caption;
 };
