@@ -26,6 +26,7 @@ for p in $runs; do
     --evaluate_every "$((steps / 4))" --eval_batches "${EVAL_BATCHES:-16}" --heldout_fraction "${HELDOUT:-0.25}" --write_checkpoints false --device cuda --precision "$precision" --seed "$seed" \
     --run_dir "$out/$p" --run_name track > "$out/$p.log" 2>&1 || { echo "$p run failed:"; tail -20 "$out/$p.log"; exit 1; }
   echo "$p: $steps steps in $((SECONDS - t0)) s; $(grep -m1 '^float8 products' "$out/$p.log")"
+  if [ -n "${OUT:-}" ]; then cp "$out/$p/track/metrics.jsonl" "$OUT/fp8_tracking_$p.jsonl"; cp "$out/$p.log" "$OUT/fp8_tracking_$p.log"; fi
 done
 python3 - "$out" $runs <<'PY'
 import json, math, sys
@@ -51,7 +52,4 @@ if "bf16_seed" in runs:
 sys.exit(0 if finite and tail <= 5e-3 and ev <= 1e-2 else 1)
 PY
 rc=$?
-if [ -n "${OUT:-}" ]; then
-  for p in $runs; do cp "$out/$p/track/metrics.jsonl" "$OUT/fp8_tracking_$p.jsonl"; cp "$out/$p.log" "$OUT/fp8_tracking_$p.log"; done
-fi
 exit $rc
