@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE preprocess
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <fstream>
 
 #include "openvid/preprocess/buckets.h"
@@ -55,6 +56,22 @@ BOOST_AUTO_TEST_CASE(columns_and_filters) {
   BOOST_TEST(has(error_of([] { pp::parse_filter("score ~ 3"); }), "is not COLUMN OP NUMBER"));
   BOOST_TEST(has(error_of([] { pp::parse_filter("score >= high"); }), "is not COLUMN OP NUMBER"));
   BOOST_TEST(pp::parse_filter("motion score<0.5").op == "<");
+}
+
+BOOST_AUTO_TEST_CASE(buckets_the_model_cannot_patch_are_named) {
+  // A causal encoder's 1 + k latent frames: 17 and 5 do not divide by a time patch of 2; 61 does not by a patch of 2.
+  const std::vector<pp::LatentShape> buckets{{16, 60, 80}, {17, 60, 80}, {16, 61, 80}, {5, 8, 8}};
+  const ov::data::PatchMisfits m = ov::data::patch_misfits(buckets, 2, 2);
+  BOOST_TEST(m.time == "t17_h60_w80 (17 frames), t5_h8_w8 (5 frames)");
+  BOOST_TEST(m.space == "t16_h61_w80 (61x80)");
+  BOOST_TEST(ov::data::patch_misfits(buckets, 1, 1).empty());
+  const std::string w = pp::patch_warning(buckets, 2, 2);
+  BOOST_TEST(has(w, "--bucket t17_h60_w80 (17 frames), t5_h8_w8 (5 frames): latent frames not a multiple of the model's time patch 2"));
+  BOOST_TEST(has(w, "e.g. --bucket 16x60x80"));  // the first misfit, rounded down to whole patches
+  BOOST_TEST(has(w, "--bucket t16_h61_w80 (61x80): latent height or width not a multiple of the model's patch 2"));
+  BOOST_TEST(std::count(w.begin(), w.end(), '\n') == 2);
+  BOOST_TEST(pp::patch_warning({{16, 60, 80}}, 2, 2).empty());
+  BOOST_TEST(has(pp::patch_warning({{1, 60, 80}}, 2, 4), "e.g. --bucket 4x60x80"));  // never rounded to zero frames
 }
 
 BOOST_AUTO_TEST_CASE(buckets_by_aspect_then_length) {

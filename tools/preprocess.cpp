@@ -33,6 +33,9 @@ int preprocess(int argc, char** argv) {
       ("filter", po::value(&filters)->multitoken(), "keep rows where 'COLUMN OP NUMBER' holds (OP: >= <= > < == !=); repeat for more")
       ("bucket", po::value(&buckets)->multitoken(), "latent shape FRAMESxHEIGHTxWIDTH of a bucket (video: 1 + tc*(FRAMES-1) frames of "
                                                      "HEIGHT*sc x WIDTH*sc pixels); repeat for more")
+      ("model_time_patch", po::value(&o.model_time_patch)->default_value(o.model_time_patch), "the model's time patch: warn at the start for buckets "
+                                                                                           "whose FRAMES do not divide by it (the trainer refuses them)")
+      ("model_patch", po::value(&o.model_patch)->default_value(o.model_patch), "the model's spatial patch: warn for HEIGHT or WIDTH not divisible by it")
       ("frame_stride", po::value(&o.sampling.stride)->default_value(o.sampling.stride), "take every N-th source frame")
       ("target_fps", po::value(&o.sampling.target_fps)->default_value(o.sampling.target_fps), "take frames 1/F s apart (overrides --frame_stride when > 0)")
       ("start_seconds", po::value(&o.sampling.start)->default_value(o.sampling.start), "skip this much of each clip's start")

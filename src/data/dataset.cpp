@@ -208,13 +208,17 @@ std::unique_ptr<Dataset> Dataset::open(const std::string& path, MPI_Comm comm, D
 }
 
 void Dataset::check_layout(const ReaderLayout& layout) const {
-  const int64_t granule = layout.time_granule * layout.cp_size;
+  // Frames divide by the time patch (the model's check, before this one); cp splits whole video tokens.
   for (const Bucket& b : impl_->manifest.buckets) {
-    if (b.frames % granule != 0) {
-      throw InputError("bucket '" + b.name + "' has " + std::to_string(b.frames) + " latent frames, which do not split into " +
-                       std::to_string(layout.cp_size) + " context-parallel slices of whole video tokens (" +
-                       std::to_string(layout.time_granule) + " frames each): choose --cp dividing " +
-                       std::to_string(b.frames / layout.time_granule));
+    if (b.frames % layout.time_granule != 0) {
+      throw InputError("bucket '" + b.name + "' has " + std::to_string(b.frames) + " latent frames, not a multiple of the model's time patch " +
+                       std::to_string(layout.time_granule) + " (--model_time_patch)");
+    }
+    const int64_t tokens = b.frames / layout.time_granule;
+    if (tokens % layout.cp_size != 0) {
+      throw InputError("bucket '" + b.name + "' has " + std::to_string(tokens) + " video tokens in time (" + std::to_string(b.frames) +
+                       " latent frames, " + std::to_string(layout.time_granule) + " per token), which do not split into " +
+                       std::to_string(layout.cp_size) + " context-parallel slices: choose --cp dividing " + std::to_string(tokens));
     }
   }
 }

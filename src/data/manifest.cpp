@@ -21,6 +21,18 @@ std::string bucket_name(int64_t frames, int64_t height, int64_t width) {
   return "t" + std::to_string(frames) + "_h" + std::to_string(height) + "_w" + std::to_string(width);
 }
 
+PatchMisfits patch_misfits(const std::vector<std::array<int64_t, 3>>& shapes, int64_t patch, int64_t time_patch) {
+  PatchMisfits m;
+  for (const auto& [t, h, w] : shapes) {
+    const std::string name = bucket_name(t, h, w);
+    if (t % time_patch != 0) m.time += (m.time.empty() ? "" : ", ") + name + " (" + std::to_string(t) + " frames)";
+    if (h % patch != 0 || w % patch != 0) {
+      m.space += (m.space.empty() ? "" : ", ") + name + " (" + std::to_string(h) + "x" + std::to_string(w) + ")";
+    }
+  }
+  return m;
+}
+
 Manifest read_manifest(const std::string& path) {
   std::filesystem::path p(path);
   if (std::filesystem::is_directory(p)) p /= kManifestName;

@@ -1,5 +1,6 @@
 #include "openvid/preprocess/buckets.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -42,6 +43,30 @@ BucketChoice choose_bucket(const std::vector<LatentShape>& buckets, const video:
     best.reason = why.str();
   }
   return best;
+}
+
+std::string patch_warning(const std::vector<LatentShape>& buckets, int64_t patch, int64_t time_patch) {
+  const data::PatchMisfits misfits = data::patch_misfits(buckets, patch, time_patch);
+  std::ostringstream out;
+  const auto round = [](int64_t n, int64_t unit) { return std::max(unit, n / unit * unit); };
+  for (const LatentShape& b : buckets) {  // one example of a shape that fits, from the first misfit
+    if (b[0] % time_patch == 0 && b[1] % patch == 0 && b[2] % patch == 0) continue;
+    const std::string fit = std::to_string(round(b[0], time_patch)) + "x" + std::to_string(round(b[1], patch)) + "x" +
+                            std::to_string(round(b[2], patch));
+    if (!misfits.time.empty()) {
+      out << "preprocess: warning: --bucket " << misfits.time << ": latent frames not a multiple of the model's time patch " << time_patch
+          << " (--model_time_patch; a video token spans " << time_patch << " latent frames), so openvid_mpi with --model_time_patch "
+          << time_patch << " will refuse this dataset: use a multiple (e.g. --bucket " << fit
+          << "), or give --model_time_patch as you will train\n";
+    }
+    if (!misfits.space.empty()) {
+      out << "preprocess: warning: --bucket " << misfits.space << ": latent height or width not a multiple of the model's patch " << patch
+          << " (--model_patch), so openvid_mpi with --model_patch " << patch << " will refuse this dataset: use multiples (e.g. --bucket "
+          << fit << "), or give --model_patch as you will train\n";
+    }
+    break;
+  }
+  return out.str();
 }
 
 }  // namespace ov::preprocess

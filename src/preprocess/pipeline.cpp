@@ -248,6 +248,7 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
     if (o.batch_size < 1 || o.clips_per_shard < 1 || o.text_tokens < 1 || o.caption_bytes < 1) {
       throw InputError("--batch_size, --clips_per_shard, --text_tokens and --caption_bytes must be positive");
     }
+    if (o.model_patch < 1 || o.model_time_patch < 1) throw InputError("--model_patch and --model_time_patch must be positive");
     if (o.sampling.stride < 1 || o.sampling.target_fps < 0 || o.sampling.start < 0) {
       throw InputError("--frame_stride must be >= 1, --target_fps and --start_seconds >= 0");
     }
@@ -257,6 +258,7 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
     enc.emplace(Encoders{video::LatentCodec(o.video_encoder, video::LatentCodec::Part::kEncoder, o.compression, device, dtype),
                          text::Tokenizer(o.tokenizer.empty() ? o.text_encoder : o.tokenizer), text::T5Encoder(o.text_encoder, device, dtype)});
   });
+  if (root) std::cout << patch_warning(o.buckets, o.model_patch, o.model_time_patch) << std::flush;
   // The output directory: new, or a restart of this very job.
   const std::string record = options_record(o);
   root_check(comm, [&] {

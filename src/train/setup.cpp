@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -12,6 +13,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "openvid/data/manifest.h"
 #include "openvid/data/synthetic.h"
 #include "openvid/model/float8_conversion.h"
 #include "openvid/model/state_dict.h"
@@ -90,11 +92,20 @@ void check_against_model(const data::Manifest& m, const ModelConfig& model, cons
                      std::to_string(m.text_dim) + "-wide text states, the model expects " + std::to_string(model.in_channels) + " and " +
                      std::to_string(model.text_dim) + " (--model_in_channels, --model_text_dim)");
   }
-  for (const auto& b : m.buckets) {
-    if (b.height % model.patch != 0 || b.width % model.patch != 0) {
-      throw InputError("bucket '" + b.name + "' has a latent of " + std::to_string(b.height) + "x" + std::to_string(b.width) +
-                       ", not a multiple of --model_patch " + std::to_string(model.patch));
-    }
+  std::vector<std::array<int64_t, 3>> shapes;
+  for (const auto& b : m.buckets) shapes.push_back({b.frames, b.height, b.width});
+  const data::PatchMisfits misfits = data::patch_misfits(shapes, model.patch, model.time_patch);
+  const std::string tp = std::to_string(model.time_patch), sp = std::to_string(model.patch);
+  if (!misfits.time.empty()) {
+    throw InputError("the model's time patch (--model_time_patch " + tp + ": a video token spans " + tp +
+                     " latent frames) does not divide the latent frames of dataset '" + path + "' bucket(s) " + misfits.time +
+                     ": preprocess those clips to a multiple of " + tp + " latent frames, or train with a --model_time_patch dividing "
+                     "every bucket's frames (1 always does)");
+  }
+  if (!misfits.space.empty()) {
+    throw InputError("the model's patch (--model_patch " + sp + ") does not divide the latent height and width of dataset '" + path +
+                     "' bucket(s) " + misfits.space + ": preprocess those clips to multiples of " + sp +
+                     " latent pixels, or train with a --model_patch dividing every bucket's height and width");
   }
 }
 

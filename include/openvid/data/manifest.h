@@ -1,6 +1,7 @@
 #pragma once
 // The dataset index (dataset.json, docs/dataset.md): every bucket, its shape and count, and which shard
 // files hold its rows. Plain data and JSON; no HDF5 or MPI here.
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,6 +38,15 @@ struct Manifest {
 
 // "t16_h64_w64"
 std::string bucket_name(int64_t frames, int64_t height, int64_t width);
+
+// The model's patch rule (docs/dataset.md): a video token covers `time_patch` latent frames and
+// `patch` x `patch` latent pixels, so a bucket's frames must divide by time_patch and its height and width
+// by patch. The shapes (bucket_name) that break each half of the rule, as comma-separated lists.
+struct PatchMisfits {
+  std::string time, space;  // e.g. "t17_h60_w80 (17 frames), t5_h8_w8 (5 frames)", "t16_h61_w80 (61x80)"
+  bool empty() const { return time.empty() && space.empty(); }
+};
+PatchMisfits patch_misfits(const std::vector<std::array<int64_t, 3>>& shapes, int64_t patch, int64_t time_patch);
 
 // Reads and checks a manifest (a dataset.json or the directory holding one). Throws InputError naming
 // the file and the problem (missing, not JSON, other format or version, inconsistent counts).

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "openvid/data/manifest.h"
 #include "openvid/video/latent_codec.h"
 #include "openvid/video/video_io.h"
 
@@ -34,5 +35,9 @@ struct BucketChoice {
 // distance), then with the most frames, then the largest area.
 BucketChoice choose_bucket(const std::vector<LatentShape>& buckets, const video::Compression& compression, const Sampling& sampling,
                            const video::VideoInfo& info);
+
+// Warning lines (each ending in a newline; "" when all is well) for buckets the trainer would refuse with a
+// model of these patch sizes (data::patch_misfits): said at the start, not after hours of encoding.
+std::string patch_warning(const std::vector<LatentShape>& buckets, int64_t patch, int64_t time_patch);
 
 }  // namespace ov::preprocess

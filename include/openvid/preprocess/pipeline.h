@@ -38,6 +38,7 @@ struct PreprocessOptions {
   std::string precision = "auto"; // auto (bf16 on GPUs, fp32 on CPUs) | fp32 | bf16
   int64_t batch_size = 4, clips_per_shard = 64, caption_bytes = 512, max_clips = 0;
   int decode_threads = 2;  // FFmpeg's threads per rank
+  int64_t model_patch = 2, model_time_patch = 2;  // the model's patch sizes the buckets are checked against (not recorded)
 };
 
 // The options as recorded in out/preprocess.json: a restart must repeat them (the device may change).
