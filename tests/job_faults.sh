@@ -62,11 +62,14 @@ assert all(r['wall_time'] > 1.7e9 and r['elapsed_seconds'] >= 0 for r in rows), 
     for what in "global batch 8 -> 4 (each step now averages 4 samples" "max_steps 4 -> 8" "learning rate at step 4 jumps 0.00e+00 -> "; do
       [[ "$line" == *"$what"* ]] || fail "the line does not say: $what"
     done
-    job --max_steps 10 --batch_size 2 --lr_scheduler_type constant --precision fp32 --resume auto > "$run_dir/third.log" 2>&1 || fail "the third job failed"
+    job --max_steps 10 --batch_size 2 --lr_scheduler_type constant --precision fp32 --drop_remainder --resume auto > "$run_dir/third.log" 2>&1 ||
+      fail "the third job failed"
     cat "$run_dir/third.log"
     grep -q "changes the run: .*learning rate at step 8 jumps" "$run_dir/third.log" || fail "a schedule change is not reported"
     grep -q "changes the run: .*precision auto -> fp32 (masters, moments and checkpoints are the same" "$run_dir/third.log" ||
       fail "a precision change is not reported"
+    grep -q "changes the run: .*each bucket's remainder now left out (--drop_remainder): an epoch is" "$run_dir/third.log" ||
+      fail "leaving the remainders out is not reported"
     grep -q "changes the run: .*global batch" "$run_dir/third.log" && fail "an unchanged global batch is reported"
     # A checkpoint of another architecture: every mismatch listed with its shape, exit 2.
     job --max_steps 12 --model_depth 1 --resume auto > "$run_dir/fourth.log" 2>&1

@@ -98,10 +98,11 @@ BOOST_AUTO_TEST_CASE(every_sample_once_per_epoch_with_exact_values_for_every_lay
         BOOST_CHECK(at::equal(hb.latents[static_cast<int64_t>(i)], want.latent.narrow(1, hb.t_begin, hb.t_count)));
         BOOST_CHECK(at::equal(hb.text[static_cast<int64_t>(i)], want.text));
         BOOST_CHECK_EQUAL(hb.captions[i], want.caption);
-        if (layout.cp_rank == 0) mine.push_back(gb.bucket * 1000 + hb.samples[i]);
+        if (layout.cp_rank == 0 && static_cast<int64_t>(i) < hb.valid) mine.push_back(gb.bucket * 1000 + hb.samples[i]);
       }
     }
-    // Gather what every data rank received: each training sample of a full batch exactly once.
+    // Gather what every data rank received as real samples: each training sample exactly once (the
+    // remainders' padding repeats samples, marked as padding by `valid`).
     int n = static_cast<int>(mine.size());
     std::vector<int> counts(static_cast<size_t>(world));
     MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD);
@@ -111,13 +112,12 @@ BOOST_AUTO_TEST_CASE(every_sample_once_per_epoch_with_exact_values_for_every_lay
     MPI_Allgatherv(mine.data(), n, MPI_INT64_T, all.data(), counts.data(), displs.data(), MPI_INT64_T, MPI_COMM_WORLD);
     const std::set<int64_t> distinct(all.begin(), all.end());
     BOOST_CHECK_EQUAL(distinct.size(), all.size());
-    BOOST_CHECK_EQUAL(static_cast<int64_t>(all.size()), sampler.steps_per_epoch() * sampler.global_batch());
+    BOOST_CHECK_EQUAL(static_cast<int64_t>(all.size()), static_cast<int64_t>(sampler.training(0).size() + sampler.training(1).size()));
     for (int64_t b = 0; b < 2; ++b) {
       for (int64_t s : sampler.heldout(b)) BOOST_CHECK(!distinct.count(b * 1000 + s));  // held-out never trained on
-      const int64_t full = static_cast<int64_t>(sampler.training(b).size()) / sampler.global_batch() * sampler.global_batch();
       int64_t seen = 0;
       for (int64_t s : sampler.training(b)) seen += distinct.count(b * 1000 + s);
-      BOOST_CHECK_EQUAL(seen, full);  // only the tail that fills no global batch is left out
+      BOOST_CHECK_EQUAL(seen, static_cast<int64_t>(sampler.training(b).size()));
     }
   }
   BOOST_CHECK_GT(layouts, 0);
@@ -147,6 +147,13 @@ BOOST_AUTO_TEST_CASE(a_sample_drawn_twice_is_delivered_twice) {
     BOOST_CHECK(at::equal(hb.text[static_cast<int64_t>(i)], want.text));
     BOOST_CHECK_EQUAL(hb.captions[i], want.caption);
   }
+  BOOST_CHECK_EQUAL(hb.global_valid, 4 * world);  // valid -1: every sample real
+  BOOST_CHECK_EQUAL(hb.valid, 4);
+  // A padded batch (a remainder's, 4 * world - 3 real samples): the padding is the last ranks' last positions.
+  gb.valid = 4 * world - 3;
+  const HostBatch padded = ds->read(gb, ReaderLayout{me, world, 0, 1, 2});
+  BOOST_CHECK_EQUAL(padded.global_valid, 4 * world - 3);
+  BOOST_CHECK_EQUAL(padded.valid, me + 1 < world ? 4 : 1);
 }
 
 // Read buffers are reused only once released: a batch still held (or a view of it) keeps its values.
@@ -179,8 +186,12 @@ BOOST_AUTO_TEST_CASE(held_batches_are_never_overwritten) {
 }
 
 BOOST_AUTO_TEST_CASE(sampler_is_deterministic_and_resumes_exactly) {
-  const Sampler a({40, 25, 3}, 11, 4, 0.1), b({40, 25, 3}, 11, 4, 0.1), other({40, 25, 3}, 12, 4, 0.1);
+  // --drop_remainder: each bucket's tail that does not fill a batch is left out.
+  const Sampler a({40, 25, 3}, 11, 4, 0.1, true), b({40, 25, 3}, 11, 4, 0.1, true), other({40, 25, 3}, 12, 4, 0.1, true);
   BOOST_CHECK_EQUAL(a.steps_per_epoch(), 36 / 4 + 22 / 4 + 0);  // bucket 2 fills no batch
+  BOOST_CHECK_EQUAL(a.left_out(1), 2);
+  BOOST_CHECK_EQUAL(a.left_out(2), 3);
+  BOOST_CHECK_EQUAL(a.batches(2), 0);
   std::vector<std::vector<int64_t>> seq;
   bool differs = false;
   Position p;
@@ -204,13 +215,48 @@ BOOST_AUTO_TEST_CASE(sampler_is_deterministic_and_resumes_exactly) {
   BOOST_CHECK(a.heldout(0) == other.heldout(0));
   BOOST_CHECK_EQUAL(a.heldout(0).size(), 4u);
   const auto eval = a.heldout_batches(10);
-  BOOST_CHECK_EQUAL(eval.front().valid, 4);
+  BOOST_CHECK_EQUAL(eval.front().valid, -1);  // full: every sample real
+  BOOST_CHECK_EQUAL(eval.front().real(), 4);
   // Held out: 4 of 40, 3 of 25 (2.5 rounds up), 0 of 3: one batch each for the first two buckets, the
   // second padded from 3 real samples to 4.
   BOOST_CHECK_EQUAL(eval.size(), 2u);
   BOOST_CHECK_EQUAL(eval.back().valid, 3);
   BOOST_CHECK_EQUAL(eval.back().samples[3], eval.back().samples[0]);
-  BOOST_CHECK_THROW(Sampler({3, 2}, 1, 4, 0.0), ov::InputError);
+  BOOST_CHECK_THROW(Sampler({3, 2}, 1, 4, 0.0, true), ov::InputError);
+  BOOST_CHECK_THROW(Sampler({1, 1}, 1, 4, 0.6), ov::InputError);  // every sample held out: nothing to train
+}
+
+// By default every training sample is trained once per epoch: a bucket's remainder (here 22 = 5 x 4 + 2,
+// and all 3 of bucket 2) is one more batch, padded by repeating its real samples, `valid` of them.
+BOOST_AUTO_TEST_CASE(sampler_trains_every_sample_once_per_epoch) {
+  const Sampler s({40, 25, 3}, 11, 4, 0.1);
+  BOOST_CHECK_EQUAL(s.steps_per_epoch(), 9 + 6 + 1);
+  BOOST_CHECK_EQUAL(s.left_out(1) + s.left_out(2), 0);
+  BOOST_CHECK_EQUAL(s.padded_batches(0), 0);
+  BOOST_CHECK_EQUAL(s.padded_batches(1), 1);
+  BOOST_CHECK_EQUAL(s.batches(2), 1);
+  Position p;
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    std::vector<std::multiset<int64_t>> seen(3);
+    int padded = 0;
+    for (int64_t i = 0; i < s.steps_per_epoch(); ++i, p = s.next(p)) {
+      const GlobalBatch gb = s.batch(p);
+      BOOST_REQUIRE_EQUAL(gb.samples.size(), 4u);
+      const int64_t real = gb.real();
+      if (real < 4) {
+        ++padded;
+        BOOST_CHECK_EQUAL(real, gb.bucket == 1 ? 2 : 3);
+        for (int64_t k = real; k < 4; ++k) BOOST_CHECK_EQUAL(gb.samples[static_cast<size_t>(k)], gb.samples[static_cast<size_t>(k % real)]);
+      }
+      seen[static_cast<size_t>(gb.bucket)].insert(gb.samples.begin(), gb.samples.begin() + real);
+    }
+    BOOST_CHECK_EQUAL(padded, 2);
+    for (int64_t b = 0; b < 3; ++b) {
+      const std::vector<int64_t>& train = s.training(b);
+      BOOST_CHECK_MESSAGE(std::vector<int64_t>(seen[static_cast<size_t>(b)].begin(), seen[static_cast<size_t>(b)].end()) == train,
+                          "epoch " << epoch << ", bucket " << b << ": not every training sample exactly once");
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(prefetcher_delivers_the_sampler_sequence_and_stops_cleanly) {

@@ -7,8 +7,10 @@
 #include <filesystem>
 
 #include "openvid/comm/process_groups.h"
+#include "openvid/data/sampler.h"
 #include "openvid/data/synthetic.h"
 #include "openvid/runtime/mpi_session.h"
+#include "openvid/train/run_start.h"
 #include "openvid/train/trainer.h"
 #include "openvid/model/safetensors.h"
 #include "openvid/model/state_dict.h"
@@ -68,6 +70,19 @@ Run train(MPI_Comm world, const ov::Options& o) {
   return r;
 }
 
+// The run's loss at every step and its final weights equal the reference's, to `tol` relative.
+void check_same_training(const Run& run, const Run& ref, double tol) {
+  BOOST_REQUIRE_EQUAL(run.losses.size(), ref.losses.size());
+  for (size_t s = 0; s < ref.losses.size(); ++s) {
+    BOOST_CHECK_MESSAGE(std::abs(run.losses[s] - ref.losses[s]) <= tol * std::abs(ref.losses[s]),
+                        "step " << s << ": loss " << run.losses[s] << " vs " << ref.losses[s]);
+  }
+  for (const auto& [name, w] : ref.weights) {
+    const double err = (run.weights.at(name) - w).abs().max().item<double>() / std::max(w.abs().max().item<double>(), 1e-12);
+    BOOST_CHECK_MESSAGE(err < tol, name << ": relative error " << err);
+  }
+}
+
 // Collective: a temporary directory name every rank agrees on (rank 0's).
 std::string shared_temp_dir(const std::string& prefix) {
   return ov::broadcast_string(MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / (prefix + std::to_string(::getpid()))).string());
@@ -112,14 +127,7 @@ BOOST_AUTO_TEST_CASE(every_layout_trains_like_one_rank_with_the_global_batch) {
     BOOST_TEST_CONTEXT("dp=" << world / (fs_ * cp) << " fs=" << fs_ << " cp=" << cp) {
       ++layouts;
       const Run run = train(MPI_COMM_WORLD, options_for(spec.directory, dir, "layout", fs_, cp, global_batch / data_ranks));
-      for (size_t s = 0; s < ref.losses.size(); ++s) {
-        BOOST_CHECK_MESSAGE(std::abs(run.losses[s] - ref.losses[s]) <= 1e-5 * std::abs(ref.losses[s]),
-                            "step " << s << ": loss " << run.losses[s] << " vs " << ref.losses[s]);
-      }
-      for (const auto& [name, w] : ref.weights) {
-        const double err = (run.weights.at(name) - w).abs().max().item<double>() / std::max(w.abs().max().item<double>(), 1e-12);
-        BOOST_CHECK_MESSAGE(err < 1e-5, name << ": relative error " << err);
-      }
+      check_same_training(run, ref, 1e-5);
       BOOST_CHECK_MESSAGE(std::abs(run.eval - ref.eval) <= 1e-5 * std::abs(ref.eval), "eval " << run.eval << " vs " << ref.eval);
     }
   }
@@ -128,6 +136,107 @@ BOOST_AUTO_TEST_CASE(every_layout_trains_like_one_rank_with_the_global_batch) {
   BOOST_CHECK_NE(ref.losses[0], ref.losses[2]);  // the steps did something
   MPI_Barrier(MPI_COMM_WORLD);
   if (me == 0) std::filesystem::remove_all(dir);
+}
+
+// A bucket's remainder is trained in a padded batch whose loss and gradient count only its real samples.
+// (a) One rank: 6 training samples of a bucket in a global batch of 8 (2 padding; the bucket never fills a
+//     batch) train exactly like a global batch of 6 holding the same samples.
+// (b) Every layout of the world: two epochs of 16-sample buckets (13 training samples = 12 + a remainder of
+//     1, padded to 12: some data ranks hold padding alone) equal one rank with the global batch, step by
+//     step, and a run resumed from a checkpoint just before a remainder batch continues bitwise.
+BOOST_AUTO_TEST_CASE(remainder_batches_train_their_real_samples_on_every_layout) {
+  const int world = ov::world_size(), me = ov::world_rank();
+  const std::string dir = shared_temp_dir("openvid_remainder_");
+  auto dataset = [&](const std::string& name, int64_t samples) {
+    ov::data::SyntheticSpec spec;
+    spec.directory = dir + "/" + name;
+    spec.shapes = {{4, 4, 6}, {4, 6, 4}};
+    spec.samples_per_bucket = samples;
+    spec.channels = 4;
+    spec.text_tokens = 5;
+    spec.text_dim = 24;
+    spec.seed = 4;
+    ov::data::write_synthetic_dataset(MPI_COMM_WORLD, spec);
+    return spec.directory;
+  };
+  const std::string small = dataset("small", 8), remainders = dataset("remainders", 16);
+  const std::string self = std::to_string(me);
+  {
+    ov::Options padded = options_for(small, dir, "padded_" + self, 1, 1, 8), full = options_for(small, dir, "full_" + self, 1, 1, 6);
+    padded.max_steps = full.max_steps = 2;  // one epoch: a batch of each bucket
+    check_same_training(train(MPI_COMM_SELF, padded), train(MPI_COMM_SELF, full), 1e-6);
+    ov::Options dropped = padded;
+    dropped.drop_remainder = true;
+    try {  // nothing would be trained
+      train(MPI_COMM_SELF, dropped);
+      BOOST_ERROR("--drop_remainder with no bucket filling a global batch must be refused");
+    } catch (const std::exception& e) {
+      BOOST_CHECK_MESSAGE(std::string(e.what()).find("leave out --drop_remainder") != std::string::npos, e.what());
+    }
+  }
+  constexpr int kGlobal = 12;
+  const ov::data::Sampler plan({16, 16}, 3, kGlobal, 0.2);  // the trainer's sampler (seed 3, held out 0.2)
+  BOOST_REQUIRE_EQUAL(plan.steps_per_epoch(), 4);
+  auto opts = [&](const std::string& run, int fs_, int cp, int data_ranks) {
+    ov::Options o = options_for(remainders, dir, run, fs_, cp, kGlobal / data_ranks);
+    o.max_steps = 8;
+    return o;
+  };
+  const Run ref = train(MPI_COMM_SELF, opts("reference_" + self, 1, 1, 1));
+  int layouts = 0;
+  for (auto [fs_, cp] : layouts_for(world)) {
+    const int data_ranks = world / cp;
+    if (kGlobal % data_ranks != 0 || 2 % cp != 0) continue;  // 2 video tokens in time
+    BOOST_TEST_CONTEXT("dp=" << world / (fs_ * cp) << " fs=" << fs_ << " cp=" << cp) {
+      ++layouts;
+      check_same_training(train(MPI_COMM_WORLD, opts("layout", fs_, cp, data_ranks)), ref, 1e-5);
+    }
+  }
+  BOOST_CHECK_GT(layouts, 0);
+  // Resume: checkpointed just before the first remainder batch after step 0, on the world with fs = world.
+  int64_t k = 1;
+  while (plan.batch(plan.position_after(k)).real() == kGlobal) ++k;
+  BOOST_REQUIRE_LT(k, 8);
+  {
+    ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, world, 1, ov::DeviceRequest::kCpu);
+    auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+    ov::model::TensorMap straight, resumed;
+    {
+      ov::train::Trainer t(opts("straight", world, 1, world), u, groups);
+      for (int64_t s = 0; s <= k; ++s) t.train_step(s);
+      straight = t.weights();
+    }
+    {
+      ov::train::Trainer t(opts("split", world, 1, world), u, groups);
+      for (int64_t s = 0; s < k; ++s) t.train_step(s);
+      t.save_checkpoint(k);
+    }
+    {
+      ov::Options o = opts("split", world, 1, world);
+      o.resume = "auto";
+      ov::train::Trainer t(o, u, groups);
+      BOOST_CHECK_EQUAL(t.start_step(), k);
+      t.train_step(k);
+      resumed = t.weights();
+    }
+    for (const auto& [name, w] : straight) BOOST_CHECK_MESSAGE(at::equal(resumed.at(name), w), name << " differs after resuming");
+    groups.finalize();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (me == 0) std::filesystem::remove_all(dir);
+}
+
+// The start-up line on an epoch's coverage: the remainders padded or left out, never-trained buckets named.
+BOOST_AUTO_TEST_CASE(the_start_up_line_says_what_an_epoch_leaves_out) {
+  ov::data::Manifest m;
+  const std::vector<int64_t> counts{40, 25, 3, 1};  // half held out: 20, 12, 1 and 0 training samples
+  for (int64_t n : counts) m.buckets.push_back({ov::data::bucket_name(2, 2, n), 2, 2, n, n, {}});
+  const std::string keep = ov::train::epoch_coverage(ov::data::Sampler(counts, 1, 4, 0.5), m);
+  BOOST_TEST(keep == "epoch: 33 of 33 training samples in 9 steps; 1 bucket ends in a smaller batch, padded to the global batch (the loss "
+                     "counts only its real samples); never trained: t2_h2_w1 (1 sample, all held out)");
+  const std::string drop = ov::train::epoch_coverage(ov::data::Sampler(counts, 1, 4, 0.5, true), m);
+  BOOST_TEST(drop == "epoch: 32 of 33 training samples in 8 steps; 1 left out (each bucket's last, smaller batch: --drop_remainder); "
+                     "never trained: t2_h2_w3 (1 training sample, fewer than the global batch of 4), t2_h2_w1 (1 sample, all held out)");
 }
 
 // The held-out loss is the mean over the held-out samples whatever the batch size: padded evaluation batches

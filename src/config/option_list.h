@@ -82,6 +82,10 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("grad_accum", o.grad_accum, "micro-batches per optimizer step (must divide batch_size)", Group::kData);
   fn("caption_dropout", o.caption_dropout, "probability a sample's text is replaced by zeros", Group::kData);
   fn("eval_batches", o.eval_batches, "held-out batches per evaluation", Group::kData);
+  fn("drop_remainder", o.drop_remainder,
+     "leave each bucket's last global batch out of every epoch when it is not full (default: train it, padded; the start-up lines "
+     "say what is left out)",
+     Group::kData);
   fn("heldout_fraction", o.heldout_fraction, "share of each bucket held out for evaluation (fixed by the data)", Group::kData);
   fn("check_finite_data", o.check_finite_data, "stop with a message on NaN/Inf in a read sample", Group::kData);
   fn("fake_samples", o.fake_samples, "--dataset fake: samples of the synthetic dataset", Group::kData);

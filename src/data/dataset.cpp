@@ -324,6 +324,8 @@ HostBatch Dataset::read(const GlobalBatch& gb, const ReaderLayout& layout) {
   const std::vector<int64_t> share(gb.samples.begin() + layout.data_rank * per_rank, gb.samples.begin() + (layout.data_rank + 1) * per_rank);
   out.samples = share;
   std::sort(out.samples.begin(), out.samples.end());
+  out.global_valid = gb.real();
+  out.valid = std::clamp<int64_t>(out.global_valid - layout.data_rank * per_rank, 0, per_rank);
   out.frames = bucket.frames;
   out.t_count = bucket.frames / layout.cp_size;
   out.t_begin = layout.cp_rank * out.t_count;

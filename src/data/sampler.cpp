@@ -10,10 +10,19 @@ namespace ov::data {
 
 namespace {
 constexpr uint64_t kSplitSeed = 0x0e7a1d5e7;  // fixed: the held-out split depends on the data only
-}
 
-Sampler::Sampler(std::vector<int64_t> counts, uint64_t seed, int64_t global_batch, double heldout_fraction)
-    : seed_(seed), global_batch_(global_batch) {
+// A batch of fewer than `size` real samples: repeated (sample i of the padding is real sample i mod
+// real) to the full size, with `valid` the real count; a full batch keeps valid = -1.
+void pad_to(GlobalBatch& gb, int64_t size) {
+  const auto real = static_cast<int64_t>(gb.samples.size());
+  if (real == size) return;
+  for (int64_t i = real; i < size; ++i) gb.samples.push_back(gb.samples[static_cast<size_t>(i % real)]);
+  gb.valid = real;
+}
+}  // namespace
+
+Sampler::Sampler(std::vector<int64_t> counts, uint64_t seed, int64_t global_batch, double heldout_fraction, bool drop_remainder)
+    : seed_(seed), global_batch_(global_batch), drop_remainder_(drop_remainder) {
   OV_CHECK(global_batch >= 1, "global batch must be >= 1");
   OV_CHECK(heldout_fraction >= 0 && heldout_fraction < 1, "held-out fraction must be in [0, 1)");
   for (size_t b = 0; b < counts.size(); ++b) {
@@ -24,12 +33,26 @@ Sampler::Sampler(std::vector<int64_t> counts, uint64_t seed, int64_t global_batc
     heldout_.emplace_back(all.begin(), all.begin() + held);
     train_.emplace_back(all.begin() + held, all.end());
     std::sort(train_.back().begin(), train_.back().end());
-    steps_per_epoch_ += static_cast<int64_t>(train_.back().size()) / global_batch_;
+    steps_per_epoch_ += batches(static_cast<int64_t>(b));
   }
   if (steps_per_epoch_ == 0) {
-    throw InputError("no bucket of the dataset has enough training samples for one global batch of " +
-                     std::to_string(global_batch_) + " (batch_size x data ranks): lower --batch_size or use more data");
+    throw InputError(drop_remainder ? "no bucket of the dataset has enough training samples for one global batch of " +
+                                          std::to_string(global_batch_) +
+                                          " (batch_size x data ranks): lower --batch_size, use more data, or leave out --drop_remainder"
+                                    : std::string("the dataset has no training samples (all are held out: lower --heldout_fraction)"));
   }
+}
+
+int64_t Sampler::left_out(int64_t bucket) const {
+  return drop_remainder_ ? static_cast<int64_t>(train_[static_cast<size_t>(bucket)].size()) % global_batch_ : 0;
+}
+
+int64_t Sampler::padded_batches(int64_t bucket) const {
+  return !drop_remainder_ && static_cast<int64_t>(train_[static_cast<size_t>(bucket)].size()) % global_batch_ != 0 ? 1 : 0;
+}
+
+int64_t Sampler::batches(int64_t bucket) const {
+  return static_cast<int64_t>(train_[static_cast<size_t>(bucket)].size()) / global_batch_ + padded_batches(bucket);
 }
 
 std::vector<int64_t> Sampler::shuffled_training(int64_t epoch, int64_t bucket) const {
@@ -41,8 +64,10 @@ std::vector<int64_t> Sampler::shuffled_training(int64_t epoch, int64_t bucket) c
 std::vector<Sampler::Slot> Sampler::plan(int64_t epoch) const {
   std::vector<Slot> slots;
   for (size_t b = 0; b < train_.size(); ++b) {
-    const int64_t n = static_cast<int64_t>(train_[b].size()) / global_batch_;
-    for (int64_t i = 0; i < n; ++i) slots.push_back({static_cast<int64_t>(b), i * global_batch_});
+    const int64_t size = static_cast<int64_t>(train_[b].size()), n = batches(static_cast<int64_t>(b));
+    for (int64_t i = 0; i < n; ++i) {
+      slots.push_back({static_cast<int64_t>(b), i * global_batch_, std::min(global_batch_, size - i * global_batch_)});
+    }
   }
   std::vector<int64_t> order(slots.size());
   std::iota(order.begin(), order.end(), int64_t{0});
@@ -72,7 +97,8 @@ GlobalBatch Sampler::batch(Position p) const {
   const std::vector<int64_t>& samples = cache->shuffled[static_cast<size_t>(slot.bucket)];
   GlobalBatch gb;
   gb.bucket = slot.bucket;
-  gb.samples.assign(samples.begin() + slot.first, samples.begin() + slot.first + global_batch_);
+  gb.samples.assign(samples.begin() + slot.first, samples.begin() + slot.first + slot.real);
+  pad_to(gb, global_batch_);
   return gb;
 }
 
@@ -91,8 +117,8 @@ std::vector<GlobalBatch> Sampler::heldout_batches(int64_t max_batches) const {
       GlobalBatch gb;
       gb.bucket = static_cast<int64_t>(b);
       const size_t real = std::min(h.size() - first, static_cast<size_t>(global_batch_));
-      for (size_t i = 0; i < static_cast<size_t>(global_batch_); ++i) gb.samples.push_back(h[first + i % real]);
-      gb.valid = static_cast<int64_t>(real);
+      gb.samples.assign(h.begin() + static_cast<std::ptrdiff_t>(first), h.begin() + static_cast<std::ptrdiff_t>(first + real));
+      pad_to(gb, global_batch_);
       out.push_back(std::move(gb));
     }
   }

@@ -45,8 +45,8 @@ double Validator::loss() {
     const data::HostBatch& host = run_.data.eval_batches[i];
     const data::DeviceBatch b = data::to_device(host, run_.compute.device, at::kFloat);
     // Per-sample normalisation happens after the sum: count this batch's elements of the valid samples.
-    local += batch_loss(model_, b, 0, static_cast<int64_t>(b.samples.size()), kEvalStep, run_.data.eval_valid[i], 1.0, objective_);
-    valid += static_cast<double>(run_.data.eval_valid[i]) * static_cast<double>(host.latents.size(1) * host.frames * host.latents.size(3) *
+    local += batch_loss(model_, b, 0, static_cast<int64_t>(b.samples.size()), kEvalStep, host.valid, 1.0, objective_);
+    valid += static_cast<double>(host.valid) * static_cast<double>(host.latents.size(1) * host.frames * host.latents.size(3) *
                                                                              host.latents.size(4));
   }
   // Each valid element appears on cp ranks only through its own slice, so the element count is summed

@@ -19,12 +19,21 @@ std::string resume_changes(const CheckpointState& st, const Options& now, int64_
   } catch (const InputError&) {
     return "";  // written by another version: nothing to compare with
   }
+  // Written before remainders were trained: its epochs left each bucket's remainder out.
+  if (st.options_ini.find("\ndrop_remainder =") == std::string::npos) before.drop_remainder = true;
   std::vector<std::string> changes;
   const int64_t batch_before = int64_t{before.batch_size} * st.data_ranks, batch_now = int64_t{now.batch_size} * data_ranks_now;
   if (st.data_ranks > 0 && batch_before != batch_now) {
     changes.push_back("global batch " + std::to_string(batch_before) + " -> " + std::to_string(batch_now) + " (each step now averages " +
                       std::to_string(batch_now) + " samples, an epoch is " + std::to_string(steps_per_epoch_now) +
                       " steps, and the remaining steps see the data in another order than an uninterrupted run)");
+  }
+  if (before.drop_remainder != now.drop_remainder) {
+    changes.push_back(std::string(now.drop_remainder ? "each bucket's remainder now left out (--drop_remainder)"
+                                                     : "each bucket's remainder now trained in a padded batch (the checkpoint's run "
+                                                       "left it out: --drop_remainder keeps that)") +
+                      ": an epoch is " + std::to_string(steps_per_epoch_now) +
+                      " steps, and the remaining steps see the data in another order than an uninterrupted run");
   }
   std::string length;
   if (before.max_steps != now.max_steps) length = "max_steps " + std::to_string(before.max_steps) + " -> " + std::to_string(now.max_steps);

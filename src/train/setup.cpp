@@ -121,14 +121,9 @@ RunData open_run_data(const Options& opt, const Universe& u, const std::string& 
     std::vector<int64_t> counts;
     for (const auto& b : m.buckets) counts.push_back(b.count);
     d.sampler = std::make_unique<data::Sampler>(counts, static_cast<uint64_t>(opt.seed), int64_t{opt.batch_size} * u.num_data_ranks(),
-                                                opt.heldout_fraction);
+                                                opt.heldout_fraction, opt.drop_remainder);
   });
-  for (const data::GlobalBatch& gb : d.sampler->heldout_batches(opt.eval_batches)) {
-    d.eval_batches.push_back(d.dataset->read(gb, d.layout));
-    // Padded positions of the global batch are this rank's only if they fall in its share.
-    const int64_t per_rank = opt.batch_size, first = int64_t{d.layout.data_rank} * per_rank;
-    d.eval_valid.push_back(std::clamp<int64_t>(gb.valid - first, 0, per_rank));
-  }
+  for (const data::GlobalBatch& gb : d.sampler->heldout_batches(opt.eval_batches)) d.eval_batches.push_back(d.dataset->read(gb, d.layout));
   return d;
 }
 

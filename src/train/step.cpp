@@ -17,10 +17,10 @@
 namespace ov::train {
 namespace {
 
-// Elements of the latents of one global batch: the loss is normalised by it, so that summing the ranks'
-// losses gives the mean over the global batch whatever the layout.
-double global_elements(const data::HostBatch& b, int64_t global_batch) {
-  return static_cast<double>(global_batch) * static_cast<double>(b.latents.size(1) * b.frames * b.latents.size(3) * b.latents.size(4));
+// Elements of the latents of the global batch's real samples: the loss is normalised by it, so that summing
+// the ranks' losses gives the mean over the real samples whatever the layout (padding weighs nothing).
+double global_elements(const data::HostBatch& b) {
+  return static_cast<double>(b.global_valid) * static_cast<double>(b.latents.size(1) * b.frames * b.latents.size(3) * b.latents.size(4));
 }
 
 }  // namespace
@@ -43,14 +43,15 @@ StepPipeline::InFlight StepPipeline::launch(int64_t step, const data::HostBatch&
   r.step = step;
   r.data_wait = data_wait;
   f.bucket = host.bucket;
+  f.samples = host.global_valid;
   const data::DeviceBatch b = data::to_device(host, run_.compute.device, at::kFloat);
   const int64_t n = static_cast<int64_t>(b.samples.size()), micro = run_.opt.grad_accum, per_micro = n / micro;
-  const double elements = global_elements(host, run_.data.sampler->global_batch());
+  const double elements = global_elements(host);
   at::Tensor loss_sum = at::zeros({1}, b.latents.options().dtype(at::kDouble));
   for (int64_t i = 0; i < micro; ++i) {
     const at::Tensor l = [&] {
       const kernels::Range forward("forward");
-      return batch_loss(m_.model, b, i * per_micro, per_micro, step, n, elements, objective_);
+      return batch_loss(m_.model, b, i * per_micro, per_micro, step, host.valid, elements, objective_);
     }();
     m_.sharded->arm(i + 1 == micro);  // each backward launches each unit's reduction when it is ready
     {

@@ -183,7 +183,7 @@ int Trainer::run() {
     stop = stop || r.stop_requested;
     const int64_t done = r.step + 1;
     const auto& bucket = manifest.buckets[static_cast<size_t>(f.bucket)];
-    const double samples = static_cast<double>(d.data.sampler->global_batch());
+    const double samples = static_cast<double>(f.samples);  // real ones: a remainder batch holds fewer
     const double tokens = samples * static_cast<double>((bucket.frames / d.opt.model.time_patch) * (bucket.height / d.opt.model.patch) *
                                                         (bucket.width / d.opt.model.patch));
     log.add_step(r.loss, r.seconds + r.data_wait, r.data_wait, samples, tokens,

@@ -53,6 +53,7 @@ struct Options {
   int batch_size = 64;               // per data rank (dp*fs data ranks)
   int grad_accum = 1;                // micro-batches per optimizer step (divides batch_size)
   double caption_dropout = 0.01;
+  bool drop_remainder = false;       // leave out each bucket's last, smaller global batch (default: train it, padded)
   int eval_batches = 9;              // held-out batches per evaluation
   double heldout_fraction = 0.01;    // share of each bucket held out for evaluation
   bool check_finite_data = false;    // fail on NaN/Inf in a read latent or text state

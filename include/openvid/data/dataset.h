@@ -25,7 +25,8 @@ struct ReaderLayout {
 struct GlobalBatch {
   int64_t bucket = -1;
   std::vector<int64_t> samples;
-  int64_t valid = -1;  // samples before this index are real; the rest pad an evaluation batch (-1: all)
+  int64_t valid = -1;  // samples before this index are real; the rest pad a remainder or evaluation batch (-1: all)
+  int64_t real() const { return valid < 0 ? static_cast<int64_t>(samples.size()) : valid; }
 };
 
 // One rank's share of a batch on the host, in the stored IEEE half.
@@ -37,6 +38,8 @@ struct HostBatch {
   std::vector<std::string> captions;
   int64_t frames = 0;                  // T of the whole sample
   int64_t t_begin = 0, t_count = 0;    // this rank's latent frames
+  int64_t valid = 0;                   // real samples of this share (its first ones; the rest are padding)
+  int64_t global_valid = 0;            // real samples of the whole global batch
 };
 
 struct ReadStats {

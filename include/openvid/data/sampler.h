@@ -4,9 +4,12 @@
 // batch size. No MPI here.
 //
 // Epoch e: each bucket's training samples are shuffled with a stream seeded from (seed, e, bucket) and
-// cut into global batches (the tail that does not fill one is dropped, identically everywhere); then the
-// epoch's batches are shuffled with (seed, e). A position (epoch, step) names a batch, so a checkpoint
-// that stores it resumes exactly at the next batch.
+// cut into global batches; the tail that does not fill one (the remainder) is a last, smaller batch of
+// that bucket, padded to the global batch by repeating its samples (`valid` says how many are real: the
+// loss weighs only those), or, with drop_remainder, left out of the epoch. Then the epoch's batches are
+// shuffled with (seed, e). Every training sample is in exactly one batch of each epoch (none left out
+// without drop_remainder). A position (epoch, step) names a batch, so a checkpoint that stores it resumes
+// exactly at the next batch.
 //
 // The held-out split is fixed by the data alone (a constant seed): the same samples are held out
 // whatever the run seed or layout, so evaluation losses compare across runs.
@@ -27,8 +30,8 @@ struct Position {
 
 class Sampler {
  public:
-  // bucket_counts[b]: samples in bucket b. Throws InputError when no bucket fills one global batch.
-  Sampler(std::vector<int64_t> bucket_counts, uint64_t seed, int64_t global_batch, double heldout_fraction);
+  // bucket_counts[b]: samples in bucket b. Throws InputError when an epoch would have no batch.
+  Sampler(std::vector<int64_t> bucket_counts, uint64_t seed, int64_t global_batch, double heldout_fraction, bool drop_remainder = false);
 
   int64_t global_batch() const { return global_batch_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
@@ -40,6 +43,12 @@ class Sampler {
   // Held-out samples of bucket b, in a fixed order.
   const std::vector<int64_t>& heldout(int64_t bucket) const { return heldout_[static_cast<size_t>(bucket)]; }
   const std::vector<int64_t>& training(int64_t bucket) const { return train_[static_cast<size_t>(bucket)]; }
+  int64_t buckets() const { return static_cast<int64_t>(train_.size()); }
+  // Training samples of bucket b that no batch of an epoch holds (its remainder with drop_remainder).
+  int64_t left_out(int64_t bucket) const;
+  // Batches of bucket b per epoch, and how many of them are padded remainders.
+  int64_t batches(int64_t bucket) const;
+  int64_t padded_batches(int64_t bucket) const;
   // Evaluation batches over the held-out samples (bucket by bucket, at most max_batches); the last batch
   // of a bucket is padded by repeating its samples, and `valid` says how many are real.
   std::vector<GlobalBatch> heldout_batches(int64_t max_batches) const;
@@ -47,6 +56,7 @@ class Sampler {
  private:
   struct Slot {
     int64_t bucket, first;  // first: offset into the epoch's shuffled training samples of the bucket
+    int64_t real;           // samples from `first` in the batch (global_batch_, or fewer for a remainder)
   };
   std::vector<Slot> plan(int64_t epoch) const;
   std::vector<int64_t> shuffled_training(int64_t epoch, int64_t bucket) const;
@@ -64,6 +74,7 @@ class Sampler {
 
   uint64_t seed_;
   int64_t global_batch_;
+  bool drop_remainder_;
   std::vector<std::vector<int64_t>> train_, heldout_;
   int64_t steps_per_epoch_ = 0;
 };

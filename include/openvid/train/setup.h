@@ -36,7 +36,6 @@ struct RunData {
   std::unique_ptr<data::Sampler> sampler;
   data::ReaderLayout layout;
   std::vector<data::HostBatch> eval_batches;
-  std::vector<int64_t> eval_valid;  // real samples of each evaluation batch on this rank
 };
 
 // Everything a run reads, checked on every rank before any communicator but MPI's exists: the data (the

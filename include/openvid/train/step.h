@@ -46,6 +46,7 @@ class StepPipeline {
   struct InFlight {
     StepResult result;                 // filled by complete()
     int64_t bucket = -1;
+    int64_t samples = 0;               // real samples of the global batch
     at::Tensor stats;                  // [loss, stop flag, squared gradient norm] on the host (pinned on GPUs)
     std::optional<c10::Event> copied;  // GPUs: recorded after the statistics' copy
     StepTimer* timer = nullptr;
