@@ -5,12 +5,14 @@
 //
 //   make_test_clips DIR
 //   make_test_clips DIR --bench N WIDTH HEIGHT FRAMES
-//   make_test_clips --probe FILE        (prints "WIDTHxHEIGHT FRAMES frames FPS fps CODEC", read with libavformat)
+//   make_test_clips --probe FILE        (prints "WIDTHxHEIGHT FRAMES frames FPS fps CODEC[, shown turned R degrees
+//                                        clockwise]", read with libavformat; the size upright)
 #include <ATen/ATen.h>
 
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <string>
 
 #include "openvid/video/png.h"
@@ -18,9 +20,9 @@
 
 namespace {
 
-// A moving square of one colour on grey: frame i shifts it by i pixels.
-void write_clip(const std::string& path, int width, int height, int frames, int r, int g, int b) {
-  ov::video::VideoWriter w(path, width, height, 24);
+// A moving square of one colour on grey: frame i shifts it by i pixels. `rotation`: shown turned clockwise.
+void write_clip(const std::string& path, int width, int height, int frames, int r, int g, int b, int rotation = 0) {
+  ov::video::VideoWriter w(path, width, height, 24, "", rotation);
   for (int i = 0; i < frames; ++i) {
     at::Tensor f = at::full({height, width, 3}, 128, at::kByte);
     const int x = (i * 2) % (width / 2), y = height / 4;
@@ -28,6 +30,16 @@ void write_clip(const std::string& path, int width, int height, int frames, int 
     w.write(f);
   }
   w.finish();
+}
+
+// `path` cut to `fraction` of its bytes, as an interrupted copy or download leaves a file.
+void cut_short(const std::string& path, double fraction) {
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size() * fraction));
 }
 
 }  // namespace
@@ -41,7 +53,8 @@ int main(int argc, char** argv) {
       std::vector<double> times;
       for (int64_t i = 0; i < r.info().frames; ++i) times.push_back(static_cast<double>(i) / r.info().fps);
       const at::Tensor f = r.read(times, r.info().width, r.info().height);
-      std::cout << r.info().width << "x" << r.info().height << " " << f.size(0) << " frames " << r.info().fps << " fps " << r.info().codec << "\n";
+      std::cout << r.info().width << "x" << r.info().height << " " << f.size(0) << " frames " << r.info().fps << " fps " << r.info().codec
+                << (r.info().rotation != 0 ? ", shown turned " + std::to_string(r.info().rotation) + " degrees clockwise" : "") << "\n";
     } catch (const std::exception& e) {
       std::cerr << e.what() << "\n";
       return 1;
@@ -73,7 +86,12 @@ int main(int argc, char** argv) {
   write_clip((dir / "wide_green.mp4").string(), 96, 64, 40, 30, 230, 30);
   write_clip((dir / "tall_blue.mp4").string(), 64, 96, 40, 30, 30, 230);
   write_clip((dir / "sub" / "nested_yellow.mp4").string(), 80, 80, 30, 230, 230, 30);
+  // A phone's portrait clip: landscape frames stored, shown turned 90 degrees clockwise (its display matrix).
+  write_clip((dir / "phone_portrait.mp4").string(), 96, 64, 40, 230, 30, 230, 90);
   write_clip((dir / "short.mp4").string(), 64, 64, 3, 200, 200, 200);
+  // Cut short (Matroska: the header first, then the frames): half of it still holds the frames a bucket needs.
+  write_clip((dir / "cut_half.mkv").string(), 64, 64, 120, 30, 230, 230);
+  cut_short((dir / "cut_half.mkv").string(), 0.5);
   write_clip((dir / "low_score.mp4").string(), 64, 64, 40, 10, 10, 10);
   {
     std::ofstream corrupt(dir / "corrupt.mp4", std::ios::binary);
@@ -98,7 +116,9 @@ int main(int argc, char** argv) {
       << "photo.mp4,a photo renamed,5.0,1.0,0.97,static,40,24,1.67\n"
       << "missing.mp4,a file that is not there,5.0,1.0,0.97,static,40,24,1.67\n"
       << "low_score.mp4,an ugly clip,3.1,1.0,0.97,static,40,24,1.67\n"
-      << "square_red.mp4,no score,n/a,1.0,0.97,static,40,24,1.67\n";
+      << "square_red.mp4,no score,n/a,1.0,0.97,static,40,24,1.67\n"
+      << "phone_portrait.mp4,a magenta square held upright,4.6,1.0,0.97,static,40,24,1.67\n"
+      << "cut_half.mkv,half a copy,4.6,1.0,0.97,static,120,24,5\n";
   std::cout << "wrote test clips and clips.csv to " << dir.string() << "\n";
   return 0;
 }

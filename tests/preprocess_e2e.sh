@@ -18,7 +18,7 @@ run() {  # run OUT [extra options]: the preprocessing job on 2 ranks
 }
 run "$work/data" > "$work/run1.log" 2>&1 || { cat "$work/run1.log"; fail "the preprocessing job failed"; }
 cat "$work/run1.log"
-grep -q "preprocess: 4 of 11 clips kept (t2_h8_w8: 3, t2_h8_w12: 1); 5 skipped (missing: 1, not a video: 1, too short: 1, unreadable: 2), 2 filtered out" "$work/run1.log" ||
+grep -q "preprocess: 6 of 13 clips kept (t2_h8_w8: 5, t2_h8_w12: 1); 5 skipped (missing: 1, not a video: 1, too short: 1, unreadable: 2), 2 filtered out" "$work/run1.log" ||
   fail "unexpected counts in the summary"
 "$py" - "$work/data" <<'PY' || fail "the report or the dataset is not what the inputs give"
 import json, sys, h5py, numpy as np
@@ -49,8 +49,10 @@ for b in m["buckets"]:
             assert np.isfinite(g["latents"][()]).all() and np.isfinite(g["text"][()]).all()
             for i, c in zip(g["source_ids"][()], g["captions"][()]):
                 ids[i.decode()] = b["name"]; caps[i.decode()] = c.decode()
+# The phone clip's frames are stored landscape (96x64) and shown turned: it goes by its upright 64x96 shape.
 assert ids == {"square_red.mp4": "t2_h8_w8", "tall_blue.mp4": "t2_h8_w8", "sub/nested_yellow.mp4": "t2_h8_w8",
-               "wide_green.mp4": "t2_h8_w12"}, ids
+               "wide_green.mp4": "t2_h8_w12", "phone_portrait.mp4": "t2_h8_w8", "cut_half.mkv": "t2_h8_w8"}, ids
+assert any("(line 15, cut_half.mkv): truncated: its data end at" in n for n in rep["notes"]), rep["notes"]
 assert caps["wide_green.mp4"] == 'A green square, "wide" shot' and caps["tall_blue.mp4"].endswith("東京"), caps
 print("report and dataset: as expected")
 PY

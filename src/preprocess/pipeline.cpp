@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "openvid/config/options.h"
+#include "openvid/preprocess/clip_decoding.h"
 #include "openvid/data/manifest.h"
 #include "openvid/data/shard_writer.h"
 #include "openvid/runtime/error.h"
@@ -69,46 +70,6 @@ std::string part_name(int64_t p, const char* ext) {
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-struct Skip {
-  int64_t row = 0, line = 0;  // the CSV record and its first line in the file
-  std::string video, kind, reason;
-};
-
-// One clip after decoding: its bucket and video [3, F, H, W] in [-1, 1], or why it is skipped.
-struct Decoded {
-  int bucket = -1;
-  at::Tensor video;
-  std::optional<Skip> skip;
-  double seconds = 0;
-};
-
-Decoded decode_clip(const Clip& clip, const PreprocessOptions& o) {
-  const auto t0 = Clock::now();
-  Decoded d;
-  auto skip = [&](const char* kind, const std::string& reason) {
-    d.skip = Skip{clip.row, clip.line, clip.video, kind, reason};
-    d.seconds = seconds_since(t0);
-    return d;
-  };
-  const fs::path path = fs::path(clip.video).is_absolute() ? fs::path(clip.video) : fs::path(o.video_root) / clip.video;
-  if (!fs::is_regular_file(path)) return skip("missing", "no file '" + path.string() + "'");
-  try {
-    video::VideoReader reader(path.string(), o.decode_threads);
-    const BucketChoice choice = choose_bucket(o.buckets, o.compression, o.sampling, reader.info());
-    if (choice.index < 0) return skip("too short", choice.reason);
-    const LatentShape& b = o.buckets[static_cast<size_t>(choice.index)];
-    const std::vector<double> times = frame_times(o.sampling, reader.info().fps, o.compression.video_frames(b[0]));
-    const at::Tensor rgb = reader.read(times, static_cast<int>(b[2] * o.compression.spatial), static_cast<int>(b[1] * o.compression.spatial));
-    d.bucket = choice.index;
-    d.video = video::to_unit_range(rgb);
-  } catch (const InputError& e) {
-    const std::string what = e.what();
-    const bool not_video = what.find("is not a video") != std::string::npos || what.find("has no decodable video stream") != std::string::npos;
-    return skip(not_video ? "not a video" : what.find("too short") != std::string::npos ? "too short" : "unreadable", what);
-  }
-  d.seconds = seconds_since(t0);
-  return d;
-}
 
 struct Encoders {
   video::LatentCodec video;
@@ -125,6 +86,9 @@ json process_part(int64_t p, const std::vector<Clip>& clips, size_t first, size_
   StageTimes t;
   std::vector<Skip> skipped;
   std::vector<std::string> notes;
+  const auto note = [&](const Clip& c, const std::string& what) {
+    notes.push_back("row " + std::to_string(c.row) + " (line " + std::to_string(c.line) + ", " + c.video + "): " + what);
+  };
   // Per bucket: the clips kept (indices into `clips`) and their latents, in list order.
   std::map<int, std::vector<size_t>> kept;
   std::map<int, std::vector<at::Tensor>> latents;
@@ -154,6 +118,7 @@ json process_part(int64_t p, const std::vector<Clip>& clips, size_t first, size_
       skipped.push_back(*d.skip);
       continue;
     }
+    if (!d.note.empty()) note(clips[i], d.note);
     pending[d.bucket].emplace_back(i, d.video);
     if (static_cast<int64_t>(pending[d.bucket].size()) >= o.batch_size) encode_pending(d.bucket);
   }
@@ -180,10 +145,8 @@ json process_part(int64_t p, const std::vector<Clip>& clips, size_t first, size_
         bool cut = false;
         const std::vector<int64_t> row = enc.tokenizer.encode(c.caption, o.text_tokens, &cut);
         std::copy(row.begin(), row.end(), ids[static_cast<int64_t>(m - k)].data_ptr<int64_t>());
-        if (cut) notes.push_back("row " + std::to_string(c.row) + " (line " + std::to_string(c.line) + ", " + c.video + "): caption cut to " + std::to_string(o.text_tokens - 1) + " tokens and EOS");
-        if (static_cast<int64_t>(c.caption.size()) > o.caption_bytes) {
-          notes.push_back("row " + std::to_string(c.row) + " (line " + std::to_string(c.line) + ", " + c.video + "): caption stored cut to " + std::to_string(o.caption_bytes) + " bytes");
-        }
+        if (cut) note(c, "caption cut to " + std::to_string(o.text_tokens - 1) + " tokens and EOS");
+        if (static_cast<int64_t>(c.caption.size()) > o.caption_bytes) note(c, "caption stored cut to " + std::to_string(o.caption_bytes) + " bytes");
       }
       states.push_back(enc.text.encode(ids).cpu());
     }

@@ -2,55 +2,44 @@
 
 #include <ATen/ATen.h>
 
-extern "C" {
-#include <libavcodec/avcodec.h>
-#include <libavformat/avformat.h>
-#include <libavutil/imgutils.h>
-#include <libavutil/opt.h>
-#include <libswscale/swscale.h>
-}
-
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 
 #include "openvid/runtime/error.h"
+#include "ffmpeg_objects.h"
 
 namespace ov::video {
 namespace {
 
-// FFmpeg's own log stays quiet: every failure is reported once, by the exception naming the file.
-void quiet_ffmpeg() { av_log_set_level(AV_LOG_QUIET); }
+using namespace ffmpeg;
 
-std::string av_error(int code) {
-  char buf[AV_ERROR_MAX_STRING_SIZE] = {0};
-  av_strerror(code, buf, sizeof(buf));
-  return buf;
+// The clockwise turn (0, 90, 180 or 270 degrees) that shows a stream upright: its display matrix (phones
+// write one), else its 'rotate' tag (older muxers, Matroska); other angles go to the nearest quarter turn.
+int display_rotation(const AVStream* st) {
+  const int32_t* matrix = nullptr;
+#if LIBAVFORMAT_VERSION_INT >= AV_VERSION_INT(60, 15, 100)
+  const AVPacketSideData* sd =
+      av_packet_side_data_get(st->codecpar->coded_side_data, st->codecpar->nb_coded_side_data, AV_PKT_DATA_DISPLAYMATRIX);
+  if (sd != nullptr && sd->size >= 9 * sizeof(int32_t)) matrix = reinterpret_cast<const int32_t*>(sd->data);
+#else
+  size_t size = 0;
+  const uint8_t* data = av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, &size);
+  if (data != nullptr && size >= 9 * sizeof(int32_t)) matrix = reinterpret_cast<const int32_t*>(data);
+#endif
+  double clockwise = 0;
+  if (matrix != nullptr) {
+    const double ccw = av_display_rotation_get(matrix);  // counterclockwise, NaN for a degenerate matrix
+    if (std::isfinite(ccw)) clockwise = -ccw;
+  } else if (const AVDictionaryEntry* tag = av_dict_get(st->metadata, "rotate", nullptr, 0)) {
+    clockwise = std::strtod(tag->value, nullptr);
+  }
+  const long quarters = std::lround(clockwise / 90.0) % 4;
+  return static_cast<int>((quarters + 4) % 4) * 90;
 }
-
-// FFmpeg's objects, each released by its own free function.
-struct FormatInput {
-  AVFormatContext* p = nullptr;
-  ~FormatInput() { avformat_close_input(&p); }
-};
-struct CodecContext {
-  AVCodecContext* p = nullptr;
-  ~CodecContext() { avcodec_free_context(&p); }
-};
-struct Frame {
-  AVFrame* p = av_frame_alloc();
-  ~Frame() { av_frame_free(&p); }
-};
-struct Packet {
-  AVPacket* p = av_packet_alloc();
-  ~Packet() { av_packet_free(&p); }
-};
-struct Scaler {
-  SwsContext* p = nullptr;
-  ~Scaler() { sws_freeContext(p); }
-};
 
 }  // namespace
 
@@ -85,8 +74,10 @@ VideoReader::VideoReader(const std::string& path, int threads) : s_(std::make_un
   if ((rc = avcodec_parameters_to_context(s_->dec.p, st->codecpar)) < 0 || (rc = avcodec_open2(s_->dec.p, codec, nullptr)) < 0) {
     throw InputError("video '" + path + "': its " + codec->name + " decoder cannot be opened: " + av_error(rc));
   }
-  info_.width = st->codecpar->width;
-  info_.height = st->codecpar->height;
+  info_.rotation = display_rotation(st);
+  const bool quarter = info_.rotation % 180 != 0;  // shown with its axes swapped
+  info_.width = quarter ? st->codecpar->height : st->codecpar->width;
+  info_.height = quarter ? st->codecpar->width : st->codecpar->height;
   info_.codec = codec->name;
   const AVRational rate = st->avg_frame_rate.num > 0 ? st->avg_frame_rate : st->r_frame_rate;
   info_.fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
@@ -112,13 +103,17 @@ at::Tensor VideoReader::read(const std::vector<double>& seconds, int width, int 
   int rgb_w = 0, rgb_h = 0, rgb_stride = 0;
   int64_t first_pts = AV_NOPTS_VALUE, decoded = 0, next = 0;
   double last_time = 0;
-  // Scales a decoded frame to cover width x height (display aspect kept), then crops its centre into out[k].
+  // Scales a decoded frame so that, turned upright (info_.rotation), it covers width x height (display aspect
+  // kept); crop_into then turns its centre into out[k].
+  const int rotation = info_.rotation;
+  const bool quarter = rotation % 180 != 0;
   auto convert = [&](const AVFrame* f) {
     AVRational sar = f->sample_aspect_ratio.num > 0 ? f->sample_aspect_ratio : st->codecpar->sample_aspect_ratio;
     const double display_w = f->width * (sar.num > 0 && sar.den > 0 ? av_q2d(sar) : 1.0);
-    const double scale = std::max(static_cast<double>(width) / display_w, static_cast<double>(height) / f->height);
-    rgb_w = std::max(width, static_cast<int>(std::lround(display_w * scale)));
-    rgb_h = std::max(height, static_cast<int>(std::lround(f->height * scale)));
+    const double upright_w = quarter ? f->height : display_w, upright_h = quarter ? display_w : f->height;
+    const double scale = std::max(static_cast<double>(width) / upright_w, static_cast<double>(height) / upright_h);
+    rgb_w = std::max(quarter ? height : width, static_cast<int>(std::lround(display_w * scale)));  // stored orientation
+    rgb_h = std::max(quarter ? width : height, static_cast<int>(std::lround(f->height * scale)));
     const int flags = rgb_w * rgb_h < f->width * f->height ? SWS_AREA : SWS_BICUBIC;
     s_->sws.p = sws_getCachedContext(s_->sws.p, f->width, f->height, static_cast<AVPixelFormat>(f->format), rgb_w, rgb_h, AV_PIX_FMT_RGB24,
                                      flags, nullptr, nullptr, nullptr);
@@ -130,9 +125,21 @@ at::Tensor VideoReader::read(const std::vector<double>& seconds, int width, int 
     sws_scale(s_->sws.p, f->data, f->linesize, 0, f->height, dst, dst_stride);
   };
   auto crop_into = [&](int64_t k) {
-    const int x0 = (rgb_w - width) / 2, y0 = (rgb_h - height) / 2;
+    const int up_w = quarter ? rgb_h : rgb_w, up_h = quarter ? rgb_w : rgb_h;
+    const int x0 = (up_w - width) / 2, y0 = (up_h - height) / 2;
     uint8_t* o = out[k].data_ptr<uint8_t>();
-    for (int y = 0; y < height; ++y) std::memcpy(o + static_cast<size_t>(y) * width * 3, rgb.data() + static_cast<size_t>(y0 + y) * rgb_stride + 3 * x0, 3 * static_cast<size_t>(width));
+    if (rotation == 0) {
+      for (int y = 0; y < height; ++y) std::memcpy(o + static_cast<size_t>(y) * width * 3, rgb.data() + static_cast<size_t>(y0 + y) * rgb_stride + 3 * x0, 3 * static_cast<size_t>(width));
+      return;
+    }
+    for (int y = 0; y < height; ++y) {
+      for (int x = 0; x < width; ++x) {
+        const int yu = y0 + y, xu = x0 + x;  // upright pixel -> stored pixel (yc, xc) of the scaled frame
+        const int yc = rotation == 90 ? rgb_h - 1 - xu : rotation == 180 ? rgb_h - 1 - yu : xu;
+        const int xc = rotation == 90 ? yu : rotation == 180 ? rgb_w - 1 - xu : rgb_w - 1 - yu;
+        std::memcpy(o + (static_cast<size_t>(y) * width + x) * 3, rgb.data() + static_cast<size_t>(yc) * rgb_stride + 3 * xc, 3);
+      }
+    }
   };
   // Gives the frame to every target time it is the nearest frame of; true once all are filled.
   auto take = [&](const AVFrame* f) {
@@ -177,127 +184,41 @@ at::Tensor VideoReader::read(const std::vector<double>& seconds, int width, int 
     avcodec_send_packet(s_->dec.p, nullptr);  // flush the decoder's delayed frames
     done = drain();
   }
+  // How far short of the header's duration the frames may end in a whole file: three frames (the duration
+  // counts the last frame's own); where only the container gives it, its longest stream (audio running on
+  // past the video) may set it: then 0.5 s or 5%.
+  const bool own_duration = st->duration > 0;
+  const double slack = own_duration ? std::max(0.1, 6 * half_period) : std::max({0.5, 6 * half_period, 0.05 * info_.duration});
   if (!done) {
+    if (info_.duration > last_time + slack) {  // the header promised more: the file was cut short
+      throw InputError("video '" + path_ + "' is truncated: its frames end at " + std::to_string(last_time) + " s (" + std::to_string(decoded) +
+                       " frames) of the " + std::to_string(info_.duration) + " s its header gives, and the frame at " +
+                       std::to_string(seconds.back()) + " s is needed");
+    }
     throw InputError("video '" + path_ + "' is too short: " + std::to_string(decoded) + " frames (" + std::to_string(last_time) +
                      " s), the frame at " + std::to_string(seconds.back()) + " s is needed");
   }
-  return out;
-}
-
-// ---- writing ----------------------------------------------------------------------------------------
-
-struct VideoWriter::State {
-  AVFormatContext* fmt = nullptr;
-  CodecContext enc;
-  AVStream* stream = nullptr;
-  Scaler sws;
-  Frame frame;
-  Packet packet;
-  bool finished = false;
-  ~State() {
-    if (fmt != nullptr) {
-      if (!(fmt->oformat->flags & AVFMT_NOFILE)) avio_closep(&fmt->pb);
-      avformat_free_context(fmt);
+  // The frames needed are there; does the rest of the file reach the end its header gives? A seek near the
+  // end and the packets after it (no decoding) tell a file cut short from a whole one.
+  const int64_t start = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
+  if (info_.duration > 0) {
+    const auto target = start + static_cast<int64_t>(std::max(0.0, info_.duration - 1.0) / tb);
+    av_seek_frame(s_->fmt.p, s_->stream, target, AVSEEK_FLAG_BACKWARD);  // failing (no index), packets are read on from here
+    double end = -1;
+    int rc = 0;
+    while ((rc = av_read_frame(s_->fmt.p, packet.p)) >= 0) {
+      if (packet.p->stream_index == s_->stream && packet.p->pts != AV_NOPTS_VALUE) {
+        end = std::max(end, static_cast<double>(packet.p->pts - start + std::max<int64_t>(packet.p->duration, 0)) * tb);
+      }
+      av_packet_unref(packet.p);
+    }
+    if (end < info_.duration - slack) {
+      truncation_ = "truncated: its data end at " + (end < 0 ? std::string("an unknown time") : std::to_string(end) + " s") + " of the " +
+                    std::to_string(info_.duration) + " s its header gives (" + (rc == AVERROR_EOF ? "end of file" : av_error(rc)) +
+                    "); the frames used decode";
     }
   }
-};
-
-VideoWriter::VideoWriter(const std::string& path, int width, int height, int fps, const std::string& codec)
-    : s_(std::make_unique<State>()), path_(path) {
-  quiet_ffmpeg();
-  if (width <= 0 || height <= 0 || width % 2 || height % 2 || fps <= 0) {
-    throw InputError("video '" + path + "': frames must have even, positive sizes and a positive frame rate (got " + std::to_string(width) +
-                     "x" + std::to_string(height) + " at " + std::to_string(fps) + " fps)");
-  }
-  int rc = avformat_alloc_output_context2(&s_->fmt, nullptr, nullptr, path.c_str());
-  if (rc < 0 || s_->fmt == nullptr) throw InputError("video '" + path + "': no container format for its extension (" + av_error(rc) + ")");
-  const AVCodec* c = nullptr;
-  for (const std::string& name : codec.empty() ? std::vector<std::string>{"libx264", "mpeg4"} : std::vector<std::string>{codec}) {
-    if ((c = avcodec_find_encoder_by_name(name.c_str())) != nullptr) break;
-  }
-  if (c == nullptr) throw InputError("video '" + path + "': FFmpeg has no encoder " + (codec.empty() ? "libx264 or mpeg4" : codec));
-  codec_ = c->name;
-  s_->enc.p = avcodec_alloc_context3(c);
-  AVCodecContext* e = s_->enc.p;
-  e->width = width;
-  e->height = height;
-  e->pix_fmt = AV_PIX_FMT_YUV420P;
-  e->time_base = AVRational{1, fps};
-  e->framerate = AVRational{fps, 1};
-  e->gop_size = 12;
-  if (codec_ == "libx264") {
-    av_opt_set(e->priv_data, "crf", "18", 0);
-    av_opt_set(e->priv_data, "preset", "medium", 0);
-  } else {
-    e->flags |= AV_CODEC_FLAG_QSCALE;  // near-constant quality: the test videos' pixels must survive
-    e->global_quality = FF_QP2LAMBDA * 2;
-  }
-  if (s_->fmt->oformat->flags & AVFMT_GLOBALHEADER) e->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
-  if ((rc = avcodec_open2(e, c, nullptr)) < 0) throw InputError("video '" + path + "': the " + codec_ + " encoder cannot be opened: " + av_error(rc));
-  s_->stream = avformat_new_stream(s_->fmt, nullptr);
-  OV_CHECK(s_->stream != nullptr, "avformat_new_stream");
-  s_->stream->time_base = e->time_base;
-  avcodec_parameters_from_context(s_->stream->codecpar, e);
-  if (!(s_->fmt->oformat->flags & AVFMT_NOFILE) && (rc = avio_open(&s_->fmt->pb, path.c_str(), AVIO_FLAG_WRITE)) < 0) {
-    throw InputError("video '" + path + "' cannot be created: " + av_error(rc));
-  }
-  if ((rc = avformat_write_header(s_->fmt, nullptr)) < 0) throw InputError("video '" + path + "': writing the header failed: " + av_error(rc));
-  s_->frame.p->format = e->pix_fmt;
-  s_->frame.p->width = width;
-  s_->frame.p->height = height;
-  if (av_frame_get_buffer(s_->frame.p, 0) < 0) throw Error("video '" + path + "': out of memory for a frame");
-}
-
-namespace {
-
-// Sends one frame (or the flush, for nullptr) and writes every packet the encoder has ready.
-void encode(AVFormatContext* fmt, AVCodecContext* enc, AVStream* stream, AVFrame* frame, AVPacket* packet, const std::string& path) {
-  int rc = avcodec_send_frame(enc, frame);
-  if (rc < 0) throw Error("video '" + path + "': encoding failed: " + av_error(rc));
-  while ((rc = avcodec_receive_packet(enc, packet)) >= 0) {
-    if (packet->duration == 0) packet->duration = 1;  // one frame (readers derive the frame rate from it)
-    av_packet_rescale_ts(packet, enc->time_base, stream->time_base);
-    packet->stream_index = stream->index;
-    rc = av_interleaved_write_frame(fmt, packet);
-    if (rc < 0) throw Error("video '" + path + "': writing failed: " + av_error(rc));
-  }
-  if (rc != AVERROR(EAGAIN) && rc != AVERROR_EOF) throw Error("video '" + path + "': encoding failed: " + av_error(rc));
-}
-
-}  // namespace
-
-void VideoWriter::write(const at::Tensor& rgb_in) {
-  AVCodecContext* e = s_->enc.p;
-  OV_CHECK(!s_->finished, "VideoWriter::write after finish");
-  if (rgb_in.dim() != 3 || rgb_in.size(0) != e->height || rgb_in.size(1) != e->width || rgb_in.size(2) != 3 || rgb_in.scalar_type() != at::kByte) {
-    throw InputError("video '" + path_ + "': a frame must be uint8 RGB [" + std::to_string(e->height) + ", " + std::to_string(e->width) + ", 3]");
-  }
-  const at::Tensor rgb = rgb_in.cpu().contiguous();
-  if (av_frame_make_writable(s_->frame.p) < 0) throw Error("video '" + path_ + "': out of memory for a frame");
-  s_->sws.p = sws_getCachedContext(s_->sws.p, e->width, e->height, AV_PIX_FMT_RGB24, e->width, e->height, e->pix_fmt, SWS_BICUBIC, nullptr,
-                                   nullptr, nullptr);
-  const uint8_t* src[4] = {rgb.data_ptr<uint8_t>(), nullptr, nullptr, nullptr};
-  const int src_stride[4] = {3 * e->width, 0, 0, 0};
-  sws_scale(s_->sws.p, src, src_stride, 0, e->height, s_->frame.p->data, s_->frame.p->linesize);
-  s_->frame.p->pts = next_pts_++;
-  if (e->flags & AV_CODEC_FLAG_QSCALE) s_->frame.p->quality = e->global_quality;
-  encode(s_->fmt, e, s_->stream, s_->frame.p, s_->packet.p, path_);
-}
-
-void VideoWriter::finish() {
-  if (s_->finished) return;
-  s_->finished = true;
-  encode(s_->fmt, s_->enc.p, s_->stream, nullptr, s_->packet.p, path_);
-  const int rc = av_write_trailer(s_->fmt);
-  if (rc < 0) throw Error("video '" + path_ + "': writing the trailer failed: " + av_error(rc));
-}
-
-VideoWriter::~VideoWriter() {
-  try {
-    finish();
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-  }
+  return out;
 }
 
 at::Tensor to_unit_range(const at::Tensor& frames) {
