@@ -208,6 +208,16 @@ int sample(int argc, char** argv) {
     window.t_count = window.t / world;
     window.t_begin = rank * window.t_count;
 
+    // The weights against the config first: when they differ (another text width, say), the config is what
+    // is wrong, not the text encoder checked after it.
+    model = ov::model::DiT(options.model);
+    chosen = pick_weights(weights, ema);
+    try {
+      ov::model::load_state_dict(*model, ov::model::read_weights(chosen), chosen);
+    } catch (const ov::InputError& e) {
+      throw ov::InputError(std::string(e.what()) + ". The model is built from --config '" + config +
+                           "': give the config.ini of the run that trained these weights");
+    }
     if (!text_path.empty()) {
       const ov::model::TensorMap in = ov::model::read_safetensors(text_path).tensors;
       const auto it = in.find("text_states");
@@ -217,13 +227,9 @@ int sample(int argc, char** argv) {
       text = encode_prompts(all_prompts, text_encoder, tokenizer, text_tokens, dev, dtype);
     }
     if (text.dim() != 3 || text.size(2) != options.model.text_dim) {
-      throw ov::InputError("the text states are " + c10::str(text.sizes()) + ", the model takes [B, Lc, " + std::to_string(options.model.text_dim) +
-                           "]: is the text encoder the one the training data was made with?");
+      throw ov::InputError("the text states are " + c10::str(text.sizes()) + ", the model (and its weights) take [B, Lc, " +
+                           std::to_string(options.model.text_dim) + "]: is the text encoder the one the training data was made with?");
     }
-
-    model = ov::model::DiT(options.model);
-    chosen = pick_weights(weights, ema);
-    ov::model::load_state_dict(*model, ov::model::read_weights(chosen), chosen);
     model->to(dev);
     model->set_compute_dtype(dtype);
     if (!video_decoder.empty() && !fs::is_regular_file(video_decoder)) throw ov::InputError("--video_decoder '" + video_decoder + "' does not exist");
