@@ -14,8 +14,20 @@ run() {  # run OUT [extra options]: the preprocessing job on 2 ranks
   local out=$1; shift
   timeout -k 5 240 "$mpiexec" --oversubscribe -n 2 "$preprocess" --csv "$work/videos/clips.csv" --video_root "$work/videos" --out "$out" \
     --bucket 2x8x8 --bucket 2x8x12 --frame_stride 2 --filter 'aesthetic score>=4' --clips_per_shard 2 --batch_size 2 \
-    --video_encoder "$fixtures/video_codec/encoder.jit" --text_encoder "$fixtures/t5_tiny" --caption_bytes 256 "$@"
+    --video_encoder "${encoder:-$fixtures/video_codec/encoder.jit}" --text_encoder "$fixtures/t5_tiny" --caption_bytes 256 "$@"
 }
+# The video decoder given as the encoder: a trial call refuses it before anything is written (exit 2 on every
+# rank, one message saying what the file is); the corrected command then runs in that --out.
+encoder=$fixtures/video_codec/decoder.jit run "$work/wrong" > "$work/wrong.log" 2>&1
+rc=$?; cat "$work/wrong.log"
+[ $rc -eq 2 ] || fail "a decoder given as the encoder exited $rc, not 2"
+[ "$(grep -c "It works as a video decoder instead .*: pass the encoder" "$work/wrong.log")" -eq 1 ] || fail "not one message naming the decoder"
+grep -q "Traceback" "$work/wrong.log" && fail "a TorchScript traceback was printed"
+[ -e "$work/wrong" ] && fail "the refused job wrote into its --out"
+# A start that failed after its record was written but before any part: the corrected command takes over.
+mkdir -p "$work/wrong" && echo '{"csv": "another job"}' > "$work/wrong/preprocess.json"
+run "$work/wrong" --max_clips 2 > "$work/wrong2.log" 2>&1 || { cat "$work/wrong2.log"; fail "the corrected command was refused"; }
+grep -q "holds a job with other options that finished no part: starting this one there" "$work/wrong2.log" || fail "no word on the takeover"
 run "$work/data" > "$work/run1.log" 2>&1 || { cat "$work/run1.log"; fail "the preprocessing job failed"; }
 cat "$work/run1.log"
 grep -q "preprocess: 6 of 13 clips kept (t2_h8_w8: 5, t2_h8_w12: 1); 5 skipped (missing: 1, not a video: 1, too short: 1, unreadable: 2), 2 filtered out" "$work/run1.log" ||

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 
 #include "openvid/comm/process_groups.h"
@@ -82,13 +83,7 @@ at::Tensor encode_prompts(const std::vector<std::string>& prompts, const std::st
 
 // Decodes each sample's latent to video (video/render.h, as the trainer's samples): MP4 files and a contact
 // sheet of up to 8 frames per sample, at full size.
-void write_videos(const at::Tensor& latents, const std::string& decoder, const ov::video::Compression& compression, double scale, double shift,
-                  const std::string& dir, int fps, const at::Device& device, at::ScalarType dtype) {
-  if (!ov::video::can_write_videos()) {
-    throw ov::InputError("--video_decoder writes MP4 files through FFmpeg, which this build of openvid was made without: install "
-                         "libavformat-dev libavcodec-dev libswscale-dev and rebuild (tools/setup.sh does both)");
-  }
-  const ov::video::LatentCodec dec(decoder, ov::video::LatentCodec::Part::kDecoder, compression, device, dtype);
+void write_videos(const at::Tensor& latents, const ov::video::LatentCodec& dec, double scale, double shift, const std::string& dir, int fps) {
   fs::create_directories(dir);
   const ov::video::RenderedSheet sheet = ov::video::render_samples(dec, latents, ov::video::RenderOptions{scale, shift, fps, 8, 1 << 20}, [&](int64_t i) {
     char name[32];
@@ -232,8 +227,21 @@ int sample(int argc, char** argv) {
     }
     model->to(dev);
     model->set_compute_dtype(dtype);
-    if (!video_decoder.empty() && !fs::is_regular_file(video_decoder)) throw ov::InputError("--video_decoder '" + video_decoder + "' does not exist");
   });
+  // Rank 0's video decoder, tried on one latent of the asked shape before any sampling (a video encoder
+  // given in its place is recognised and named).
+  std::optional<ov::video::LatentCodec> decoder;
+  if (!video_decoder.empty()) {
+    ov::root_check(MPI_COMM_WORLD, [&] {
+      if (!ov::video::can_write_videos()) {
+        throw ov::InputError("--video_decoder writes MP4 files through FFmpeg, which this build of openvid was made without: install "
+                             "libavformat-dev libavcodec-dev libswscale-dev and rebuild (tools/setup.sh does both)");
+      }
+      if (!fs::is_regular_file(video_decoder)) throw ov::InputError("--video_decoder '" + video_decoder + "' does not exist");
+      decoder.emplace(video_decoder, ov::video::LatentCodec::Part::kDecoder, compression, dev, dtype);
+      decoder->check(frames, height, width, options.model.in_channels);
+    });
+  }
   if (rank == 0) std::cout << "weights: " << chosen << (chosen != weights ? " (the moving average)" : "") << "\n";
   auto groups = ov::comm::ProcessGroups::create(u, dev.is_cuda() && world > 1 ? ov::comm::Backend::kNccl : ov::comm::Backend::kMpi,
                                                 std::chrono::milliseconds(600000));
@@ -279,7 +287,7 @@ int sample(int argc, char** argv) {
   std::cout << "wrote latents " << c10::str(latents.sizes()) << " (" << so.steps << " steps, guidance " << so.guidance << ", seed "
             << seed << ") to " << out << "\n";
   if (!video_decoder.empty()) {
-    write_videos(latents, video_decoder, compression, latent_scale, latent_shift, video_out, fps, dev, dtype);
+    write_videos(latents, *decoder, latent_scale, latent_shift, video_out, fps);
     if (!all_prompts.empty()) {
       std::ofstream p(fs::path(video_out) / "prompts.txt");
       for (size_t i = 0; i < all_prompts.size(); ++i) p << "sample_" << (i < 10 ? "00" : i < 100 ? "0" : "") << i << ".mp4\t" << all_prompts[i] << "\n";

@@ -220,6 +220,12 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
     if (o.max_clips > 0 && static_cast<int64_t>(list.clips.size()) > o.max_clips) list.clips.resize(static_cast<size_t>(o.max_clips));
     enc.emplace(Encoders{video::LatentCodec(o.video_encoder, video::LatentCodec::Part::kEncoder, o.compression, device, dtype),
                          text::Tokenizer(o.tokenizer.empty() ? o.text_encoder : o.tokenizer), text::T5Encoder(o.text_encoder, device, dtype)});
+    // One clip of the smallest bucket through the video encoder before anything is written (16 latent
+    // channels, Cosmos's, only to recognise a decoder given in its place).
+    const LatentShape& small = *std::min_element(o.buckets.begin(), o.buckets.end(), [](const LatentShape& a, const LatentShape& b) {
+      return a[0] * a[1] * a[2] < b[0] * b[1] * b[2];
+    });
+    enc->video.check(small[0], small[1], small[2], 16);
   });
   if (root) std::cout << patch_warning(o.buckets, o.model_patch, o.model_time_patch) << std::flush;
   // The output directory: new, or a restart of this very job.
@@ -232,9 +238,18 @@ int run_preprocess(MPI_Comm comm, const PreprocessOptions& o) {
     if (fs::exists(rec)) {
       std::ifstream in(rec);
       const std::string old((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (old != record + "\n") {
+      bool finished_part = false;  // a start that failed before finishing a part leaves nothing to keep
+      for (const auto& e : fs::directory_iterator(o.out)) {
+        const std::string name = e.path().filename().string();
+        finished_part = finished_part || (name.rfind("part-", 0) == 0 && e.path().extension() == ".json");
+      }
+      if (old != record + "\n" && finished_part) {
         throw InputError("--out '" + o.out + "' holds a preprocessing job with other options (" + rec.string() +
                          "): repeat them to resume it, or choose another --out");
+      }
+      if (old != record + "\n") {
+        std::cout << "preprocess: --out " << o.out << " holds a job with other options that finished no part: starting this one there\n";
+        write_file_durably(rec.string(), record + "\n");
       }
     }
     if (fs::exists(manifest)) {  // finished: nothing is rewritten

@@ -33,6 +33,10 @@ Validator::Validator(const RunContext& run, model::DiT model, std::string run_di
     root_check(run.u.world(), [&] {
       decoder_.emplace(o.sample_decoder, video::LatentCodec::Part::kDecoder,
                        video::Compression{o.sample_temporal_compression, o.sample_spatial_compression}, run.compute.device, run.compute.dtype);
+      if (!run.data.eval_batches.empty()) {  // one latent of the samples' shape, before any step
+        const data::HostBatch& b = run.data.eval_batches.front();
+        decoder_->check(b.frames, b.latents.size(3), b.latents.size(4), o.model.in_channels);
+      }
     });
   }
 }

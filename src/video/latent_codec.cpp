@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "openvid/runtime/error.h"
@@ -31,10 +32,34 @@ LatentCodec::LatentCodec(const std::string& path, Part part, Compression compres
 LatentCodec::~LatentCodec() = default;
 LatentCodec::LatentCodec(LatentCodec&&) noexcept = default;
 
-at::Tensor LatentCodec::run(const at::Tensor& input) const {
+namespace {
+
+// What a TorchScript failure says, without its traceback: the last "SomethingError: ..." line, else the
+// last line.
+std::string short_error(const std::string& what) {
+  std::string last, error;
+  size_t from = 0;
+  while (from <= what.size()) {
+    const size_t to = std::min(what.find('\n', from), what.size());
+    const std::string line = what.substr(from, to - from);
+    if (line.find_first_not_of(" \t") != std::string::npos) last = line;
+    const size_t colon = line.find("Error: ");
+    if (colon != std::string::npos && line.find(' ') > colon) error = line;
+    from = to + 1;
+  }
+  return error.empty() ? last : error;
+}
+
+const char* name_of(LatentCodec::Part part) { return part == LatentCodec::Part::kEncoder ? "video encoder" : "video decoder"; }
+
+}  // namespace
+
+at::Tensor LatentCodec::run(const at::Tensor& input) const { return apply(input, part_); }
+
+at::Tensor LatentCodec::apply(const at::Tensor& input, Part as) const {
   c10::InferenceMode inference;
-  const bool enc = part_ == Part::kEncoder;
-  const char* what = enc ? "video encoder" : "video decoder";
+  const bool enc = as == Part::kEncoder;
+  const char* what = name_of(as);
   const int64_t tf = compression_.temporal, sf = compression_.spatial;
   if (input.dim() != 5 || (enc && (input.size(1) != 3 || (input.size(2) - 1) % tf != 0 || input.size(3) % sf || input.size(4) % sf))) {
     throw InputError(std::string(what) + " '" + path_ + "': input " + c10::str(input.sizes()) +
@@ -45,7 +70,7 @@ at::Tensor LatentCodec::run(const at::Tensor& input) const {
   try {
     out = module_->forward({input.to(device_, dtype_)});
   } catch (const std::exception& e) {
-    throw InputError(std::string(what) + " '" + path_ + "' failed on an input of shape " + c10::str(input.sizes()) + ": " + e.what());
+    throw InputError(std::string(what) + " '" + path_ + "' failed on an input of shape " + c10::str(input.sizes()) + ": " + short_error(e.what()));
   }
   at::Tensor y;
   if (out.isTensor()) y = out.toTensor();
@@ -65,6 +90,30 @@ at::Tensor LatentCodec::run(const at::Tensor& input) const {
                      " give: is this the right file, or are --temporal_compression / --spatial_compression different for it?");
   }
   return y.to(at::kFloat);
+}
+
+void LatentCodec::check(int64_t frames, int64_t height, int64_t width, int64_t channels) const {
+  const int64_t sf = compression_.spatial;
+  const at::Tensor latent = at::zeros({1, channels, frames, height, width});
+  const at::Tensor video = at::zeros({1, 3, compression_.video_frames(frames), height * sf, width * sf});
+  const bool enc = part_ == Part::kEncoder;
+  std::string problem;
+  try {
+    apply(enc ? video : latent, part_);
+    return;
+  } catch (const InputError& e) {
+    problem = e.what();
+  }
+  // What the file is instead: the other part's contract on the same shapes.
+  const Part other = enc ? Part::kDecoder : Part::kEncoder;
+  std::string instead;
+  try {
+    const at::Tensor y = apply(enc ? latent : video, other);
+    instead = " It works as a " + std::string(name_of(other)) + " instead (" + c10::str((enc ? latent : video).sizes()) + " -> " +
+              c10::str(y.sizes()) + "): pass the " + (enc ? "encoder (e.g. encoder.jit beside it)" : "decoder (e.g. decoder.jit beside it)");
+  } catch (const InputError&) {
+  }
+  throw InputError(problem + " (a trial call before anything is written)." + instead);
 }
 
 }  // namespace ov::video

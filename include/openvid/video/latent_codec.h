@@ -39,10 +39,18 @@ class LatentCodec {
   // output fp32 in [-1, 1]. Throws InputError when the module fails or its output breaks the contract.
   at::Tensor run(const at::Tensor& input) const;
 
+  // A trial call on zeros of one latent [1, channels, frames, height, width] (or the video it decodes to /
+  // is encoded from), before anything is written. Throws InputError naming the file and what went wrong,
+  // and, when the file keeps the other part's contract on the same shapes (a decoder given for the
+  // encoder, or the reverse), says so and what to pass.
+  void check(int64_t frames, int64_t height, int64_t width, int64_t channels) const;
+
   const std::string& path() const { return path_; }
   const Compression& compression() const { return compression_; }
 
  private:
+  at::Tensor apply(const at::Tensor& input, Part as) const;  // run() under `as`'s contract
+
   std::unique_ptr<torch::jit::Module> module_;
   std::string path_;
   Part part_;
