@@ -171,6 +171,32 @@ void check_argument_errors(Communicator& c, const at::Device& dev) {
   }
 }
 
+// Every collective is counted on its group: calls and the bytes of its buffer (all_reduce and broadcast the
+// tensor, all_gather the gathered output, reduce_scatter the scattered input); a group of one rank moves
+// nothing; a refused call counts nothing.
+void check_traffic(Communicator& c, const at::Device& dev) {
+  using C = Communicator;
+  const int size = c.size();
+  const C::Traffic before = c.total_traffic();
+  at::Tensor t = at::ones({10}, at::kFloat).to(dev), h = at::ones({6}, at::kBFloat16).to(dev);
+  at::Tensor gathered = at::empty({3 * size}, at::kDouble).to(dev), mine = at::ones({3}, at::kDouble).to(dev);
+  at::Tensor scattered = at::ones({5 * size}, at::kFloat).to(dev), out = at::empty({5}, at::kFloat).to(dev);
+  const C::Traffic ar = c.traffic(C::kAllReduce), ag = c.traffic(C::kAllGather), rs = c.traffic(C::kReduceScatter), bc = c.traffic(C::kBroadcast);
+  c.all_reduce(t, ReduceOp::kSum).wait();
+  c.all_reduce(h, ReduceOp::kMax).wait();
+  c.all_gather(gathered, mine).wait();
+  c.reduce_scatter(out, scattered, ReduceOp::kSum).wait();
+  c.broadcast(t, 0).wait();
+  BOOST_CHECK_THROW(static_cast<void>(c.broadcast(t, size)), ov::Error);
+  const int64_t counted = size > 1 ? 1 : 0;
+  BOOST_CHECK_EQUAL(c.traffic(C::kAllReduce).calls - ar.calls, 2 * counted);
+  BOOST_CHECK_EQUAL(c.traffic(C::kAllReduce).bytes - ar.bytes, (10 * 4 + 6 * 2) * counted);
+  BOOST_CHECK_EQUAL(c.traffic(C::kAllGather).bytes - ag.bytes, 3 * size * 8 * counted);
+  BOOST_CHECK_EQUAL(c.traffic(C::kReduceScatter).bytes - rs.bytes, 5 * size * 4 * counted);
+  BOOST_CHECK_EQUAL(c.traffic(C::kBroadcast).calls - bc.calls, counted);
+  BOOST_CHECK_EQUAL(c.total_traffic().bytes - before.bytes, (40 + 12 + 24 * size + 20 * size + 40) * counted);
+}
+
 template <typename Check>
 void on_every_group(Check&& check) {
   for (auto [fs, cp] : layouts_for(ov::world_size())) {
@@ -190,6 +216,7 @@ BOOST_AUTO_TEST_CASE(reduce_scatter_even_and_uneven) { on_every_group(check_redu
 BOOST_AUTO_TEST_CASE(broadcast_from_the_last_rank) { on_every_group(check_broadcast); }
 BOOST_AUTO_TEST_CASE(overlapping_collectives) { on_every_group(check_overlapping_work); }
 BOOST_AUTO_TEST_CASE(argument_errors) { on_every_group(check_argument_errors); }
+BOOST_AUTO_TEST_CASE(traffic_is_counted_per_group) { on_every_group(check_traffic); }
 
 BOOST_AUTO_TEST_CASE(barrier_waits_for_the_slowest_rank) {
   Layout l = make_layout(1, 1);

@@ -5,6 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
+#include <map>
 
 #include "openvid/comm/process_groups.h"
 #include "openvid/data/sampler.h"
@@ -221,6 +222,42 @@ BOOST_AUTO_TEST_CASE(remainder_batches_train_their_real_samples_on_every_layout)
     }
     for (const auto& [name, w] : straight) BOOST_CHECK_MESSAGE(at::equal(resumed.at(name), w), name << " differs after resuming");
     groups.finalize();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (me == 0) std::filesystem::remove_all(dir);
+}
+
+// Each step's traffic per group (StepResult::comm_bytes, as metrics.jsonl logs it) is what the layout's
+// collectives must move, counted from the model's own buffers (fp32 on the CPU): fs = world gathers every
+// unit's full parameters and reduce-scatters its full gradient (twice the gathered bytes) on the shard
+// group (fs x cp ranks: cp = 2 shards too); the dp group all-reduces each rank's gradient slice (all of it at
+// dp = world); cp = 2 exchanges keys and values on the cp group; every layout all-reduces the step's 3 statistics (24 bytes) on the world; and every step the same.
+BOOST_AUTO_TEST_CASE(each_step_moves_the_bytes_its_layout_needs) {
+  const int world = ov::world_size(), me = ov::world_rank();
+  const std::string dir = shared_temp_dir("openvid_traffic_");
+  const ov::data::SyntheticSpec spec = small_dataset(dir);
+  for (auto [fs_, cp] : {std::pair{world, 1}, std::pair{1, 1}, std::pair{1, world == 2 || world == 4 ? 2 : 1}}) {
+    BOOST_TEST_CONTEXT("fs=" << fs_ << " cp=" << cp) {
+      ov::Options o = options_for(spec.directory, dir, "traffic", fs_, cp, 2);
+      ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, fs_, cp, ov::DeviceRequest::kCpu);
+      auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+      {
+        ov::train::Trainer t(o, u, groups);
+        const auto first = t.train_step(0).comm_bytes, second = t.train_step(1).comm_bytes;
+        BOOST_TEST_MESSAGE("rank " << me << ": " << groups.traffic_line(2));
+        BOOST_REQUIRE_EQUAL(first.size(), 4u);
+        std::map<std::string, double> bytes(first.begin(), first.end());
+        BOOST_CHECK(first == second);
+        const double gathered = static_cast<double>(t.memory().gathered_bytes);
+        const int dp = world / (fs_ * cp);
+        BOOST_CHECK_EQUAL(bytes["world"], world > 1 ? 24.0 : 0.0);
+        BOOST_CHECK_EQUAL(bytes["shard"], fs_ * cp > 1 ? 2 * gathered : 0.0);  // the shard group is fs x cp
+        BOOST_CHECK_EQUAL(bytes["dp"], dp > 1 ? gathered / (fs_ * cp) : 0.0);  // the shard's gradient slice
+        if (cp > 1) BOOST_CHECK_GT(bytes["cp"], 0.0);
+        else BOOST_CHECK_EQUAL(bytes["cp"], 0.0);
+      }
+      groups.finalize();
+    }
   }
   MPI_Barrier(MPI_COMM_WORLD);
   if (me == 0) std::filesystem::remove_all(dir);

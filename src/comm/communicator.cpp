@@ -84,4 +84,27 @@ std::string Communicator::describe_op(const char* op, uint64_t seq) const {
   return os.str();
 }
 
+const char* Communicator::kind_name(Kind k) {
+  switch (k) {
+    case kAllReduce: return "all_reduce";
+    case kAllGather: return "all_gather";
+    case kReduceScatter: return "reduce_scatter";
+    case kBroadcast: return "broadcast";
+    case kKinds: break;
+  }
+  return "?";
+}
+
+Communicator::Traffic Communicator::total_traffic() const {
+  Traffic t;
+  for (const Traffic& k : traffic_) t += k;
+  return t;
+}
+
+void Communicator::count(Kind kind, const at::Tensor& buffer) {
+  if (size_ < 2) return;
+  ++traffic_[kind].calls;
+  traffic_[kind].bytes += static_cast<int64_t>(buffer.nbytes());
+}
+
 }  // namespace ov::comm

@@ -174,6 +174,7 @@ Work MpiCommunicator::start(const char* op, std::vector<at::Tensor> keep, at::Te
 
 Work MpiCommunicator::all_reduce(const at::Tensor& t, ReduceOp op) {
   check_args("all_reduce", t);
+  count(kAllReduce, t);
   return start("all_reduce", {t}, op == ReduceOp::kAvg ? t : at::Tensor(), [&](const std::string& what, MPI_Request* req) {
     return MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), checked_count(t.numel(), what), mpi_type(t.scalar_type()),
                           mpi_op(op, t.scalar_type()), comm_, req);
@@ -183,6 +184,7 @@ Work MpiCommunicator::all_reduce(const at::Tensor& t, ReduceOp op) {
 Work MpiCommunicator::all_gather(const at::Tensor& out, const at::Tensor& in) {
   check_args("all_gather", in, &out);
   check_numel("all_gather", "output", out, in.numel() * size());
+  count(kAllGather, out);
   // MPI forbids overlapping send and receive buffers: an in-place gather says so with MPI_IN_PLACE.
   const void* send = is_own_chunk(out, in) ? MPI_IN_PLACE : in.data_ptr();
   return start("all_gather", {in, out}, {}, [&](const std::string& what, MPI_Request* req) {
@@ -195,6 +197,7 @@ Work MpiCommunicator::all_gather(const at::Tensor& out, const at::Tensor& in) {
 Work MpiCommunicator::reduce_scatter(const at::Tensor& out, const at::Tensor& in, ReduceOp op) {
   check_args("reduce_scatter", in, &out);
   check_numel("reduce_scatter", "input", in, out.numel() * size());
+  count(kReduceScatter, in);
   return start("reduce_scatter", {in, out}, op == ReduceOp::kAvg ? out : at::Tensor(), [&](const std::string& what, MPI_Request* req) {
     return MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), checked_count(out.numel(), what), mpi_type(in.scalar_type()),
                                      mpi_op(op, in.scalar_type()), comm_, req);
@@ -204,6 +207,7 @@ Work MpiCommunicator::reduce_scatter(const at::Tensor& out, const at::Tensor& in
 Work MpiCommunicator::broadcast(const at::Tensor& t, int root) {
   check_args("broadcast", t);
   check_root("broadcast", root);
+  count(kBroadcast, t);
   return start("broadcast", {t}, {}, [&](const std::string& what, MPI_Request* req) {
     return MPI_Ibcast(t.data_ptr(), checked_count(t.numel(), what), mpi_type(t.scalar_type()), root, comm_, req);
   });

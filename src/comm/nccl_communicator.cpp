@@ -117,6 +117,7 @@ class NcclCommunicator final : public Communicator, private Watched {
   Work all_reduce(const at::Tensor& t, ReduceOp op) override {
     const char* name = "all_reduce";
     check_args(name, t);
+    count(kAllReduce, t);
     return launch(name, {t}, [&] {
       return ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                            nccl_type(t.scalar_type()), nccl_op(op), comm_, stream_);
@@ -127,6 +128,7 @@ class NcclCommunicator final : public Communicator, private Watched {
     const char* name = "all_gather";
     check_args(name, in, &out);  // in place when `in` is this rank's chunk of `out`: NCCL handles that itself
     check_numel(name, "output", out, in.numel() * size());
+    count(kAllGather, out);
     return launch(name, {in, out}, [&] {
       return ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
                            nccl_type(in.scalar_type()), comm_, stream_);
@@ -137,6 +139,7 @@ class NcclCommunicator final : public Communicator, private Watched {
     const char* name = "reduce_scatter";
     check_args(name, in, &out);
     check_numel(name, "input", in, out.numel() * size());
+    count(kReduceScatter, in);
     return launch(name, {in, out}, [&] {
       return ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
                                nccl_type(in.scalar_type()), nccl_op(op), comm_, stream_);
@@ -147,6 +150,7 @@ class NcclCommunicator final : public Communicator, private Watched {
     const char* name = "broadcast";
     check_args(name, t);
     check_root(name, root);
+    count(kBroadcast, t);
     return launch(name, {t}, [&] {
       return ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                            nccl_type(t.scalar_type()), root, comm_, stream_);

@@ -5,6 +5,10 @@
 #include "openvid/comm/nccl_communicator.h"
 #include "openvid/runtime/error.h"
 
+#include <algorithm>
+#include <iomanip>
+#include <sstream>
+
 namespace ov::comm {
 
 Backend resolve_backend(BackendRequest requested, const DeviceChoice& device) {
@@ -86,6 +90,38 @@ void verify_groups(ProcessGroups& groups, const Universe& universe) {
                   std::to_string(got) + " (expected " + std::to_string(c.expected) + ")");
     }
   }
+}
+
+std::vector<std::pair<std::string, int64_t>> ProcessGroups::bytes_moved() const {
+  return {{"world", world_->total_traffic().bytes},
+          {"shard", shard_->total_traffic().bytes},
+          {"cp", cp_->total_traffic().bytes},
+          {"dp", dp_->total_traffic().bytes}};
+}
+
+std::string ProcessGroups::traffic_line(int64_t steps) const {
+  const auto size = [](double bytes) {
+    std::ostringstream os;
+    os << std::setprecision(3);
+    if (bytes >= 1e9) os << bytes / 1e9 << " GB";
+    else if (bytes >= 1e6) os << bytes / 1e6 << " MB";
+    else if (bytes >= 1e3) os << bytes / 1e3 << " kB";
+    else os << bytes << " B";
+    return os.str();
+  };
+  const double n = static_cast<double>(std::max<int64_t>(steps, 1));
+  std::string line;
+  const std::pair<const char*, const Communicator*> groups[] = {{"world", world_.get()}, {"shard", shard_.get()}, {"cp", cp_.get()}, {"dp", dp_.get()}};
+  for (const auto& [name, c] : groups) {
+    if (c->total_traffic().bytes == 0) continue;
+    std::string kinds;
+    for (int k = 0; k < Communicator::kKinds; ++k) {
+      const Communicator::Traffic& t = c->traffic(static_cast<Communicator::Kind>(k));
+      if (t.bytes > 0) kinds += (kinds.empty() ? "" : ", ") + std::string(Communicator::kind_name(static_cast<Communicator::Kind>(k))) + " " + size(t.bytes / n);
+    }
+    line += (line.empty() ? "" : "; ") + std::string(name) + " " + size(c->total_traffic().bytes / n) + " (" + kinds + ")";
+  }
+  return line.empty() ? "none" : line;
 }
 
 }  // namespace ov::comm

@@ -96,10 +96,14 @@ RunLog::RunLog(const std::string& run_dir, bool writer, double peak_tflops, int 
 }
 
 void RunLog::add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops,
-                      const std::vector<std::pair<std::string, double>>& phase_ms) {
-  if (phase_ms_.size() != phase_ms.size()) phase_ms_.assign(phase_ms.begin(), phase_ms.end());
-  else
-    for (size_t i = 0; i < phase_ms.size(); ++i) phase_ms_[i].second += phase_ms[i].second;
+                      const std::vector<std::pair<std::string, double>>& phase_ms, const std::vector<std::pair<std::string, double>>& comm_bytes) {
+  const auto accumulate = [](std::vector<std::pair<std::string, double>>& sums, const std::vector<std::pair<std::string, double>>& values) {
+    if (sums.size() != values.size()) sums.assign(values.begin(), values.end());
+    else
+      for (size_t i = 0; i < values.size(); ++i) sums[i].second += values[i].second;
+  };
+  accumulate(phase_ms_, phase_ms);
+  accumulate(comm_bytes_, comm_bytes);
   loss_ += loss;
   seconds_ += seconds;
   wait_ += data_wait;
@@ -146,17 +150,19 @@ void RunLog::write(const Point& p) {
     row["skipped_steps"] = p.skipped;
     row["wall_time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     row["elapsed_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    if (!phase_ms_.empty()) {  // mean milliseconds per step of each phase, timed where it ran
-      nlohmann::ordered_json phases = nlohmann::ordered_json::object();
-      for (const auto& [name, ms] : phase_ms_) phases[name] = ms / static_cast<double>(steps_);
-      row["phase_ms"] = std::move(phases);
+    // Mean per step: milliseconds of each phase, timed where it ran; bytes this rank moved on each group.
+    for (const auto& [key, sums] : {std::pair{"phase_ms", &phase_ms_}, std::pair{"comm_bytes", &comm_bytes_}}) {
+      if (sums->empty()) continue;
+      nlohmann::ordered_json means = nlohmann::ordered_json::object();
+      for (const auto& [name, sum] : *sums) means[name] = sum / static_cast<double>(steps_);
+      row[key] = std::move(means);
     }
     metrics_ << row.dump() << "\n" << std::flush;
     // The same numbers for TensorBoard, grouped: train/..., eval/..., perf/..., phase_ms/...
     for (const auto& [name, value] : row.items()) {
       if (name == "step" || name == "wall_time" || name == "elapsed_seconds") continue;
-      if (name == "phase_ms") {
-        for (const auto& [phase, ms] : value.items()) tensorboard_->scalar("phase_ms/" + phase, p.step, ms.get<double>());
+      if (name == "phase_ms" || name == "comm_bytes") {
+        for (const auto& [part, v] : value.items()) tensorboard_->scalar(name + "/" + part, p.step, v.get<double>());
         continue;
       }
       const bool train = name == "loss" || name == "lr" || name == "grad_norm" || name == "skipped_steps";
@@ -167,6 +173,7 @@ void RunLog::write(const Point& p) {
   }
   loss_ = seconds_ = wait_ = samples_ = tokens_ = flops_ = 0;
   phase_ms_.clear();
+  comm_bytes_.clear();
   steps_ = 0;
 }
 

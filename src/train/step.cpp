@@ -42,6 +42,7 @@ StepPipeline::InFlight StepPipeline::launch(int64_t step, const data::HostBatch&
   StepResult& r = f.result;
   r.step = step;
   r.data_wait = data_wait;
+  const auto bytes_before = run_.groups.bytes_moved();
   f.bucket = host.bucket;
   f.samples = host.global_valid;
   const data::DeviceBatch b = data::to_device(host, run_.compute.device, at::kFloat);
@@ -92,6 +93,10 @@ StepPipeline::InFlight StepPipeline::launch(int64_t step, const data::HostBatch&
   trace_.add("checks_and_optimizer", t_reduce, t_opt, step, run_.u.rank());
   m_.sharded->gather();
   timer.end_phase("gather");
+  const auto bytes_after = run_.groups.bytes_moved();  // the step's collectives, the next step's gather included
+  for (size_t g = 0; g < bytes_after.size(); ++g) {
+    r.comm_bytes.emplace_back(bytes_after[g].first, static_cast<double>(bytes_after[g].second - bytes_before[g].second));
+  }
   if (stats.is_cuda()) {
     f.stats = at::empty({3}, stats.options().device(at::kCPU).pinned_memory(true));
     f.stats.copy_(stats, /*non_blocking=*/true);

@@ -107,6 +107,7 @@ StepResult Trainer::train_step(int64_t step) {
 
 double Trainer::evaluate() { return impl_->validator->loss(); }
 
+parallel::ShardMemory Trainer::memory() const { return impl_->m.sharded->memory(); }
 model::TensorMap Trainer::weights() { return parallel::full_masters(*impl_->m.sharded); }
 model::TensorMap Trainer::ema_weights() {
   return impl_->m.sharded->has_ema() ? parallel::full_masters(*impl_->m.sharded, parallel::Weights::kEma) : model::TensorMap();
@@ -188,7 +189,7 @@ int Trainer::run() {
                                                         (bucket.width / d.opt.model.patch));
     log.add_step(r.loss, r.seconds + r.data_wait, r.data_wait, samples, tokens,
                  samples * model::training_flops(d.opt.model, bucket.frames, bucket.height, bucket.width, manifest.text_tokens),
-                 r.phase_ms);
+                 r.phase_ms, r.comm_bytes);
     std::optional<double> eval_loss;
     if (cadence.evaluate(done)) eval_loss = evaluate();
     if (cadence.sample(done)) {
@@ -243,6 +244,7 @@ int Trainer::run() {
   }
   kineto.reset();  // saves a trace still running
   if (root && d.u.mesh().shard_size() > 1) std::cout << parallel::unit_gradient_summary(*d.m.sharded) << "\n";
+  if (root) std::cout << "communication on rank 0, per step (start-up and evaluation included): " << d.groups.traffic_line(cadence.last_step - d.start_step) << "\n";
   const std::string stopped = "stopped at step " + std::to_string(cadence.last_step) + ": reached " + end.reason + "\n";
   if (!d.opt.write_checkpoints) {
     if (root) std::cout << stopped << "done in " << format_duration(seconds_since(start)) << " (--write_checkpoints false: nothing saved)\n";

@@ -83,6 +83,23 @@ class Communicator {
   virtual void abort(const std::string& reason) { failure_ = reason; }
   const std::string& failure() const { return failure_; }
 
+  // What this rank's collectives on the group have moved since it was made: calls and bytes of each kind,
+  // a collective's bytes being its buffer (all_reduce and broadcast: the tensor; all_gather: the gathered
+  // output; reduce_scatter: the scattered input), counted when it starts. A group of one rank moves
+  // nothing and counts nothing. Local; callers take differences (e.g. per step).
+  struct Traffic {
+    int64_t calls = 0, bytes = 0;
+    Traffic& operator+=(const Traffic& o) {
+      calls += o.calls;
+      bytes += o.bytes;
+      return *this;
+    }
+  };
+  enum Kind { kAllReduce, kAllGather, kReduceScatter, kBroadcast, kKinds };
+  static const char* kind_name(Kind k);
+  const Traffic& traffic(Kind k) const { return traffic_[k]; }
+  Traffic total_traffic() const;
+
  protected:
   Communicator(std::string name, int rank, int size, std::chrono::milliseconds timeout)
       : name_(std::move(name)), rank_(rank), size_(size), timeout_(timeout) {}
@@ -99,6 +116,8 @@ class Communicator {
   bool is_own_chunk(const at::Tensor& out, const at::Tensor& in) const;
   // "all_reduce #12 on group 'dp' (rank 1 of 2)"
   std::string describe_op(const char* op, uint64_t seq) const;
+  // Adds one collective of `kind` over `buffer` to traffic() (the backends call it once its arguments pass).
+  void count(Kind kind, const at::Tensor& buffer);
 
   std::string failure_;
 
@@ -107,6 +126,7 @@ class Communicator {
   int rank_;
   int size_;
   std::chrono::milliseconds timeout_;
+  Traffic traffic_[kKinds];
 };
 
 }  // namespace ov::comm

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "openvid/comm/communicator.h"
 #include "openvid/runtime/universe.h"
@@ -19,6 +21,12 @@ class ProcessGroups {
   Communicator& shard() { return *shard_; }
   Communicator& cp() { return *cp_; }
   Communicator& dp() { return *dp_; }
+  // Bytes each group has moved on this rank so far (Communicator::total_traffic), as (name, bytes) in the
+  // order world, shard, cp, dp.
+  std::vector<std::pair<std::string, int64_t>> bytes_moved() const;
+  // "world 24 B (all_reduce 24 B); shard 12.6 MB (all_gather 6.3 MB, reduce_scatter 6.3 MB)": this rank's
+  // traffic since the groups were made divided by `steps`, the groups that moved nothing left out.
+  std::string traffic_line(int64_t steps) const;
 
   // Collective over the world: finalizes every group (dp, cp, shard, world) in the same order on all ranks.
   void finalize();

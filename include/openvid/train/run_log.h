@@ -57,10 +57,11 @@ class RunLog {
   // the checkpoint it resumes from was superseded), so that each step appears once in metrics.jsonl.
   RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size, c10::Device device, int64_t start_step = 0);
 
-  // One step: its mean loss, duration (compute and data wait), samples, video tokens and FLOPs, and the
-  // milliseconds of its phases (StepTimer).
+  // One step: its mean loss, duration (compute and data wait), samples, video tokens and FLOPs, the
+  // milliseconds of its phases (StepTimer) and the bytes this rank's collectives moved on each group.
   void add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops,
-                const std::vector<std::pair<std::string, double>>& phase_ms = {});
+                const std::vector<std::pair<std::string, double>>& phase_ms = {},
+                const std::vector<std::pair<std::string, double>>& comm_bytes = {});
 
   // Writes the window's line, its metrics.jsonl record and TensorBoard scalars, and starts a new window.
   struct Point {
@@ -82,7 +83,7 @@ class RunLog {
   std::unique_ptr<TensorBoardWriter> tensorboard_;  // RUN_DIR/tensorboard (the writer rank)
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   double loss_ = 0, seconds_ = 0, wait_ = 0, samples_ = 0, tokens_ = 0, flops_ = 0;
-  std::vector<std::pair<std::string, double>> phase_ms_;  // sums over the window
+  std::vector<std::pair<std::string, double>> phase_ms_, comm_bytes_;  // sums over the window
   int64_t steps_ = 0;
 };
 

@@ -34,6 +34,7 @@ struct StepResult {
   bool stop_requested = false;  // some rank got SIGUSR1/SIGTERM: every rank learns it at this step
   double seconds = 0, data_wait = 0;
   std::vector<std::pair<std::string, double>> phase_ms;  // milliseconds of each phase, timed where it ran
+  std::vector<std::pair<std::string, double>> comm_bytes;  // bytes this rank's collectives of the step moved, per group
 };
 
 class StepPipeline {

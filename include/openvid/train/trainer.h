@@ -51,6 +51,8 @@ class Trainer {
   model::TensorMap ema_weights();
   // Directory of this run's outputs.
   const std::string& run_directory() const;
+  // Local: this rank's sharded state and gathered buffers (bytes).
+  parallel::ShardMemory memory() const;
 
  private:
   struct Impl;
