@@ -201,9 +201,9 @@ at::Tensor VideoReader::read(const std::vector<double>& seconds, int width, int 
   // The frames needed are there; does the rest of the file reach the end its header gives? A seek near the
   // end and the packets after it (no decoding) tell a file cut short from a whole one.
   const int64_t start = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
-  if (info_.duration > 0) {
-    const auto target = start + static_cast<int64_t>(std::max(0.0, info_.duration - 1.0) / tb);
-    av_seek_frame(s_->fmt.p, s_->stream, target, AVSEEK_FLAG_BACKWARD);  // failing (no index), packets are read on from here
+  const auto target = start + static_cast<int64_t>(std::max(0.0, info_.duration - 1.0) / tb);
+  // Where the file cannot seek (no index), telling would mean reading all of it: then nothing is said.
+  if (info_.duration > 0 && av_seek_frame(s_->fmt.p, s_->stream, target, AVSEEK_FLAG_BACKWARD) >= 0) {
     double end = -1;
     int rc = 0;
     while ((rc = av_read_frame(s_->fmt.p, packet.p)) >= 0) {
