@@ -226,6 +226,30 @@ BOOST_AUTO_TEST_CASE(sampler_is_deterministic_and_resumes_exactly) {
   BOOST_CHECK_THROW(Sampler({1, 1}, 1, 4, 0.6), ov::InputError);  // every sample held out: nothing to train
 }
 
+// A global batch per bucket (batches by token budget): each bucket cut by its own size, a bucket of size 0
+// left out of training and evaluation; every other training sample still once per epoch.
+BOOST_AUTO_TEST_CASE(sampler_takes_a_batch_size_per_bucket) {
+  const Sampler s({40, 25, 3}, 11, std::vector<int64_t>{4, 8, 0}, 0.1);
+  BOOST_CHECK_EQUAL(s.steps_per_epoch(), 36 / 4 + 22 / 8 + 1);
+  BOOST_CHECK_EQUAL(s.left_out(2), 3);
+  BOOST_CHECK_EQUAL(s.batches(2), 0);
+  std::vector<std::multiset<int64_t>> seen(3);
+  Position p;
+  for (int64_t i = 0; i < s.steps_per_epoch(); ++i, p = s.next(p)) {
+    const GlobalBatch gb = s.batch(p);
+    BOOST_REQUIRE_NE(gb.bucket, 2);
+    BOOST_CHECK_EQUAL(static_cast<int64_t>(gb.samples.size()), s.global_batch(gb.bucket));
+    seen[static_cast<size_t>(gb.bucket)].insert(gb.samples.begin(), gb.samples.begin() + gb.real());
+  }
+  for (int64_t b = 0; b < 2; ++b) {
+    BOOST_CHECK(std::vector<int64_t>(seen[static_cast<size_t>(b)].begin(), seen[static_cast<size_t>(b)].end()) == s.training(b));
+  }
+  for (const GlobalBatch& gb : s.heldout_batches(10)) {
+    BOOST_CHECK_NE(gb.bucket, 2);
+    BOOST_CHECK_EQUAL(static_cast<int64_t>(gb.samples.size()), s.global_batch(gb.bucket));
+  }
+}
+
 // By default every training sample is trained once per epoch: a bucket's remainder (here 22 = 5 x 4 + 2,
 // and all 3 of bucket 2) is one more batch, padded by repeating its real samples, `valid` of them.
 BOOST_AUTO_TEST_CASE(sampler_trains_every_sample_once_per_epoch) {

@@ -8,9 +8,11 @@
 #include <map>
 
 #include "openvid/comm/process_groups.h"
+#include "openvid/data/manifest.h"
 #include "openvid/data/sampler.h"
 #include "openvid/data/synthetic.h"
 #include "openvid/runtime/mpi_session.h"
+#include "openvid/train/batching.h"
 #include "openvid/train/run_start.h"
 #include "openvid/train/trainer.h"
 #include "openvid/model/safetensors.h"
@@ -259,6 +261,49 @@ BOOST_AUTO_TEST_CASE(each_step_moves_the_bytes_its_layout_needs) {
       groups.finalize();
     }
   }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (me == 0) std::filesystem::remove_all(dir);
+}
+
+// Batches by token budget (--batch_tokens): buckets of 16 and 32 tokens per sample (registers included)
+// take 4 and 2 samples per data rank from a budget of 64; every layout of the world trains like one rank
+// whose budget gives the same global batches (64 x data ranks), through two epochs with padded remainders.
+BOOST_AUTO_TEST_CASE(token_budget_batches_train_alike_on_every_layout) {
+  const int world = ov::world_size(), me = ov::world_rank();
+  const std::string dir = shared_temp_dir("openvid_tokens_");
+  ov::data::SyntheticSpec spec;
+  spec.directory = dir + "/data";
+  spec.shapes = {{4, 4, 6}, {4, 4, 14}};  // 2x2x3 + 4 = 16 and 2x2x7 + 4 = 32 tokens
+  spec.samples_per_bucket = 24;
+  spec.channels = 4;
+  spec.text_tokens = 5;
+  spec.text_dim = 24;
+  ov::data::write_synthetic_dataset(MPI_COMM_WORLD, spec);
+  auto opts = [&](const std::string& run, int fs_, int cp, int64_t budget) {
+    ov::Options o = options_for(spec.directory, dir, run, fs_, cp, ov::Options{}.batch_size);
+    o.batch_tokens = budget;
+    o.max_steps = 6;
+    return o;
+  };
+  {
+    const ov::Options o = opts("probe_" + std::to_string(me), 1, 1, 64);
+    const ov::train::BucketBatches b = ov::train::bucket_batches(o, ov::data::read_manifest(spec.directory));
+    BOOST_REQUIRE_EQUAL(b.per_rank.size(), 2u);
+    BOOST_CHECK_EQUAL(b.per_rank[0], 4);
+    BOOST_CHECK_EQUAL(b.per_rank[1], 2);
+    BOOST_TEST(b.table.find("t4_h4_w6 4 x 16 tokens, t4_h4_w14 2 x 32 tokens") != std::string::npos, b.table);
+  }
+  int layouts = 0;
+  for (auto [fs_, cp] : layouts_for(world)) {
+    const int data_ranks = world / cp;
+    if (2 % cp != 0) continue;  // 2 video tokens in time
+    BOOST_TEST_CONTEXT("dp=" << world / (fs_ * cp) << " fs=" << fs_ << " cp=" << cp) {
+      ++layouts;
+      const Run ref = train(MPI_COMM_SELF, opts("reference_" + std::to_string(me), 1, 1, 64 * data_ranks));
+      check_same_training(train(MPI_COMM_WORLD, opts("layout", fs_, cp, 64)), ref, 1e-5);
+    }
+  }
+  BOOST_CHECK_GT(layouts, 0);
   MPI_Barrier(MPI_COMM_WORLD);
   if (me == 0) std::filesystem::remove_all(dir);
 }

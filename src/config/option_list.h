@@ -79,6 +79,12 @@ void for_each_option(Options& o, Fn&& fn) {
      Group::kData);
   fn("num_epochs", o.num_epochs, "passes over the dataset (training also stops at max_steps)", Group::kData);
   fn("batch_size", o.batch_size, "samples per optimizer step on each data rank (dp*fs data ranks)", Group::kData);
+  fn("batch_tokens", o.batch_tokens,
+     "instead of --batch_size: each bucket's batch per data rank is the most samples whose video tokens (registers included) fit "
+     "this budget, so steps cost about the same across shapes (0: off)",
+     Group::kData);
+  fn("skip_oversized_buckets", o.skip_oversized_buckets, "with --batch_tokens: leave out (and list) buckets one sample of which exceeds it",
+     Group::kData);
   fn("grad_accum", o.grad_accum, "micro-batches per optimizer step (must divide batch_size)", Group::kData);
   fn("caption_dropout", o.caption_dropout, "probability a sample's text is replaced by zeros", Group::kData);
   fn("eval_batches", o.eval_batches, "held-out batches per evaluation", Group::kData);

@@ -70,7 +70,12 @@ void validate(const Options& o) {
                  {"max_nonfinite_steps", double(o.max_nonfinite_steps), 1}, {"log_every", double(o.log_every), 1},
                  {"checkpoint_every", double(o.checkpoint_every), 0}, {"keep_checkpoints", double(o.keep_checkpoints), 1}});
   need(o.collective_timeout > 0, "collective_timeout", "must be > 0 seconds", o.collective_timeout);
-  need(o.batch_size % o.grad_accum == 0, "grad_accum",
+  need(o.batch_tokens >= 0, "batch_tokens", "must be >= 0 (0: batches of --batch_size)", o.batch_tokens);
+  if (o.batch_tokens > 0 && o.batch_size != Options{}.batch_size) {
+    throw InputError("--batch_size " + std::to_string(o.batch_size) + " and --batch_tokens " + std::to_string(o.batch_tokens) +
+                     " are both given (a config file counts): give one of them");
+  }
+  need(o.batch_tokens > 0 || o.batch_size % o.grad_accum == 0, "grad_accum",
        "must divide --batch_size " + std::to_string(o.batch_size), o.grad_accum);
   need(o.caption_dropout >= 0 && o.caption_dropout <= 1, "caption_dropout", "must be in [0, 1]",
        o.caption_dropout);

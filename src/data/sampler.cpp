@@ -1,5 +1,6 @@
 #include "openvid/data/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
@@ -22,8 +23,14 @@ void pad_to(GlobalBatch& gb, int64_t size) {
 }  // namespace
 
 Sampler::Sampler(std::vector<int64_t> counts, uint64_t seed, int64_t global_batch, double heldout_fraction, bool drop_remainder)
-    : seed_(seed), global_batch_(global_batch), drop_remainder_(drop_remainder) {
-  OV_CHECK(global_batch >= 1, "global batch must be >= 1");
+    : Sampler(counts, seed, std::vector<int64_t>(counts.size(), global_batch), heldout_fraction, drop_remainder) {}
+
+Sampler::Sampler(std::vector<int64_t> counts, uint64_t seed, std::vector<int64_t> global_batches, double heldout_fraction, bool drop_remainder)
+    : seed_(seed), global_batches_(std::move(global_batches)), drop_remainder_(drop_remainder) {
+  OV_CHECK(global_batches_.size() == counts.size(), "one global batch size per bucket");
+  OV_CHECK(std::all_of(global_batches_.begin(), global_batches_.end(), [](int64_t g) { return g >= 0; }) &&
+               std::any_of(global_batches_.begin(), global_batches_.end(), [](int64_t g) { return g > 0; }),
+           "global batches must be >= 0, one > 0");
   OV_CHECK(heldout_fraction >= 0 && heldout_fraction < 1, "held-out fraction must be in [0, 1)");
   for (size_t b = 0; b < counts.size(); ++b) {
     std::vector<int64_t> all(static_cast<size_t>(counts[b]));
@@ -36,23 +43,31 @@ Sampler::Sampler(std::vector<int64_t> counts, uint64_t seed, int64_t global_batc
     steps_per_epoch_ += batches(static_cast<int64_t>(b));
   }
   if (steps_per_epoch_ == 0) {
-    throw InputError(drop_remainder ? "no bucket of the dataset has enough training samples for one global batch of " +
-                                          std::to_string(global_batch_) +
-                                          " (batch_size x data ranks): lower --batch_size, use more data, or leave out --drop_remainder"
-                                    : std::string("the dataset has no training samples (all are held out: lower --heldout_fraction)"));
+    const int64_t largest = *std::max_element(global_batches_.begin(), global_batches_.end());
+    throw InputError(drop_remainder ? "no bucket of the dataset has enough training samples for one global batch (" +
+                                          std::to_string(largest) +
+                                          " at most: batch size x data ranks): lower the batch size, use more data, or leave out --drop_remainder"
+                                    : std::string("the dataset has no training samples to train on (all held out, or in buckets left out: "
+                                                  "lower --heldout_fraction)"));
   }
 }
 
+int64_t Sampler::size_of(int64_t bucket) const { return static_cast<int64_t>(train_[static_cast<size_t>(bucket)].size()); }
+
 int64_t Sampler::left_out(int64_t bucket) const {
-  return drop_remainder_ ? static_cast<int64_t>(train_[static_cast<size_t>(bucket)].size()) % global_batch_ : 0;
+  const int64_t g = global_batch(bucket);
+  if (g == 0) return size_of(bucket);  // a bucket left out whole
+  return drop_remainder_ ? size_of(bucket) % g : 0;
 }
 
 int64_t Sampler::padded_batches(int64_t bucket) const {
-  return !drop_remainder_ && static_cast<int64_t>(train_[static_cast<size_t>(bucket)].size()) % global_batch_ != 0 ? 1 : 0;
+  const int64_t g = global_batch(bucket);
+  return g > 0 && !drop_remainder_ && size_of(bucket) % g != 0 ? 1 : 0;
 }
 
 int64_t Sampler::batches(int64_t bucket) const {
-  return static_cast<int64_t>(train_[static_cast<size_t>(bucket)].size()) / global_batch_ + padded_batches(bucket);
+  const int64_t g = global_batch(bucket);
+  return g == 0 ? 0 : size_of(bucket) / g + padded_batches(bucket);
 }
 
 std::vector<int64_t> Sampler::shuffled_training(int64_t epoch, int64_t bucket) const {
@@ -64,10 +79,8 @@ std::vector<int64_t> Sampler::shuffled_training(int64_t epoch, int64_t bucket) c
 std::vector<Sampler::Slot> Sampler::plan(int64_t epoch) const {
   std::vector<Slot> slots;
   for (size_t b = 0; b < train_.size(); ++b) {
-    const int64_t size = static_cast<int64_t>(train_[b].size()), n = batches(static_cast<int64_t>(b));
-    for (int64_t i = 0; i < n; ++i) {
-      slots.push_back({static_cast<int64_t>(b), i * global_batch_, std::min(global_batch_, size - i * global_batch_)});
-    }
+    const int64_t size = static_cast<int64_t>(train_[b].size()), n = batches(static_cast<int64_t>(b)), g = global_batches_[b];
+    for (int64_t i = 0; i < n; ++i) slots.push_back({static_cast<int64_t>(b), i * g, std::min(g, size - i * g)});
   }
   std::vector<int64_t> order(slots.size());
   std::iota(order.begin(), order.end(), int64_t{0});
@@ -98,7 +111,7 @@ GlobalBatch Sampler::batch(Position p) const {
   GlobalBatch gb;
   gb.bucket = slot.bucket;
   gb.samples.assign(samples.begin() + slot.first, samples.begin() + slot.first + slot.real);
-  pad_to(gb, global_batch_);
+  pad_to(gb, global_batch(slot.bucket));
   return gb;
 }
 
@@ -112,13 +125,13 @@ std::vector<GlobalBatch> Sampler::heldout_batches(int64_t max_batches) const {
   std::vector<GlobalBatch> out;
   for (size_t b = 0; b < heldout_.size() && static_cast<int64_t>(out.size()) < max_batches; ++b) {
     const std::vector<int64_t>& h = heldout_[b];
-    for (size_t first = 0; first < h.size() && static_cast<int64_t>(out.size()) < max_batches;
-         first += static_cast<size_t>(global_batch_)) {
+    const auto g = static_cast<size_t>(global_batches_[b]);
+    for (size_t first = 0; g > 0 && first < h.size() && static_cast<int64_t>(out.size()) < max_batches; first += g) {
       GlobalBatch gb;
       gb.bucket = static_cast<int64_t>(b);
-      const size_t real = std::min(h.size() - first, static_cast<size_t>(global_batch_));
+      const size_t real = std::min(h.size() - first, g);
       gb.samples.assign(h.begin() + static_cast<std::ptrdiff_t>(first), h.begin() + static_cast<std::ptrdiff_t>(first + real));
-      pad_to(gb, global_batch_);
+      pad_to(gb, static_cast<int64_t>(g));
       out.push_back(std::move(gb));
     }
   }

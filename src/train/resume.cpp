@@ -22,8 +22,18 @@ std::string resume_changes(const CheckpointState& st, const Options& now, int64_
   // Written before remainders were trained: its epochs left each bucket's remainder out.
   if (st.options_ini.find("\ndrop_remainder =") == std::string::npos) before.drop_remainder = true;
   std::vector<std::string> changes;
+  const bool tokens = before.batch_tokens > 0 || now.batch_tokens > 0;
+  const auto budget = [](const Options& o, int64_t ranks) {
+    return o.batch_tokens > 0 ? "--batch_tokens " + std::to_string(o.batch_tokens) + " x " + std::to_string(ranks) + " data ranks"
+                              : std::to_string(int64_t{o.batch_size} * ranks) + " samples";
+  };
+  if (tokens && st.data_ranks > 0 && (before.batch_tokens != now.batch_tokens || st.data_ranks != data_ranks_now)) {
+    changes.push_back("global batch " + budget(before, st.data_ranks) + " -> " + budget(now, data_ranks_now) +
+                      " (each bucket's batch size changes, an epoch is " + std::to_string(steps_per_epoch_now) +
+                      " steps, and the remaining steps see the data in another order than an uninterrupted run)");
+  }
   const int64_t batch_before = int64_t{before.batch_size} * st.data_ranks, batch_now = int64_t{now.batch_size} * data_ranks_now;
-  if (st.data_ranks > 0 && batch_before != batch_now) {
+  if (!tokens && st.data_ranks > 0 && batch_before != batch_now) {
     changes.push_back("global batch " + std::to_string(batch_before) + " -> " + std::to_string(batch_now) + " (each step now averages " +
                       std::to_string(batch_now) + " samples, an epoch is " + std::to_string(steps_per_epoch_now) +
                       " steps, and the remaining steps see the data in another order than an uninterrupted run)");

@@ -141,6 +141,8 @@ void RunLog::write(const Point& p) {
     row["lr"] = p.lr;
     row["grad_norm"] = p.grad_norm;
     row["step_seconds"] = step_seconds;
+    row["samples_per_step"] = samples_ / static_cast<double>(steps_);  // real samples (a token budget or a remainder varies them)
+    row["tokens_per_step"] = tokens_ / static_cast<double>(steps_);
     row["samples_per_second"] = samples_ / seconds_;
     row["tokens_per_second"] = tokens_ / seconds_;
     row["tflops"] = tflops;

@@ -22,21 +22,23 @@ RunEnd run_end(const Options& opt, int64_t steps_per_epoch) {
 
 std::string epoch_coverage(const data::Sampler& s, const data::Manifest& m) {
   const auto count = [](int64_t n, const std::string& what) { return std::to_string(n) + " " + what + (n == 1 ? "" : "s"); };
-  int64_t samples = 0, left_out = 0, padded = 0;
+  int64_t samples = 0, left_out = 0, padded = 0, unused = 0;  // left_out: remainders; unused: all not trained
   std::string never;  // buckets no batch of an epoch holds
   for (int64_t b = 0; b < s.buckets(); ++b) {
     const auto n = static_cast<int64_t>(s.training(b).size());
     samples += n;
-    left_out += s.left_out(b);
+    unused += s.left_out(b);
+    if (s.global_batch(b) > 0) left_out += s.left_out(b);
     padded += s.padded_batches(b);
     if (s.batches(b) > 0) continue;
     const data::Bucket& bucket = m.buckets[static_cast<size_t>(b)];
     never += (never.empty() ? "" : ", ") + bucket.name + " (" +
-             (n == 0 ? count(bucket.count, "sample") + ", all held out"
-                     : count(n, "training sample") + ", fewer than the global batch of " + std::to_string(s.global_batch())) +
+             (n == 0                    ? count(bucket.count, "sample") + ", all held out"
+              : s.global_batch(b) == 0 ? count(n, "training sample") + ", over the token budget"
+                                       : count(n, "training sample") + ", fewer than the global batch of " + std::to_string(s.global_batch(b))) +
              ")";
   }
-  std::string line = "epoch: " + std::to_string(samples - left_out) + " of " + count(samples, "training sample") + " in " +
+  std::string line = "epoch: " + std::to_string(samples - unused) + " of " + count(samples, "training sample") + " in " +
                      count(s.steps_per_epoch(), "step");
   if (left_out > 0) line += "; " + std::to_string(left_out) + " left out (each bucket's last, smaller batch: --drop_remainder)";
   if (padded > 0) {
@@ -51,10 +53,13 @@ void print_run_start(const Options& opt, const Universe& u, const RunData& data,
                      const RunModel& model, const RunEnd& end, double peak, const std::string& run_dir) {
   const int64_t per_epoch = data.sampler->steps_per_epoch();
   std::cout << "training " << model::parameter_count(opt.model) / 1e6 << "M parameters for " << opt.max_steps << " steps: " << per_epoch
-            << " steps per epoch, global batch " << data.sampler->global_batch() << " (" << opt.batch_size << " per data rank x "
+            << " steps per epoch, global batch "
+            << (opt.batch_tokens > 0 ? "by token budget" : std::to_string(int64_t{opt.batch_size} * u.num_data_ranks())) << " ("
+            << (opt.batch_tokens > 0 ? "--batch_tokens " + std::to_string(opt.batch_tokens) : std::to_string(opt.batch_size)) << " per data rank x "
             << u.num_data_ranks() << "), " << c10::toString(compute.dtype) << " compute on " << device_name(compute.device)
             << ", run directory " << run_dir << "\n"
             << epoch_coverage(*data.sampler, data.dataset->manifest()) << "\n";
+  if (!data.batches.table.empty()) std::cout << data.batches.table << " (" << run_dir << "/batch_sizes.json)\n";
   const parallel::ShardMemory mem = model.sharded->memory();
   std::cout << std::fixed << std::setprecision(2) << "sharded state per rank (1/" << u.mesh().shard_size() << "): masters "
             << mem.master_bytes / 1e6 << " MB, gradients " << mem.grad_bytes / 1e6 << " MB, Adam moments " << mem.optimizer_bytes / 1e6

@@ -118,10 +118,11 @@ RunData open_run_data(const Options& opt, const Universe& u, const std::string& 
   all_ranks_check(u.world(), [&] {
     check_against_model(m, opt.model, path);
     d.dataset->check_layout(d.layout);
-    std::vector<int64_t> counts;
+    std::vector<int64_t> counts, global;
     for (const auto& b : m.buckets) counts.push_back(b.count);
-    d.sampler = std::make_unique<data::Sampler>(counts, static_cast<uint64_t>(opt.seed), int64_t{opt.batch_size} * u.num_data_ranks(),
-                                                opt.heldout_fraction, opt.drop_remainder);
+    d.batches = bucket_batches(opt, m);
+    for (int64_t n : d.batches.per_rank) global.push_back(n * u.num_data_ranks());
+    d.sampler = std::make_unique<data::Sampler>(counts, static_cast<uint64_t>(opt.seed), global, opt.heldout_fraction, opt.drop_remainder);
   });
   for (const data::GlobalBatch& gb : d.sampler->heldout_batches(opt.eval_batches)) d.eval_batches.push_back(d.dataset->read(gb, d.layout));
   return d;

@@ -12,6 +12,7 @@
 #include "openvid/model/safetensors.h"
 #include "openvid/parallel/shard_io.h"
 #include "openvid/runtime/error.h"
+#include "openvid/runtime/files.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/signals.h"
 #include "openvid/train/checkpoint.h"
@@ -128,6 +129,9 @@ int Trainer::run() {
                         checkpoint_every, no_heldout ? 0 : d.opt.sample_every, d.opt.write_checkpoints};
   const double peak = d.opt.peak_tflops > 0 ? d.opt.peak_tflops : device_peak_tflops(d.compute.device, d.compute.dtype == at::kBFloat16);
   if (root) print_run_start(d.opt, d.u, d.data, d.compute, d.m, end, peak, d.run_dir);
+  if (!d.data.batches.json.empty()) {  // the token budget's batch sizes, beside config.ini
+    root_check<std::exception>(d.u.world(), [&] { write_file_durably(d.run_dir + "/batch_sizes.json", d.data.batches.json); }, kExitFailure);
+  }
   if (root && no_heldout) {
     std::cout << "warning: no held-out samples (--heldout_fraction " << d.opt.heldout_fraction << " of each bucket rounds to none): "
               << (d.opt.evaluate_every > 0 ? "evaluation (--evaluate_every " + std::to_string(d.opt.evaluate_every) + ")" : std::string())

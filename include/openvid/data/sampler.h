@@ -32,8 +32,12 @@ class Sampler {
  public:
   // bucket_counts[b]: samples in bucket b. Throws InputError when an epoch would have no batch.
   Sampler(std::vector<int64_t> bucket_counts, uint64_t seed, int64_t global_batch, double heldout_fraction, bool drop_remainder = false);
+  // A global batch size per bucket (batches by token budget); 0 leaves a bucket out of training and of
+  // evaluation.
+  Sampler(std::vector<int64_t> bucket_counts, uint64_t seed, std::vector<int64_t> global_batches, double heldout_fraction,
+          bool drop_remainder = false);
 
-  int64_t global_batch() const { return global_batch_; }
+  int64_t global_batch(int64_t bucket) const { return global_batches_[static_cast<size_t>(bucket)]; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   GlobalBatch batch(Position p) const;
   Position next(Position p) const;
@@ -44,7 +48,8 @@ class Sampler {
   const std::vector<int64_t>& heldout(int64_t bucket) const { return heldout_[static_cast<size_t>(bucket)]; }
   const std::vector<int64_t>& training(int64_t bucket) const { return train_[static_cast<size_t>(bucket)]; }
   int64_t buckets() const { return static_cast<int64_t>(train_.size()); }
-  // Training samples of bucket b that no batch of an epoch holds (its remainder with drop_remainder).
+  // Training samples of bucket b that no batch of an epoch holds (its remainder with drop_remainder, all of
+  // it when its global batch is 0).
   int64_t left_out(int64_t bucket) const;
   // Batches of bucket b per epoch, and how many of them are padded remainders.
   int64_t batches(int64_t bucket) const;
@@ -56,7 +61,7 @@ class Sampler {
  private:
   struct Slot {
     int64_t bucket, first;  // first: offset into the epoch's shuffled training samples of the bucket
-    int64_t real;           // samples from `first` in the batch (global_batch_, or fewer for a remainder)
+    int64_t real;           // samples from `first` in the batch (the bucket's global batch, or fewer for a remainder)
   };
   std::vector<Slot> plan(int64_t epoch) const;
   std::vector<int64_t> shuffled_training(int64_t epoch, int64_t bucket) const;
@@ -73,7 +78,9 @@ class Sampler {
   std::shared_ptr<const EpochCache> epoch_cache(int64_t epoch) const;
 
   uint64_t seed_;
-  int64_t global_batch_;
+  int64_t size_of(int64_t bucket) const;  // training samples of the bucket
+
+  std::vector<int64_t> global_batches_;
   bool drop_remainder_;
   std::vector<std::vector<int64_t>> train_, heldout_;
   int64_t steps_per_epoch_ = 0;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "openvid/comm/process_groups.h"
+#include "openvid/train/batching.h"
 #include "openvid/config/options.h"
 #include "openvid/data/dataset.h"
 #include "openvid/data/sampler.h"
@@ -35,6 +36,7 @@ struct RunData {
   std::unique_ptr<data::Dataset> dataset;
   std::unique_ptr<data::Sampler> sampler;
   data::ReaderLayout layout;
+  BucketBatches batches;  // each bucket's samples per data rank (--batch_size or --batch_tokens)
   std::vector<data::HostBatch> eval_batches;
 };
 

@@ -1,0 +1,53 @@
+#include "openvid/train/batching.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "openvid/runtime/error.h"
+
+namespace ov::train {
+
+int64_t sample_tokens(const ModelConfig& m, const data::Bucket& b) {
+  return (b.frames / m.time_patch) * (b.height / m.patch) * (b.width / m.patch) + m.registers;
+}
+
+BucketBatches bucket_batches(const Options& o, const data::Manifest& m) {
+  BucketBatches out;
+  if (o.batch_tokens <= 0) {
+    out.per_rank.assign(m.buckets.size(), o.batch_size);
+    return out;
+  }
+  const int64_t accum = o.grad_accum;
+  std::string oversized, skipped;
+  int64_t needed = 0;  // the smallest budget that takes one (grad_accum) sample(s) of every bucket
+  nlohmann::ordered_json buckets = nlohmann::ordered_json::array();
+  std::ostringstream table;
+  table << "batches by token budget (--batch_tokens " << o.batch_tokens << " per data rank):";
+  for (const data::Bucket& b : m.buckets) {
+    const int64_t tokens = sample_tokens(o.model, b);
+    const int64_t n = o.batch_tokens / tokens / accum * accum;
+    needed = std::max(needed, tokens * accum);
+    if (n == 0) {
+      const std::string what = b.name + " (" + std::to_string(tokens) + " tokens" + (accum > 1 ? " x --grad_accum " + std::to_string(accum) : "") + ")";
+      (o.skip_oversized_buckets ? skipped : oversized) += (oversized.empty() && skipped.empty() ? "" : ", ") + what;
+    }
+    out.per_rank.push_back(n);
+    table << (&b == &m.buckets.front() ? " " : ", ") << b.name << " " << n << " x " << tokens << " tokens";
+    buckets.push_back({{"bucket", b.name}, {"tokens_per_sample", tokens}, {"samples_per_data_rank", n}, {"tokens_per_data_rank", n * tokens}});
+  }
+  if (!oversized.empty()) {
+    throw InputError("--batch_tokens " + std::to_string(o.batch_tokens) + " is smaller than one sample of bucket(s) " + oversized +
+                     ": give --batch_tokens " + std::to_string(needed) + " or more, or --skip_oversized_buckets to leave them out");
+  }
+  if (std::none_of(out.per_rank.begin(), out.per_rank.end(), [](int64_t n) { return n > 0; })) {
+    throw InputError("--batch_tokens " + std::to_string(o.batch_tokens) + " leaves every bucket out: give --batch_tokens " +
+                     std::to_string(needed) + " or more");
+  }
+  if (!skipped.empty()) table << "; left out (--skip_oversized_buckets): " << skipped;
+  out.table = table.str();
+  out.json = nlohmann::ordered_json{{"batch_tokens", o.batch_tokens}, {"grad_accum", accum}, {"buckets", buckets}}.dump(1) + "\n";
+  return out;
+}
+
+}  // namespace ov::train
