@@ -11,6 +11,7 @@
 #include "openvid/data/manifest.h"
 #include "openvid/data/sampler.h"
 #include "openvid/data/synthetic.h"
+#include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/train/batching.h"
 #include "openvid/train/run_start.h"
@@ -292,6 +293,43 @@ BOOST_AUTO_TEST_CASE(token_budget_batches_train_alike_on_every_layout) {
     BOOST_CHECK_EQUAL(b.per_rank[0], 4);
     BOOST_CHECK_EQUAL(b.per_rank[1], 2);
     BOOST_TEST(b.table.find("t4_h4_w6 4 x 16 tokens, t4_h4_w14 2 x 32 tokens") != std::string::npos, b.table);
+    // Attention's cost, tokens + tokens^2 / 16 (16: the median bucket's tokens): 32 and 96 per sample.
+    ov::Options a = opts("probe_" + std::to_string(me), 1, 1, 192);
+    a.batch_cost = "attention";
+    const ov::train::BucketBatches att = ov::train::bucket_batches(a, ov::data::read_manifest(spec.directory));
+    BOOST_CHECK_EQUAL(att.per_rank[0], 6);
+    BOOST_CHECK_EQUAL(att.per_rank[1], 2);
+    // A budget below one sample of the 32-token bucket: named, with the smallest budget; or left out.
+    ov::Options small = opts("probe_" + std::to_string(me), 1, 1, 20);
+    BOOST_CHECK_EXCEPTION(ov::train::bucket_batches(small, ov::data::read_manifest(spec.directory)), ov::InputError, [](const ov::InputError& e) {
+      return std::string(e.what()).find("bucket(s) t4_h4_w14 (32 tokens): give --batch_tokens 32 or more") != std::string::npos;
+    });
+    small.skip_oversized_buckets = true;
+    const ov::train::BucketBatches skip = ov::train::bucket_batches(small, ov::data::read_manifest(spec.directory));
+    BOOST_CHECK_EQUAL(skip.per_rank[0], 1);
+    BOOST_CHECK_EQUAL(skip.per_rank[1], 0);
+    BOOST_TEST(skip.table.find("left out (--skip_oversized_buckets): t4_h4_w14 (32 tokens)") != std::string::npos, skip.table);
+  }
+  {
+    // Evaluation covers both buckets even with 2 evaluation batches (round robin), each with its own loss,
+    // and the overall loss is their mean weighted by the elements evaluated.
+    ov::Options o = opts("eval_" + std::to_string(me), 1, 1, 64);
+    o.eval_batches = 2;
+    ov::Universe u = ov::Universe::create(MPI_COMM_SELF, 1, 1, ov::DeviceRequest::kCpu);
+    auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+    {
+      ov::train::Trainer t(o, u, groups);
+      const double overall = t.evaluate();
+      const auto& by = t.eval_by_bucket();
+      BOOST_REQUIRE_EQUAL(by.size(), 2u);
+      BOOST_CHECK_EQUAL(by[0].first, "t4_h4_w6");
+      BOOST_CHECK_EQUAL(by[1].first, "t4_h4_w14");
+      // Evaluated: the first batch of each, 4 samples of 4x4x6 and 2 of 4x4x14 (elements 96 and 224 each).
+      const double weighted = (by[0].second * 4 * 96 + by[1].second * 2 * 224) / (4 * 96 + 2 * 224);
+      BOOST_CHECK_CLOSE(overall, weighted, 1e-9);
+      BOOST_CHECK_NE(by[0].second, by[1].second);
+    }
+    groups.finalize();
   }
   int layouts = 0;
   for (auto [fs_, cp] : layouts_for(world)) {

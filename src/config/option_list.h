@@ -83,6 +83,10 @@ void for_each_option(Options& o, Fn&& fn) {
      "instead of --batch_size: each bucket's batch per data rank is the most samples whose video tokens (registers included) fit "
      "this budget, so steps cost about the same across shapes (0: off)",
      Group::kData);
+  fn("batch_cost", o.batch_cost,
+     "with --batch_tokens, a sample's cost: tokens (video tokens with registers), or attention (tokens + tokens^2 / c, c the median "
+     "bucket's tokens, where both terms agree)",
+     Group::kData);
   fn("skip_oversized_buckets", o.skip_oversized_buckets, "with --batch_tokens: leave out (and list) buckets one sample of which exceeds it",
      Group::kData);
   fn("grad_accum", o.grad_accum, "micro-batches per optimizer step (must divide batch_size)", Group::kData);

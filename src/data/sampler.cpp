@@ -122,11 +122,18 @@ Position Sampler::next(Position p) const {
 Position Sampler::position_after(int64_t steps) const { return Position{steps / steps_per_epoch_, steps % steps_per_epoch_}; }
 
 std::vector<GlobalBatch> Sampler::heldout_batches(int64_t max_batches) const {
+  // Round robin over the buckets (each one's first batch, then each one's second, ...): every bucket with
+  // held-out samples is evaluated when max_batches is at least their number.
   std::vector<GlobalBatch> out;
-  for (size_t b = 0; b < heldout_.size() && static_cast<int64_t>(out.size()) < max_batches; ++b) {
-    const std::vector<int64_t>& h = heldout_[b];
-    const auto g = static_cast<size_t>(global_batches_[b]);
-    for (size_t first = 0; g > 0 && first < h.size() && static_cast<int64_t>(out.size()) < max_batches; first += g) {
+  for (size_t round = 0;; ++round) {
+    bool any = false;
+    for (size_t b = 0; b < heldout_.size(); ++b) {
+      const std::vector<int64_t>& h = heldout_[b];
+      const auto g = static_cast<size_t>(global_batches_[b]);
+      const size_t first = round * g;
+      if (g == 0 || first >= h.size()) continue;
+      any = true;
+      if (static_cast<int64_t>(out.size()) >= max_batches) return out;
       GlobalBatch gb;
       gb.bucket = static_cast<int64_t>(b);
       const size_t real = std::min(h.size() - first, g);
@@ -134,8 +141,8 @@ std::vector<GlobalBatch> Sampler::heldout_batches(int64_t max_batches) const {
       pad_to(gb, static_cast<int64_t>(g));
       out.push_back(std::move(gb));
     }
+    if (!any) return out;
   }
-  return out;
 }
 
 }  // namespace ov::data

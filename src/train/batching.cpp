@@ -1,6 +1,7 @@
 #include "openvid/train/batching.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -19,22 +20,36 @@ BucketBatches bucket_batches(const Options& o, const data::Manifest& m) {
     return out;
   }
   const int64_t accum = o.grad_accum;
+  // A sample's cost: its tokens, or (attention) tokens + tokens^2 / c with c the median bucket's tokens, where
+  // the linear and the quadratic term agree: attention's share grows with the sequence.
+  std::vector<int64_t> tokens_of;
+  for (const data::Bucket& b : m.buckets) tokens_of.push_back(sample_tokens(o.model, b));
+  std::vector<int64_t> sorted = tokens_of;
+  std::sort(sorted.begin(), sorted.end());
+  const double c = sorted.empty() ? 1.0 : static_cast<double>(sorted[(sorted.size() - 1) / 2]);
+  const bool attention = o.batch_cost == "attention";
+  const auto cost = [&](int64_t t) {
+    return attention ? static_cast<int64_t>(std::ceil(static_cast<double>(t) + static_cast<double>(t) * static_cast<double>(t) / c)) : t;
+  };
   std::string oversized, skipped;
   int64_t needed = 0;  // the smallest budget that takes one (grad_accum) sample(s) of every bucket
   nlohmann::ordered_json buckets = nlohmann::ordered_json::array();
   std::ostringstream table;
-  table << "batches by token budget (--batch_tokens " << o.batch_tokens << " per data rank):";
+  table << "batches by token budget (--batch_tokens " << o.batch_tokens << " per data rank"
+        << (attention ? ", cost tokens + tokens^2/" + std::to_string(static_cast<int64_t>(c)) : std::string()) << "):";
   for (const data::Bucket& b : m.buckets) {
-    const int64_t tokens = sample_tokens(o.model, b);
-    const int64_t n = o.batch_tokens / tokens / accum * accum;
-    needed = std::max(needed, tokens * accum);
+    const int64_t tokens = tokens_of[static_cast<size_t>(&b - m.buckets.data())], each = cost(tokens);
+    const int64_t n = o.batch_tokens / each / accum * accum;
+    needed = std::max(needed, each * accum);
     if (n == 0) {
-      const std::string what = b.name + " (" + std::to_string(tokens) + " tokens" + (accum > 1 ? " x --grad_accum " + std::to_string(accum) : "") + ")";
+      const std::string what = b.name + " (" + (attention ? "cost " + std::to_string(each) + " for " : std::string()) + std::to_string(tokens) +
+                               " tokens" + (accum > 1 ? " x --grad_accum " + std::to_string(accum) : "") + ")";
       (o.skip_oversized_buckets ? skipped : oversized) += (oversized.empty() && skipped.empty() ? "" : ", ") + what;
     }
     out.per_rank.push_back(n);
     table << (&b == &m.buckets.front() ? " " : ", ") << b.name << " " << n << " x " << tokens << " tokens";
-    buckets.push_back({{"bucket", b.name}, {"tokens_per_sample", tokens}, {"samples_per_data_rank", n}, {"tokens_per_data_rank", n * tokens}});
+    buckets.push_back({{"bucket", b.name}, {"tokens_per_sample", tokens}, {"cost_per_sample", each}, {"samples_per_data_rank", n},
+                       {"tokens_per_data_rank", n * tokens}});
   }
   if (!oversized.empty()) {
     throw InputError("--batch_tokens " + std::to_string(o.batch_tokens) + " is smaller than one sample of bucket(s) " + oversized +
@@ -46,7 +61,8 @@ BucketBatches bucket_batches(const Options& o, const data::Manifest& m) {
   }
   if (!skipped.empty()) table << "; left out (--skip_oversized_buckets): " << skipped;
   out.table = table.str();
-  out.json = nlohmann::ordered_json{{"batch_tokens", o.batch_tokens}, {"grad_accum", accum}, {"buckets", buckets}}.dump(1) + "\n";
+  out.json = nlohmann::ordered_json{{"batch_tokens", o.batch_tokens}, {"batch_cost", o.batch_cost}, {"median_tokens", c},
+                                    {"grad_accum", accum}, {"buckets", buckets}}.dump(1) + "\n";
   return out;
 }
 

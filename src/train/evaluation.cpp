@@ -43,22 +43,34 @@ Validator::Validator(const RunContext& run, model::DiT model, std::string run_di
 
 double Validator::loss() {
   c10::NoGradGuard no_grad;
-  at::Tensor local = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(run_.compute.device));
-  double valid = 0;
-  for (size_t i = 0; i < run_.data.eval_batches.size(); ++i) {
-    const data::HostBatch& host = run_.data.eval_batches[i];
+  // Per bucket, the sum of squared errors and the element count of the valid samples (normalised after the
+  // sums: each valid element appears on cp ranks only through its own slice, so the count is summed over the
+  // data ranks, cp rank 0 of each group counting the whole sample).
+  const auto& buckets = run_.data.dataset->manifest().buckets;
+  const auto nb = static_cast<int64_t>(buckets.size());
+  at::Tensor sums = at::zeros({2 * nb}, at::TensorOptions().dtype(at::kDouble).device(run_.compute.device));
+  std::vector<double> counts(static_cast<size_t>(nb), 0.0);
+  for (const data::HostBatch& host : run_.data.eval_batches) {
     const data::DeviceBatch b = data::to_device(host, run_.compute.device, at::kFloat);
-    // Per-sample normalisation happens after the sum: count this batch's elements of the valid samples.
-    local += batch_loss(model_, b, 0, static_cast<int64_t>(b.samples.size()), kEvalStep, host.valid, 1.0, objective_);
-    valid += static_cast<double>(host.valid) * static_cast<double>(host.latents.size(1) * host.frames * host.latents.size(3) *
-                                                                             host.latents.size(4));
+    sums.narrow(0, 2 * host.bucket, 1) += batch_loss(model_, b, 0, static_cast<int64_t>(b.samples.size()), kEvalStep, host.valid, 1.0, objective_);
+    if (run_.data.layout.cp_rank == 0) {
+      counts[static_cast<size_t>(host.bucket)] +=
+          static_cast<double>(host.valid) * static_cast<double>(host.latents.size(1) * host.frames * host.latents.size(3) * host.latents.size(4));
+    }
   }
-  // Each valid element appears on cp ranks only through its own slice, so the element count is summed
-  // over the data ranks (cp rank 0 of each group counts the whole sample).
-  at::Tensor sums = at::cat({local, local.new_full({1}, run_.data.layout.cp_rank == 0 ? valid : 0.0)});
+  for (int64_t k = 0; k < nb; ++k) sums[2 * k + 1] += counts[static_cast<size_t>(k)];
   run_.groups.world().all_reduce(sums, comm::ReduceOp::kSum).wait();
-  const at::Tensor s = comm::to_host(sums);
-  return s[1].item<double>() > 0 ? s[0].item<double>() / s[1].item<double>() : std::nan("");
+  const at::Tensor s = comm::to_host(sums).view({nb, 2});
+  by_bucket_.clear();
+  double total = 0, elements = 0;
+  for (int64_t k = 0; k < nb; ++k) {
+    const double sse = s[k][0].item<double>(), n = s[k][1].item<double>();
+    if (n == 0) continue;
+    by_bucket_.emplace_back(buckets[static_cast<size_t>(k)].name, sse / n);
+    total += sse;
+    elements += n;
+  }
+  return elements > 0 ? total / elements : std::nan("");
 }
 
 Validator::Samples Validator::draw_samples(int64_t done) {

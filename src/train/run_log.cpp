@@ -138,6 +138,11 @@ void RunLog::write(const Point& p) {
     // Full precision (the library writes the shortest form that reads back exactly): runs are compared by these numbers.
     nlohmann::ordered_json row = {{"step", p.step}, {"loss", loss}};
     if (p.eval_loss) row["eval_loss"] = *p.eval_loss;
+    if (!p.eval_by_bucket.empty()) {
+      nlohmann::ordered_json by = nlohmann::ordered_json::object();
+      for (const auto& [bucket, value] : p.eval_by_bucket) by[bucket] = value;
+      row["eval_loss_by_bucket"] = std::move(by);
+    }
     row["lr"] = p.lr;
     row["grad_norm"] = p.grad_norm;
     row["step_seconds"] = step_seconds;
@@ -163,8 +168,9 @@ void RunLog::write(const Point& p) {
     // The same numbers for TensorBoard, grouped: train/..., eval/..., perf/..., phase_ms/...
     for (const auto& [name, value] : row.items()) {
       if (name == "step" || name == "wall_time" || name == "elapsed_seconds") continue;
-      if (name == "phase_ms" || name == "comm_bytes") {
-        for (const auto& [part, v] : value.items()) tensorboard_->scalar(name + "/" + part, p.step, v.get<double>());
+      if (name == "phase_ms" || name == "comm_bytes" || name == "eval_loss_by_bucket") {
+        const std::string group = name == "eval_loss_by_bucket" ? "eval/loss_by_bucket" : name;
+        for (const auto& [part, v] : value.items()) tensorboard_->scalar(group + "/" + part, p.step, v.get<double>());
         continue;
       }
       const bool train = name == "loss" || name == "lr" || name == "grad_norm" || name == "skipped_steps";

@@ -107,6 +107,7 @@ StepResult Trainer::train_step(int64_t step) {
 }
 
 double Trainer::evaluate() { return impl_->validator->loss(); }
+const std::vector<std::pair<std::string, double>>& Trainer::eval_by_bucket() const { return impl_->validator->by_bucket(); }
 
 parallel::ShardMemory Trainer::memory() const { return impl_->m.sharded->memory(); }
 model::TensorMap Trainer::weights() { return parallel::full_masters(*impl_->m.sharded); }
@@ -210,6 +211,7 @@ int Trainer::run() {
       point.eta_seconds = seconds_since(start) / static_cast<double>(done - d.start_step) * static_cast<double>(cadence.last_step - done);
       point.skipped = d.steps.skipped_total();
       point.eval_loss = eval_loss;
+      if (eval_loss) point.eval_by_bucket = d.validator->by_bucket();
       log.write(point);
     }
     const bool in_sync = !pending.has_value();  // no later step was enqueued: the state is this step's

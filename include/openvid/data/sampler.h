@@ -54,8 +54,9 @@ class Sampler {
   // Batches of bucket b per epoch, and how many of them are padded remainders.
   int64_t batches(int64_t bucket) const;
   int64_t padded_batches(int64_t bucket) const;
-  // Evaluation batches over the held-out samples (bucket by bucket, at most max_batches); the last batch
-  // of a bucket is padded by repeating its samples, and `valid` says how many are real.
+  // Evaluation batches over the held-out samples (at most max_batches, round robin over the buckets, so
+  // that each bucket is evaluated when max_batches allows); the last batch of a bucket is padded by
+  // repeating its samples, and `valid` says how many are real.
   std::vector<GlobalBatch> heldout_batches(int64_t max_batches) const;
 
  private:

@@ -3,7 +3,9 @@
 // data rank. With --batch_tokens N (per data rank), each bucket takes the most samples whose video tokens
 // (registers included) fit N, a multiple of --grad_accum: steps over buckets of different shapes then cost
 // about the same, and the budget, not the largest bucket, sets the memory. The loss stays the mean over a
-// step's samples, so the learning rate needs no change.
+// step's samples, so the learning rate needs no change. --batch_cost attention counts a sample as
+// tokens + tokens^2 / c instead, c the median bucket's tokens (where the two terms agree), for attention's
+// share of the work growing with the sequence.
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "openvid/comm/process_groups.h"
 #include "openvid/config/options.h"
@@ -31,8 +32,9 @@ class Validator {
   Validator(const RunContext& run, model::DiT model, std::string run_dir);
 
   // Collective over the world: the held-out loss over the fixed evaluation batches (fixed timesteps and
-  // noise, RoPE offset 0); nan without held-out samples.
+  // noise, RoPE offset 0); nan without held-out samples. by_bucket() then holds each evaluated bucket's.
   double loss();
+  const std::vector<std::pair<std::string, double>>& by_bucket() const { return by_bucket_; }
 
   // Collective (rank 0 samples while the others wait at the next step): latents for the first --sample_count
   // held-out text states from fixed noise (the same every time), written with their sample ids to
@@ -50,6 +52,7 @@ class Validator {
   std::string run_dir_;
   ObjectiveSettings objective_;
   std::optional<video::LatentCodec> decoder_;  // rank 0, with --sample_decoder
+  std::vector<std::pair<std::string, double>> by_bucket_;  // the last loss()'s, by bucket name
 };
 
 }  // namespace ov::train

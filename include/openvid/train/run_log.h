@@ -69,6 +69,7 @@ class RunLog {
     double lr = 0, grad_norm = 0, eta_seconds = 0;
     int64_t skipped = 0;
     std::optional<double> eval_loss;
+    std::vector<std::pair<std::string, double>> eval_by_bucket;  // each evaluated bucket's held-out loss
   };
   void write(const Point& p);
   // An image (PNG bytes) for TensorBoard, on the writer rank.

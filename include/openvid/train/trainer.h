@@ -45,6 +45,8 @@ class Trainer {
   StepResult train_step(int64_t step);
   // Held-out loss over the fixed evaluation batches (train/evaluation.h, Validator::loss).
   double evaluate();
+  // Local: each evaluated bucket's held-out loss at the last evaluate().
+  const std::vector<std::pair<std::string, double>>& eval_by_bucket() const;
   // The fp32 weights, full size, with the reference's names.
   model::TensorMap weights();
   // Their moving average (--ema_decay), or nothing when it is off.
