@@ -250,6 +250,30 @@ BOOST_AUTO_TEST_CASE(sampler_takes_a_batch_size_per_bucket) {
   }
 }
 
+// Buckets of different batch sizes (a token budget) run out together: two buckets of 400 samples in batches
+// of 1 and of 16 (a step's bucket drawn by the batches left: 400 against 25). Halfway through the epoch's
+// samples each bucket has given about half of its own (drawing by samples left instead gives 48 and 352);
+// epochs differ in order.
+BOOST_AUTO_TEST_CASE(buckets_run_out_together) {
+  const Sampler s({400, 400}, 5, std::vector<int64_t>{1, 16}, 0.0);
+  BOOST_REQUIRE_EQUAL(s.steps_per_epoch(), 400 + 25);
+  constexpr int kEpochs = 8;
+  double taken[2] = {0, 0};  // samples of each bucket in the first 400 of each epoch, summed over the epochs
+  for (int64_t epoch = 0; epoch < kEpochs; ++epoch) {
+    int64_t n = 0;
+    for (Position p{epoch, 0}; n < 400; p = s.next(p)) {
+      const GlobalBatch gb = s.batch(p);
+      taken[gb.bucket] += static_cast<double>(gb.real());
+      n += gb.real();
+    }
+  }
+  // One epoch's count of the batches of 16 spreads by ~2.4 batches (39 samples); the mean of 8 by ~14.
+  BOOST_TEST_MESSAGE("mean samples in the first 400: " << taken[0] / kEpochs << " and " << taken[1] / kEpochs);
+  BOOST_CHECK(std::abs(taken[0] / kEpochs - 200) <= 45);
+  BOOST_CHECK(std::abs(taken[1] / kEpochs - 200) <= 45);
+  BOOST_CHECK(s.batch({0, 3}).samples != s.batch({1, 3}).samples || s.batch({0, 4}).samples != s.batch({1, 4}).samples);
+}
+
 // By default every training sample is trained once per epoch: a bucket's remainder (here 22 = 5 x 4 + 2,
 // and all 3 of bucket 2) is one more batch, padded by repeating its real samples, `valid` of them.
 BOOST_AUTO_TEST_CASE(sampler_trains_every_sample_once_per_epoch) {

@@ -77,9 +77,13 @@ std::vector<int64_t> Sampler::shuffled_training(int64_t epoch, int64_t bucket) c
 }
 
 std::vector<Sampler::Slot> Sampler::plan(int64_t epoch) const {
+  // The epoch's batches in a uniform shuffle: each step's bucket is drawn in proportion to the batches the
+  // buckets have left, so each bucket's samples are used up evenly over the epoch whatever its batch size
+  // (a token budget's batches of 1 and of 16 run out together; drawing by samples left instead would spend
+  // the bucket of large batches first).
   std::vector<Slot> slots;
   for (size_t b = 0; b < train_.size(); ++b) {
-    const int64_t size = static_cast<int64_t>(train_[b].size()), n = batches(static_cast<int64_t>(b)), g = global_batches_[b];
+    const int64_t size = size_of(static_cast<int64_t>(b)), n = batches(static_cast<int64_t>(b)), g = global_batches_[b];
     for (int64_t i = 0; i < n; ++i) slots.push_back({static_cast<int64_t>(b), i * g, std::min(g, size - i * g)});
   }
   std::vector<int64_t> order(slots.size());

@@ -6,10 +6,11 @@
 // Epoch e: each bucket's training samples are shuffled with a stream seeded from (seed, e, bucket) and
 // cut into global batches; the tail that does not fill one (the remainder) is a last, smaller batch of
 // that bucket, padded to the global batch by repeating its samples (`valid` says how many are real: the
-// loss weighs only those), or, with drop_remainder, left out of the epoch. Then the epoch's batches are
-// shuffled with (seed, e). Every training sample is in exactly one batch of each epoch (none left out
-// without drop_remainder). A position (epoch, step) names a batch, so a checkpoint that stores it resumes
-// exactly at the next batch.
+// loss weighs only those), or, with drop_remainder, left out of the epoch. Every training sample is in
+// exactly one batch of each epoch (none left out without drop_remainder). The epoch's batches are then
+// shuffled with (seed, e): a step's bucket is drawn in proportion to the batches the buckets have left, so
+// every bucket's samples run out evenly over the epoch whatever its batch size. A position (epoch, step)
+// names a batch, so a checkpoint that stores it resumes exactly at the next batch.
 //
 // The held-out split is fixed by the data alone (a constant seed): the same samples are held out
 // whatever the run seed or layout, so evaluation losses compare across runs.
