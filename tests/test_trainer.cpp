@@ -5,6 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 
 #include "openvid/comm/process_groups.h"
@@ -85,6 +86,35 @@ void check_same_training(const Run& run, const Run& ref, double tol) {
     const double err = (run.weights.at(name) - w).abs().max().item<double>() / std::max(w.abs().max().item<double>(), 1e-12);
     BOOST_CHECK_MESSAGE(err < tol, name << ": relative error " << err);
   }
+}
+
+// Collective: on fs = world, `k` steps then a checkpoint, and a resume from it to step `steps`, end with
+// the weights of `steps` uninterrupted steps, bit for bit. `opts(run)` gives the options of run `run`.
+void check_resume_is_bitwise(const std::function<ov::Options(const std::string&)>& opts, int64_t k, int64_t steps) {
+  const int world = ov::world_size();
+  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, world, 1, ov::DeviceRequest::kCpu);
+  auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+  ov::model::TensorMap straight, resumed;
+  {
+    ov::train::Trainer t(opts("straight"), u, groups);
+    for (int64_t s = 0; s < steps; ++s) t.train_step(s);
+    straight = t.weights();
+  }
+  {
+    ov::train::Trainer t(opts("split"), u, groups);
+    for (int64_t s = 0; s < k; ++s) t.train_step(s);
+    t.save_checkpoint(k);
+  }
+  {
+    ov::Options o = opts("split");
+    o.resume = "auto";
+    ov::train::Trainer t(o, u, groups);
+    BOOST_CHECK_EQUAL(t.start_step(), k);
+    for (int64_t s = k; s < steps; ++s) t.train_step(s);
+    resumed = t.weights();
+  }
+  for (const auto& [name, w] : straight) BOOST_CHECK_MESSAGE(at::equal(resumed.at(name), w), name << " differs after resuming");
+  groups.finalize();
 }
 
 // Collective: a temporary directory name every rank agrees on (rank 0's).
@@ -201,31 +231,7 @@ BOOST_AUTO_TEST_CASE(remainder_batches_train_their_real_samples_on_every_layout)
   int64_t k = 1;
   while (plan.batch(plan.position_after(k)).real() == kGlobal) ++k;
   BOOST_REQUIRE_LT(k, 8);
-  {
-    ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, world, 1, ov::DeviceRequest::kCpu);
-    auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
-    ov::model::TensorMap straight, resumed;
-    {
-      ov::train::Trainer t(opts("straight", world, 1, world), u, groups);
-      for (int64_t s = 0; s <= k; ++s) t.train_step(s);
-      straight = t.weights();
-    }
-    {
-      ov::train::Trainer t(opts("split", world, 1, world), u, groups);
-      for (int64_t s = 0; s < k; ++s) t.train_step(s);
-      t.save_checkpoint(k);
-    }
-    {
-      ov::Options o = opts("split", world, 1, world);
-      o.resume = "auto";
-      ov::train::Trainer t(o, u, groups);
-      BOOST_CHECK_EQUAL(t.start_step(), k);
-      t.train_step(k);
-      resumed = t.weights();
-    }
-    for (const auto& [name, w] : straight) BOOST_CHECK_MESSAGE(at::equal(resumed.at(name), w), name << " differs after resuming");
-    groups.finalize();
-  }
+  check_resume_is_bitwise([&](const std::string& run) { return opts(run, world, 1, world); }, k, k + 1);
   MPI_Barrier(MPI_COMM_WORLD);
   if (me == 0) std::filesystem::remove_all(dir);
 }
@@ -342,33 +348,9 @@ BOOST_AUTO_TEST_CASE(token_budget_batches_train_alike_on_every_layout) {
     }
   }
   BOOST_CHECK_GT(layouts, 0);
-  {
-    // Resume at step 3 of 6, mid-epoch (an epoch is 5 steps at world 4, more at fewer ranks), on fs = world:
-    // the continuation is bitwise the uninterrupted run's.
-    ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, world, 1, ov::DeviceRequest::kCpu);
-    auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
-    ov::model::TensorMap straight, resumed;
-    {
-      ov::train::Trainer t(opts("tokens_straight", world, 1, 64), u, groups);
-      for (int64_t k = 0; k < 6; ++k) t.train_step(k);
-      straight = t.weights();
-    }
-    {
-      ov::train::Trainer t(opts("tokens_split", world, 1, 64), u, groups);
-      for (int64_t k = 0; k < 3; ++k) t.train_step(k);
-      t.save_checkpoint(3);
-    }
-    {
-      ov::Options o = opts("tokens_split", world, 1, 64);
-      o.resume = "auto";
-      ov::train::Trainer t(o, u, groups);
-      BOOST_CHECK_EQUAL(t.start_step(), 3);
-      for (int64_t k = 3; k < 6; ++k) t.train_step(k);
-      resumed = t.weights();
-    }
-    for (const auto& [name, w] : straight) BOOST_CHECK_MESSAGE(at::equal(resumed.at(name), w), name << " differs after resuming");
-    groups.finalize();
-  }
+  // Resume at step 3 of 6, mid-epoch (an epoch is 5 steps at world 4, more at fewer ranks), on fs = world:
+  // the continuation is bitwise the uninterrupted run's.
+  check_resume_is_bitwise([&](const std::string& run) { return opts("tokens_" + run, world, 1, 64); }, 3, 6);
   MPI_Barrier(MPI_COMM_WORLD);
   if (me == 0) std::filesystem::remove_all(dir);
 }

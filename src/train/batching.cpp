@@ -37,8 +37,9 @@ BucketBatches bucket_batches(const Options& o, const data::Manifest& m) {
   std::ostringstream table;
   table << "batches by token budget (--batch_tokens " << o.batch_tokens << " per data rank"
         << (attention ? ", cost tokens + tokens^2/" + std::to_string(static_cast<int64_t>(c)) : std::string()) << "):";
-  for (const data::Bucket& b : m.buckets) {
-    const int64_t tokens = tokens_of[static_cast<size_t>(&b - m.buckets.data())], each = cost(tokens);
+  for (size_t i = 0; i < m.buckets.size(); ++i) {
+    const data::Bucket& b = m.buckets[i];
+    const int64_t tokens = tokens_of[i], each = cost(tokens);
     const int64_t n = o.batch_tokens / each / accum * accum;
     needed = std::max(needed, each * accum);
     if (n == 0) {
@@ -47,7 +48,7 @@ BucketBatches bucket_batches(const Options& o, const data::Manifest& m) {
       (o.skip_oversized_buckets ? skipped : oversized) += (oversized.empty() && skipped.empty() ? "" : ", ") + what;
     }
     out.per_rank.push_back(n);
-    table << (&b == &m.buckets.front() ? " " : ", ") << b.name << " " << n << " x " << tokens << " tokens";
+    table << (i == 0 ? " " : ", ") << b.name << " " << n << " x " << tokens << " tokens";
     buckets.push_back({{"bucket", b.name}, {"tokens_per_sample", tokens}, {"cost_per_sample", each}, {"samples_per_data_rank", n},
                        {"tokens_per_data_rank", n * tokens}});
   }

@@ -49,16 +49,16 @@ double Validator::loss() {
   const auto& buckets = run_.data.dataset->manifest().buckets;
   const auto nb = static_cast<int64_t>(buckets.size());
   at::Tensor sums = at::zeros({2 * nb}, at::TensorOptions().dtype(at::kDouble).device(run_.compute.device));
-  std::vector<double> counts(static_cast<size_t>(nb), 0.0);
+  std::vector<double> counts(static_cast<size_t>(2 * nb), 0.0);  // the element counts, in the odd places
   for (const data::HostBatch& host : run_.data.eval_batches) {
     const data::DeviceBatch b = data::to_device(host, run_.compute.device, at::kFloat);
     sums.narrow(0, 2 * host.bucket, 1) += batch_loss(model_, b, 0, static_cast<int64_t>(b.samples.size()), kEvalStep, host.valid, 1.0, objective_);
     if (run_.data.layout.cp_rank == 0) {
-      counts[static_cast<size_t>(host.bucket)] +=
+      counts[static_cast<size_t>(2 * host.bucket + 1)] +=
           static_cast<double>(host.valid) * static_cast<double>(host.latents.size(1) * host.frames * host.latents.size(3) * host.latents.size(4));
     }
   }
-  for (int64_t k = 0; k < nb; ++k) sums[2 * k + 1] += counts[static_cast<size_t>(k)];
+  sums += at::tensor(counts, at::kDouble).to(sums.device());
   run_.groups.world().all_reduce(sums, comm::ReduceOp::kSum).wait();
   const at::Tensor s = comm::to_host(sums).view({nb, 2});
   by_bucket_.clear();
