@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -17,6 +18,7 @@
 #include "openvid/train/batching.h"
 #include "openvid/train/run_start.h"
 #include "openvid/train/trainer.h"
+#include "openvid/model/flops.h"
 #include "openvid/model/safetensors.h"
 #include "openvid/model/state_dict.h"
 
@@ -305,6 +307,23 @@ BOOST_AUTO_TEST_CASE(token_budget_batches_train_alike_on_every_layout) {
     const ov::train::BucketBatches att = ov::train::bucket_batches(a, ov::data::read_manifest(spec.directory));
     BOOST_CHECK_EQUAL(att.per_rank[0], 6);
     BOOST_CHECK_EQUAL(att.per_rank[1], 2);
+    // FLOPs' cost: the 16-token (median) bucket costs its tokens; the 32-token one its tokens times its FLOPs
+    // per token over the median's, more than 32 (attention grows per token) and less than attention's 96 here.
+    a.batch_cost = "flops";
+    const ov::data::Manifest manifest = ov::data::read_manifest(spec.directory);
+    const double per16 = ov::model::forward_flops(a.model, 4, 4, 6, manifest.text_tokens) / 16;
+    const double per32 = ov::model::forward_flops(a.model, 4, 4, 14, manifest.text_tokens) / 32;
+    const auto cost32 = static_cast<int64_t>(std::ceil(32 * per32 / per16));
+    BOOST_TEST_REQUIRE((cost32 > 32 && cost32 < 96), cost32);
+    a.batch_tokens = 2 * cost32;
+    const ov::train::BucketBatches fl = ov::train::bucket_batches(a, manifest);
+    BOOST_CHECK_EQUAL(fl.per_rank[0], 2 * cost32 / 16);
+    BOOST_CHECK_EQUAL(fl.per_rank[1], 2);
+    BOOST_TEST(fl.table.find("t4_h4_w14 2 x 32 tokens (cost " + std::to_string(cost32) + ")") != std::string::npos, fl.table);
+    a.batch_tokens = cost32 - 1;
+    BOOST_CHECK_EXCEPTION(ov::train::bucket_batches(a, manifest), ov::InputError, [&](const ov::InputError& e) {
+      return std::string(e.what()).find("give --batch_tokens " + std::to_string(cost32) + " or more") != std::string::npos;
+    });
     // A budget below one sample of the 32-token bucket: named, with the smallest budget; or left out.
     ov::Options small = opts("probe_" + std::to_string(me), 1, 1, 20);
     BOOST_CHECK_EXCEPTION(ov::train::bucket_batches(small, ov::data::read_manifest(spec.directory)), ov::InputError, [](const ov::InputError& e) {

@@ -84,8 +84,9 @@ void for_each_option(Options& o, Fn&& fn) {
      "this budget, so steps cost about the same across shapes (0: off)",
      Group::kData);
   fn("batch_cost", o.batch_cost,
-     "with --batch_tokens, a sample's cost: tokens (video tokens with registers), or attention (tokens + tokens^2 / c, c the median "
-     "bucket's tokens, where both terms agree)",
+     "with --batch_tokens, a sample's cost: tokens (video tokens with registers); attention (tokens + tokens^2 / c, c the median "
+     "bucket's tokens, where both terms agree); or flops (tokens weighted by the model's FLOPs per token, attention and text "
+     "included, relative to the median bucket's)",
      Group::kData);
   fn("skip_oversized_buckets", o.skip_oversized_buckets, "with --batch_tokens: leave out (and list) buckets one sample of which exceeds it",
      Group::kData);

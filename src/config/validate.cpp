@@ -71,7 +71,8 @@ void validate(const Options& o) {
                  {"checkpoint_every", double(o.checkpoint_every), 0}, {"keep_checkpoints", double(o.keep_checkpoints), 1}});
   need(o.collective_timeout > 0, "collective_timeout", "must be > 0 seconds", o.collective_timeout);
   need(o.batch_tokens >= 0, "batch_tokens", "must be >= 0 (0: batches of --batch_size)", o.batch_tokens);
-  need(o.batch_cost == "tokens" || o.batch_cost == "attention", "batch_cost", "must be tokens or attention", o.batch_cost);
+  need(o.batch_cost == "tokens" || o.batch_cost == "attention" || o.batch_cost == "flops", "batch_cost", "must be tokens, attention or flops",
+       o.batch_cost);
   if (o.batch_tokens > 0 && o.batch_size != Options{}.batch_size) {
     throw InputError("--batch_size " + std::to_string(o.batch_size) + " and --batch_tokens " + std::to_string(o.batch_tokens) +
                      " are both given (a config file counts): give one of them");

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "openvid/model/flops.h"
 #include "openvid/runtime/error.h"
 
 namespace ov::train {
@@ -20,35 +21,49 @@ BucketBatches bucket_batches(const Options& o, const data::Manifest& m) {
     return out;
   }
   const int64_t accum = o.grad_accum;
-  // A sample's cost: its tokens, or (attention) tokens + tokens^2 / c with c the median bucket's tokens, where
-  // the linear and the quadratic term agree: attention's share grows with the sequence.
+  // A sample's cost: its tokens; (attention) tokens + tokens^2 / c with c the median bucket's tokens, where
+  // the linear and the quadratic term agree: attention's share grows with the sequence; (flops) its tokens
+  // times its FLOPs per token over the median bucket's.
   std::vector<int64_t> tokens_of;
   for (const data::Bucket& b : m.buckets) tokens_of.push_back(sample_tokens(o.model, b));
   std::vector<int64_t> sorted = tokens_of;
   std::sort(sorted.begin(), sorted.end());
   const double c = sorted.empty() ? 1.0 : static_cast<double>(sorted[(sorted.size() - 1) / 2]);
-  const bool attention = o.batch_cost == "attention";
-  const auto cost = [&](int64_t t) {
-    return attention ? static_cast<int64_t>(std::ceil(static_cast<double>(t) + static_cast<double>(t) * static_cast<double>(t) / c)) : t;
+  const bool attention = o.batch_cost == "attention", flops = o.batch_cost == "flops";
+  // FLOPs per token of each bucket and of the median bucket (the median of the buckets by tokens).
+  std::vector<double> per_token;
+  for (size_t i = 0; i < m.buckets.size(); ++i) {
+    const data::Bucket& b = m.buckets[i];
+    per_token.push_back(model::forward_flops(o.model, b.frames, b.height, b.width, m.text_tokens) / static_cast<double>(tokens_of[i]));
+  }
+  double median_per_token = 1.0;
+  for (size_t i = 0; i < m.buckets.size(); ++i)
+    if (static_cast<double>(tokens_of[i]) == c) median_per_token = per_token[i];
+  const auto cost = [&](size_t i) {
+    const double t = static_cast<double>(tokens_of[i]);
+    if (attention) return static_cast<int64_t>(std::ceil(t + t * t / c));
+    if (flops) return static_cast<int64_t>(std::ceil(t * per_token[i] / median_per_token));
+    return tokens_of[i];
   };
   std::string oversized, skipped;
   int64_t needed = 0;  // the smallest budget that takes one (grad_accum) sample(s) of every bucket
   nlohmann::ordered_json buckets = nlohmann::ordered_json::array();
   std::ostringstream table;
   table << "batches by token budget (--batch_tokens " << o.batch_tokens << " per data rank"
-        << (attention ? ", cost tokens + tokens^2/" + std::to_string(static_cast<int64_t>(c)) : std::string()) << "):";
+        << (attention ? ", cost tokens + tokens^2/" + std::to_string(static_cast<int64_t>(c)) : std::string())
+        << (flops ? ", cost tokens x FLOPs per token / the median bucket's" : "") << "):";
   for (size_t i = 0; i < m.buckets.size(); ++i) {
     const data::Bucket& b = m.buckets[i];
-    const int64_t tokens = tokens_of[i], each = cost(tokens);
+    const int64_t tokens = tokens_of[i], each = cost(i);
     const int64_t n = o.batch_tokens / each / accum * accum;
     needed = std::max(needed, each * accum);
     if (n == 0) {
-      const std::string what = b.name + " (" + (attention ? "cost " + std::to_string(each) + " for " : std::string()) + std::to_string(tokens) +
+      const std::string what = b.name + " (" + (attention || flops ? "cost " + std::to_string(each) + " for " : std::string()) + std::to_string(tokens) +
                                " tokens" + (accum > 1 ? " x --grad_accum " + std::to_string(accum) : "") + ")";
       (o.skip_oversized_buckets ? skipped : oversized) += (oversized.empty() && skipped.empty() ? "" : ", ") + what;
     }
     out.per_rank.push_back(n);
-    table << (i == 0 ? " " : ", ") << b.name << " " << n << " x " << tokens << " tokens";
+    table << (i == 0 ? " " : ", ") << b.name << " " << n << " x " << tokens << " tokens" << (each != tokens ? " (cost " + std::to_string(each) + ")" : "");
     buckets.push_back({{"bucket", b.name}, {"tokens_per_sample", tokens}, {"cost_per_sample", each}, {"samples_per_data_rank", n},
                        {"tokens_per_data_rank", n * tokens}});
   }

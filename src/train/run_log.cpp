@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -53,6 +54,13 @@ double peak_memory_gb(const c10::Device& device) {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_maxrss) / 1e6;  // kilobytes on Linux
+}
+
+void reset_peak_memory(const c10::Device& device) {
+#ifdef OPENVID_TORCH_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+#endif
+  static_cast<void>(device);
 }
 
 std::string format_duration(double s) {
@@ -120,7 +128,10 @@ void RunLog::image(const std::string& tag, int64_t step, const std::string& png,
 }
 
 void RunLog::write(const Point& p) {
-  const double memory_gb = peak_memory_gb(device_);
+  // The window's peak (a GPU's allocator restarts its peak at every window) and the run's.
+  const double window_gb = peak_memory_gb(device_);
+  const double memory_gb = run_peak_gb_ = std::max(run_peak_gb_, window_gb);
+  reset_peak_memory(device_);
   if (writer_ && steps_ > 0) {
     const double loss = loss_ / static_cast<double>(steps_), step_seconds = seconds_ / static_cast<double>(steps_);
     const double tflops = flops_ / seconds_ / 1e12 / world_size_;  // per rank
@@ -154,6 +165,7 @@ void RunLog::write(const Point& p) {
     if (peak_tflops_ > 0) row["mfu"] = tflops / peak_tflops_;
     row["data_wait_fraction"] = wait_ / seconds_;
     row["peak_memory_gb"] = memory_gb;
+    if (device_.is_cuda()) row["window_peak_memory_gb"] = window_gb;  // this window's steps (and evaluation) alone
     row["skipped_steps"] = p.skipped;
     row["wall_time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     row["elapsed_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();

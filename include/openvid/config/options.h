@@ -53,7 +53,7 @@ struct Options {
   int batch_size = 64;               // per data rank (dp*fs data ranks)
   int64_t batch_tokens = 0;          // > 0: per-bucket batch sizes by this video-token budget per data rank (train/batching.h)
   bool skip_oversized_buckets = false;  // with batch_tokens: leave out buckets one sample of which exceeds it
-  std::string batch_cost = "tokens";    // with batch_tokens: a sample's cost, "tokens" or "attention" (train/batching.h)
+  std::string batch_cost = "tokens";    // with batch_tokens: a sample's cost, "tokens", "attention" or "flops" (train/batching.h)
   int grad_accum = 1;                // micro-batches per optimizer step (divides batch_size)
   double caption_dropout = 0.01;
   bool drop_remainder = false;       // leave out each bucket's last, smaller global batch (default: train it, padded)

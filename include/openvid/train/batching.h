@@ -5,7 +5,10 @@
 // about the same, and the budget, not the largest bucket, sets the memory. The loss stays the mean over a
 // step's samples, so the learning rate needs no change. --batch_cost attention counts a sample as
 // tokens + tokens^2 / c instead, c the median bucket's tokens (where the two terms agree), for attention's
-// share of the work growing with the sequence.
+// share of the work growing with the sequence. --batch_cost flops weighs a sample's tokens by the model's
+// forward FLOPs per token for its shape (model/flops.h: attention, cross-attention and the products at this
+// width) relative to the median bucket's, so the budget still reads as tokens at the median bucket while the
+// balance between the linear and the quadratic work follows the model's width instead of a fixed c.
 #include <cstdint>
 #include <string>
 #include <vector>

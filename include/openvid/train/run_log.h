@@ -43,9 +43,11 @@ struct Cadence {
 double device_peak_tflops(const c10::Device& device, bool bf16);
 std::string device_name(const c10::Device& device);
 
-// Peak memory of this rank since the start: the CUDA caching allocator's on a GPU, the process's resident
-// set on a CPU. In GB (1e9 bytes).
+// Peak memory of this rank since the start or the last reset_peak_memory: the CUDA caching allocator's on a
+// GPU, the process's resident set on a CPU (never reset). In GB (1e9 bytes).
 double peak_memory_gb(const c10::Device& device);
+// Starts a new peak on a GPU (the allocator's peak statistics); nothing on a CPU.
+void reset_peak_memory(const c10::Device& device);
 
 // Averages over the steps since the last log line, and writes that line and its JSON record: one object per
 // line, written by a JSON library (a non-finite number is null), with the wall time (Unix seconds) and the
@@ -86,6 +88,7 @@ class RunLog {
   double loss_ = 0, seconds_ = 0, wait_ = 0, samples_ = 0, tokens_ = 0, flops_ = 0;
   std::vector<std::pair<std::string, double>> phase_ms_, comm_bytes_;  // sums over the window
   int64_t steps_ = 0;
+  double run_peak_gb_ = 0;  // the largest window peak so far
 };
 
 std::string format_duration(double seconds);
