@@ -2,13 +2,14 @@
 # Job-level fault scenarios of openvid_mpi (2 ranks, the quick-start model):
 #   job_faults.sh MPIEXEC OPENVID_MPI CONFIG WORKDIR SCENARIO
 # SCENARIO: kill-in-checkpoint | signal | startup-signal | corrupt | nonfinite | profile | export-on-resume |
-#           prune-incomplete | bad-relaunch | unwritable-run-dir | run-dir-reuse | resume-changes | epoch-cap | fake-changed. Prints PASS or FAIL lines; exit 0 on PASS.
+#           prune-incomplete | bad-relaunch | unwritable-run-dir | run-dir-reuse | resume-changes | regroup | epoch-cap |
+#           fake-changed. Prints PASS or FAIL lines; exit 0 on PASS.
 set -u
 mpiexec=$1 ovmpi=$2 config=$3 work=$4 scenario=$5
 run_dir=$work/$scenario
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
-job() { timeout -k 5 120 "$mpiexec" --oversubscribe -n 2 "$ovmpi" --config "$config" --device cpu --run_dir "$run_dir" \
+job() { timeout -k 5 120 "$mpiexec" --oversubscribe -n "${job_ranks:-2}" "$ovmpi" --config "$config" --device cpu --run_dir "$run_dir" \
           --run_name run --evaluate_every 0 --warmup_steps 1 "$@"; }
 fail() { echo "FAIL: $*"; exit 1; }
 ck=$run_dir/run/checkpoints
@@ -59,7 +60,9 @@ assert all(r['wall_time'] > 1.7e9 and r['elapsed_seconds'] >= 0 for r in rows), 
     [ $rc -eq 0 ] || fail "the resumed job exited $rc"
     line=$(grep "^note: this resume changes the run: " "$run_dir/second.log")
     [ "$(echo "$line" | grep -c .)" -eq 1 ] || fail "not one line about what the resume changes"
-    for what in "global batch 8 -> 4 (each step now averages 4 samples" "max_steps 4 -> 8" "learning rate at step 4 jumps 0.00e+00 -> "; do
+    # 180 training samples (200, 10% held out), 32 taken in 4 steps of 8: the epoch goes on with the other 148 in batches of 4.
+    for what in "global batch 8 -> 4 (each step now averages 4 samples" "max_steps 4 -> 8" "learning rate at step 4 jumps 0.00e+00 -> " \
+                "epoch 0 continues with the 148 of its 180 training samples not yet taken, in 37 steps of the new batches"; do
       [[ "$line" == *"$what"* ]] || fail "the line does not say: $what"
     done
     job --max_steps 10 --batch_size 2 --lr_scheduler_type constant --precision fp32 --drop_remainder --resume auto > "$run_dir/third.log" 2>&1 ||
@@ -68,8 +71,8 @@ assert all(r['wall_time'] > 1.7e9 and r['elapsed_seconds'] >= 0 for r in rows), 
     grep -q "changes the run: .*learning rate at step 8 jumps" "$run_dir/third.log" || fail "a schedule change is not reported"
     grep -q "changes the run: .*precision auto -> fp32 (masters, moments and checkpoints are the same" "$run_dir/third.log" ||
       fail "a precision change is not reported"
-    grep -q "changes the run: .*each bucket's remainder now left out (--drop_remainder): an epoch is" "$run_dir/third.log" ||
-      fail "leaving the remainders out is not reported"
+    grep -q "changes the run: .*each bucket's remainder now left out (--drop_remainder); epoch 0 continues with the 132 of its 180" "$run_dir/third.log" ||
+      fail "leaving the remainders out is not reported with how the epoch goes on"
     grep -q "changes the run: .*global batch" "$run_dir/third.log" && fail "an unchanged global batch is reported"
     # A checkpoint of another architecture: every mismatch listed with its shape, exit 2.
     job --max_steps 12 --model_depth 1 --resume auto > "$run_dir/fourth.log" 2>&1
@@ -81,6 +84,28 @@ assert all(r['wall_time'] > 1.7e9 and r['elapsed_seconds'] >= 0 for r in rows), 
     rc=$?; cat "$run_dir/fifth.log"
     [ $rc -eq 2 ] && grep -q "wrong shape ([0-9]*): register_tokens \[1, 4, 64\] in the file vs \[1, 4, 96\] in the model" "$run_dir/fifth.log" ||
       fail "loading width-64 weights into a width-96 model did not stop listing the shapes"
+    ;;
+  regroup)
+    # A token-budget run on 2 ranks stopped after 4 steps of 8 samples, resumed on 1 rank (batches of 4): the epoch goes
+    # on with exactly the samples it had not taken, so the real samples logged over the epoch add up to the
+    # 180 training samples, and the run ends with the epoch (--num_epochs 1).
+    # 260 tokens per sample (8x16x16 in patches of 2x2x2, 4 registers): a budget of 1040 takes 4 per data rank.
+    sed '/^batch_size/d' "$config" > "$run_dir/tokens.ini"
+    config=$run_dir/tokens.ini
+    job --batch_tokens 1040 --max_steps 4 --log_every 1 > "$run_dir/first.log" 2>&1 || { cat "$run_dir/first.log"; fail "the first job failed"; }
+    job_ranks=1 job --batch_tokens 1040 --num_epochs 1 --max_steps 1000 --log_every 1 --resume auto > "$run_dir/second.log" 2>&1
+    rc=$?; cat "$run_dir/second.log"
+    [ $rc -eq 0 ] || fail "the resumed job exited $rc"
+    grep -q "changes the run: global batch --batch_tokens 1040 x 2 data ranks -> --batch_tokens 1040 x 1 data ranks (each bucket's batch size changes); epoch 0 continues with the 148 of its 180 training samples not yet taken, in 37 steps" \
+      "$run_dir/second.log" || fail "the resume does not say how the epoch goes on"
+    grep -q "^note: the run will end at step 41, at the epoch cap: --num_epochs 1 (epoch 0 continued from step 4 in 37 steps" "$run_dir/second.log" ||
+      fail "the end of the continued epoch is not announced"
+    python3 -c "import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert [r['step'] for r in rows] == list(range(1, 42)), [r['step'] for r in rows]
+n = sum(r['samples_per_step'] for r in rows)
+assert n == 180, f'{n} samples trained over the epoch, not 180'
+" "$run_dir/run/metrics.jsonl" || fail "the epoch did not train each of its samples once"
     ;;
   epoch-cap)
     job --num_epochs 1 --max_steps 1000 > "$run_dir/first.log" 2>&1

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <set>
 
 #include "openvid/data/dataset.h"
@@ -305,6 +306,83 @@ BOOST_AUTO_TEST_CASE(sampler_trains_every_sample_once_per_epoch) {
                           "epoch " << epoch << ", bucket " << b << ": not every training sample exactly once");
     }
   }
+}
+
+// A resume that changes the global batches (other data ranks, another budget) or the remainder rule
+// continues the interrupted epoch with exactly the samples it had not taken, in the new batches, and the
+// epochs after it are whole ones of the new rule; a resume with the rule of the run that wrote the state
+// continues that run's own sequence, also inside an epoch that was itself continued. Checked at every
+// step of an epoch for three changes.
+BOOST_AUTO_TEST_CASE(sampler_continues_the_epoch_after_a_change_of_batches) {
+  const std::vector<int64_t> counts{40, 25, 3};
+  const Sampler before(counts, 11, std::vector<int64_t>{4, 8, 2}, 0.1);
+  struct Change {
+    std::vector<int64_t> batches;
+    bool drop;
+  };
+  for (const Change& change : {Change{{2, 4, 1}, false}, Change{{8, 16, 4}, false}, Change{{6, 3, 0}, true}}) {
+    for (int64_t k = 0; k <= before.steps_per_epoch() + 2; ++k) {
+      // The checkpoint after k steps of the first run (epoch 0, or 1 past its end).
+      const SamplerState state = before.state_after(k);
+      Sampler after(counts, 11, change.batches, 0.1, change.drop);
+      BOOST_REQUIRE(after.resume(state, 100 + k));  // the global step can be anything: the position is in the state
+      // The epoch's samples: those the first run took in its first k steps, then the continued epoch's.
+      std::vector<std::multiset<int64_t>> seen(3);
+      Position p = before.position_after(0);
+      for (int64_t i = 0; i < k; ++i, p = before.next(p)) {
+        const GlobalBatch gb = before.batch(p);
+        if (p.epoch == state.epoch) seen[static_cast<size_t>(gb.bucket)].insert(gb.samples.begin(), gb.samples.begin() + gb.real());
+      }
+      Position q = after.position_after(100 + k);
+      const int64_t continued = after.steps_in_epoch(state.epoch);  // 0 when nothing of the epoch fills a new batch
+      BOOST_REQUIRE(q == (continued > 0 ? Position{state.epoch, 0} : Position{state.epoch + 1, 0}));
+      BOOST_CHECK_EQUAL(after.steps_until_epoch(state.epoch + 1), 100 + k + continued);
+      for (int64_t i = 0; i < continued; ++i, q = after.next(q)) {
+        const GlobalBatch gb = after.batch(q);
+        BOOST_REQUIRE_EQUAL(static_cast<int64_t>(gb.samples.size()), after.global_batch(gb.bucket));
+        seen[static_cast<size_t>(gb.bucket)].insert(gb.samples.begin(), gb.samples.begin() + gb.real());
+      }
+      BOOST_CHECK(q == (Position{state.epoch + 1, 0}));
+      for (int64_t b = 0; b < 3; ++b) {
+        std::vector<int64_t> want = after.training(b);
+        const std::set<int64_t> once(seen[b].begin(), seen[b].end());
+        if (after.global_batch(b) == 0 || change.drop) {
+          // A bucket the new rule leaves out: only what the first run had taken. A remainder dropped: fewer
+          // than one new batch of the bucket's samples missing. Each sample at most once.
+          BOOST_CHECK_EQUAL(once.size(), seen[b].size());
+          BOOST_CHECK(std::includes(want.begin(), want.end(), once.begin(), once.end()));
+          if (after.global_batch(b) == 0) BOOST_CHECK_EQUAL(static_cast<int64_t>(seen[b].size()), state.consumed[b]);
+          else BOOST_CHECK_LT(static_cast<int64_t>(want.size() - seen[b].size()), after.global_batch(b));
+          continue;
+        }
+        BOOST_CHECK_MESSAGE(std::vector<int64_t>(seen[b].begin(), seen[b].end()) == want,
+                            "change " << change.batches[0] << ", step " << k << ", bucket " << b << ": not every training sample once");
+      }
+      // The next epoch is a whole one of the new rule, as a fresh run of it would draw it.
+      const Sampler fresh(counts, 11, change.batches, 0.1, change.drop);
+      for (int64_t i = 0; i < fresh.steps_per_epoch(); ++i, q = after.next(q)) {
+        BOOST_REQUIRE(after.batch(q).samples == fresh.batch({state.epoch + 1, i}).samples);
+      }
+      // A checkpoint inside the continued epoch, resumed with the new rule: the same sequence on.
+      if (continued > 1) {
+        const int64_t mid = 100 + k + continued / 2;
+        Sampler again(counts, 11, change.batches, 0.1, change.drop);
+        BOOST_REQUIRE(again.resume(after.state_after(mid), mid));
+        BOOST_CHECK(again.start() == after.start());
+        Position x = after.position_after(mid), y = again.position_after(mid);
+        for (int64_t i = 0; i < continued; ++i, x = after.next(x), y = again.next(y)) BOOST_REQUIRE(after.batch(x).samples == again.batch(y).samples);
+      }
+    }
+  }
+  // The same rule resumes bitwise from any step; a state of another dataset does not fit.
+  Sampler same(counts, 11, std::vector<int64_t>{4, 8, 2}, 0.1);
+  BOOST_REQUIRE(same.resume(before.state_after(13), 13));
+  for (Position p = same.position_after(13), q = before.position_after(13); p.epoch < 3; p = same.next(p), q = before.next(q)) {
+    BOOST_REQUIRE(p == q);
+    BOOST_REQUIRE(same.batch(p).samples == before.batch(q).samples);
+  }
+  Sampler other({40, 25}, 11, std::vector<int64_t>{4, 8}, 0.1);
+  BOOST_CHECK(!other.resume(before.state_after(5), 5));
 }
 
 BOOST_AUTO_TEST_CASE(prefetcher_delivers_the_sampler_sequence_and_stops_cleanly) {

@@ -18,6 +18,7 @@
 #include "openvid/train/batching.h"
 #include "openvid/train/run_start.h"
 #include "openvid/train/trainer.h"
+#include "train_options.h"
 #include "openvid/model/flops.h"
 #include "openvid/model/safetensors.h"
 #include "openvid/model/state_dict.h"
@@ -29,33 +30,6 @@
 
 namespace {
 
-ov::Options options_for(const std::string& dataset, const std::string& run_dir, const std::string& run, int fs, int cp,
-                        int batch_size) {
-  ov::Options o;
-  o.dataset = dataset;
-  o.run_dir = run_dir;
-  o.run_name = run;
-  o.fs = fs;
-  o.cp = cp;
-  o.batch_size = batch_size;
-  o.max_steps = 3;
-  o.warmup_steps = 1;
-  o.learning_rate = 1e-3;
-  o.evaluate_every = 0;
-  o.eval_batches = 4;
-  o.heldout_fraction = 0.2;
-  o.seed = 3;
-  o.device = ov::DeviceRequest::kCpu;
-  o.backend = ov::comm::BackendRequest::kMpi;
-  o.collective_timeout = 60;
-  o.model.width = 32;
-  o.model.depth = 2;
-  o.model.head_dim = 16;
-  o.model.registers = 4;
-  o.model.in_channels = 4;
-  o.model.text_dim = 24;
-  return o;
-}
 
 struct Run {
   std::vector<double> losses;

@@ -152,6 +152,14 @@ void for_each_option(Options& o, Fn&& fn) {
      "--profile_steps; empty = off",
      Group::kRun);
   fn("profile_steps", o.profile_steps, "steps FIRST:END traced with LibTorch's profiler under --profile_dir", Group::kRun);
+  fn("dry_run", o.dry_run,
+     "plan the job instead of training: memory per rank by category and whether it fits, bytes per step on each group, FLOPs, "
+     "batches per bucket; nothing is allocated, launched or written",
+     Group::kRun);
+  fn("plan_world", o.plan_world, "with --dry_run: ranks (GPUs) of the job planned; 0 = this launch's", Group::kRun);
+  fn("plan_gpus_per_node", o.plan_gpus_per_node, "with --dry_run: GPUs per node of the job planned; 0 = 8 (or the job's ranks when fewer)",
+     Group::kRun);
+  fn("plan_gpu_memory", o.plan_gpu_memory, "with --dry_run: memory per GPU in GB of the job planned (H100 80, H200 141)", Group::kRun);
   // Model
   fn("model_width", m.width, "model width D", Group::kModel);
   fn("model_depth", m.depth, "number of DiT blocks", Group::kModel);

@@ -71,6 +71,9 @@ void validate(const Options& o) {
                  {"checkpoint_every", double(o.checkpoint_every), 0}, {"keep_checkpoints", double(o.keep_checkpoints), 1}});
   need(o.collective_timeout > 0, "collective_timeout", "must be > 0 seconds", o.collective_timeout);
   need(o.batch_tokens >= 0, "batch_tokens", "must be >= 0 (0: batches of --batch_size)", o.batch_tokens);
+  need(o.plan_world >= 0, "plan_world", "must be >= 0 (0: this launch's ranks)", o.plan_world);
+  need(o.plan_gpus_per_node >= 0, "plan_gpus_per_node", "must be >= 0 (0: 8)", o.plan_gpus_per_node);
+  need(o.plan_gpu_memory > 0, "plan_gpu_memory", "must be > 0 GB (an H100 has 80, an H200 141)", o.plan_gpu_memory);
   need(o.batch_cost == "tokens" || o.batch_cost == "attention" || o.batch_cost == "flops", "batch_cost", "must be tokens, attention or flops",
        o.batch_cost);
   if (o.batch_tokens > 0 && o.batch_size != Options{}.batch_size) {

@@ -207,9 +207,9 @@ std::unique_ptr<Dataset> Dataset::open(const std::string& path, MPI_Comm comm, D
   return std::unique_ptr<Dataset>(new Dataset(std::move(impl)));
 }
 
-void Dataset::check_layout(const ReaderLayout& layout) const {
+void check_layout(const Manifest& manifest, const ReaderLayout& layout) {
   // Frames divide by the time patch (the model's check, before this one); cp splits whole video tokens.
-  for (const Bucket& b : impl_->manifest.buckets) {
+  for (const Bucket& b : manifest.buckets) {
     if (b.frames % layout.time_granule != 0) {
       throw InputError("bucket '" + b.name + "' has " + std::to_string(b.frames) + " latent frames, not a multiple of the model's time patch " +
                        std::to_string(layout.time_granule) + " (--model_time_patch)");

@@ -42,6 +42,7 @@ Sampler::Sampler(std::vector<int64_t> counts, uint64_t seed, std::vector<int64_t
     std::sort(train_.back().begin(), train_.back().end());
     steps_per_epoch_ += batches(static_cast<int64_t>(b));
   }
+  first_epoch_steps_ = steps_per_epoch_;
   if (steps_per_epoch_ == 0) {
     const int64_t largest = *std::max_element(global_batches_.begin(), global_batches_.end());
     throw InputError(drop_remainder ? "no bucket of the dataset has enough training samples for one global batch (" +
@@ -80,19 +81,69 @@ std::vector<Sampler::Slot> Sampler::plan(int64_t epoch) const {
   // The epoch's batches in a uniform shuffle: each step's bucket is drawn in proportion to the batches the
   // buckets have left, so each bucket's samples are used up evenly over the epoch whatever its batch size
   // (a token budget's batches of 1 and of 16 run out together; drawing by samples left instead would spend
-  // the bucket of large batches first).
-  std::vector<Slot> slots;
+  // the bucket of large batches first). The shuffle picks the sequence of buckets; each bucket's batches
+  // then come in the order they were cut, so what the epoch took so far is a prefix of each bucket.
+  // The epoch that a resume continues starts each bucket after the samples taken before.
+  const bool partial = epoch == start_.epoch && !start_.consumed.empty();
+  std::vector<std::vector<Slot>> cut(train_.size());
+  std::vector<int64_t> labels;
   for (size_t b = 0; b < train_.size(); ++b) {
-    const int64_t size = size_of(static_cast<int64_t>(b)), n = batches(static_cast<int64_t>(b)), g = global_batches_[b];
-    for (int64_t i = 0; i < n; ++i) slots.push_back({static_cast<int64_t>(b), i * g, std::min(g, size - i * g)});
+    const int64_t first = partial ? start_.consumed[b] : 0, size = size_of(static_cast<int64_t>(b)) - first, g = global_batches_[b];
+    if (g == 0) continue;
+    const int64_t n = size / g + (!drop_remainder_ && size % g != 0 ? 1 : 0);
+    for (int64_t i = 0; i < n; ++i) cut[b].push_back({static_cast<int64_t>(b), first + i * g, std::min(g, size - i * g)});
+    labels.insert(labels.end(), static_cast<size_t>(n), static_cast<int64_t>(b));
   }
-  std::vector<int64_t> order(slots.size());
-  std::iota(order.begin(), order.end(), int64_t{0});
-  deterministic_shuffle(order, mix_seed(seed_, static_cast<uint64_t>(epoch), 0));
+  deterministic_shuffle(labels, mix_seed(seed_, static_cast<uint64_t>(epoch), 0));
+  std::vector<size_t> next(train_.size(), 0);
   std::vector<Slot> out;
-  out.reserve(slots.size());
-  for (int64_t i : order) out.push_back(slots[static_cast<size_t>(i)]);
+  out.reserve(labels.size());
+  for (int64_t b : labels) out.push_back(cut[static_cast<size_t>(b)][next[static_cast<size_t>(b)]++]);
   return out;
+}
+
+void Sampler::set_start(EpochStart start) {
+  OV_CHECK(start.consumed.empty() || start.consumed.size() == train_.size(), "one consumed count per bucket");
+  start_ = std::move(start);
+  first_epoch_steps_ = start_.consumed.empty() ? steps_per_epoch_ : static_cast<int64_t>(plan(start_.epoch).size());
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  cache_.reset();
+}
+
+int64_t Sampler::steps_until_epoch(int64_t epochs) const {
+  if (epochs <= start_.epoch) return start_.step;
+  return start_.step + first_epoch_steps_ + (epochs - start_.epoch - 1) * steps_per_epoch_;
+}
+
+std::vector<int64_t> Sampler::consumed(Position p) const {
+  std::vector<int64_t> taken(train_.size(), 0);
+  if (p.epoch == start_.epoch && !start_.consumed.empty()) taken = start_.consumed;
+  const auto cache = epoch_cache(p.epoch);
+  for (int64_t i = 0; i < p.step; ++i) {
+    const Slot& s = cache->plan[static_cast<size_t>(i)];
+    taken[static_cast<size_t>(s.bucket)] += s.real;
+  }
+  return taken;
+}
+
+SamplerState Sampler::state_after(int64_t steps) const {
+  const Position p = position_after(steps);
+  return SamplerState{p.epoch, consumed(p), global_batches_, drop_remainder_, start_};
+}
+
+bool Sampler::resume(const SamplerState& st, int64_t steps) {
+  const size_t n = train_.size();
+  if (st.consumed.size() != n || (!st.start.consumed.empty() && st.start.consumed.size() != n) || steps < st.start.step) return false;
+  for (size_t b = 0; b < n; ++b) {
+    if (st.consumed[b] < 0 || st.consumed[b] > size_of(static_cast<int64_t>(b))) return false;
+    if (!st.start.consumed.empty() && (st.start.consumed[b] < 0 || st.start.consumed[b] > st.consumed[b])) return false;
+  }
+  if (same_rule(st)) {
+    set_start(st.start);  // the same rule: the writing run's own sequence
+  } else {
+    set_start(EpochStart{st.epoch, steps, st.consumed});
+  }
+  return true;
 }
 
 std::shared_ptr<const Sampler::EpochCache> Sampler::epoch_cache(int64_t epoch) const {
@@ -108,7 +159,7 @@ std::shared_ptr<const Sampler::EpochCache> Sampler::epoch_cache(int64_t epoch) c
 }
 
 GlobalBatch Sampler::batch(Position p) const {
-  OV_CHECK(p.step >= 0 && p.step < steps_per_epoch_, "sampler position outside the epoch");
+  OV_CHECK(p.epoch >= start_.epoch && p.step >= 0 && p.step < steps_in_epoch(p.epoch), "sampler position outside the epoch");
   const auto cache = epoch_cache(p.epoch);
   const Slot slot = cache->plan[static_cast<size_t>(p.step)];
   const std::vector<int64_t>& samples = cache->shuffled[static_cast<size_t>(slot.bucket)];
@@ -120,10 +171,17 @@ GlobalBatch Sampler::batch(Position p) const {
 }
 
 Position Sampler::next(Position p) const {
-  return p.step + 1 < steps_per_epoch_ ? Position{p.epoch, p.step + 1} : Position{p.epoch + 1, 0};
+  if (p.step + 1 < steps_in_epoch(p.epoch)) return Position{p.epoch, p.step + 1};
+  return Position{p.epoch + 1, 0};  // a whole epoch: never empty
 }
 
-Position Sampler::position_after(int64_t steps) const { return Position{steps / steps_per_epoch_, steps % steps_per_epoch_}; }
+Position Sampler::position_after(int64_t steps) const {
+  OV_CHECK(steps >= start_.step, "sampler position before the epoch this run starts in");
+  int64_t k = steps - start_.step;
+  if (k < first_epoch_steps_) return Position{start_.epoch, k};
+  k -= first_epoch_steps_;
+  return Position{start_.epoch + 1 + k / steps_per_epoch_, k % steps_per_epoch_};
+}
 
 std::vector<GlobalBatch> Sampler::heldout_batches(int64_t max_batches) const {
   // Round robin over the buckets (each one's first batch, then each one's second, ...): every bucket with

@@ -17,6 +17,7 @@
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/signals.h"
 #include "openvid/runtime/universe.h"
+#include "openvid/train/plan.h"
 #include "openvid/train/setup.h"
 #include "openvid/train/trainer.h"
 
@@ -44,6 +45,7 @@ int openvid_mpi(int argc, char** argv) {
     for (const std::string& note : cl.notes) std::cout << note << "\n";
   }
   ov::set_collective_timeout(opt.collective_timeout);
+  if (opt.dry_run) return ov::train::dry_run(opt, MPI_COMM_WORLD);  // before any device, communicator or file
 
   ov::Universe universe = ov::Universe::create(MPI_COMM_WORLD, opt.fs, opt.cp, opt.device);
   ov::comm::Backend backend = ov::comm::Backend::kMpi;

@@ -2,6 +2,7 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <map>
 #include <set>
 
 #ifdef OPENVID_TORCH_CUDA
@@ -9,39 +10,56 @@
 #endif
 
 #include "openvid/model/float8.h"
+#include "openvid/model/state_dict.h"
 
 namespace ov::model {
 
-Float8Conversion convert_to_float8(DiT& model, int64_t min_features) {
+Float8Conversion float8_conversion(const ModelConfig& config, int64_t min_features) {
   Float8Conversion c;
-  if (model->num_blocks() == 0) return c;
+  if (config.depth == 0) return c;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [name, shape] : parameter_shapes(config)) shapes[name] = shape;
+  // Each layer's weights by module name (the MLP's fc1 decides, as its products are the layer's first).
+  const auto modules = [](BlockLinear layer) {
+    return layer == BlockLinear::kMlp ? std::vector<std::string>{"mlp.0", "mlp.2"} : std::vector<std::string>{name(layer)};
+  };
+  std::vector<bool> on(kBlockLinears, false);
   for (int i = 0; i < kBlockLinears; ++i) {
     const auto layer = static_cast<BlockLinear>(i);
-    const at::Tensor& w = model->block(0)->weight(layer);
-    const int64_t out = w.size(0), in = w.size(1);
+    const std::vector<int64_t>& w = shapes.at("blocks.0." + modules(layer).front() + ".weight");
+    const int64_t out = w[0], in = w[1];
     std::string why;
     if (!float8::fits(in, out)) {
       why = "in " + std::to_string(in) + ", out " + std::to_string(out) + ": not both multiples of 16";
-    } else if (model->config().width < min_features) {
-      why = "model width " + std::to_string(model->config().width) + " under --fp8_min_features " + std::to_string(min_features);
+    } else if (config.width < min_features) {
+      why = "model width " + std::to_string(config.width) + " under --fp8_min_features " + std::to_string(min_features);
     }
-    for (int64_t b = 0; b < model->num_blocks(); ++b) model->block(b)->set_float8(layer, why.empty());
+    on[static_cast<size_t>(i)] = why.empty();
     if (why.empty()) {
       c.converted.push_back(name(layer));
     } else {
       c.kept.push_back(std::string(name(layer)) + " (" + why + ")");
     }
   }
-  std::set<const c10::TensorImpl*> converted;
-  for (int64_t b = 0; b < model->num_blocks(); ++b) {
+  std::set<std::string> converted;
+  for (int64_t b = 0; b < config.depth; ++b) {
     for (int i = 0; i < kBlockLinears; ++i) {
-      const auto layer = static_cast<BlockLinear>(i);
-      if (!model->block(b)->float8(layer)) continue;
-      for (const at::Tensor& w : model->block(b)->weights(layer)) converted.insert(w.unsafeGetTensorImpl());
+      if (!on[static_cast<size_t>(i)]) continue;
+      for (const std::string& m : modules(static_cast<BlockLinear>(i))) converted.insert("blocks." + std::to_string(b) + "." + m + ".weight");
     }
   }
-  for (const auto& item : model->named_parameters(/*recurse=*/true)) {
-    if (converted.count(item.value().unsafeGetTensorImpl())) c.weights.push_back(item.key());
+  for (const auto& [name, shape] : parameter_shapes(config)) {  // in registration order
+    if (converted.count(name)) c.weights.push_back(name);
+  }
+  return c;
+}
+
+Float8Conversion convert_to_float8(DiT& model, int64_t min_features) {
+  Float8Conversion c = float8_conversion(model->config(), min_features);
+  const std::set<std::string> converted(c.converted.begin(), c.converted.end());
+  for (int i = 0; i < kBlockLinears; ++i) {
+    const auto layer = static_cast<BlockLinear>(i);
+    for (int64_t b = 0; b < model->num_blocks(); ++b) model->block(b)->set_float8(layer, converted.count(name(layer)) > 0);
   }
   return c;
 }

@@ -22,10 +22,18 @@ at::Tensor FlatUnit::pack(const std::function<at::Tensor(size_t)>& values, const
 }
 
 std::vector<FlatUnit> flat_units(const torch::nn::Module& module, int64_t shard_size, const std::function<bool(const std::string&)>& float8) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) shapes.emplace_back(item.key(), item.value().sizes().vec());
+  return flat_units(shapes, shard_size, float8);
+}
+
+std::vector<FlatUnit> flat_units(const std::vector<std::pair<std::string, std::vector<int64_t>>>& shapes, int64_t shard_size,
+                                 const std::function<bool(const std::string&)>& float8) {
   std::vector<FlatUnit> units;
   std::map<std::string, size_t> index;
-  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
-    const std::string& name = item.key();
+  for (const auto& [name, shape] : shapes) {
+    int64_t numel = 1;
+    for (int64_t d : shape) numel *= d;
     const bool in_float8 = float8 && float8(name);
     const std::string unit = (name.rfind("blocks.", 0) == 0 ? name.substr(0, name.find('.', 7)) : "root") + (in_float8 ? ".float8" : "");
     if (!index.count(unit)) {
@@ -34,8 +42,8 @@ std::vector<FlatUnit> flat_units(const torch::nn::Module& module, int64_t shard_
     }
     FlatUnit& u = units[index[unit]];
     const int64_t offset = round_up(u.extent, kAlignElements);
-    u.params.push_back(FlatParam{name, item.value().sizes().vec(), offset, item.value().numel()});
-    u.extent = offset + item.value().numel();
+    u.params.push_back(FlatParam{name, shape, offset, numel});
+    u.extent = offset + numel;
   }
   for (FlatUnit& u : units) {
     u.padded = round_up(std::max<int64_t>(u.extent, 1), shard_size * kAlignElements);

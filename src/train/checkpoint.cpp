@@ -23,6 +23,25 @@ namespace {
 
 constexpr const char* kComplete = "COMPLETE";
 constexpr const char* kFormat = "openvid-checkpoint";
+
+json sampler_json(const data::SamplerState& s) {
+  return {{"epoch", s.epoch},
+          {"consumed", s.consumed},
+          {"global_batches", s.global_batches},
+          {"drop_remainder", s.drop_remainder},
+          {"start", {{"epoch", s.start.epoch}, {"step", s.start.step}, {"consumed", s.start.consumed}}}};
+}
+
+data::SamplerState sampler_state(const json& j) {
+  data::SamplerState s;
+  s.epoch = j.at("epoch").get<int64_t>();
+  s.consumed = j.at("consumed").get<std::vector<int64_t>>();
+  s.global_batches = j.at("global_batches").get<std::vector<int64_t>>();
+  s.drop_remainder = j.at("drop_remainder").get<bool>();
+  const json& start = j.at("start");
+  s.start = {start.at("epoch").get<int64_t>(), start.at("step").get<int64_t>(), start.at("consumed").get<std::vector<int64_t>>()};
+  return s;
+}
 constexpr const char* kEmaFile = "ema.safetensors";
 
 std::string step_name(int64_t step) {
@@ -129,7 +148,7 @@ std::string write_checkpoint(const std::string& dir, const CheckpointState& stat
                                      {{"geometry", parallel::geometry_json(sharded)}});
           }
           if (u.rank() == 0) {
-            const json j = {{"format", kFormat},
+            json j = {{"format", kFormat},
                             {"version", 1},
                             {"next_step", state.next_step},
                             {"optimizer_steps", state.optimizer_steps},
@@ -138,6 +157,7 @@ std::string write_checkpoint(const std::string& dir, const CheckpointState& stat
                             {"shard_files", u.mesh().shard_size()},
                             {"layout", {{"world", u.size()}, {"dp", u.mesh().dp()}, {"fs", u.mesh().fs()}, {"cp", u.mesh().cp()}}},
                             {"options", options_ini}};
+            if (state.sampler) j["sampler"] = sampler_json(*state.sampler);
             write_file_durably((tmp / "trainer.json").string(), j.dump(2));
           }
         } catch (const std::exception& e) {
@@ -203,6 +223,7 @@ CheckpointState parse_trainer_state(const std::string& path) {
     if (j.contains("layout")) state.data_ranks = j["layout"].value("dp", 0) * j["layout"].value("fs", 0);
     state.options_ini = j.value("options", std::string());
     state.has_ema = j.value("ema", false);
+    if (j.contains("sampler")) state.sampler = sampler_state(j.at("sampler"));
   } catch (const json::exception& e) {
     throw InputError("checkpoint '" + path + "': trainer.json is not valid or lacks a field: " + e.what());
   }

@@ -9,14 +9,20 @@
 
 namespace ov::train {
 
-RunEnd run_end(const Options& opt, int64_t steps_per_epoch) {
-  const int64_t epoch_cap = int64_t{opt.num_epochs} * steps_per_epoch;
+RunEnd run_end(const Options& opt, const data::Sampler& sampler) {
+  const int64_t epoch_cap = sampler.steps_until_epoch(opt.num_epochs);
+  const data::EpochStart& start = sampler.start();
+  const bool continued = start.step > 0 || start.epoch > 0;  // a resume that changed the batches continues an epoch
   RunEnd end;
   end.last_step = std::min(opt.max_steps, epoch_cap);
   end.capped = epoch_cap < opt.max_steps;
-  end.reason = end.capped ? "the epoch cap: --num_epochs " + std::to_string(opt.num_epochs) + " x " + std::to_string(steps_per_epoch) +
-                                " steps per epoch = " + std::to_string(epoch_cap) + " steps, before --max_steps " + std::to_string(opt.max_steps)
-                          : "--max_steps " + std::to_string(opt.max_steps);
+  end.reason = !end.capped ? "--max_steps " + std::to_string(opt.max_steps)
+               : continued ? "the epoch cap: --num_epochs " + std::to_string(opt.num_epochs) + " (epoch " + std::to_string(start.epoch) +
+                                 " continued from step " + std::to_string(start.step) + " in " + std::to_string(sampler.steps_in_epoch(start.epoch)) +
+                                 " steps, then " + std::to_string(sampler.steps_per_epoch()) + " steps per epoch) = " + std::to_string(epoch_cap) +
+                                 " steps, before --max_steps " + std::to_string(opt.max_steps)
+                           : "the epoch cap: --num_epochs " + std::to_string(opt.num_epochs) + " x " + std::to_string(sampler.steps_per_epoch()) +
+                                 " steps per epoch = " + std::to_string(epoch_cap) + " steps, before --max_steps " + std::to_string(opt.max_steps);
   return end;
 }
 
@@ -66,7 +72,8 @@ void print_run_start(const Options& opt, const Universe& u, const RunData& data,
             << " MB; gathered parameters " << mem.gathered_bytes / 1e6 << " MB\n" << std::defaultfloat;
   if (!model.float8.empty()) std::cout << model.float8 << "\n";
   if (end.capped) {
-    const int64_t epochs_needed = (opt.max_steps + per_epoch - 1) / per_epoch;
+    int64_t epochs_needed = opt.num_epochs;
+    while (data.sampler->steps_until_epoch(epochs_needed) < opt.max_steps) ++epochs_needed;
     std::cout << std::scientific << std::setprecision(2) << "note: the run will end at step " << end.last_step << ", at " << end.reason
               << "; the learning-rate schedule runs to max_steps, so it ends at lr "
               << opt.learning_rate * lr_multiplier(opt.lr_scheduler_type, end.last_step - 1, opt.max_steps, opt.warmup_steps)

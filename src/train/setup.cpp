@@ -41,6 +41,29 @@ ComputeSetup compute_setup(const Options& options, const Universe& universe) {
   return c;
 }
 
+void check_against_model(const data::Manifest& m, const ModelConfig& model, const std::string& path) {
+  if (m.latent_channels != model.in_channels || m.text_dim != model.text_dim) {
+    throw InputError("dataset '" + path + "' holds " + std::to_string(m.latent_channels) + "-channel latents and " +
+                     std::to_string(m.text_dim) + "-wide text states, the model expects " + std::to_string(model.in_channels) + " and " +
+                     std::to_string(model.text_dim) + " (--model_in_channels, --model_text_dim)");
+  }
+  std::vector<std::array<int64_t, 3>> shapes;
+  for (const auto& b : m.buckets) shapes.push_back({b.frames, b.height, b.width});
+  const data::PatchMisfits misfits = data::patch_misfits(shapes, model.patch, model.time_patch);
+  const std::string tp = std::to_string(model.time_patch), sp = std::to_string(model.patch);
+  if (!misfits.time.empty()) {
+    throw InputError("the model's time patch (--model_time_patch " + tp + ": a video token spans " + tp +
+                     " latent frames) does not divide the latent frames of dataset '" + path + "' bucket(s) " + misfits.time +
+                     ": preprocess those clips to a multiple of " + tp + " latent frames, or train with a --model_time_patch dividing "
+                     "every bucket's frames (1 always does)");
+  }
+  if (!misfits.space.empty()) {
+    throw InputError("the model's patch (--model_patch " + sp + ") does not divide the latent height and width of dataset '" + path +
+                     "' bucket(s) " + misfits.space + ": preprocess those clips to multiples of " + sp +
+                     " latent pixels, or train with a --model_patch dividing every bucket's height and width");
+  }
+}
+
 namespace {
 
 // --dataset fake: the synthetic dataset of the fake_* options in the run directory, written on first use.
@@ -86,30 +109,9 @@ std::string synthetic_dataset(const Options& opt, const Universe& u, const std::
 }
 
 // The dataset's latents and text states must fit the model.
-void check_against_model(const data::Manifest& m, const ModelConfig& model, const std::string& path) {
-  if (m.latent_channels != model.in_channels || m.text_dim != model.text_dim) {
-    throw InputError("dataset '" + path + "' holds " + std::to_string(m.latent_channels) + "-channel latents and " +
-                     std::to_string(m.text_dim) + "-wide text states, the model expects " + std::to_string(model.in_channels) + " and " +
-                     std::to_string(model.text_dim) + " (--model_in_channels, --model_text_dim)");
-  }
-  std::vector<std::array<int64_t, 3>> shapes;
-  for (const auto& b : m.buckets) shapes.push_back({b.frames, b.height, b.width});
-  const data::PatchMisfits misfits = data::patch_misfits(shapes, model.patch, model.time_patch);
-  const std::string tp = std::to_string(model.time_patch), sp = std::to_string(model.patch);
-  if (!misfits.time.empty()) {
-    throw InputError("the model's time patch (--model_time_patch " + tp + ": a video token spans " + tp +
-                     " latent frames) does not divide the latent frames of dataset '" + path + "' bucket(s) " + misfits.time +
-                     ": preprocess those clips to a multiple of " + tp + " latent frames, or train with a --model_time_patch dividing "
-                     "every bucket's frames (1 always does)");
-  }
-  if (!misfits.space.empty()) {
-    throw InputError("the model's patch (--model_patch " + sp + ") does not divide the latent height and width of dataset '" + path +
-                     "' bucket(s) " + misfits.space + ": preprocess those clips to multiples of " + sp +
-                     " latent pixels, or train with a --model_patch dividing every bucket's height and width");
-  }
-}
 
 // The dataset at `path`, checked against the model and the layout, and the fixed evaluation batches.
+
 RunData open_run_data(const Options& opt, const Universe& u, const std::string& path) {
   RunData d;
   d.dataset = data::Dataset::open(path, u.world(), data::DatasetOptions{opt.check_finite_data});

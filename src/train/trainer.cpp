@@ -63,7 +63,7 @@ struct Trainer::Impl {
 };
 
 void Trainer::Impl::resume(const std::string& path) {
-  const CheckpointState st = resume_run(path, m, opt, u, data.sampler->steps_per_epoch());
+  const CheckpointState st = resume_run(path, m, opt, u, *data.sampler);
   steps.set_skipped_total(st.skipped_steps);
   start_step = st.next_step;
 }
@@ -93,8 +93,12 @@ int64_t Trainer::host_synchronisations() const { return impl_->steps.host_waits(
 
 std::string Trainer::save_checkpoint(int64_t next_step) {
   Impl& d = *impl_;
-  return write_checkpoint(d.run_dir + "/checkpoints", CheckpointState{next_step, d.m.optimizer->steps(), d.steps.skipped_total(), 0, 0, ""}, *d.m.sharded,
-                          d.u, to_ini(d.opt), d.opt.keep_checkpoints);
+  CheckpointState state;
+  state.next_step = next_step;
+  state.optimizer_steps = d.m.optimizer->steps();
+  state.skipped_steps = d.steps.skipped_total();
+  state.sampler = d.data.sampler->state_after(next_step);
+  return write_checkpoint(d.run_dir + "/checkpoints", state, *d.m.sharded, d.u, to_ini(d.opt), d.opt.keep_checkpoints);
 }
 
 Trainer::~Trainer() = default;
@@ -119,7 +123,7 @@ int Trainer::run() {
   Impl& d = *impl_;
   const bool root = d.u.rank() == 0;
   const data::Manifest& manifest = d.data.dataset->manifest();
-  const RunEnd end = run_end(d.opt, d.data.sampler->steps_per_epoch());  // why the run ends where it does, said at the start and the end
+  const RunEnd end = run_end(d.opt, *d.data.sampler);  // why the run ends where it does, said at the start and the end
   // No held-out samples (a small --heldout_fraction of small buckets rounds to none): evaluation and samples,
   // which draw from them, are off, said once at the start, rather than an eval loss of nan or a failure at the
   // first sampling step; checkpoints keep the cadence evaluation would have given them.

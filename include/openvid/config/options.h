@@ -100,6 +100,11 @@ struct Options {
   bool start_over = false;           // move an earlier run's files in the run directory aside, start at step 0
   std::string profile_dir;           // "" = no profiling
   std::string profile_steps = "2:4"; // steps [A, B) traced with LibTorch's profiler (Kineto) under profile_dir
+  // --dry_run: the plan of the job (train/plan.h) instead of training; the target job, when not this launch
+  bool dry_run = false;
+  int plan_world = 0;                // ranks of the job planned; 0: this launch's
+  int plan_gpus_per_node = 0;        // 0: 8, or the job's ranks when fewer
+  double plan_gpu_memory = 80;       // GB (1e9 bytes) per GPU
 
   ModelConfig model;
 };

@@ -54,6 +54,10 @@ struct DatasetOptions {
   bool check_finite = false;  // after each read, fail (on every rank) on NaN/Inf in a latent
 };
 
+// Local: throws InputError when a bucket of `manifest` has latent frames that are not a multiple of the
+// layout's time granule, or video tokens in time that do not split into its cp slices.
+void check_layout(const Manifest& manifest, const ReaderLayout& layout);
+
 class Dataset {
  public:
   // Collective over `comm` (every rank that will read calls it). Reads the manifest, opens every shard
@@ -75,7 +79,7 @@ class Dataset {
   HostBatch read(const GlobalBatch& batch, const ReaderLayout& layout);
 
   // Local: throws InputError when a bucket cannot be split into cp slices of whole video tokens.
-  void check_layout(const ReaderLayout& layout) const;
+  void check_layout(const ReaderLayout& layout) const { data::check_layout(manifest(), layout); }
 
   const ReadStats& stats() const;
 

@@ -9,8 +9,16 @@
 // loss weighs only those), or, with drop_remainder, left out of the epoch. Every training sample is in
 // exactly one batch of each epoch (none left out without drop_remainder). The epoch's batches are then
 // shuffled with (seed, e): a step's bucket is drawn in proportion to the batches the buckets have left, so
-// every bucket's samples run out evenly over the epoch whatever its batch size. A position (epoch, step)
-// names a batch, so a checkpoint that stores it resumes exactly at the next batch.
+// every bucket's samples run out evenly over the epoch whatever its batch size; a bucket's batches come in
+// the order they were cut, so the samples an epoch's first steps took are, per bucket, a prefix of its
+// shuffled samples. A position (epoch, step) names a batch, so a checkpoint that stores it resumes exactly
+// at the next batch.
+//
+// A resume that changes the global batches (other data ranks, another --batch_tokens or --batch_size) or
+// the remainder rule continues the interrupted epoch with exactly the samples it has not yet taken
+// (EpochStart: the samples of each bucket taken so far), cut into the new batches and shuffled as an
+// epoch's are; later epochs are whole ones of the new rule. Every training sample is then still in one
+// batch of every epoch.
 //
 // The held-out split is fixed by the data alone (a constant seed): the same samples are held out
 // whatever the run seed or layout, so evaluation losses compare across runs.
@@ -29,6 +37,24 @@ struct Position {
   bool operator==(const Position&) const = default;
 };
 
+// Where the sampler's first epoch starts: epoch `epoch`, partly done (`consumed[b]`: the samples of bucket b
+// its earlier steps took; empty: none), continues at global step `step`.
+struct EpochStart {
+  int64_t epoch = 0, step = 0;
+  std::vector<int64_t> consumed;
+  bool operator==(const EpochStart&) const = default;
+};
+
+// What a checkpoint keeps of the sampler after `step` steps: the epoch and the samples of each bucket its
+// earlier steps took, and the rule (global batches, remainder rule, the epoch start) that drew them.
+struct SamplerState {
+  int64_t epoch = 0;
+  std::vector<int64_t> consumed;
+  std::vector<int64_t> global_batches;
+  bool drop_remainder = false;
+  EpochStart start;
+};
+
 class Sampler {
  public:
   // bucket_counts[b]: samples in bucket b. Throws InputError when an epoch would have no batch.
@@ -39,11 +65,28 @@ class Sampler {
           bool drop_remainder = false);
 
   int64_t global_batch(int64_t bucket) const { return global_batches_[static_cast<size_t>(bucket)]; }
+  // Steps of a whole epoch, and of epoch e (the first one is shorter when it continues a partial epoch).
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  int64_t steps_in_epoch(int64_t epoch) const { return epoch == start_.epoch ? first_epoch_steps_ : steps_per_epoch_; }
+  // The global step count when `epochs` epochs are done (epochs > the start's epoch).
+  int64_t steps_until_epoch(int64_t epochs) const;
   GlobalBatch batch(Position p) const;
   Position next(Position p) const;
-  // The position `steps` steps after the start of epoch 0.
+  // The position `steps` steps after the start of epoch 0 (steps >= the start's step).
   Position position_after(int64_t steps) const;
+
+  // The state after `steps` steps (for a checkpoint).
+  SamplerState state_after(int64_t steps) const;
+  // Continues from a checkpoint's state at global step `steps`: with the same rule, exactly as the run that
+  // wrote it (bitwise); otherwise the state's epoch continues with the samples it has not taken. Returns
+  // false when the state does not fit this dataset (another number of buckets or fewer samples); the
+  // sampler is then unchanged. Not thread-safe: call before any prefetching.
+  bool resume(const SamplerState& state, int64_t steps);
+  // Whether `state` was drawn by this sampler's rule (its global batches and remainder rule).
+  bool same_rule(const SamplerState& state) const {
+    return state.global_batches == global_batches_ && state.drop_remainder == drop_remainder_;
+  }
+  const EpochStart& start() const { return start_; }
 
   // Held-out samples of bucket b, in a fixed order.
   const std::vector<int64_t>& heldout(int64_t bucket) const { return heldout_[static_cast<size_t>(bucket)]; }
@@ -66,6 +109,9 @@ class Sampler {
     int64_t real;           // samples from `first` in the batch (the bucket's global batch, or fewer for a remainder)
   };
   std::vector<Slot> plan(int64_t epoch) const;
+  // Samples of each bucket the steps of p.epoch before p took.
+  std::vector<int64_t> consumed(Position p) const;
+  void set_start(EpochStart start);
   std::vector<int64_t> shuffled_training(int64_t epoch, int64_t bucket) const;
 
   // The last epoch's plan and shuffled buckets: batch() is called every step, reshuffling per call would
@@ -86,6 +132,8 @@ class Sampler {
   bool drop_remainder_;
   std::vector<std::vector<int64_t>> train_, heldout_;
   int64_t steps_per_epoch_ = 0;
+  EpochStart start_;
+  int64_t first_epoch_steps_ = 0;  // steps of start_.epoch from start_.step on
 };
 
 }  // namespace ov::data

@@ -22,6 +22,9 @@ struct Float8Conversion {
   std::vector<std::string> weights;    // the converted layers' weight parameters by name ("blocks.0.qkv.weight", ...)
 };
 
+// Which layers a model of `config` converts, from its shapes alone (the dry run's plan; convert_to_float8
+// applies it).
+Float8Conversion float8_conversion(const ModelConfig& config, int64_t min_features);
 Float8Conversion convert_to_float8(DiT& model, int64_t min_features);
 
 // One line for the run's start: "float8 products in every block: qkv, ...; kept in bf16: context_kv (...)".

@@ -14,6 +14,7 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace torch::nn {
@@ -49,6 +50,10 @@ struct FlatUnit {
 // -> "root" (wherever it appears), laid out for `shard_size` ranks. Parameters for which `float8(name)` holds
 // go to a unit of their own per block, "blocks.<i>.float8" (gathered as float8 bytes).
 std::vector<FlatUnit> flat_units(const torch::nn::Module& module, int64_t shard_size,
+                                 const std::function<bool(const std::string&)>& float8 = {});
+// The same from names and shapes in registration order (model::parameter_shapes): the units a module of
+// that configuration gets, without building it (the dry run's plan).
+std::vector<FlatUnit> flat_units(const std::vector<std::pair<std::string, std::vector<int64_t>>>& shapes, int64_t shard_size,
                                  const std::function<bool(const std::string&)>& float8 = {});
 
 }  // namespace ov::parallel

@@ -2,7 +2,8 @@
 // Checkpoints of a run: <run>/checkpoints/step_<8 digits>/ with
 //   model.safetensors              the fp32 masters, full size, with the reference's names (also the export)
 //   optimizer-<r>-of-<S>.safetensors  Adam moments of shard rank r, flat per unit, with the unit geometry
-//   trainer.json                   next step, optimizer steps, skipped steps, the layout and the options
+//   trainer.json                   next step, optimizer steps, skipped steps, the layout, the options and the
+//                                  sampler's state (the epoch and the samples of each bucket it has taken)
 //   COMPLETE                       written last; a directory without it is ignored
 // Written by all ranks in parallel into step_<n>.tmp, then renamed and marked complete by rank 0, so a
 // crash at any point leaves the previous checkpoint intact. Only the newest keep_checkpoints complete
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "openvid/config/model_config.h"
+#include "openvid/data/sampler.h"
 #include "openvid/parallel/shard_io.h"
 #include "openvid/parallel/sharded_model.h"
 #include "openvid/runtime/universe.h"
@@ -25,6 +27,7 @@ struct CheckpointState {
   int data_ranks = 0;           // the writing layout's dp * fs (0: not recorded)
   std::string options_ini;      // the writing run's options (to_ini)
   bool has_ema = false;         // the checkpoint holds the weights' moving average (ema.safetensors)
+  std::optional<data::SamplerState> sampler;  // where the data order stands (absent: written by an older version)
 };
 
 // Local: checks the checkpoint at `path` without loading its tensors: complete, an openvid trainer.json,

@@ -13,12 +13,13 @@
 namespace ov::train {
 
 // Local: one line on what resuming the run of checkpoint `st` with the options `now` changes ("" when
-// nothing that matters does): the global batch, the step count and the learning-rate schedule.
-std::string resume_changes(const CheckpointState& st, const Options& now, int64_t data_ranks_now, int64_t steps_per_epoch_now);
+// nothing that matters does): the global batch, how the data order goes on (`sampler` after its resume),
+// the step count and the learning-rate schedule.
+std::string resume_changes(const CheckpointState& st, const Options& now, int64_t data_ranks_now, const data::Sampler& sampler);
 
 // Collective over the world: loads the checkpoint at `path` into `m` (masters and moments, the compute
-// copy refreshed, the optimizer's step count), prints where the run resumes and its notes on rank 0, and
+// copy refreshed, the optimizer's step count) and its data position into `sampler`, prints where the run resumes and its notes on rank 0, and
 // returns the checkpoint's state. Bad checkpoints end the job on every rank with one message.
-CheckpointState resume_run(const std::string& path, RunModel& m, const Options& opt, const Universe& u, int64_t steps_per_epoch);
+CheckpointState resume_run(const std::string& path, RunModel& m, const Options& opt, const Universe& u, data::Sampler& sampler);
 
 }  // namespace ov::train

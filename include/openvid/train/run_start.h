@@ -15,11 +15,11 @@
 namespace ov::train {
 
 struct RunEnd {
-  int64_t last_step = 0;  // the run's last step: min(max_steps, num_epochs x steps per epoch)
+  int64_t last_step = 0;  // the run's last step: min(max_steps, the step where num_epochs epochs end)
   bool capped = false;    // the epoch cap comes first
   std::string reason;     // "--max_steps 400", or the epoch cap spelled out
 };
-RunEnd run_end(const Options& opt, int64_t steps_per_epoch);
+RunEnd run_end(const Options& opt, const data::Sampler& sampler);
 
 // What an epoch trains of the data, one line (said at the start: no sample is left out silently): the
 // remainders padded or left out (--drop_remainder), and any bucket never trained, by name.

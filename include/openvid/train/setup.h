@@ -51,6 +51,10 @@ struct RunInputs {
   std::string resume_from;  // the checkpoint to continue from; "" starts at step 0
 };
 
+// Local: throws InputError when dataset `path`'s manifest does not fit the model (channels, text width, the
+// patch rule), naming the options to change.
+void check_against_model(const data::Manifest& manifest, const ModelConfig& model, const std::string& path);
+
 // Collective over the world (MPI only). Bad input ends the job on every rank with one message (exit 2).
 RunInputs check_run_inputs(const Options& options, const Universe& universe);
 
