@@ -44,6 +44,16 @@ std::string size(double bytes) {
   return os.str();
 }
 
+std::string flop(double f) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(1);
+  if (f >= 1e15) os << f / 1e15 << " PFLOP";
+  else if (f >= 1e12) os << f / 1e12 << " TFLOP";
+  else if (f >= 1e9) os << f / 1e9 << " GFLOP";
+  else os << f / 1e6 << " MFLOP";
+  return os.str();
+}
+
 }  // namespace
 
 JobPlan plan_job(const Options& o, const data::Manifest& m, const PlanTarget& t) {
@@ -200,10 +210,10 @@ std::string plan_report(const Options& o, const data::Manifest& m, const PlanTar
     os << "\n";
   }
   os << "per step (bytes on rank 0's groups, FLOPs of the whole job):\n";
-  os << "| bucket | tokens/sample | samples/data rank | TFLOP | shard | cp | dp | world | activations |\n";
+  os << "| bucket | tokens/sample | samples/data rank | FLOPs | shard | cp | dp | world | activations |\n";
   os << "|---|---|---|---|---|---|---|---|---|\n";
   for (const BucketPlan& b : p.buckets) {
-    os << "| " << b.name << " | " << b.tokens << " | " << b.per_rank << " | " << std::setprecision(1) << b.flops / 1e12 << " | "
+    os << "| " << b.name << " | " << b.tokens << " | " << b.per_rank << " | " << flop(b.flops) << " | "
        << size(b.bytes.shard) << " | " << size(b.bytes.cp) << " | " << size(b.bytes.dp) << " | " << size(b.bytes.world) << " | "
        << gb(b.activations) << " |\n";
   }
