@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <map>
+#include <set>
+#include <tuple>
 
 #include "openvid/comm/process_groups.h"
 #include "openvid/data/manifest.h"
@@ -15,10 +17,31 @@
 #include "openvid/model/state_dict.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/train/plan.h"
+#include "openvid/train/plan_advice.h"
 #include "openvid/train/trainer.h"
 #include "test_util.h"
 #include "train_options.h"
 
+
+namespace {
+
+// The bench's shapes on fake data (latents 16x64x64: 8 video tokens in time, text 512 x 4096), batch 2 per
+// data rank, a model of `width` x `depth` with heads of 128, sharded over `fs` ranks.
+ov::Options bench_options(int width, int depth, int fs, int samples) {
+  ov::Options o;
+  o.dataset = "fake";
+  o.fake_latent_shape = "16x64x64";
+  o.fake_text_tokens = 512;
+  o.fake_samples = samples;
+  o.batch_size = 2;
+  o.model.width = width;
+  o.model.depth = depth;
+  o.model.head_dim = 128;
+  o.fs = fs;
+  return o;
+}
+
+}  // namespace
 
 // For every layout of the world (and gradient accumulation with recomputation on two of them), the plan's
 // state per rank equals ShardedModel::memory() and its bytes per step on each group equal what the run's
@@ -114,16 +137,7 @@ BOOST_AUTO_TEST_CASE(units_from_shapes_equal_the_models) {
 // parameters plus fp32 gradients, and the dp group the fp32 gradient slice; impossible targets are refused
 // with the launch's messages.
 BOOST_AUTO_TEST_CASE(a_large_job_is_planned_without_launching_it) {
-  ov::Options o;
-  o.dataset = "fake";
-  o.fake_latent_shape = "16x64x64";
-  o.fake_text_tokens = 512;
-  o.fake_samples = 1024;
-  o.batch_size = 2;
-  o.model.width = 4096;
-  o.model.depth = 8;
-  o.model.head_dim = 128;
-  o.fs = 8;
+  const ov::Options o = bench_options(4096, 8, 8, 1024);
   const ov::data::Manifest m = ov::train::planned_manifest(o);
   const ov::train::PlanTarget target{64, 8, true, 80};
   const ov::train::JobPlan p = ov::train::plan_job(o, m, target);
@@ -153,4 +167,38 @@ BOOST_AUTO_TEST_CASE(a_large_job_is_planned_without_launching_it) {
   BOOST_TEST(ov::test::has(ov::test::error_of([&] { ov::train::plan_job(o, m, {60, 8, true, 80}); }), "not divisible by fs*cp"));
   BOOST_TEST(ov::test::has(ov::test::error_of([&] { ov::train::plan_job(o, m, {64, 128, true, 80}); }), "more GPUs per node than the job's 64 ranks"));
   BOOST_TEST(ov::test::has(ov::test::error_of([&] { ov::train::plan_job(o, m, {64, 8, true, 0}); }), "--plan_gpu_memory must be > 0"));
+}
+
+// Layout advice: a ring collective's time by hand; every layout of 8 GPUs listed once, the fitting ones
+// first by predicted tokens/s; one GPU exposes no communication; CPU targets are refused.
+BOOST_AUTO_TEST_CASE(layouts_are_ranked_by_predicted_throughput) {
+  const ov::train::Network net{360, 45, 10, 20};
+  // All-gather of 8 GB over 8 ranks inside a node: 7 ring steps of 10 us, 7/8 of the bytes at 360 GB/s.
+  BOOST_CHECK_CLOSE(ov::train::collective_seconds(ov::train::Collective::kAllGather, 8e9, 8, false, net), 7 * 10e-6 + 7.0 / 8 * 8e9 / 360e9, 1e-9);
+  // All-reduce across nodes: twice the steps and the bytes, at the network's rate.
+  BOOST_CHECK_CLOSE(ov::train::collective_seconds(ov::train::Collective::kAllReduce, 1e9, 16, true, net), 30 * 20e-6 + 30.0 / 16 * 1e9 / 45e9, 1e-9);
+  BOOST_CHECK_EQUAL(ov::train::collective_seconds(ov::train::Collective::kAllReduce, 1e9, 1, true, net), 0.0);
+  const ov::Options o = bench_options(2048, 8, 2, 4096);  // 8 video tokens in time: cp 1, 2, 4 or 8
+  const ov::data::Manifest m = ov::train::planned_manifest(o);
+  const ov::train::PlanTarget eight{8, 8, true, 80};
+  const auto layouts = ov::train::predict_layouts(o, m, eight, net, 989.4);
+  std::set<std::tuple<int, int, int, int>> seen;
+  for (const auto& l : layouts) {
+    BOOST_CHECK_EQUAL(l.dp * l.fs * l.cp, 8);
+    BOOST_CHECK(seen.insert({l.dp, l.fs, l.cp, l.recompute_every}).second);
+    BOOST_CHECK_CLOSE(l.step_s, l.compute_s + l.exposed_s, 1e-9);
+    BOOST_CHECK_EQUAL(l.fits, l.memory <= 0.95 * 80e9);
+  }
+  BOOST_CHECK_EQUAL(seen.size(), 10u * 3u);  // (fs, cp) with fs x cp dividing 8: 4 + 3 + 2 + 1 pairs, 3 recomputations each
+  for (size_t i = 1; i < layouts.size(); ++i) {
+    if (layouts[i].fits && layouts[i - 1].fits) BOOST_CHECK_GE(layouts[i - 1].tokens_per_s, layouts[i].tokens_per_s);
+    BOOST_CHECK(layouts[i - 1].fits || !layouts[i].fits);
+  }
+  const std::string report = ov::train::advice_report(o, eight, net, 989.4, layouts);
+  BOOST_TEST_MESSAGE(report);
+  BOOST_TEST(ov::test::has(report, "| best"), report);
+  BOOST_TEST(ov::test::has(report, "as configured"), report);
+  // One GPU: nothing to communicate.
+  for (const auto& l : ov::train::predict_layouts(o, m, {1, 1, true, 80}, net, 989.4)) BOOST_CHECK_EQUAL(l.exposed_s, 0.0);
+  BOOST_TEST(ov::test::has(ov::test::error_of([&] { ov::train::predict_layouts(o, m, {8, 0, false, 0}, net, 989.4); }), "--plan predicts GPU jobs"));
 }

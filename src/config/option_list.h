@@ -160,6 +160,16 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("plan_gpus_per_node", o.plan_gpus_per_node, "with --dry_run: GPUs per node of the job planned; 0 = 8 (or the job's ranks when fewer)",
      Group::kRun);
   fn("plan_gpu_memory", o.plan_gpu_memory, "with --dry_run: memory per GPU in GB of the job planned (H100 80, H200 141)", Group::kRun);
+  fn("plan", o.plan,
+     "with --dry_run: rank every layout of the planned job (fs, cp, recomputation) that fits by predicted tokens/s, from "
+     "--peak_tflops x --plan_efficiency and the network options",
+     Group::kRun);
+  fn("plan_efficiency", o.plan_efficiency, "with --plan: the share of --peak_tflops the step's products achieve", Group::kRun);
+  fn("plan_nvlink_gbps", o.plan_nvlink_gbps, "with --plan: GB/s bus bandwidth of a collective inside a node (NVLink)", Group::kRun);
+  fn("plan_network_gbps", o.plan_network_gbps, "with --plan: GB/s per GPU of a collective across nodes (400 Gb/s InfiniBand: 45)",
+     Group::kRun);
+  fn("plan_nvlink_latency_us", o.plan_nvlink_latency_us, "with --plan: microseconds per ring step inside a node", Group::kRun);
+  fn("plan_network_latency_us", o.plan_network_latency_us, "with --plan: microseconds per ring step across nodes", Group::kRun);
   // Model
   fn("model_width", m.width, "model width D", Group::kModel);
   fn("model_depth", m.depth, "number of DiT blocks", Group::kModel);

@@ -74,6 +74,11 @@ void validate(const Options& o) {
   need(o.plan_world >= 0, "plan_world", "must be >= 0 (0: this launch's ranks)", o.plan_world);
   need(o.plan_gpus_per_node >= 0, "plan_gpus_per_node", "must be >= 0 (0: 8)", o.plan_gpus_per_node);
   need(o.plan_gpu_memory > 0, "plan_gpu_memory", "must be > 0 GB (an H100 has 80, an H200 141)", o.plan_gpu_memory);
+  need(o.plan_efficiency > 0 && o.plan_efficiency <= 1, "plan_efficiency", "must be in (0, 1]", o.plan_efficiency);
+  need(o.plan_nvlink_gbps > 0, "plan_nvlink_gbps", "must be > 0", o.plan_nvlink_gbps);
+  need(o.plan_network_gbps > 0, "plan_network_gbps", "must be > 0", o.plan_network_gbps);
+  need(o.plan_nvlink_latency_us >= 0 && o.plan_network_latency_us >= 0, "plan_nvlink_latency_us", "latencies must be >= 0",
+       o.plan_nvlink_latency_us);
   need(o.batch_cost == "tokens" || o.batch_cost == "attention" || o.batch_cost == "flops", "batch_cost", "must be tokens, attention or flops",
        o.batch_cost);
   if (o.batch_tokens > 0 && o.batch_size != Options{}.batch_size) {

@@ -45,7 +45,7 @@ int openvid_mpi(int argc, char** argv) {
     for (const std::string& note : cl.notes) std::cout << note << "\n";
   }
   ov::set_collective_timeout(opt.collective_timeout);
-  if (opt.dry_run) return ov::train::dry_run(opt, MPI_COMM_WORLD);  // before any device, communicator or file
+  if (opt.dry_run || opt.plan) return ov::train::dry_run(opt, MPI_COMM_WORLD);  // before any device, communicator or file
 
   ov::Universe universe = ov::Universe::create(MPI_COMM_WORLD, opt.fs, opt.cp, opt.device);
   ov::comm::Backend backend = ov::comm::Backend::kMpi;

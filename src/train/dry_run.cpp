@@ -8,8 +8,12 @@
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/train/batching.h"
 #include "openvid/train/plan.h"
+#include "openvid/train/plan_advice.h"
 
 namespace ov::train {
+namespace {
+constexpr double kH100PeakTflops = 989.4;  // dense bf16, H100 SXM: --plan's compute rate unless --peak_tflops
+}  // namespace
 
 data::Manifest planned_manifest(const Options& o) {
   if (o.dataset.empty()) throw InputError("no dataset: pass --dataset PATH (a dataset.json or its directory) or --dataset fake");
@@ -51,6 +55,11 @@ int dry_run(const Options& o, MPI_Comm world) {
     report = plan_report(o, manifest, target, plan);
     const BucketBatches batches = bucket_batches(o, manifest);
     if (!batches.table.empty()) report += batches.table + "\n";
+    if (o.plan) {
+      const Network net{o.plan_nvlink_gbps, o.plan_network_gbps, o.plan_nvlink_latency_us, o.plan_network_latency_us};
+      const double peak = o.peak_tflops > 0 ? o.peak_tflops : kH100PeakTflops;
+      report += advice_report(o, target, net, peak, predict_layouts(o, manifest, target, net, peak));
+    }
   });
   int rank = 0;
   OV_MPI_CHECK(MPI_Comm_rank(world, &rank));

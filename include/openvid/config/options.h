@@ -105,6 +105,12 @@ struct Options {
   int plan_world = 0;                // ranks of the job planned; 0: this launch's
   int plan_gpus_per_node = 0;        // 0: 8, or the job's ranks when fewer
   double plan_gpu_memory = 80;       // GB (1e9 bytes) per GPU
+  // --plan: the layouts of the planned job ranked by predicted throughput (train/plan_advice.h)
+  bool plan = false;
+  double plan_efficiency = 0.5;      // achieved share of --peak_tflops in the products
+  double plan_nvlink_gbps = 360;     // GB/s bus bandwidth of a collective inside a node
+  double plan_network_gbps = 45;     // GB/s per GPU across nodes (400 Gb/s InfiniBand)
+  double plan_nvlink_latency_us = 10, plan_network_latency_us = 20;  // per ring step
 
   ModelConfig model;
 };
