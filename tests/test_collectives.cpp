@@ -231,6 +231,31 @@ BOOST_AUTO_TEST_CASE(barrier_waits_for_the_slowest_rank) {
   l.groups.finalize();
 }
 
+// Waiting for a collective is counted as exposed communication on its group: the other ranks reach an
+// all-reduce 300 ms after rank 0, which waits for them there (MPI: the host blocked in wait(); NCCL: the
+// stream stalled at wait(), from events); they themselves wait little. On NCCL the collectives' run time
+// is counted too. Resolved once the device has passed the wait (the copy to the host).
+BOOST_AUTO_TEST_CASE(waiting_for_a_slow_peer_is_exposed_communication) {
+  Layout l = make_layout(1, 1);
+  Communicator& world = l.groups.world();
+  at::Tensor t = at::ones({1024}, at::kFloat).to(l.device);
+  world.all_reduce(t, ReduceOp::kSum).wait();  // NCCL sets up on first use: not part of the measurement
+  static_cast<void>(t.cpu());
+  world.barrier();
+  const Communicator::Timing before = world.timing();
+  if (world.rank() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  world.all_reduce(t, ReduceOp::kSum).wait();
+  static_cast<void>(t.cpu());
+  const Communicator::Timing after = world.timing();
+  const double waited = after.waited_ms - before.waited_ms;
+  BOOST_TEST_MESSAGE("rank " << world.rank() << " waited " << waited << " ms, collectives ran " << after.busy_ms - before.busy_ms << " ms");
+  BOOST_CHECK_GE(waited, 0.0);
+  if (world.size() > 1 && world.rank() == 0) BOOST_CHECK_GE(waited, 250.0);
+  if (world.rank() != 0) BOOST_CHECK_LT(waited, 250.0);
+  if (world.backend() == Backend::kNccl && world.size() > 1) BOOST_CHECK_GT(after.busy_ms - before.busy_ms, 0.0);
+  l.groups.finalize();
+}
+
 BOOST_AUTO_TEST_CASE(groups_are_wired_as_the_mesh_says) {
   for (auto [fs, cp] : layouts_for(ov::world_size())) {
     Layout l = make_layout(fs, cp);

@@ -91,17 +91,20 @@ int checked_count(int64_t n, const std::string& where) {
 class MpiCommunicator::PendingRequest final : public Work::Impl {
  public:
   PendingRequest(std::string what, MPI_Request req, std::vector<at::Tensor> keep, at::Tensor average, int group_size,
-                 std::chrono::milliseconds timeout)
+                 std::chrono::milliseconds timeout, std::shared_ptr<Communicator::Timing> timing)
       : what_(std::move(what)),
         req_(req),
         keep_(std::move(keep)),
         average_(std::move(average)),
         group_size_(group_size),
-        timeout_(timeout) {}
+        timeout_(timeout),
+        timing_(std::move(timing)) {}
 
   void wait() override {
     // MPI progresses non-blocking collectives inside MPI_Test, which wait_or_abort polls.
+    const auto t0 = std::chrono::steady_clock::now();
     wait_or_abort(req_, what_, std::chrono::duration<double>(timeout_).count());
+    timing_->waited_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (average_.defined()) average_.div_(group_size_);
   }
 
@@ -112,6 +115,7 @@ class MpiCommunicator::PendingRequest final : public Work::Impl {
   at::Tensor average_;
   int group_size_;
   std::chrono::milliseconds timeout_;
+  std::shared_ptr<Communicator::Timing> timing_;
 };
 
 namespace {
@@ -169,7 +173,7 @@ Work MpiCommunicator::start(const char* op, std::vector<at::Tensor> keep, at::Te
   MPI_Request req = MPI_REQUEST_NULL;
   const int rc = mpi_call(what, &req);
   if (rc != MPI_SUCCESS) detail::throw_mpi_failed(rc, op, __FILE__, __LINE__);
-  return Work(std::make_unique<PendingRequest>(what, req, std::move(keep), std::move(average), size(), timeout()));
+  return Work(std::make_unique<PendingRequest>(what, req, std::move(keep), std::move(average), size(), timeout(), timing_));
 }
 
 Work MpiCommunicator::all_reduce(const at::Tensor& t, ReduceOp op) {

@@ -18,6 +18,8 @@ std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm, std::string name,
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <algorithm>
+#include <list>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -82,6 +84,35 @@ std::string seconds(std::chrono::milliseconds ms) {
 
 }  // namespace
 
+// One collective's timing events (cudaEventDefault, timed): its start and end on the group's stream, and
+// the point where the caller's stream began to wait for it (recorded by wait()). Shared by the Work and the
+// communicator, which resolves them into Communicator::Timing once they have fired.
+struct TimedOp {
+  cudaEvent_t start = nullptr, end = nullptr, mark = nullptr;
+  TimedOp() = default;
+  TimedOp(const TimedOp&) = delete;
+  TimedOp& operator=(const TimedOp&) = delete;
+  ~TimedOp() {
+    for (cudaEvent_t e : {start, end, mark})
+      if (e != nullptr) cudaEventDestroy(e);
+  }
+  static cudaEvent_t record(cudaStream_t stream) {
+    cudaEvent_t e = nullptr;
+    OV_CUDA_CHECK(cudaEventCreate(&e));
+    OV_CUDA_CHECK(cudaEventRecord(e, stream));
+    return e;
+  }
+  static bool fired(cudaEvent_t e) {
+    const cudaError_t q = cudaEventQuery(e);
+    if (q == cudaErrorNotReady) {
+      cudaGetLastError();  // not an error: clear it
+      return false;
+    }
+    OV_CUDA_CHECK(q);
+    return true;
+  }
+};
+
 // A completion event shared by the Work that waits for it and the watchdog that watches it.
 std::shared_ptr<CUevent_st> shared_event(cudaEvent_t e) {
   return std::shared_ptr<CUevent_st>(e, [](cudaEvent_t ev) { cudaEventDestroy(ev); });
@@ -113,6 +144,24 @@ class NcclCommunicator final : public Communicator, private Watched {
   }
 
   Backend backend() const override { return Backend::kNccl; }
+
+  Timing timing() override {
+    DeviceScope scope(device_);
+    for (auto it = timed_.begin(); it != timed_.end();) {
+      const TimedOp& op = **it;
+      if (op.mark == nullptr || !TimedOp::fired(op.end) || !TimedOp::fired(op.mark)) {
+        ++it;  // not waited for yet, or still running
+        continue;
+      }
+      float busy = 0, stalled = 0;
+      OV_CUDA_CHECK(cudaEventElapsedTime(&busy, op.start, op.end));
+      OV_CUDA_CHECK(cudaEventElapsedTime(&stalled, op.mark, op.end));  // negative: done before the caller waited
+      timing_->busy_ms += busy;
+      timing_->waited_ms += std::max(0.0f, stalled);
+      it = timed_.erase(it);
+    }
+    return *timing_;
+  }
 
   Work all_reduce(const at::Tensor& t, ReduceOp op) override {
     const char* name = "all_reduce";
@@ -210,10 +259,11 @@ class NcclCommunicator final : public Communicator, private Watched {
   // Completion of one collective: the caller's stream (at wait() time) waits for the event.
   class StreamWork final : public Work::Impl {
    public:
-    StreamWork(std::shared_ptr<CUevent_st> done, int device, std::vector<at::Tensor> keep)
-        : done_(std::move(done)), device_(device), keep_(std::move(keep)) {}
+    StreamWork(std::shared_ptr<CUevent_st> done, int device, std::vector<at::Tensor> keep, std::shared_ptr<TimedOp> timed)
+        : done_(std::move(done)), device_(device), keep_(std::move(keep)), timed_(std::move(timed)) {}
     void wait() override {
       DeviceScope scope(device_);
+      if (timed_->mark == nullptr) timed_->mark = TimedOp::record(current_stream(device_));
       OV_CUDA_CHECK(cudaStreamWaitEvent(current_stream(device_), done_.get(), 0));
     }
 
@@ -221,6 +271,7 @@ class NcclCommunicator final : public Communicator, private Watched {
     std::shared_ptr<CUevent_st> done_;  // destroyed by CUDA once fired, when the watchdog lets go too
     int device_;
     std::vector<at::Tensor> keep_;
+    std::shared_ptr<TimedOp> timed_;
   };
 
   static cudaStream_t current_stream(int device) {
@@ -292,10 +343,18 @@ class NcclCommunicator final : public Communicator, private Watched {
     OV_CUDA_CHECK(cudaEventRecord(ready, current_stream(device_)));
     OV_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
     OV_CUDA_CHECK(cudaEventDestroy(ready));
+    auto timed = std::make_shared<TimedOp>();
+    timed->start = TimedOp::record(stream_);
     enqueue(op, std::forward<Enqueue>(fn));
+    timed->end = TimedOp::record(stream_);
     const std::shared_ptr<CUevent_st> done = shared_event(record_done());
     NcclWatchdog::instance().track(this, done, describe_op(op, seq_), timeout());
-    return Work(std::make_unique<StreamWork>(done, device_, std::move(keep)));
+    timed_.push_back(timed);
+    if (timed_.size() > kMaxUnresolved) {  // nobody asks for timing(): resolve what has fired, drop the oldest rest
+      timing();
+      while (timed_.size() > kMaxUnresolved) timed_.pop_front();
+    }
+    return Work(std::make_unique<StreamWork>(done, device_, std::move(keep), std::move(timed)));
   }
 
   // Blocks the host until `done` fires, watching for NCCL errors and the timeout.
@@ -322,6 +381,8 @@ class NcclCommunicator final : public Communicator, private Watched {
   cudaStream_t stream_ = nullptr;
   void* token_ = nullptr;  // one float for barrier()
   uint64_t seq_ = 0;
+  std::list<std::shared_ptr<TimedOp>> timed_;  // collectives whose timing is not resolved yet
+  static constexpr size_t kMaxUnresolved = 4096;
 };
 
 std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm group, std::string name, int cuda_device,

@@ -99,6 +99,10 @@ std::vector<std::pair<std::string, int64_t>> ProcessGroups::bytes_moved() const 
           {"dp", dp_->total_traffic().bytes}};
 }
 
+std::vector<std::pair<std::string, Communicator::Timing>> ProcessGroups::timing() {
+  return {{"world", world_->timing()}, {"shard", shard_->timing()}, {"cp", cp_->timing()}, {"dp", dp_->timing()}};
+}
+
 std::string ProcessGroups::traffic_line(int64_t steps) const {
   const auto size = [](double bytes) {
     std::ostringstream os;

@@ -104,7 +104,9 @@ RunLog::RunLog(const std::string& run_dir, bool writer, double peak_tflops, int 
 }
 
 void RunLog::add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops,
-                      const std::vector<std::pair<std::string, double>>& phase_ms, const std::vector<std::pair<std::string, double>>& comm_bytes) {
+                      const std::vector<std::pair<std::string, double>>& phase_ms, const std::vector<std::pair<std::string, double>>& comm_bytes,
+                      const std::vector<std::pair<std::string, double>>& comm_exposed_ms,
+                      const std::vector<std::pair<std::string, double>>& comm_busy_ms) {
   const auto accumulate = [](std::vector<std::pair<std::string, double>>& sums, const std::vector<std::pair<std::string, double>>& values) {
     if (sums.size() != values.size()) sums.assign(values.begin(), values.end());
     else
@@ -112,6 +114,8 @@ void RunLog::add_step(double loss, double seconds, double data_wait, double samp
   };
   accumulate(phase_ms_, phase_ms);
   accumulate(comm_bytes_, comm_bytes);
+  accumulate(comm_exposed_ms_, comm_exposed_ms);
+  accumulate(comm_busy_ms_, comm_busy_ms);
   loss_ += loss;
   seconds_ += seconds;
   wait_ += data_wait;
@@ -170,7 +174,8 @@ void RunLog::write(const Point& p) {
     row["wall_time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     row["elapsed_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     // Mean per step: milliseconds of each phase, timed where it ran; bytes this rank moved on each group.
-    for (const auto& [key, sums] : {std::pair{"phase_ms", &phase_ms_}, std::pair{"comm_bytes", &comm_bytes_}}) {
+    for (const auto& [key, sums] : {std::pair{"phase_ms", &phase_ms_}, std::pair{"comm_bytes", &comm_bytes_},
+                                    std::pair{"comm_exposed_ms", &comm_exposed_ms_}, std::pair{"comm_busy_ms", &comm_busy_ms_}}) {
       if (sums->empty()) continue;
       nlohmann::ordered_json means = nlohmann::ordered_json::object();
       for (const auto& [name, sum] : *sums) means[name] = sum / static_cast<double>(steps_);
@@ -180,7 +185,7 @@ void RunLog::write(const Point& p) {
     // The same numbers for TensorBoard, grouped: train/..., eval/..., perf/..., phase_ms/...
     for (const auto& [name, value] : row.items()) {
       if (name == "step" || name == "wall_time" || name == "elapsed_seconds") continue;
-      if (name == "phase_ms" || name == "comm_bytes" || name == "eval_loss_by_bucket") {
+      if (name == "phase_ms" || name == "comm_bytes" || name == "comm_exposed_ms" || name == "comm_busy_ms" || name == "eval_loss_by_bucket") {
         const std::string group = name == "eval_loss_by_bucket" ? "eval/loss_by_bucket" : name;
         for (const auto& [part, v] : value.items()) tensorboard_->scalar(group + "/" + part, p.step, v.get<double>());
         continue;
@@ -194,6 +199,8 @@ void RunLog::write(const Point& p) {
   loss_ = seconds_ = wait_ = samples_ = tokens_ = flops_ = 0;
   phase_ms_.clear();
   comm_bytes_.clear();
+  comm_exposed_ms_.clear();
+  comm_busy_ms_.clear();
   steps_ = 0;
 }
 

@@ -132,6 +132,15 @@ StepResult StepPipeline::complete(InFlight& f) {
   } else {
     consecutive_nonfinite_ = 0;
   }
+  // The communication resolved since the last read-back (on NCCL all of this step's: its events fired
+  // before the statistics' copy did).
+  const auto timing = run_.groups.timing();
+  for (size_t g = 0; g < timing.size(); ++g) {
+    const comm::Communicator::Timing before = g < last_timing_.size() ? last_timing_[g].second : comm::Communicator::Timing{};
+    r.comm_exposed_ms.emplace_back(timing[g].first, timing[g].second.waited_ms - before.waited_ms);
+    if (run_.groups.backend() == comm::Backend::kNccl) r.comm_busy_ms.emplace_back(timing[g].first, timing[g].second.busy_ms - before.busy_ms);
+  }
+  last_timing_ = timing;
   const auto now = Clock::now();
   r.seconds = std::chrono::duration<double>(now - std::max(last_completed_, f.t0)).count();
   last_completed_ = now;

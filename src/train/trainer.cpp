@@ -4,8 +4,11 @@
 
 #include <chrono>
 #include <filesystem>
+#include <iomanip>
 #include <iostream>
+#include <numeric>
 #include <optional>
+#include <sstream>
 
 #include "openvid/data/prefetch.h"
 #include "openvid/model/flops.h"
@@ -187,6 +190,7 @@ int Trainer::run() {
   // finishes that next step, checkpoints after it and exits).
   std::optional<StepPipeline::InFlight> pending;
   bool stop = false;
+  double exposed_ms = 0, step_ms = 0;  // over the run's steps: communication waited for, and the steps' time
   // Logs, evaluates, checkpoints as the cadence says for the completed step; true when the run stops here.
   auto finish = [&](StepPipeline::InFlight& f) {
     const StepResult r = d.steps.complete(f);
@@ -198,7 +202,9 @@ int Trainer::run() {
                                                         (bucket.width / d.opt.model.patch));
     log.add_step(r.loss, r.seconds + r.data_wait, r.data_wait, samples, tokens,
                  samples * model::training_flops(d.opt.model, bucket.frames, bucket.height, bucket.width, manifest.text_tokens),
-                 r.phase_ms, r.comm_bytes);
+                 r.phase_ms, r.comm_bytes, r.comm_exposed_ms, r.comm_busy_ms);
+    exposed_ms += std::accumulate(r.comm_exposed_ms.begin(), r.comm_exposed_ms.end(), 0.0, [](double s, const auto& g) { return s + g.second; });
+    step_ms += 1e3 * r.seconds;
     std::optional<double> eval_loss;
     if (cadence.evaluate(done)) eval_loss = evaluate();
     if (cadence.sample(done)) {
@@ -255,6 +261,12 @@ int Trainer::run() {
   kineto.reset();  // saves a trace still running
   if (root && d.u.mesh().shard_size() > 1) std::cout << parallel::unit_gradient_summary(*d.m.sharded) << "\n";
   if (root) std::cout << "communication on rank 0, per step (start-up and evaluation included): " << d.groups.traffic_line(cadence.last_step - d.start_step) << "\n";
+  if (root && step_ms > 0) {
+    std::ostringstream os;
+    os << std::fixed << std::setprecision(2) << "exposed communication on rank 0 (waited for): " << 100 * exposed_ms / step_ms << "% of the steps' time, "
+       << exposed_ms / static_cast<double>(cadence.last_step - d.start_step) << " ms per step\n";
+    std::cout << os.str();
+  }
   const std::string stopped = "stopped at step " + std::to_string(cadence.last_step) + ": reached " + end.reason + "\n";
   if (!d.opt.write_checkpoints) {
     if (root) std::cout << stopped << "done in " << format_duration(seconds_since(start)) << " (--write_checkpoints false: nothing saved)\n";

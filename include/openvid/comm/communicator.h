@@ -100,6 +100,17 @@ class Communicator {
   const Traffic& traffic(Kind k) const { return traffic_[k]; }
   Traffic total_traffic() const;
 
+  // How long this rank's collectives on the group took, as far as resolved (local; callers take
+  // differences): `waited_ms`, how long the caller waited for them in wait(), the exposed communication
+  // (MPI: the host blocked there; NCCL: the caller's stream stalled there until the transfer ended, from
+  // events recorded at wait() and at the transfer's end); `busy_ms`, how long they ran (NCCL: events around
+  // each on the group's stream; MPI: not measured, 0). NCCL resolves a collective once its events have
+  // fired, without blocking: after a host synchronisation that follows the waits, all of them.
+  struct Timing {
+    double waited_ms = 0, busy_ms = 0;
+  };
+  virtual Timing timing() { return *timing_; }
+
  protected:
   Communicator(std::string name, int rank, int size, std::chrono::milliseconds timeout)
       : name_(std::move(name)), rank_(rank), size_(size), timeout_(timeout) {}
@@ -120,6 +131,8 @@ class Communicator {
   void count(Kind kind, const at::Tensor& buffer);
 
   std::string failure_;
+  // Shared with the Work of the MPI backend, which adds its host wait (a Work may outlive its group).
+  std::shared_ptr<Timing> timing_ = std::make_shared<Timing>();
 
  private:
   std::string name_;

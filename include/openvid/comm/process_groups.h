@@ -27,6 +27,8 @@ class ProcessGroups {
   // "world 24 B (all_reduce 24 B); shard 12.6 MB (all_gather 6.3 MB, reduce_scatter 6.3 MB)": this rank's
   // traffic since the groups were made divided by `steps`, the groups that moved nothing left out.
   std::string traffic_line(int64_t steps) const;
+  // Each group's timing on this rank so far (Communicator::timing: resolves what has fired), in the same order.
+  std::vector<std::pair<std::string, Communicator::Timing>> timing();
 
   // Collective over the world: finalizes every group (dp, cp, shard, world) in the same order on all ranks.
   void finalize();

@@ -60,10 +60,13 @@ class RunLog {
   RunLog(const std::string& run_dir, bool writer, double peak_tflops, int world_size, c10::Device device, int64_t start_step = 0);
 
   // One step: its mean loss, duration (compute and data wait), samples, video tokens and FLOPs, the
-  // milliseconds of its phases (StepTimer) and the bytes this rank's collectives moved on each group.
+  // milliseconds of its phases (StepTimer), the bytes this rank's collectives moved on each group, and the
+  // milliseconds it waited for each group (exposed) and, on NCCL, their collectives ran.
   void add_step(double loss, double seconds, double data_wait, double samples, double tokens, double flops,
                 const std::vector<std::pair<std::string, double>>& phase_ms = {},
-                const std::vector<std::pair<std::string, double>>& comm_bytes = {});
+                const std::vector<std::pair<std::string, double>>& comm_bytes = {},
+                const std::vector<std::pair<std::string, double>>& comm_exposed_ms = {},
+                const std::vector<std::pair<std::string, double>>& comm_busy_ms = {});
 
   // Writes the window's line, its metrics.jsonl record and TensorBoard scalars, and starts a new window.
   struct Point {
@@ -86,7 +89,7 @@ class RunLog {
   std::unique_ptr<TensorBoardWriter> tensorboard_;  // RUN_DIR/tensorboard (the writer rank)
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   double loss_ = 0, seconds_ = 0, wait_ = 0, samples_ = 0, tokens_ = 0, flops_ = 0;
-  std::vector<std::pair<std::string, double>> phase_ms_, comm_bytes_;  // sums over the window
+  std::vector<std::pair<std::string, double>> phase_ms_, comm_bytes_, comm_exposed_ms_, comm_busy_ms_;  // sums over the window
   int64_t steps_ = 0;
   double run_peak_gb_ = 0;  // the largest window peak so far
 };

@@ -35,6 +35,9 @@ struct StepResult {
   double seconds = 0, data_wait = 0;
   std::vector<std::pair<std::string, double>> phase_ms;  // milliseconds of each phase, timed where it ran
   std::vector<std::pair<std::string, double>> comm_bytes;  // bytes this rank's collectives of the step moved, per group
+  // Milliseconds this rank waited for each group's collectives (exposed communication), and, on NCCL, how
+  // long they ran, resolved at this step's read-back (Communicator::timing).
+  std::vector<std::pair<std::string, double>> comm_exposed_ms, comm_busy_ms;
 };
 
 class StepPipeline {
@@ -74,6 +77,7 @@ class StepPipeline {
   ObjectiveSettings objective_;
   StepTimer timers_[2];  // steps alternate
   Clock::time_point last_completed_ = Clock::now();
+  std::vector<std::pair<std::string, comm::Communicator::Timing>> last_timing_;  // at the last read-back
   int64_t skipped_total_ = 0, consecutive_nonfinite_ = 0, host_waits_ = 0;
 };
 
