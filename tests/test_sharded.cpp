@@ -395,6 +395,45 @@ BOOST_AUTO_TEST_CASE(reductions_launched_during_backward_equal_the_plain_ones) {
   }
 }
 
+// The gathers of a step's end overlap the next forward: after gather_async() and the root's wait every
+// block's units are still in flight (shard groups of several ranks), and the forward of
+// parallelize_and_shard's model waits for each block's own before running it, so none is left after it;
+// the parameters it used are the gathered ones (the same forward as after a complete gather()).
+BOOST_AUTO_TEST_CASE(each_block_waits_for_its_own_gather) {
+  const int world = ov::world_size(), me = ov::world_rank();
+  const ov::ModelConfig cfg = tiny_model_config(true);
+  ov::Universe u = ov::Universe::create(MPI_COMM_WORLD, world, 1, ov::DeviceRequest::kCpu);
+  auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
+  {
+    ov::model::DiT m(cfg);
+    randomize_parameters(*m, 9);
+    auto sharded = ov::parallel::parallelize_and_shard(m, ov::parallel::Parallelism{&groups.cp(), 0}, groups.shard(), groups.dp(),
+                                                       ov::parallel::ShardingOptions{});
+    ov::train::AdamW opt({0.95, 0.99, 1e-8});
+    ov::train::add_shards(opt, *sharded, 0.1);
+    const Inputs in = inputs_of(me, 0);
+    sharded->arm();
+    loss_of(m, in).backward();
+    sharded->finish();
+    opt.step(1e-2);
+    sharded->gather_async();
+    sharded->wait_gathered_root();
+    for (size_t k = 0; k < static_cast<size_t>(sharded->num_units()); ++k) {
+      const bool block = sharded->units()[k].name != "root";
+      BOOST_CHECK_EQUAL(sharded->gather_pending(k), block && world > 1);
+    }
+    const at::Tensor overlapped = [&] {
+      c10::NoGradGuard no_grad;
+      return m->forward(in.x, in.text, in.t);
+    }();
+    for (size_t k = 0; k < static_cast<size_t>(sharded->num_units()); ++k) BOOST_CHECK(!sharded->gather_pending(k));
+    sharded->gather();
+    c10::NoGradGuard no_grad;
+    BOOST_CHECK(at::equal(m->forward(in.x, in.text, in.t), overlapped));
+  }
+  groups.finalize();
+}
+
 // Gathering in bf16: the module's parameters are the bf16 rounding of the fp32 masters, the gathered
 // memory halves, and the gradients still reach the fp32 slices (training moves the weights).
 BOOST_AUTO_TEST_CASE(bf16_gathers_round_the_fp32_masters) {

@@ -121,6 +121,16 @@ ShardedModel::ShardedModel(torch::nn::Module& module, comm::Communicator& shard,
   }
   pending_.resize(units_.size());
   gathers_.resize(units_.size());
+  for (size_t k = 0; k < units_.size(); ++k) {  // "blocks.<i>[.float8]" -> block i; the rest is the root
+    const std::string& name = units_[k].name;
+    if (name.rfind("blocks.", 0) != 0) {
+      root_units_.push_back(k);
+      continue;
+    }
+    const auto block = static_cast<size_t>(std::stoll(name.substr(7)));
+    if (block_units_.size() <= block) block_units_.resize(block + 1);
+    block_units_[block].push_back(k);
+  }
   for (size_t k = 0; k < units_.size(); ++k) {
     pending_[k].seen.assign(params_[k].size(), false);
     pending_[k].last.assign(params_[k].size(), false);
@@ -177,6 +187,15 @@ void ShardedModel::cast_float8_chunks() {
 }
 
 void ShardedModel::wait_gathered(size_t unit) { gathers_[unit].wait(); }
+
+void ShardedModel::wait_gathered_block(int64_t block) {
+  if (block >= 0 && static_cast<size_t>(block) < block_units_.size())
+    for (size_t k : block_units_[static_cast<size_t>(block)]) gathers_[k].wait();
+}
+
+void ShardedModel::wait_gathered_root() {
+  for (size_t k : root_units_) gathers_[k].wait();
+}
 
 void ShardedModel::complete_gathers() {
   for (comm::Work& w : gathers_) w.wait();

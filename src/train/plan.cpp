@@ -134,7 +134,10 @@ JobPlan plan_job(const Options& o, const data::Manifest& m, const PlanTarget& t)
     g.world = t.world > 1 ? 24 : 0;  // loss, stop flag, squared gradient norm: 3 doubles
     if (shard > 1) {
       double gathers = float8_weights > 0 ? 4.0 * static_cast<double>(float8_weights) : 0.0;  // the float8 amax (max over the group)
-      for (const parallel::FlatUnit& u : units) gathers += static_cast<double>(u.padded) * (u.float8 ? 1.0 : dt);
+      for (const parallel::FlatUnit& u : units) {
+        gathers += static_cast<double>(u.padded) * (u.float8 ? 1.0 : dt);
+        if (u.name == "root") g.shard_gather_root = static_cast<double>(u.padded) * dt;
+      }
       g.shard_gather = gathers;
       g.shard_reduce = static_cast<double>(o.grad_accum) * static_cast<double>(padded) * 4;  // each micro-batch's fp32 unit gradients
       g.shard = g.shard_gather + g.shard_reduce;

@@ -80,11 +80,13 @@ std::vector<LayoutPrediction> predict_layouts(const Options& o, const data::Mani
           const double cp_latency = (cp_inside ? net.nvlink_latency_us : net.network_latency_us) * 1e-6 * (cp - 1);
           const double cpx = collective_seconds(Collective::kAllGather, g.cp, cp, !cp_inside, net) + (exchanges - 1) * cp_latency * (cp > 1);
           const double world = collective_seconds(Collective::kAllReduce, g.world, t.world, t.world > (t.gpus_per_node > 0 ? t.gpus_per_node : t.world), net);
-          // The step ends with the compute stream waiting for every unit's gather (ShardedModel::gather): exposed.
-          // The reduce-scatters run under the backward; what exceeds it, or the last unit's, is exposed.
+          // The step ends waiting for the root unit's gather; each block waits for its own in the next forward,
+          // so the blocks' gathers run behind the blocks before them (the first block's is exposed). The
+          // reduce-scatters run under the backward; what exceeds it, or the last unit's, is exposed.
           double hidden_gather = 0, hidden_reduce = 0;
           if (shard > 1) {
-            hidden_gather = gather;
+            const double root = gather * g.shard_gather_root / g.shard_gather, blocks = gather - root;
+            hidden_gather = root + std::max(blocks / (units - 1), blocks - forward);
             hidden_reduce = std::max(reduce / units, reduce - backward);
           }
           const double dp_exposed = shard > 1 ? dp : std::max(dp / units, dp - backward);

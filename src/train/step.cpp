@@ -91,7 +91,10 @@ StepPipeline::InFlight StepPipeline::launch(int64_t step, const data::HostBatch&
   timer.end_phase("optimizer");
   const auto t_opt = Clock::now();
   trace_.add("checks_and_optimizer", t_reduce, t_opt, step, run_.u.rank());
-  m_.sharded->gather();
+  // The next step's parameters: the root's are waited for now; each block waits for its own in the next
+  // forward, so those gathers run behind the computation of the blocks before it.
+  m_.sharded->gather_async();
+  m_.sharded->wait_gathered_root();
   timer.end_phase("gather");
   const auto bytes_after = run_.groups.bytes_moved();  // the step's collectives, the next step's gather included
   for (size_t g = 0; g < bytes_after.size(); ++g) {

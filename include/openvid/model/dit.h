@@ -114,6 +114,7 @@ class DiTImpl : public torch::nn::Module {
   void set_self_attention(std::shared_ptr<SelfAttention> op) { self_attention_ = std::move(op); }
   // Every block runs through `runner` (null: block.forward).
   void set_block_runner(BlockRunner runner) { block_runner_ = std::move(runner); }
+  const BlockRunner& block_runner() const { return block_runner_; }
 
   const DiTConfig& config() const { return config_; }
   int64_t num_blocks() const { return static_cast<int64_t>(blocks_.size()); }

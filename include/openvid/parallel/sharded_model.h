@@ -112,6 +112,11 @@ class ShardedModel {
   void gather();
   void gather_async();
   void wait_gathered(size_t unit);
+  // wait_gathered for the units of block `block` ("blocks.<i>" and its float8 unit), or of the root.
+  void wait_gathered_block(int64_t block);
+  void wait_gathered_root();
+  // Whether unit k's gather was launched and not yet waited for (a hook for tests).
+  bool gather_pending(size_t unit) const { return gathers_[unit].pending(); }
   // Local, then gather(): copies the masters into the chunks in the compute dtype (after loading them).
   void refresh_compute_copy();
 
@@ -168,6 +173,8 @@ class ShardedModel {
   at::Tensor ema_all_;                                                 // the same for the moving average (when on)
   std::vector<std::vector<at::Tensor>> params_;                       // the module's parameters, by unit
   std::vector<comm::Work> gathers_;
+  std::vector<std::vector<size_t>> block_units_;  // per block index, its units
+  std::vector<size_t> root_units_;
   std::vector<Pending> pending_;
   std::vector<size_t> launch_order_;
   std::deque<size_t> reducing_;  // units whose full gradient is being reduce-scattered, oldest first

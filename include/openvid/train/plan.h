@@ -32,6 +32,7 @@ struct PlanTarget {
 struct GroupBytes {
   double world = 0, shard = 0, cp = 0, dp = 0;
   double shard_gather = 0, shard_reduce = 0;  // the shard group's all-gathers and reduce-scatters (+ float8 amax)
+  double shard_gather_root = 0;               // of the all-gathers, the root unit's (waited for at the step's end)
 };
 
 // One rank's persistent state, bytes (as parallel::ShardMemory reports it, and the moving average).
