@@ -3,17 +3,17 @@
 # 16x64x64: 1,040, 4,112 and 8,208 tokens with registers), a width-2048 model (depth 8, head_dim 128, text
 # 512 x 4096, bf16), trained in four ways on the same data:
 #   batch_size   --batch_size 2 (today's rule: 2 samples of any bucket)
-#   tokens       --batch_tokens 16448 (the largest bucket still takes 2; 15 and 4 of the others)
-#   attention    --batch_tokens 49184 --batch_cost attention (cost tokens + tokens^2/4112; 2 of the largest)
-#   flops        --batch_tokens 2C --batch_cost flops, C the cost of one sample of the largest bucket (tokens x its
-#                FLOPs per token over the median bucket's), so that it takes 2
+#   tokens       --batch_tokens L x 8208 (the largest bucket takes L = LARGEST, default 4; the others by tokens)
+#   attention    --batch_tokens L x C --batch_cost attention (C: the largest bucket's cost, tokens + tokens^2/4112)
+#   flops        --batch_tokens L x C --batch_cost flops (C: tokens x its FLOPs per token over the median bucket's)
 # Each run logs every step (phase_ms.step from CUDA events, window_peak_memory_gb); the summary gives, per run
 # and bucket, the median step time after the first WARMUP steps of that bucket, samples and tokens per step
 # and the bucket's peak memory, and per run the spread of the bucket medians (max / min - 1; the token-batch
 # issue's bar: < 15% with a budget) and the run's peak memory.
 # Run on the GPU machine from the repository root (builds build-gpu/ when it is missing):
 #   bash bench/token_batches.sh        (STEPS per run, default 120; SAMPLES per bucket, default 64; WARMUP 2;
-#                                       RUNS, default "batch_size tokens attention flops"; DEPTH, default 8)
+#                                       RUNS, default "batch_size tokens attention flops"; DEPTH, default 8;
+#                                       LARGEST, default 4)
 set -uo pipefail
 work=/tmp/openvid-tokens
 rm -rf "$work"; mkdir -p "$work"
@@ -30,19 +30,17 @@ echo "dataset: $(tail -1 "$work/data.log") ($((SECONDS - t0)) s)"
 read -r -a runs <<< "${RUNS:-batch_size tokens attention flops}"
 common=(--dataset "$work/data" --heldout_fraction 0 --num_epochs 100000 --model_width 2048 --model_depth "${DEPTH:-8}" --model_head_dim 128
         --model_text_dim 4096 --model_in_channels 16 --device cuda --precision bf16 --seed 1 --run_dir "$work/runs")
+largest=${LARGEST:-4}
 for run in "${runs[@]}"; do
-  if [ "$run" = flops ]; then  # the smallest budget that takes one sample of every bucket, from the start's own message
-    need=$(mpiexec -n 1 build-gpu/openvid_mpi "${common[@]}" --run_name probe --batch_tokens 1 --batch_cost flops 2>&1 |
+  batch=(--batch_size 2)
+  if [ "$run" != batch_size ]; then
+    # The budget: LARGEST samples of the largest bucket at this cost, from the start's own message about the
+    # smallest budget that takes one sample of every bucket.
+    need=$(mpiexec -n 1 build-gpu/openvid_mpi "${common[@]}" --run_name probe --batch_tokens 1 --batch_cost "$run" 2>&1 |
            grep -o 'give --batch_tokens [0-9]*' | head -1 | awk '{print $3}')
-    FLOPS_BUDGET=$((2 * ${need:-0}))
+    [ -n "$need" ] || { echo "unknown run $run"; exit 1; }
+    batch=(--batch_tokens "$((largest * need))" --batch_cost "$run")
   fi
-  case $run in
-    batch_size) batch=(--batch_size 2) ;;
-    tokens) batch=(--batch_tokens 16448) ;;
-    attention) batch=(--batch_tokens 49184 --batch_cost attention) ;;
-    flops) batch=(--batch_tokens "${FLOPS_BUDGET:-2}" --batch_cost flops) ;;
-    *) echo "unknown run $run"; exit 1 ;;
-  esac
   t0=$SECONDS
   mpiexec -n 1 build-gpu/openvid_mpi "${common[@]}" --max_steps "${STEPS:-120}" "${batch[@]}" --learning_rate 1e-4 --warmup_steps 10 \
     --log_every 1 --evaluate_every 0 --write_checkpoints false --run_name "$run" > "$work/$run.log" 2>&1 ||

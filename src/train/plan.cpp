@@ -24,7 +24,7 @@ namespace {
 // Activations and workspace per token of a block, in units of the width times the compute dtype's bytes:
 // a block that keeps its graph, and one recomputed in backward (its inputs alone). Fitted to the peaks
 // bench/memory_depth.sh and bench/step_bench.sh measured on an H100 in bf16 (docs/planning.md).
-constexpr double kBlockTokenWidths = 24.0;
+constexpr double kBlockTokenWidths = 21.5;
 constexpr double kRecomputedTokenWidths = 6.0;
 constexpr int64_t kReductionsInFlight = 2;  // parallel::ShardingOptions::max_reductions_in_flight's default
 
