@@ -330,20 +330,33 @@ BOOST_AUTO_TEST_CASE(token_budget_batches_train_alike_on_every_layout) {
     }
     groups.finalize();
   }
+  // Layouts and resume over three buckets: 16, 32 and 60 tokens (a third of 4x8x14: 2x4x7 + 4), 4, 2 and 1
+  // samples per data rank from a budget of 64 (one rank with 64 x data ranks takes the same global batches).
+  ov::data::SyntheticSpec three = spec;
+  three.directory = dir + "/data3";
+  three.shapes = {{4, 4, 6}, {4, 4, 14}, {4, 8, 14}};
+  ov::data::write_synthetic_dataset(MPI_COMM_WORLD, three);
+  auto opts3 = [&](const std::string& run, int fs_, int cp, int64_t budget) {
+    ov::Options o = opts(run, fs_, cp, budget);
+    o.dataset = three.directory;
+    return o;
+  };
   int layouts = 0;
   for (auto [fs_, cp] : layouts_for(world)) {
     const int data_ranks = world / cp;
     if (2 % cp != 0) continue;  // 2 video tokens in time
     BOOST_TEST_CONTEXT("dp=" << world / (fs_ * cp) << " fs=" << fs_ << " cp=" << cp) {
       ++layouts;
-      const Run ref = train(MPI_COMM_SELF, opts("reference_" + std::to_string(me), 1, 1, 64 * data_ranks));
-      check_same_training(train(MPI_COMM_WORLD, opts("layout", fs_, cp, 64)), ref, 1e-5);
+      const Run ref = train(MPI_COMM_SELF, opts3("reference_" + std::to_string(me), 1, 1, 64 * data_ranks));
+      check_same_training(train(MPI_COMM_WORLD, opts3("layout", fs_, cp, 64)), ref, 1e-5);
     }
   }
   BOOST_CHECK_GT(layouts, 0);
-  // Resume at step 3 of 6, mid-epoch (an epoch is 5 steps at world 4, more at fewer ranks), on fs = world:
-  // the continuation is bitwise the uninterrupted run's.
-  check_resume_is_bitwise([&](const std::string& run) { return opts("tokens_" + run, world, 1, 64); }, 3, 6);
+  // Resume at steps 2, 3 and 5 of 6, mid-epoch (an epoch is at least 6 steps), on fs = world: the
+  // continuation is bitwise the uninterrupted run's.
+  for (int64_t k : {2, 3, 5}) {
+    check_resume_is_bitwise([&](const std::string& run) { return opts3("tokens" + std::to_string(k) + "_" + run, world, 1, 64); }, k, 6);
+  }
   MPI_Barrier(MPI_COMM_WORLD);
   if (me == 0) std::filesystem::remove_all(dir);
 }
