@@ -379,7 +379,13 @@ BOOST_AUTO_TEST_CASE(reductions_launched_during_backward_equal_the_plain_ones) {
         const Inputs in = inputs_of(2 * me + micro, step);
         loss_of(a, in).backward();
         if (micro == 1) overlapped.arm();
+        const int64_t dp_before = groups.dp().traffic(ov::comm::Communicator::kAllReduce).calls;
         loss_of(b, in).backward();
+        // Shard and dp groups of several ranks: the replicas' all-reduce of a unit's slice starts during the
+        // last micro-batch's backward, once the unit leaves the window of reductions in flight.
+        const int64_t dp_started = groups.dp().traffic(ov::comm::Communicator::kAllReduce).calls - dp_before;
+        if (micro == 1 && fs * cp > 1 && world / (fs * cp) > 1) BOOST_CHECK_GT(dp_started, 0);
+        if (micro == 0) BOOST_CHECK_EQUAL(dp_started, 0);
       }
       plain.reduce_gradients();
       overlapped.finish();

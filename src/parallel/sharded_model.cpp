@@ -28,6 +28,8 @@ struct ShardedModel::Pending {
   bool launched = false;
   comm::Work reduction;
   at::Tensor partial;       // a later micro-batch's reduced slice, added into the gradient slice once it arrives
+  comm::Work dp_reduction;  // shard and dp groups of several ranks: the slice's all-reduce over the replicas
+  bool dp_launched = false;
 };
 
 namespace {
@@ -246,6 +248,12 @@ void ShardedModel::release_flat(size_t k) {
     slices_[k].grad.add_(p.partial);
     p.partial = at::Tensor();
   }
+  // The step's last reduce-scatter of the unit is in its slice: the replicas' all-reduce of it starts now,
+  // behind the rest of backward (complete_reductions waits for it).
+  if (last_micro_ && shard_.size() > 1 && dp_.size() > 1 && !p.dp_launched) {
+    p.dp_reduction = dp_.all_reduce(slices_[k].grad, comm::ReduceOp::kSum);
+    p.dp_launched = true;
+  }
   if (!p.flat.defined()) return;
   flats_.alive_bytes -= p.flat.nbytes();
   --flats_.alive;
@@ -298,6 +306,7 @@ void ShardedModel::arm(bool last) {
   // An earlier micro-batch is reduced during its backward only where full unit gradients are summed (a
   // shard group of several ranks); one rank per shard group accumulates into its slices in place.
   armed_ = last || shard_.size() > 1;
+  last_micro_ = last;
 }
 
 void ShardedModel::launch_the_rest() {
@@ -331,11 +340,16 @@ void ShardedModel::finish() {
 
 void ShardedModel::complete_reductions() {
   reducing_.clear();
+  // A shard group of several ranks reduce-scattered; its slices are summed over the replicas by the
+  // all-reduces release_flat started, the earlier units' already during backward.
+  for (size_t k : launch_order_) release_flat(k);
+  for (size_t k : launch_order_) {
+    pending_[k].dp_reduction.wait();
+    pending_[k].dp_launched = false;
+  }
+  last_micro_ = true;
   for (size_t k : launch_order_) {
     Pending& p = pending_[k];
-    release_flat(k);
-    // A shard group of several ranks reduce-scattered; its slices are then summed over the replicas.
-    if (shard_.size() > 1 && dp_.size() > 1) dp_.all_reduce(slices_[k].grad, comm::ReduceOp::kSum).wait();
     p.expected = p.arrived;  // what the next step can wait for
     p.arrived = 0;
     p.launched = false;

@@ -89,7 +89,9 @@ std::vector<LayoutPrediction> predict_layouts(const Options& o, const data::Mani
             hidden_gather = root + std::max(blocks / (units - 1), blocks - forward);
             hidden_reduce = std::max(reduce / units, reduce - backward);
           }
-          const double dp_exposed = shard > 1 ? dp : std::max(dp / units, dp - backward);
+          // The replicas' all-reduce of each unit's gradient runs under the backward too (after the unit's
+          // reduce-scatter when the shard group has several ranks): the last unit's is exposed.
+          const double dp_exposed = std::max(dp / units, dp - backward);
           const double step_exposed = hidden_gather + hidden_reduce + dp_exposed + cpx + world;
           const double step = fb + optimizer + step_exposed;
           weight += steps;

@@ -190,6 +190,7 @@ class ShardedModel {
   std::vector<std::shared_ptr<void>> hook_owners_;  // keeps the gradient accumulators (and their hooks) alive
   bool armed_ = false;
   bool summing_ = false;  // this step's slices already hold an earlier micro-batch's reduced gradients
+  bool last_micro_ = true;  // the micro-batch being reduced is the step's last (arm(last))
   int64_t launched_in_backward_ = 0;
 };
 

@@ -6,8 +6,8 @@
 // per-GPU network across nodes: latency per ring step plus bytes over bus bandwidth), and the step's
 // overlap structure: the shard group's gathers under the next forward (each block waits for its own; the
 // root's and what exceeds the forward are exposed) and its reduce-scatters under the backward (only what
-// exceeds it, and the last unit's, is exposed), the dp all-reduce after
-// backward (under it when the shard group is one rank), the cp group's key and value exchange inside
+// exceeds it, and the last unit's, is exposed), the dp all-reduce of each unit's slice under the
+// backward too (the last unit's exposed), the cp group's key and value exchange inside
 // attention (exposed). Ranked by predicted tokens per second among those that fit; a prediction, not a
 // measurement (docs/planning.md says what it leaves out).
 #include <string>
