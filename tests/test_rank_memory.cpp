@@ -18,6 +18,7 @@
 #include "openvid/parallel/sharded_model.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/train/checkpoint.h"
+#include "openvid/train/plan.h"
 #include "tiny_model.h"
 
 // Memory per rank stays bounded as the model is sharded (--fs): the full unit gradients that the shard
@@ -88,6 +89,17 @@ BOOST_AUTO_TEST_CASE(full_unit_gradients_alive_at_once_stay_bounded) {
       int64_t largest = 0;
       for (const auto& unit : sharded.units()) largest = std::max(largest, unit.padded * 4);
       BOOST_CHECK_LE(b.peak_bytes, (in_flight + 2) * largest);
+      if (in_flight == 2) {  // the trainer's setting: the dry run's bound holds (the root's and three blocks')
+        ov::Options o;
+        o.dataset = "fake";
+        o.fake_latent_shape = "4x4x4";
+        o.model = deep_config();
+        o.fs = world;
+        o.batch_size = 1;
+        const ov::train::JobPlan plan = ov::train::plan_job(o, ov::train::planned_manifest(o), ov::train::PlanTarget{world, 0, false, 0});
+        BOOST_CHECK_LE(b.peak_bytes, plan.state.unit_gradients);
+        BOOST_CHECK_GT(b.peak_bytes, plan.state.unit_gradients / 3);  // and is not far above it
+      }
     }
     if (!reference.defined()) reference = grads;
     BOOST_CHECK_MESSAGE(at::equal(grads, reference), "in flight " << in_flight << ": other gradient slices");
