@@ -6,7 +6,6 @@
 #include "openvid/runtime/device.h"
 #include "openvid/runtime/error.h"
 #include "openvid/runtime/mpi_session.h"
-#include "openvid/train/batching.h"
 #include "openvid/train/plan.h"
 #include "openvid/train/plan_advice.h"
 
@@ -53,8 +52,7 @@ int dry_run(const Options& o, MPI_Comm world) {
     const PlanTarget target = plan_target(o, launched);
     const JobPlan plan = plan_job(o, manifest, target);
     report = plan_report(o, manifest, target, plan);
-    const BucketBatches batches = bucket_batches(o, manifest);
-    if (!batches.table.empty()) report += batches.table + "\n";
+    if (!plan.batches_table.empty()) report += plan.batches_table + "\n";
     if (o.plan) {
       const Network net{o.plan_nvlink_gbps, o.plan_network_gbps, o.plan_nvlink_latency_us, o.plan_network_latency_us};
       const double peak = o.peak_tflops > 0 ? o.peak_tflops : kH100PeakTflops;

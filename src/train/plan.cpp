@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <initializer_list>
 #include <iomanip>
 #include <set>
 #include <sstream>
@@ -34,25 +35,21 @@ std::string gb(double bytes) {
   return os.str();
 }
 
-std::string size(double bytes) {
+// `value` in the largest of `units` (scale, name; descending) it reaches, the last one otherwise, to 0.1.
+std::string scaled(double value, std::initializer_list<std::pair<double, const char*>> units) {
+  const std::pair<double, const char*>* unit = units.end() - 1;
+  for (const auto& u : units) {
+    if (value >= u.first) {
+      unit = &u;
+      break;
+    }
+  }
   std::ostringstream os;
-  os << std::fixed << std::setprecision(1);
-  if (bytes >= 1e9) os << bytes / 1e9 << " GB";
-  else if (bytes >= 1e6) os << bytes / 1e6 << " MB";
-  else if (bytes >= 1e3) os << bytes / 1e3 << " kB";
-  else os << std::setprecision(0) << bytes << " B";
+  os << std::fixed << std::setprecision(unit->first > 1 ? 1 : 0) << value / unit->first << " " << unit->second;
   return os.str();
 }
-
-std::string flop(double f) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(1);
-  if (f >= 1e15) os << f / 1e15 << " PFLOP";
-  else if (f >= 1e12) os << f / 1e12 << " TFLOP";
-  else if (f >= 1e9) os << f / 1e9 << " GFLOP";
-  else os << f / 1e6 << " MFLOP";
-  return os.str();
-}
+std::string size(double bytes) { return scaled(bytes, {{1e9, "GB"}, {1e6, "MB"}, {1e3, "kB"}, {1, "B"}}); }
+std::string flop(double f) { return scaled(f, {{1e15, "PFLOP"}, {1e12, "TFLOP"}, {1e9, "GFLOP"}, {1e6, "MFLOP"}}); }
 
 }  // namespace
 
@@ -119,6 +116,7 @@ JobPlan plan_job(const Options& o, const data::Manifest& m, const PlanTarget& t)
 
   // The bytes of one step on each group (parallel/sharded_model.cpp, parallel/cp_attention.cpp, train/step.cpp).
   const BucketBatches batches = bucket_batches(o, m);
+  p.batches_table = batches.table;
   const double width = static_cast<double>(o.model.width);
   const int64_t depth = o.model.depth;
   const int64_t recomputed = o.model.recompute_every > 0 ? (depth + o.model.recompute_every - 1) / o.model.recompute_every : 0;

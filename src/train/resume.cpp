@@ -15,15 +15,15 @@ namespace ov::train {
 namespace {
 
 // How the data order goes on (Sampler::resume has run): "" when the checkpoint's own sequence continues.
-std::string order_change(const CheckpointState& st, const data::Sampler& s, bool rule_changed) {
+std::string order_change(const CheckpointState& st, const data::Sampler& s, bool resumed, bool rule_changed) {
   const std::string epochs = "epochs of " + std::to_string(s.steps_per_epoch()) + " steps";
   if (!st.sampler) {
     return rule_changed ? "the checkpoint keeps no sampler state (an older version wrote it): the epoch goes on by step count, so its "
                           "remaining steps may repeat or miss samples; " + epochs
                         : "";
   }
+  if (!resumed) return "the checkpoint's sampler state does not fit this dataset: the epoch goes on by step count; " + epochs;
   if (s.same_rule(*st.sampler)) return "";
-  if (s.start().consumed.empty() || s.start().step != st.next_step) return "the checkpoint's sampler state does not fit this dataset: the epoch goes on by step count; " + epochs;
   int64_t taken = 0, total = 0;
   for (int64_t b = 0; b < s.buckets(); ++b) {
     taken += s.start().consumed[static_cast<size_t>(b)];
@@ -37,7 +37,8 @@ std::string order_change(const CheckpointState& st, const data::Sampler& s, bool
 
 }  // namespace
 
-std::string resume_changes(const CheckpointState& st, const Options& now, int64_t data_ranks_now, const data::Sampler& sampler) {
+std::string resume_changes(const CheckpointState& st, const Options& now, int64_t data_ranks_now, const data::Sampler& sampler,
+                           bool sampler_resumed) {
   Options before;
   try {
     before = options_from_ini(st.options_ini, "the checkpoint's options");
@@ -69,7 +70,7 @@ std::string resume_changes(const CheckpointState& st, const Options& now, int64_
                                            "--drop_remainder keeps that)");
     rule_changed = true;
   }
-  const std::string order = order_change(st, sampler, rule_changed);
+  const std::string order = order_change(st, sampler, sampler_resumed, rule_changed);
   if (!order.empty()) changes.push_back(order);
   std::string length;
   if (before.max_steps != now.max_steps) length = "max_steps " + std::to_string(before.max_steps) + " -> " + std::to_string(now.max_steps);
@@ -100,14 +101,14 @@ std::string resume_changes(const CheckpointState& st, const Options& now, int64_
 
 CheckpointState resume_run(const std::string& path, RunModel& m, const Options& opt, const Universe& u, data::Sampler& sampler) {
   const CheckpointState st = read_checkpoint(path, *m.sharded, u);
-  if (st.sampler) sampler.resume(*st.sampler, st.next_step);  // every rank alike: a function of the state
+  const bool resumed = st.sampler && sampler.resume(*st.sampler, st.next_step);  // every rank alike: a function of the state
   m.sharded->refresh_compute_copy();
   m.optimizer->set_steps(st.optimizer_steps);
   if (u.rank() == 0) {
     std::cout << "resuming from " << path << " at step " << st.next_step << "\n";
     if (m.sharded->has_ema() && !st.has_ema) std::cout << "note: the checkpoint has no moving average of the weights; it starts at its weights\n";
     if (!m.sharded->has_ema() && st.has_ema) std::cout << "note: --ema_decay is 0: the checkpoint's moving average of the weights is not continued\n";
-    const std::string changes = resume_changes(st, opt, u.num_data_ranks(), sampler);
+    const std::string changes = resume_changes(st, opt, u.num_data_ranks(), sampler, resumed);
     if (!changes.empty()) std::cout << "note: this resume changes the run: " << changes << "\n";
     std::cout << std::flush;
   }

@@ -59,6 +59,7 @@ struct JobPlan {
   StatePlan state;
   std::vector<BucketPlan> buckets;         // the manifest's order
   size_t largest = 0;                      // the bucket of the largest activations (the memory that must fit)
+  std::string batches_table;               // a token budget's start-up lines (train/batching.h; "" with --batch_size)
   double peak() const { return static_cast<double>(state.total()) + (buckets.empty() ? 0.0 : buckets[largest].activations); }
 };
 

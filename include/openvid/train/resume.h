@@ -13,9 +13,11 @@
 namespace ov::train {
 
 // Local: one line on what resuming the run of checkpoint `st` with the options `now` changes ("" when
-// nothing that matters does): the global batch, how the data order goes on (`sampler` after its resume),
-// the step count and the learning-rate schedule.
-std::string resume_changes(const CheckpointState& st, const Options& now, int64_t data_ranks_now, const data::Sampler& sampler);
+// nothing that matters does): the global batch, how the data order goes on (`sampler` after its resume;
+// `sampler_resumed`: the checkpoint's sampler state fitted and was applied), the step count and the
+// learning-rate schedule.
+std::string resume_changes(const CheckpointState& st, const Options& now, int64_t data_ranks_now, const data::Sampler& sampler,
+                           bool sampler_resumed);
 
 // Collective over the world: loads the checkpoint at `path` into `m` (masters and moments, the compute
 // copy refreshed, the optimizer's step count) and its data position into `sampler`, prints where the run resumes and its notes on rank 0, and
