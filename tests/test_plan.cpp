@@ -19,6 +19,7 @@
 #include "openvid/train/plan.h"
 #include "openvid/train/plan_advice.h"
 #include "openvid/train/trainer.h"
+#include "plan_checks.h"
 #include "test_util.h"
 #include "train_options.h"
 
@@ -80,21 +81,7 @@ BOOST_AUTO_TEST_CASE(the_plan_equals_what_a_run_holds_and_moves) {
       auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
       {
         ov::train::Trainer t(o, u, groups);
-        const auto m = t.memory();
-        BOOST_CHECK_EQUAL(plan.state.masters, m.master_bytes);
-        BOOST_CHECK_EQUAL(plan.state.gradients, m.grad_bytes);
-        BOOST_CHECK_EQUAL(plan.state.moments, m.optimizer_bytes);
-        BOOST_CHECK_EQUAL(plan.state.gathered, m.gathered_bytes);
-        for (int64_t step = 0; step < 2; ++step) {
-          const auto measured = t.train_step(step).comm_bytes;
-          std::map<std::string, double> bytes(measured.begin(), measured.end());
-          const ov::train::GroupBytes& want = plan.buckets.at(0).bytes;
-          if (me == 0) BOOST_TEST_MESSAGE("step " << step << ": " << groups.traffic_line(1));
-          BOOST_CHECK_EQUAL(bytes["world"], want.world);
-          BOOST_CHECK_EQUAL(bytes["shard"], want.shard);
-          BOOST_CHECK_EQUAL(bytes["cp"], want.cp);
-          BOOST_CHECK_EQUAL(bytes["dp"], want.dp);
-        }
+        check_trainer_against_plan(t, plan, groups, 2);
       }
       groups.finalize();
     }

@@ -25,6 +25,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm, std::string name,
 #include <vector>
 
 #include "nccl_watchdog.h"
+#include "timed_op.h"
 #include "openvid/kernels/cuda_check.h"
 #include "openvid/runtime/mpi_session.h"
 
@@ -84,35 +85,6 @@ std::string seconds(std::chrono::milliseconds ms) {
 
 }  // namespace
 
-// One collective's timing events (cudaEventDefault, timed): its start and end on the group's stream, and
-// the point where the caller's stream began to wait for it (recorded by wait()). Shared by the Work and the
-// communicator, which resolves them into Communicator::Timing once they have fired.
-struct TimedOp {
-  cudaEvent_t start = nullptr, end = nullptr, mark = nullptr;
-  TimedOp() = default;
-  TimedOp(const TimedOp&) = delete;
-  TimedOp& operator=(const TimedOp&) = delete;
-  ~TimedOp() {
-    for (cudaEvent_t e : {start, end, mark})
-      if (e != nullptr) cudaEventDestroy(e);
-  }
-  static cudaEvent_t record(cudaStream_t stream) {
-    cudaEvent_t e = nullptr;
-    OV_CUDA_CHECK(cudaEventCreate(&e));
-    OV_CUDA_CHECK(cudaEventRecord(e, stream));
-    return e;
-  }
-  static bool fired(cudaEvent_t e) {
-    const cudaError_t q = cudaEventQuery(e);
-    if (q == cudaErrorNotReady) {
-      cudaGetLastError();  // not an error: clear it
-      return false;
-    }
-    OV_CUDA_CHECK(q);
-    return true;
-  }
-};
-
 // A completion event shared by the Work that waits for it and the watchdog that watches it.
 std::shared_ptr<CUevent_st> shared_event(cudaEvent_t e) {
   return std::shared_ptr<CUevent_st>(e, [](cudaEvent_t ev) { cudaEventDestroy(ev); });
@@ -147,19 +119,7 @@ class NcclCommunicator final : public Communicator, private Watched {
 
   Timing timing() override {
     DeviceScope scope(device_);
-    for (auto it = timed_.begin(); it != timed_.end();) {
-      const TimedOp& op = **it;
-      if (op.mark == nullptr || !TimedOp::fired(op.end) || !TimedOp::fired(op.mark)) {
-        ++it;  // not waited for yet, or still running
-        continue;
-      }
-      float busy = 0, stalled = 0;
-      OV_CUDA_CHECK(cudaEventElapsedTime(&busy, op.start, op.end));
-      OV_CUDA_CHECK(cudaEventElapsedTime(&stalled, op.mark, op.end));  // negative: done before the caller waited
-      timing_->busy_ms += busy;
-      timing_->waited_ms += std::max(0.0f, stalled);
-      it = timed_.erase(it);
-    }
+    timed_.resolve(*timing_);
     return *timing_;
   }
 
@@ -349,11 +309,7 @@ class NcclCommunicator final : public Communicator, private Watched {
     timed->end = TimedOp::record(stream_);
     const std::shared_ptr<CUevent_st> done = shared_event(record_done());
     NcclWatchdog::instance().track(this, done, describe_op(op, seq_), timeout());
-    timed_.push_back(timed);
-    if (timed_.size() > kMaxUnresolved) {  // nobody asks for timing(): resolve what has fired, drop the oldest rest
-      timing();
-      while (timed_.size() > kMaxUnresolved) timed_.pop_front();
-    }
+    timed_.add(timed, *timing_);
     return Work(std::make_unique<StreamWork>(done, device_, std::move(keep), std::move(timed)));
   }
 
@@ -381,8 +337,7 @@ class NcclCommunicator final : public Communicator, private Watched {
   cudaStream_t stream_ = nullptr;
   void* token_ = nullptr;  // one float for barrier()
   uint64_t seq_ = 0;
-  std::list<std::shared_ptr<TimedOp>> timed_;  // collectives whose timing is not resolved yet
-  static constexpr size_t kMaxUnresolved = 4096;
+  TimedOps timed_;  // collectives whose timing is not resolved yet
 };
 
 std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm group, std::string name, int cuda_device,

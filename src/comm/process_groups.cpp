@@ -1,5 +1,6 @@
 #include "openvid/comm/process_groups.h"
 
+#include "openvid/comm/emulated_communicator.h"
 #include "openvid/comm/host_copy.h"
 #include "openvid/comm/mpi_communicator.h"
 #include "openvid/comm/nccl_communicator.h"
@@ -45,6 +46,26 @@ ProcessGroups ProcessGroups::create(const Universe& universe, Backend backend,
   return g;
 }
 
+ProcessGroups ProcessGroups::emulate(const Universe& universe, Backend backend, std::chrono::milliseconds timeout,
+                                     const Network& network, int gpus_per_node) {
+  if (!universe.emulated()) throw Error("ProcessGroups::emulate needs an emulated universe (Universe::emulate)");
+  const Mesh& mesh = universe.mesh();
+  const int node = gpus_per_node > 0 ? gpus_per_node : std::min(8, mesh.world_size());
+  const int device = universe.device().kind == DeviceKind::kCuda ? universe.device().index : -1;
+  using Peers = EmulatedLink::PeerChunks;
+  const auto group = [&](const char* name, int ranks, int stride, Peers peers) {
+    return make_emulated_communicator(name, ranks, backend, device, EmulatedLink{network, !group_within_node(ranks, stride, node), peers},
+                                      timeout);
+  };
+  ProcessGroups g;
+  g.backend_ = backend;
+  g.world_ = group("world", mesh.world_size(), 1, Peers::kCopies);
+  g.shard_ = group("shard", mesh.shard_size(), 1, Peers::kKept);  // the parameters' gathers: the peers' chunks stay the initial weights
+  g.cp_ = group("cp", mesh.cp(), 1, Peers::kCopies);              // keys and values: copies of this rank's
+  g.dp_ = group("dp", mesh.dp(), mesh.shard_size(), Peers::kCopies);
+  return g;
+}
+
 void ProcessGroups::finalize() {
   for (auto* c : {&dp_, &cp_, &shard_, &world_}) {
     if (*c) (*c)->finalize();
@@ -60,6 +81,12 @@ namespace ov::comm {
 void verify_groups(ProcessGroups& groups, const Universe& universe) {
   const Mesh& mesh = universe.mesh();
   const int me = universe.rank();
+  if (universe.emulated()) {  // stand-ins: nothing is wired; their sizes must be the mesh's
+    const std::pair<Communicator*, int> sizes[] = {{&groups.world(), mesh.world_size()}, {&groups.shard(), mesh.shard_size()},
+                                                   {&groups.cp(), mesh.cp()}, {&groups.dp(), mesh.dp()}};
+    for (const auto& [c, n] : sizes) OV_CHECK(c->size() == n, "emulated group '" + c->name() + "' has the wrong size");
+    return;
+  }
   const at::Device device = universe.device().kind == DeviceKind::kCuda
                                 ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(universe.device().index))
                                 : at::Device(at::kCPU);

@@ -157,7 +157,7 @@ void for_each_option(Options& o, Fn&& fn) {
      "batches per bucket; nothing is allocated, launched or written",
      Group::kRun);
   fn("plan_world", o.plan_world, "with --dry_run: ranks (GPUs) of the job planned; 0 = this launch's", Group::kRun);
-  fn("plan_gpus_per_node", o.plan_gpus_per_node, "with --dry_run: GPUs per node of the job planned; 0 = 8 (or the job's ranks when fewer)",
+  fn("plan_gpus_per_node", o.plan_gpus_per_node, "with --dry_run or --emulate_world: GPUs per node of the job planned; 0 = 8 (or the job's ranks when fewer)",
      Group::kRun);
   fn("plan_gpu_memory", o.plan_gpu_memory, "with --dry_run: memory per GPU in GB of the job planned (H100 80, H200 141)", Group::kRun);
   fn("plan", o.plan,
@@ -165,11 +165,16 @@ void for_each_option(Options& o, Fn&& fn) {
      "--peak_tflops x --plan_efficiency and the network options",
      Group::kRun);
   fn("plan_efficiency", o.plan_efficiency, "with --plan: the share of --peak_tflops the step's products achieve", Group::kRun);
-  fn("plan_nvlink_gbps", o.plan_nvlink_gbps, "with --plan: GB/s bus bandwidth of a collective inside a node (NVLink)", Group::kRun);
-  fn("plan_network_gbps", o.plan_network_gbps, "with --plan: GB/s per GPU of a collective across nodes (400 Gb/s InfiniBand: 45)",
+  fn("plan_nvlink_gbps", o.plan_nvlink_gbps, "with --plan and --emulate_world: GB/s bus bandwidth of a collective inside a node (NVLink)", Group::kRun);
+  fn("plan_network_gbps", o.plan_network_gbps, "with --plan and --emulate_world: GB/s per GPU of a collective across nodes (400 Gb/s InfiniBand: 45)",
      Group::kRun);
-  fn("plan_nvlink_latency_us", o.plan_nvlink_latency_us, "with --plan: microseconds per ring step inside a node", Group::kRun);
-  fn("plan_network_latency_us", o.plan_network_latency_us, "with --plan: microseconds per ring step across nodes", Group::kRun);
+  fn("plan_nvlink_latency_us", o.plan_nvlink_latency_us, "with --plan and --emulate_world: microseconds per ring step inside a node", Group::kRun);
+  fn("plan_network_latency_us", o.plan_network_latency_us, "with --plan and --emulate_world: microseconds per ring step across nodes", Group::kRun);
+  fn("emulate_world", o.emulate_world,
+     "train as rank 0 of a job of this many ranks, on one process: its real shards, buffers and compute, every collective a "
+     "stand-in that fills its output as identical peers would and lasts what the --plan network options give; for measuring a "
+     "planned job's step time, memory and exposed communication on one GPU. Evaluation, samples and checkpoints are off; 0 = off",
+     Group::kRun);
   // Model
   fn("model_width", m.width, "model width D", Group::kModel);
   fn("model_depth", m.depth, "number of DiT blocks", Group::kModel);

@@ -295,6 +295,15 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
     throw InputError(std::string(e.what()) + " (see --help)");
   }
   validate(o);
+  if (o.emulate_world > 0) {  // a measurement: what needs the whole job's model or files is off
+    result.notes.push_back("note: --emulate_world " + std::to_string(o.emulate_world) + ": this process trains as rank 0 of a job of " +
+                           std::to_string(o.emulate_world) + " ranks; its collectives are stand-ins timed by the network model, so "
+                           "the weights are not the job's: they stay at their initial values (the optimizer runs with a learning rate "
+                           "of 0), and evaluation, samples and checkpoints are off");
+    o.evaluate_every = 0;
+    o.sample_every = 0;
+    o.write_checkpoints = false;
+  }
   for (const ReferenceOnly& r : kReferenceOnly) {
     if (vm.count(r.name)) result.notes.push_back(std::string("note: --") + r.name + " is ignored: " + r.why);
   }

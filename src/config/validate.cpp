@@ -72,6 +72,15 @@ void validate(const Options& o) {
   need(o.collective_timeout > 0, "collective_timeout", "must be > 0 seconds", o.collective_timeout);
   need(o.batch_tokens >= 0, "batch_tokens", "must be >= 0 (0: batches of --batch_size)", o.batch_tokens);
   need(o.plan_world >= 0, "plan_world", "must be >= 0 (0: this launch's ranks)", o.plan_world);
+  need(o.emulate_world >= 0, "emulate_world", "must be >= 0 (0: off)", o.emulate_world);
+  if (o.emulate_world > 0 && (o.dry_run || o.plan)) {
+    throw InputError("--emulate_world runs a job's rank 0 and --dry_run/--plan only plans it: give one of them (--dry_run --plan_world " +
+                     std::to_string(o.emulate_world) + " plans the same job)");
+  }
+  if (o.emulate_world > 0 && !o.resume.empty()) {
+    throw InputError("--emulate_world cannot --resume: an emulated rank writes no checkpoints, and a real job's checkpoint is every "
+                     "rank's shards; start it fresh (it measures steps, it does not train a model to keep)");
+  }
   need(o.plan_gpus_per_node >= 0, "plan_gpus_per_node", "must be >= 0 (0: 8)", o.plan_gpus_per_node);
   need(o.plan_gpu_memory > 0, "plan_gpu_memory", "must be > 0 GB (an H100 has 80, an H200 141)", o.plan_gpu_memory);
   need(o.plan_efficiency > 0 && o.plan_efficiency <= 1, "plan_efficiency", "must be in (0, 1]", o.plan_efficiency);

@@ -14,6 +14,7 @@
 #endif
 
 #include "openvid/kernels/adamw.h"
+#include "openvid/kernels/clock.h"
 #include "openvid/kernels/float8.h"
 #include "openvid/kernels/fused.h"
 #include "openvid/kernels/noise.h"
@@ -69,6 +70,8 @@ void fused_adamw(const AdamSegment*, const int64_t*, int64_t, CopyKind, CopyKind
   missing("fused_adamw");
 }
 void gaussian_noise(float*, const uint64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, Stream) { missing("gaussian_noise"); }
+void stamp_time(int64_t*, Stream) { missing("stamp_time"); }
+void spin_until(const int64_t*, int64_t, Stream) { missing("spin_until"); }
 // The fused block operations: never reached (fused_kernels_enabled() is false), but linked.
 bool residual_stream_fits(int64_t) { return false; }
 int64_t residual_stream_workspace(int64_t, int64_t, int64_t) { return 0; }

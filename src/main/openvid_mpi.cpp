@@ -1,5 +1,6 @@
 // openvid_mpi: the training job. Parse options (all ranks agree on errors), build the runtime, report
 // the topology, check the communication groups, train.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include "openvid/runtime/signals.h"
 #include "openvid/runtime/universe.h"
 #include "openvid/train/plan.h"
+#include "openvid/train/plan_advice.h"
 #include "openvid/train/setup.h"
 #include "openvid/train/trainer.h"
 
@@ -47,7 +49,8 @@ int openvid_mpi(int argc, char** argv) {
   ov::set_collective_timeout(opt.collective_timeout);
   if (opt.dry_run || opt.plan) return ov::train::dry_run(opt, MPI_COMM_WORLD);  // before any device, communicator or file
 
-  ov::Universe universe = ov::Universe::create(MPI_COMM_WORLD, opt.fs, opt.cp, opt.device);
+  ov::Universe universe = opt.emulate_world > 0 ? ov::Universe::emulate(MPI_COMM_WORLD, opt.emulate_world, opt.fs, opt.cp, opt.device)
+                                                : ov::Universe::create(MPI_COMM_WORLD, opt.fs, opt.cp, opt.device);
   ov::comm::Backend backend = ov::comm::Backend::kMpi;
   ov::all_ranks_check(universe.world(), [&] { backend = ov::comm::resolve_backend(opt.backend, universe.device()); });
   // Before any communicator exists: ranks on other devices, backends or dtypes would meet in different
@@ -61,9 +64,18 @@ int openvid_mpi(int argc, char** argv) {
   const std::vector<std::string> lines = ov::gather_strings(universe.world(), universe.describe());
   const std::vector<std::string> places = ov::gather_strings(universe.world(), universe.place());
   if (root) {
-    std::cout << ov::version_string() << ": " << universe.size() << " ranks on " << universe.num_nodes()
-              << " node(s), mesh " << universe.mesh().describe() << ", backend "
-              << ov::comm::to_string(backend) << "\n";
+    if (universe.emulated()) {
+      const ov::comm::Network net = ov::train::planned_network(opt);
+      std::cout << ov::version_string() << ": one process emulating rank 0 of " << universe.size() << " ranks ("
+                << (opt.plan_gpus_per_node > 0 ? opt.plan_gpus_per_node : std::min(8, universe.size())) << " per node), mesh "
+                << universe.mesh().describe() << ", backend " << ov::comm::to_string(backend) << "; collectives are stand-ins lasting "
+                << "what the network model gives: NVLink " << net.nvlink_gbps << " GB/s and " << net.nvlink_latency_us
+                << " us per ring step, across nodes " << net.network_gbps << " GB/s per GPU and " << net.network_latency_us << " us\n";
+    } else {
+      std::cout << ov::version_string() << ": " << universe.size() << " ranks on " << universe.num_nodes()
+                << " node(s), mesh " << universe.mesh().describe() << ", backend "
+                << ov::comm::to_string(backend) << "\n";
+    }
     std::vector<ov::RankPlace> ranks;
     for (const std::string& p : places) ranks.push_back(ov::place_of(p));
     for (const std::string& line : ov::placement_summary(ranks, lines)) std::cout << "  " << line << "\n";
@@ -77,9 +89,12 @@ int openvid_mpi(int argc, char** argv) {
     ov::write_file_durably(inputs.run_dir + "/placement.txt", all);
   }, ov::kExitFailure);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.collective_timeout * 1000));
-  ov::comm::ProcessGroups groups = ov::comm::ProcessGroups::create(universe, backend, timeout);
+  ov::comm::ProcessGroups groups =
+      universe.emulated()
+          ? ov::comm::ProcessGroups::emulate(universe, backend, timeout, ov::train::planned_network(opt), opt.plan_gpus_per_node)
+          : ov::comm::ProcessGroups::create(universe, backend, timeout);
   ov::comm::verify_groups(groups, universe);
-  if (root) std::cout << "communication groups verified (world, shard, cp, dp)\n" << std::flush;
+  if (root && !universe.emulated()) std::cout << "communication groups verified (world, shard, cp, dp)\n" << std::flush;
   int code = ov::kExitOk;
   try {
     ov::train::Trainer trainer(opt, universe, groups, std::move(inputs));

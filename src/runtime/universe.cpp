@@ -83,7 +83,27 @@ Universe Universe::create(MPI_Comm world, int fs, int cp, DeviceRequest request)
   // The verdict is the same on every rank; agreeing on it keeps the exit clean and the message single.
   std::optional<Mesh> mesh;
   all_ranks_check(world, [&] { mesh = Mesh::make(size, fs, cp); });
-  Universe u(world, *mesh);
+  return build(world, *mesh, rank, request);
+}
+
+Universe Universe::emulate(MPI_Comm world, int world_size, int fs, int cp, DeviceRequest request) {
+  int size = 1;
+  OV_MPI_CHECK(MPI_Comm_size(world, &size));
+  std::optional<Mesh> mesh;
+  all_ranks_check(world, [&] {
+    if (size != 1) {
+      throw InputError("--emulate_world " + std::to_string(world_size) + " makes one process play rank 0 of that job, but " +
+                       std::to_string(size) + " were launched: launch one (mpirun -np 1, or no mpirun)");
+    }
+    mesh = Mesh::make(world_size, fs, cp);
+  });
+  Universe u = build(world, *mesh, 0, request);
+  u.emulated_ = true;
+  return u;
+}
+
+Universe Universe::build(MPI_Comm world, const Mesh& mesh, int rank, DeviceRequest request) {
+  Universe u(world, mesh);
   u.rank_ = rank;
   u.host_ = host_name();
 
@@ -96,6 +116,7 @@ Universe Universe::create(MPI_Comm world, int fs, int cp, DeviceRequest request)
 
   u.device_ = choose_device(world, u.node_, request);
 
+  // (Emulated: the launched world is this process alone, and so is each group.)
   u.shard_ = split(world, u.mesh_.shard_color(rank), rank);
   u.cp_ = split(world, u.mesh_.cp_color(rank), rank);
   u.dp_ = split(world, u.mesh_.dp_color(rank), rank);
@@ -110,6 +131,7 @@ Universe::Universe(Universe&& other) noexcept
       local_rank_(other.local_rank_),
       local_size_(other.local_size_),
       num_nodes_(other.num_nodes_),
+      emulated_(other.emulated_),
       device_(other.device_),
       node_(std::exchange(other.node_, MPI_COMM_NULL)),
       shard_(std::exchange(other.shard_, MPI_COMM_NULL)),
@@ -126,6 +148,7 @@ Universe& Universe::operator=(Universe&& other) noexcept {
     local_rank_ = other.local_rank_;
     local_size_ = other.local_size_;
     num_nodes_ = other.num_nodes_;
+    emulated_ = other.emulated_;
     device_ = other.device_;
     node_ = std::exchange(other.node_, MPI_COMM_NULL);
     shard_ = std::exchange(other.shard_, MPI_COMM_NULL);
@@ -153,7 +176,7 @@ std::string Universe::describe() const {
      << local_size_ << " device=" << device_.str() << " mesh(dp,fs,cp)=(" << c.dp << "," << c.fs << ","
      << c.cp << ") data_rank=" << data_rank() << "/" << num_data_ranks()
      << " shard=" << join(mesh_.shard_group(rank_)) << " cp=" << join(mesh_.cp_group(rank_))
-     << " dp=" << join(mesh_.dp_group(rank_));
+     << " dp=" << join(mesh_.dp_group(rank_)) << (emulated_ ? " (emulated: the other ranks are stand-ins)" : "");
   return os.str();
 }
 

@@ -43,6 +43,10 @@ PlanTarget plan_target(const Options& o, int launched) {
   return t;
 }
 
+Network planned_network(const Options& o) {
+  return Network{o.plan_nvlink_gbps, o.plan_network_gbps, o.plan_nvlink_latency_us, o.plan_network_latency_us};
+}
+
 int dry_run(const Options& o, MPI_Comm world) {
   int launched = 1;
   OV_MPI_CHECK(MPI_Comm_size(world, &launched));
@@ -54,7 +58,7 @@ int dry_run(const Options& o, MPI_Comm world) {
     report = plan_report(o, manifest, target, plan);
     if (!plan.batches_table.empty()) report += plan.batches_table + "\n";
     if (o.plan) {
-      const Network net{o.plan_nvlink_gbps, o.plan_network_gbps, o.plan_nvlink_latency_us, o.plan_network_latency_us};
+      const Network net = planned_network(o);
       const double peak = o.peak_tflops > 0 ? o.peak_tflops : kH100PeakTflops;
       report += advice_report(o, target, net, peak, predict_layouts(o, manifest, target, net, peak));
     }

@@ -14,21 +14,10 @@ constexpr double kHbmBytesPerSecond = 2.5e12;    // what the optimizer's pass ov
 constexpr double kOptimizerBytesPerElement = 30;  // master, gradient, two moments read; master, moments, compute copy written
 
 bool within_node(int group, int stride, const PlanTarget& t) {
-  // A group of `group` ranks `stride` apart: inside a node when its span fits one and starts at a node's boundary.
-  const int node = t.gpus_per_node > 0 ? t.gpus_per_node : t.world;
-  return group * stride <= node && node % (group * stride) == 0;
+  return comm::group_within_node(group, stride, t.gpus_per_node > 0 ? t.gpus_per_node : t.world);
 }
 
 }  // namespace
-
-double collective_seconds(Collective kind, double bytes, int ranks, bool across_nodes, const Network& net) {
-  if (ranks <= 1 || bytes <= 0) return 0;
-  const double n = ranks, bandwidth = (across_nodes ? net.network_gbps : net.nvlink_gbps) * 1e9;
-  const double latency = (across_nodes ? net.network_latency_us : net.nvlink_latency_us) * 1e-6;
-  const double share = kind == Collective::kAllReduce ? 2 * (n - 1) / n : (n - 1) / n;  // ring: each rank sends this much of the buffer
-  const double steps = kind == Collective::kAllReduce ? 2 * (n - 1) : n - 1;
-  return steps * latency + share * bytes / bandwidth;
-}
 
 std::vector<LayoutPrediction> predict_layouts(const Options& o, const data::Manifest& m, const PlanTarget& t, const Network& net,
                                               double peak_tflops) {

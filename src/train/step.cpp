@@ -19,8 +19,8 @@ namespace {
 
 // Elements of the latents of the global batch's real samples: the loss is normalised by it, so that summing
 // the ranks' losses gives the mean over the real samples whatever the layout (padding weighs nothing).
-double global_elements(const data::HostBatch& b) {
-  return static_cast<double>(b.global_valid) * static_cast<double>(b.latents.size(1) * b.frames * b.latents.size(3) * b.latents.size(4));
+double global_elements(const data::HostBatch& b, int64_t global_valid) {
+  return static_cast<double>(global_valid) * static_cast<double>(b.latents.size(1) * b.frames * b.latents.size(3) * b.latents.size(4));
 }
 
 }  // namespace
@@ -44,10 +44,12 @@ StepPipeline::InFlight StepPipeline::launch(int64_t step, const data::HostBatch&
   r.data_wait = data_wait;
   const auto bytes_before = run_.groups.bytes_moved();
   f.bucket = host.bucket;
-  f.samples = host.global_valid;
+  // An emulated rank's peers read what it read (comm/emulated_communicator.h): the global batch is its real
+  // samples on every data rank, however few the dataset holds (a padded remainder batch, here, is no smaller).
+  f.samples = run_.u.emulated() ? host.valid * run_.u.num_data_ranks() : host.global_valid;
   const data::DeviceBatch b = data::to_device(host, run_.compute.device, at::kFloat);
   const int64_t n = static_cast<int64_t>(b.samples.size()), micro = run_.opt.grad_accum, per_micro = n / micro;
-  const double elements = global_elements(host);
+  const double elements = global_elements(host, f.samples);
   at::Tensor loss_sum = at::zeros({1}, b.latents.options().dtype(at::kDouble));
   for (int64_t i = 0; i < micro; ++i) {
     const at::Tensor l = [&] {
@@ -82,6 +84,10 @@ StepPipeline::InFlight StepPipeline::launch(int64_t step, const data::HostBatch&
   const at::Tensor factor = run_.opt.grad_clip > 0 ? (run_.opt.grad_clip / norm).clamp_max(1.0) : at::ones_like(norm);
   const at::Tensor control = at::cat({finite.to(at::kFloat), factor.to(at::kFloat)});
   r.lr = run_.opt.learning_rate * lr_multiplier(run_.opt.lr_scheduler_type, step, run_.opt.max_steps, run_.opt.warmup_steps);
+  // An emulated rank (--emulate_world) gathers its peers' shards as copies of its own: a model that is not
+  // the job's, which updates would drive anywhere. The optimizer runs all the same, with a step of 0, so
+  // the weights and the loss stay at their finite initial values and the step costs what the job's does.
+  if (run_.u.emulated()) r.lr = 0;
   timer.end_phase("statistics");
   {
     const kernels::Range optimizer("optimizer");

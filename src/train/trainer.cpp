@@ -225,12 +225,15 @@ int Trainer::run() {
       log.write(point);
     }
     const bool in_sync = !pending.has_value();  // no later step was enqueued: the state is this step's
-    if (in_sync && (cadence.checkpoint(done) || stop)) {
+    if (in_sync && (cadence.checkpoint(done) || stop) && !d.u.emulated()) {  // an emulated rank holds one shard of the job's
       const std::string where = save_checkpoint(done);
       if (root) std::cout << "checkpoint " << where << "\n" << std::flush;
     }
     if (in_sync && stop) {
-      if (root) {
+      if (root && d.u.emulated()) {
+        std::cout << "received signal (SIGUSR1 or SIGTERM): stopped at step " << done << " (an emulated rank writes no checkpoint); exiting with code "
+                  << kExitRequeue << "\n" << std::flush;
+      } else if (root) {
         std::cout << "received signal (SIGUSR1 or SIGTERM on some rank): checkpoint written at step " << done << "; exiting with code "
                   << kExitRequeue << " so the job can be requeued (resume with --resume auto)\n" << std::flush;
       }

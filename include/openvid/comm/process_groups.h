@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "openvid/comm/communicator.h"
+#include "openvid/comm/network_model.h"
 #include "openvid/runtime/universe.h"
 
 namespace ov::comm {
@@ -15,6 +16,11 @@ class ProcessGroups {
  public:
   // Collective over the universe's world: creates world, shard, cp and dp communicators, in that order.
   static ProcessGroups create(const Universe& universe, Backend backend, std::chrono::milliseconds timeout);
+  // For an emulated universe (Universe::emulate): the same four groups, of the emulated mesh's sizes, as
+  // stand-ins (comm/emulated_communicator.h) timed by `network`; a group lies inside a node when the mesh
+  // places it there on nodes of `gpus_per_node` GPUs (0: 8, or the world when smaller).
+  static ProcessGroups emulate(const Universe& universe, Backend backend, std::chrono::milliseconds timeout, const Network& network,
+                               int gpus_per_node);
 
   Backend backend() const { return backend_; }
   Communicator& world() { return *world_; }

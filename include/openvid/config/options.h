@@ -111,6 +111,9 @@ struct Options {
   double plan_nvlink_gbps = 360;     // GB/s bus bandwidth of a collective inside a node
   double plan_network_gbps = 45;     // GB/s per GPU across nodes (400 Gb/s InfiniBand)
   double plan_nvlink_latency_us = 10, plan_network_latency_us = 20;  // per ring step
+  // --emulate_world N: this one process trains as rank 0 of an N-rank job, its collectives stand-ins timed
+  // by the network options above (comm/emulated_communicator.h); 0 = off
+  int emulate_world = 0;
 
   ModelConfig model;
 };

@@ -19,6 +19,12 @@ class Universe {
   // Collective over `world` (every rank calls it once, early). An invalid mesh or device request ends
   // the job cleanly on every rank (CollectiveExit with a message saying what to change).
   static Universe create(MPI_Comm world, int fs, int cp, DeviceRequest device = DeviceRequest::kAuto);
+  // One process playing world rank 0 of a job of `world_size` ranks (--emulate_world): the mesh is that
+  // job's and this process its rank 0; the MPI world and groups hold this process alone (the tensor groups
+  // are comm/emulated_communicator.h's stand-ins, made by ProcessGroups::emulate). Collective over `world`,
+  // which must hold one process (else every rank exits 2 saying so).
+  static Universe emulate(MPI_Comm world, int world_size, int fs, int cp, DeviceRequest device = DeviceRequest::kAuto);
+  bool emulated() const { return emulated_; }
 
   Universe(Universe&& other) noexcept;
   Universe& operator=(Universe&& other) noexcept;
@@ -53,6 +59,7 @@ class Universe {
 
  private:
   Universe(MPI_Comm world, Mesh mesh) : world_(world), mesh_(mesh) {}
+  static Universe build(MPI_Comm world, const Mesh& mesh, int rank, DeviceRequest request);
   void release() noexcept;
 
   MPI_Comm world_ = MPI_COMM_NULL;
@@ -60,6 +67,7 @@ class Universe {
   int rank_ = 0;
   std::string host_;
   int local_rank_ = 0, local_size_ = 1, num_nodes_ = 1;
+  bool emulated_ = false;
   DeviceChoice device_;
   MPI_Comm node_ = MPI_COMM_NULL, shard_ = MPI_COMM_NULL, cp_ = MPI_COMM_NULL, dp_ = MPI_COMM_NULL;
 };

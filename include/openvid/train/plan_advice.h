@@ -13,21 +13,21 @@
 #include <string>
 #include <vector>
 
+#include "openvid/comm/network_model.h"
 #include "openvid/config/options.h"
 #include "openvid/data/manifest.h"
 #include "openvid/train/plan.h"
 
 namespace ov::train {
 
-struct Network {
-  double nvlink_gbps = 360, network_gbps = 45;           // bus bandwidth, GB/s
-  double nvlink_latency_us = 10, network_latency_us = 20;  // per ring step
-};
+// The ring model of each collective (comm/network_model.h), shared with the emulated ranks.
+using comm::Collective;
+using comm::collective_seconds;
+using comm::Network;
 
-// Seconds of one collective of `bytes` (as counted: the all-gathered output, the reduce-scattered input,
-// the all-reduced buffer) over `ranks` ranks in a ring, inside one node or across nodes.
-enum class Collective { kAllGather, kReduceScatter, kAllReduce };
-double collective_seconds(Collective kind, double bytes, int ranks, bool across_nodes, const Network& net);
+// The network the options describe (--plan_nvlink_gbps, --plan_network_gbps and their latencies): what
+// --plan predicts with and --emulate_world's stand-ins last.
+Network planned_network(const Options& options);
 
 struct LayoutPrediction {
   int dp = 1, fs = 1, cp = 1, recompute_every = 0;
