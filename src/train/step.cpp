@@ -115,6 +115,7 @@ StepPipeline::InFlight StepPipeline::launch(int64_t step, const data::HostBatch&
     f.stats = stats;
   }
   f.t_enqueued = t_opt;
+  f.t_launched = Clock::now();
   return f;
 }
 
@@ -150,9 +151,12 @@ StepResult StepPipeline::complete(InFlight& f) {
     if (run_.groups.backend() == comm::Backend::kNccl) r.comm_busy_ms.emplace_back(timing[g].first, timing[g].second.busy_ms - before.busy_ms);
   }
   last_timing_ = timing;
-  const auto now = Clock::now();
-  r.seconds = std::chrono::duration<double>(now - std::max(last_completed_, f.t0)).count();
-  last_completed_ = now;
+  // The step's time: from its start (or the previous step's end, when it was queued before that) to its end,
+  // which on a GPU is now (its result has just arrived) and on the CPU was the end of launch() (the work runs
+  // as it is issued; counting up to now would move the next step's work into this one).
+  const auto done = f.copied ? Clock::now() : f.t_launched;
+  r.seconds = std::chrono::duration<double>(done - std::max(last_completed_, f.t0)).count();
+  last_completed_ = done;
   return r;
 }
 

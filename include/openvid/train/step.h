@@ -54,7 +54,7 @@ class StepPipeline {
     at::Tensor stats;                  // [loss, stop flag, squared gradient norm] on the host (pinned on GPUs)
     std::optional<c10::Event> copied;  // GPUs: recorded after the statistics' copy
     StepTimer* timer = nullptr;
-    Clock::time_point t0, t_enqueued;
+    Clock::time_point t0, t_enqueued, t_launched;
   };
   // Collective over the world: enqueues optimizer step `step` on `batch` (this rank's share of its global batch).
   InFlight launch(int64_t step, const data::HostBatch& batch, double data_wait);
