@@ -39,7 +39,7 @@ lines = [json.loads(l) for l in open(metrics)]
 timed = [l for l in lines if l["step"] > 2] or lines
 step_ms = statistics.median(1e3 * l["step_seconds"] for l in timed)
 exposed_ms = statistics.median(sum(l["comm_exposed_ms"].values()) for l in timed)
-mfu_e = statistics.median(l["mfu"] for l in timed)
+mfu_e = statistics.median(l.get("mfu", 0.0) for l in timed)
 peak = max(l["peak_memory_gb"] for l in lines)  # GB (1e9), as planned
 print(f"| {cfg} | {world} | {dp} x {fs} x {cp} | {float(mem):.1f} | {peak:.1f} | {float(mem) / peak:.3f} | {float(step):.0f} ({float(compute):.0f} + {float(exposed):.1f}) "
       f"| {step_ms:.0f} | {exposed_ms:.1f} | {mfu} | {100 * mfu_e:.1f}% |")
