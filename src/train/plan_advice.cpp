@@ -134,6 +134,12 @@ std::string advice_report(const Options& o, const PlanTarget& t, const Network& 
        << " GB; a smaller batch per data rank (--batch_size, --batch_tokens) or --grad_accum cuts the activations\n";
   }
   if (layouts.size() > shown) os << "(" << layouts.size() - shown << " more layouts not shown)\n";
+  if (!layouts.empty() && layouts.front().fits) {
+    const LayoutPrediction& b = layouts.front();
+    os << "to measure the best layout's step on one GPU, all but the network (docs/planning.md): the same options with --emulate_world " << t.world
+       << " --plan_gpus_per_node " << t.gpus_per_node << " --fs " << b.fs << " --cp " << b.cp << " --recompute_every " << b.recompute_every
+       << " --max_steps 20\n";
+  }
   return os.str();
 }
 
