@@ -20,7 +20,7 @@ cases=("$@")
                                   video_2048x8:8:8 video_2048x8:64:8 video_2048x8:64:1 video_2048x8:512:8)
 # 16 samples: every step's batch is rank 0's two real ones (an emulated job's peers read what it reads).
 data=(--dataset fake --fake_samples 16 --heldout_fraction 0)
-echo "| config | world | dp x fs x cp | planned GB | emulated peak GB | planned / emulated | predicted step ms (compute + exposed) | emulated step ms | emulated exposed ms | predicted MFU | emulated MFU |"
+echo "| config | world | dp x fs x cp | planned GB | emulated peak GB | planned / emulated | predicted step ms (compute + exposed) | emulated step ms | emulated exposed ms (shard, dp, world) | predicted MFU | emulated MFU |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for c in "${cases[@]}"; do
   IFS=: read -r cfg world fs <<< "$c"
@@ -39,11 +39,11 @@ lines = [json.loads(l) for l in open(metrics)]
 timed = [l for l in lines if l["step"] > 2] or lines
 step_ms = statistics.median(1e3 * l["step_seconds"] for l in timed)
 exposed_ms = statistics.median(sum(l["comm_exposed_ms"].values()) for l in timed)
+groups = ", ".join(f'{statistics.median(l["comm_exposed_ms"].get(g, 0.0) for l in timed):.1f}' for g in ("shard", "dp", "world"))
 mfu_e = statistics.median(l.get("mfu", 0.0) for l in timed)
 peak = max(l["peak_memory_gb"] for l in lines)  # GB (1e9), as planned
 print(f"| {cfg} | {world} | {dp} x {fs} x {cp} | {float(mem):.1f} | {peak:.1f} | {float(mem) / peak:.3f} | {float(step):.0f} ({float(compute):.0f} + {float(exposed):.1f}) "
-      f"| {step_ms:.0f} | {exposed_ms:.1f} | {mfu} | {100 * mfu_e:.1f}% |")
+      f"| {step_ms:.0f} | {exposed_ms:.1f} ({groups}) | {mfu} | {100 * mfu_e:.1f}% |")
 PY
-  if [ -n "${OUT:-}" ]; then cp "$work/$cfg-$world-$fs.plan" "$work/$cfg-$world-$fs.log" "$work/runs/$cfg-$world-$fs/metrics.jsonl" "$OUT/" 2>/dev/null
-    mv "$OUT/metrics.jsonl" "$OUT/$cfg-$world-$fs.metrics.jsonl" 2>/dev/null; fi
+  if [ -n "${OUT:-}" ]; then cat "$work/$cfg-$world-$fs.log" >> "$OUT/emulated_runs.log"; cat "$work/runs/$cfg-$world-$fs/metrics.jsonl" >> "$OUT/emulated_metrics.jsonl"; fi
 done

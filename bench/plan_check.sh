@@ -19,7 +19,7 @@ for cfg in "${configs[@]}"; do
   args=(--dataset fake --fake_samples 8 --fake_latent_shape 16x64x64 --fake_text_tokens 512 --model_text_dim 4096 --model_width "$width"
         --model_depth "$depth" --model_head_dim 128 --batch_size 2 --recompute_every "${RECOMPUTE:-0}" --device cuda --precision bf16)
   planned=$(mpiexec -n 1 build-gpu/openvid_mpi "${args[@]}" --dry_run --plan_gpu_memory "$((memory * 1048576 / 1000000000))" 2>&1 |
-            tee "$work/$cfg.plan" | grep '^memory per rank' | sed -E 's/.*: ([0-9.]+) GB of .*/\1/')
+            tee "$work/$cfg.plan" | grep '^memory per rank' | sed -E 's/.*: peak ([0-9.]+) GB of .*/\1/')
   mpiexec -n 1 build-gpu/openvid_mpi "${args[@]}" --max_steps "${STEPS:-4}" --num_epochs 100 --warmup_steps 1 --log_every 1 --evaluate_every 0 \
     --write_checkpoints false --run_dir "$work/runs" --run_name "$cfg" > "$work/$cfg.log" 2>&1 || { echo "| $cfg | failed: $(tail -1 "$work/$cfg.log") |"; continue; }
   measured=$(python3 -c 'import json, sys; print(max(json.loads(l)["peak_memory_gb"] for l in open(sys.argv[1])))' "$work/runs/$cfg/metrics.jsonl")

@@ -165,6 +165,8 @@ BOOST_AUTO_TEST_CASE(layouts_are_ranked_by_predicted_throughput) {
   // All-reduce across nodes: twice the steps and the bytes, at the network's rate.
   BOOST_CHECK_CLOSE(ov::train::collective_seconds(ov::train::Collective::kAllReduce, 1e9, 16, true, net), 30 * 20e-6 + 30.0 / 16 * 1e9 / 45e9, 1e-9);
   BOOST_CHECK_EQUAL(ov::train::collective_seconds(ov::train::Collective::kAllReduce, 1e9, 1, true, net), 0.0);
+  // A few bytes over 512 ranks go by the tree: 2 x 9 steps of latency, not the ring's 2 x 511.
+  BOOST_CHECK_CLOSE(ov::train::collective_seconds(ov::train::Collective::kAllReduce, 24, 512, true, net), 18 * 20e-6 + 48 / 45e9, 1e-9);
   const ov::Options o = bench_options(2048, 8, 2, 4096);  // 8 video tokens in time: cp 1, 2, 4 or 8
   const ov::data::Manifest m = ov::train::planned_manifest(o);
   const ov::train::PlanTarget eight{8, 8, true, 80};

@@ -36,6 +36,10 @@ void Work::wait() {
   impl->wait();
 }
 
+Work Communicator::all_reduce_after(const Work&, const at::Tensor&, ReduceOp) {
+  throw Error("all_reduce_after on group '" + name_ + "': this backend cannot order a collective after another group's on the device");
+}
+
 void Communicator::check_usable(const char* op) const {
   if (!failure_.empty()) {
     throw Error(std::string(op) + " on group '" + name_ + "': the group has failed earlier: " + failure_);

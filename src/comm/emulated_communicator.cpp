@@ -50,6 +50,7 @@ class DeviceWork final : public Work::Impl {
     if (op_->mark == nullptr) op_->mark = TimedOp::record(caller);
     OV_CUDA_CHECK(cudaStreamWaitEvent(caller, op_->end, 0));
   }
+  void* device_event() const override { return op_->end; }
 
  private:
   std::shared_ptr<TimedOp> op_;
@@ -110,6 +111,20 @@ class EmulatedCommunicator final : public Communicator {
     });
   }
 
+  bool starts_after() const override { return backend_ == Backend::kNccl; }
+
+  Work all_reduce_after(const Work& after, const at::Tensor& t, ReduceOp op) override {
+    if (!starts_after() || after.device_event() == nullptr) return Communicator::all_reduce_after(after, t, op);
+    check_args("all_reduce", t);
+    count(kAllReduce, t);
+    return run(
+        Collective::kAllReduce, t, {t},
+        [t, op, n = size()] {
+          if (op == ReduceOp::kSum && t.scalar_type() != at::kBool) t.mul_(n);
+        },
+        after.device_event());
+  }
+
   Work broadcast(const at::Tensor& t, int root) override {
     check_args("broadcast", t);
     check_root("broadcast", root);
@@ -139,7 +154,7 @@ class EmulatedCommunicator final : public Communicator {
   }
 
   template <typename Fill>
-  Work run(Collective kind, const at::Tensor& buffer, std::vector<at::Tensor> keep, Fill&& fill) {
+  Work run(Collective kind, const at::Tensor& buffer, std::vector<at::Tensor> keep, Fill&& fill, void* after = nullptr) {
     if (size() < 2) return Work();
     const double seconds = collective_seconds(kind, static_cast<double>(buffer.nbytes()), size(), link_.across_nodes, link_.network);
 #ifdef OPENVID_TORCH_CUDA
@@ -152,6 +167,7 @@ class EmulatedCommunicator final : public Communicator {
       OV_CUDA_CHECK(cudaEventRecord(ready, caller));
       OV_CUDA_CHECK(cudaStreamWaitEvent(mine, ready, 0));
       OV_CUDA_CHECK(cudaEventDestroy(ready));
+      if (after != nullptr) OV_CUDA_CHECK(cudaStreamWaitEvent(mine, static_cast<cudaEvent_t>(after), 0));  // another group's collective
       auto op = std::make_shared<TimedOp>();
       op->start = TimedOp::record(mine);
       kernels::stamp_time(stamp_.data_ptr<int64_t>(), mine);
@@ -166,6 +182,7 @@ class EmulatedCommunicator final : public Communicator {
     }
 #endif
     static_cast<void>(keep);  // the CPU path's fill is done before this returns
+    static_cast<void>(after);
     fill();
     const auto length = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
     const Clock::time_point start = std::max(Clock::now(), busy_until_);  // after the group's previous transfer

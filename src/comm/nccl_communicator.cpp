@@ -155,6 +155,20 @@ class NcclCommunicator final : public Communicator, private Watched {
     });
   }
 
+  bool starts_after() const override { return true; }
+
+  Work all_reduce_after(const Work& after, const at::Tensor& t, ReduceOp op) override {
+    const char* name = "all_reduce";
+    check_args(name, t);
+    const auto event = static_cast<cudaEvent_t>(after.device_event());
+    if (event == nullptr) throw Error("all_reduce_after on group '" + this->name() + "': the collective to wait for has no device event");
+    count(kAllReduce, t);
+    return launch(name, {t}, [&] {
+      return ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
+                           nccl_type(t.scalar_type()), nccl_op(op), comm_, stream_);
+    }, event);
+  }
+
   Work broadcast(const at::Tensor& t, int root) override {
     const char* name = "broadcast";
     check_args(name, t);
@@ -226,6 +240,7 @@ class NcclCommunicator final : public Communicator, private Watched {
       if (timed_->mark == nullptr) timed_->mark = TimedOp::record(current_stream(device_));
       OV_CUDA_CHECK(cudaStreamWaitEvent(current_stream(device_), done_.get(), 0));
     }
+    void* device_event() const override { return done_.get(); }
 
    private:
     std::shared_ptr<CUevent_st> done_;  // destroyed by CUDA once fired, when the watchdog lets go too
@@ -294,7 +309,7 @@ class NcclCommunicator final : public Communicator, private Watched {
   }
 
   template <typename Enqueue>
-  Work launch(const char* op, std::vector<at::Tensor> keep, Enqueue&& fn) {
+  Work launch(const char* op, std::vector<at::Tensor> keep, Enqueue&& fn, cudaEvent_t after = nullptr) {
     DeviceScope scope(device_);
     ++seq_;
     // Order after the work already queued on the caller's stream (which produced the inputs).
@@ -303,6 +318,7 @@ class NcclCommunicator final : public Communicator, private Watched {
     OV_CUDA_CHECK(cudaEventRecord(ready, current_stream(device_)));
     OV_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
     OV_CUDA_CHECK(cudaEventDestroy(ready));
+    if (after != nullptr) OV_CUDA_CHECK(cudaStreamWaitEvent(stream_, after, 0));  // and after another group's collective
     auto timed = std::make_shared<TimedOp>();
     timed->start = TimedOp::record(stream_);
     enqueue(op, std::forward<Enqueue>(fn));

@@ -1,5 +1,8 @@
 #include "openvid/comm/network_model.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace ov::comm {
 
 double collective_seconds(Collective kind, double bytes, int ranks, bool across_nodes, const Network& net) {
@@ -8,11 +11,13 @@ double collective_seconds(Collective kind, double bytes, int ranks, bool across_
   const double latency = (across_nodes ? net.network_latency_us : net.nvlink_latency_us) * 1e-6;
   double share = (n - 1) / n, steps = n - 1;  // ring: each rank sends this share of the buffer, in this many steps
   if (kind == Collective::kAllReduce) {
-    share *= 2;
-    steps *= 2;
-  } else if (kind == Collective::kBroadcast) {
-    share = 1;
+    // NCCL picks a ring or a (double binary) tree; the tree's depth is log2(n) each way, and it sends the
+    // whole buffer up and down: what is small and wide goes by the tree.
+    const double ring = 2 * steps * latency + 2 * share * bytes / bandwidth;
+    const double tree = 2 * std::ceil(std::log2(n)) * latency + 2 * bytes / bandwidth;
+    return std::min(ring, tree);
   }
+  if (kind == Collective::kBroadcast) share = 1;
   return steps * latency + share * bytes / bandwidth;
 }
 

@@ -112,7 +112,10 @@ JobPlan plan_job(const Options& o, const data::Manifest& m, const PlanTarget& t)
   // During backward a shard group of several ranks sums each unit's gradient in fp32 before reducing it:
   // the root unit's (its parameters get gradients first and last) and a block's being filled, besides
   // those whose transfer is in flight.
-  if (shard > 1) p.state.unit_gradients = (root + (kReductionsInFlight + 1) * largest_block) * 4;
+  if (shard > 1) {
+    p.state.unit_gradients = (root + (kReductionsInFlight + 1) * largest_block) * 4;
+    p.state.root_gradient = root * 4;
+  }
 
   // The bytes of one step on each group (parallel/sharded_model.cpp, parallel/cp_attention.cpp, train/step.cpp).
   const BucketBatches batches = bucket_batches(o, m);
@@ -153,10 +156,17 @@ JobPlan plan_job(const Options& o, const data::Manifest& m, const PlanTarget& t)
     const double kept = static_cast<double>(depth - recomputed) * kBlockTokenWidths + static_cast<double>(recomputed) * kRecomputedTokenWidths +
                         (recomputed > 0 ? kBlockTokenWidths : 0.0);  // the block being recomputed holds its graph
     bp.activations = micro * local * width * dt * kept;
+    // The activations peak as backward starts, with the root unit's gradient (its first parameters' gradients
+    // come first); the bound of full unit gradients is reached only once kReductionsInFlight blocks are done,
+    // their activations freed (measured on an H100: the peak of sharded steps is the state, the activations and
+    // the root's gradient; bench/results/emulate_check_h100.md).
+    const double freed = static_cast<double>(std::min<int64_t>(depth, kReductionsInFlight)) / static_cast<double>(depth);
+    bp.peak = static_cast<double>(p.state.total()) + std::max(bp.activations + static_cast<double>(p.state.root_gradient),
+                                                              static_cast<double>(p.state.unit_gradients) + bp.activations * (1 - freed));
     p.buckets.push_back(bp);
   }
   for (size_t b = 0; b < p.buckets.size(); ++b) {
-    if (p.buckets[b].activations > p.buckets[p.largest].activations) p.largest = b;
+    if (p.buckets[b].peak > p.buckets[p.largest].peak) p.largest = b;
   }
   return p;
 }
@@ -185,9 +195,13 @@ std::string plan_report(const Options& o, const data::Manifest& m, const PlanTar
      << ", Adam moments " << gb(static_cast<double>(p.state.moments));
   if (p.state.ema > 0) os << ", moving average " << gb(static_cast<double>(p.state.ema));
   os << ", gathered parameters " << gb(static_cast<double>(p.state.gathered));
-  if (p.state.unit_gradients > 0) os << ", full unit gradients in backward " << gb(static_cast<double>(p.state.unit_gradients));
-  os << ", activations and workspace (estimate, bucket " << big.name << ", " << big.per_rank / o.grad_accum << " sample"
-     << (big.per_rank / o.grad_accum == 1 ? "" : "s") << " per micro-batch) " << gb(big.activations) << ": " << gb(p.peak());
+  os << "; activations and workspace (estimate, bucket " << big.name << ", " << big.per_rank / o.grad_accum << " sample"
+     << (big.per_rank / o.grad_accum == 1 ? "" : "s") << " per micro-batch) " << gb(big.activations);
+  if (p.state.unit_gradients > 0) {
+    os << " with the root unit's full gradient " << gb(static_cast<double>(p.state.root_gradient)) << " (full unit gradients in backward: at most "
+       << gb(static_cast<double>(p.state.unit_gradients)) << ", once blocks have freed theirs)";
+  }
+  os << ": peak " << gb(p.peak());
   if (t.gpu && t.gpu_memory_gb > 0) {
     const double room = t.gpu_memory_gb * 1e9;
     if (p.peak() <= 0.95 * room) {

@@ -30,6 +30,9 @@ class Work {
    public:
     virtual ~Impl() = default;
     virtual void wait() = 0;
+    // The CUDA event (a cudaEvent_t) that fires once the transfer is done, for another group's collective to
+    // start after it on the device (Communicator::all_reduce_after); null where there is none (MPI).
+    virtual void* device_event() const { return nullptr; }
   };
 
   Work() = default;
@@ -42,6 +45,7 @@ class Work {
 
   void wait();
   bool pending() const { return impl_ != nullptr; }
+  void* device_event() const { return impl_ ? impl_->device_event() : nullptr; }
 
  private:
   std::unique_ptr<Impl> impl_;
@@ -72,6 +76,11 @@ class Communicator {
   [[nodiscard]] virtual Work reduce_scatter(const at::Tensor& out, const at::Tensor& in, ReduceOp op) = 0;
   // In place: t = root's t.
   [[nodiscard]] virtual Work broadcast(const at::Tensor& t, int root) = 0;
+  // all_reduce, started once both the caller's work so far and `after` (a pending collective of another group
+  // on this device, which stays to be waited for) are done, without the caller waiting for `after`: ordered on
+  // the device, so only where starts_after() (NCCL, the GPU stand-ins); elsewhere it throws.
+  virtual bool starts_after() const { return false; }
+  [[nodiscard]] virtual Work all_reduce_after(const Work& after, const at::Tensor& t, ReduceOp op);
   // Returns once every rank of the group has entered it; blocks the host (bounded by the timeout).
   virtual void barrier() = 0;
 

@@ -39,7 +39,8 @@ struct GroupBytes {
 struct StatePlan {
   int64_t masters = 0, gradients = 0, moments = 0, ema = 0, gathered = 0;
   int64_t unit_gradients = 0;  // at most this many bytes of full unit gradients during backward (shard groups of several ranks)
-  int64_t total() const { return masters + gradients + moments + ema + gathered + unit_gradients; }
+  int64_t root_gradient = 0;   // of those, the root unit's: alive from backward's first gradient to its last
+  int64_t total() const { return masters + gradients + moments + ema + gathered; }  // held throughout the step
 };
 
 struct BucketPlan {
@@ -49,6 +50,10 @@ struct BucketPlan {
   double flops = 0;         // model FLOPs of one step of the whole job (3 x forward)
   GroupBytes bytes;         // one step's, on rank 0
   double activations = 0;   // estimated peak bytes of one micro-batch's activations and workspace on a rank
+  // The estimated peak of a step of this bucket on a rank: the state, and the larger of the activations' peak
+  // (with the root unit's full gradient, made at backward's start) and the later moment of backward that
+  // holds every full unit gradient of the bound while the blocks already done have freed theirs.
+  double peak = 0;
 };
 
 struct JobPlan {
@@ -60,7 +65,7 @@ struct JobPlan {
   std::vector<BucketPlan> buckets;         // the manifest's order
   size_t largest = 0;                      // the bucket of the largest activations (the memory that must fit)
   std::string batches_table;               // a token budget's start-up lines (train/batching.h; "" with --batch_size)
-  double peak() const { return static_cast<double>(state.total()) + (buckets.empty() ? 0.0 : buckets[largest].activations); }
+  double peak() const { return buckets.empty() ? static_cast<double>(state.total()) : buckets[largest].peak; }
 };
 
 // Throws InputError as a real launch would for an impossible layout (world not divisible by fs x cp, the
