@@ -6,6 +6,7 @@
 #include "mpi_fixture.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
 #include <filesystem>
@@ -20,9 +21,12 @@
 #endif
 
 #include "openvid/comm/emulated_communicator.h"
+#include "openvid/comm/mpi_communicator.h"
 #include "openvid/comm/network_model.h"
 #include "openvid/comm/process_groups.h"
 #include "openvid/data/manifest.h"
+#include "openvid/model/dit.h"
+#include "openvid/parallel/sharded_model.h"
 #include "openvid/data/synthetic.h"
 #include "openvid/runtime/mpi_session.h"
 #include "openvid/runtime/universe.h"
@@ -30,6 +34,7 @@
 #include "openvid/train/trainer.h"
 #include "plan_checks.h"
 #include "test_util.h"
+#include "tiny_model.h"
 #include "train_options.h"
 
 namespace {
@@ -98,15 +103,15 @@ BOOST_AUTO_TEST_CASE(stand_ins_fill_outputs_as_identical_peers_would) {
   } catch (const ov::Error& e) {
     BOOST_TEST(ov::test::has(e.what(), "expected 12"), e.what());
   }
-  // The CPU's groups cannot order a collective after another's on a device: they say so, and refuse.
-  BOOST_TEST(!c->starts_after());
+  // all_reduce_after needs a collective of an emulated group to follow.
+  BOOST_TEST(c->starts_after());
   ov::comm::Work none;
   try {
     t = in.clone();
     c->all_reduce_after(none, t, ReduceOp::kSum).wait();
-    BOOST_ERROR("all_reduce_after passed on the CPU");
+    BOOST_ERROR("all_reduce_after passed without a collective to follow");
   } catch (const ov::Error& e) {
-    BOOST_TEST(ov::test::has(e.what(), "cannot order a collective after another group's"), e.what());
+    BOOST_TEST(ov::test::has(e.what(), "the collective to follow is not one of an emulated group"), e.what());
   }
   // A group of one moves and counts nothing.
   auto one = stand_in(1, 1000);
@@ -155,6 +160,20 @@ BOOST_AUTO_TEST_CASE(a_stand_in_lasts_what_the_network_model_gives) {
   t0 = Clock::now();
   far->all_gather(out, in).wait();
   BOOST_TEST(ms_since(t0) >= 119.0);
+  // all_reduce_after: another group's all-reduce (80 ms by the tree) starts when the 60 ms gather before it
+  // ends, though the host does not wait for the gather: it ends 140 ms after both were issued.
+  auto other = stand_in(4, 20000);
+  t0 = Clock::now();
+  ov::comm::Work gather = c->all_gather(out, in);
+  at::Tensor s = at::ones({8});
+  ov::comm::Work reduce = other->all_reduce_after(gather, s, ReduceOp::kSum);
+  BOOST_TEST(ms_since(t0) < 20.0);
+  reduce.wait();
+  BOOST_TEST(ms_since(t0) >= 139.0);
+  BOOST_TEST(at::equal(s, at::full({8}, 4.0f)));
+  gather.wait();
+  // The MPI backend cannot start a transfer on a condition: it says so.
+  BOOST_TEST(!ov::comm::MpiCommunicator(MPI_COMM_SELF, "self", std::chrono::milliseconds(1000)).starts_after());
 }
 
 BOOST_AUTO_TEST_CASE(groups_inside_or_across_nodes) {
@@ -209,6 +228,33 @@ BOOST_AUTO_TEST_CASE(an_emulated_job_holds_and_moves_what_the_plan_says) {
     }
   }
   std::filesystem::remove_all(dir);
+}
+
+// With groups that order one collective after another (the stand-ins here; NCCL on GPUs), each unit's
+// all-reduce over the replicas starts during backward right behind the unit's reduce-scatter: one per unit
+// launched in backward, none left to the step's end (the MPI backend's window of reductions in flight
+// leaves the last two units' there).
+BOOST_AUTO_TEST_CASE(the_replicas_reduction_follows_each_reduce_scatter) {
+  ov::Universe u = ov::Universe::emulate(MPI_COMM_WORLD, 4, 2, 1, ov::DeviceRequest::kCpu);  // dp 2 x fs 2
+  auto groups = ov::comm::ProcessGroups::emulate(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000), ov::comm::Network{}, 8);
+  ov::model::DiT model(tiny_model_config(true));
+  randomize_parameters(*model, 5);
+  ov::parallel::ShardedModel sharded(*model, groups.shard(), groups.dp());
+  BOOST_REQUIRE_GE(sharded.num_units(), 3);
+  for (int step = 0; step < 3; ++step) {
+    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(step);
+    const at::Tensor x = at::normal(0, 1, {1, 4, 4, 4, 6}, g), text = at::normal(0, 1, {1, 5, 24}, g), t = at::rand({1}, g);
+    sharded.arm();
+    const int64_t before = groups.dp().traffic(ov::comm::Communicator::kAllReduce).calls;
+    model->forward(x, text, t).square().mean().backward();
+    const int64_t started = groups.dp().traffic(ov::comm::Communicator::kAllReduce).calls - before;
+    sharded.finish();
+    if (step > 0) {  // from the second step on every unit is launched from backward's hooks
+      BOOST_CHECK_EQUAL(sharded.units_launched_in_backward(), sharded.num_units());
+      BOOST_CHECK_EQUAL(started, sharded.num_units());
+    }
+    sharded.gather();
+  }
 }
 
 BOOST_AUTO_TEST_CASE(an_emulated_mesh_is_checked_like_a_launch) {

@@ -31,6 +31,7 @@ class HostWork final : public Work::Impl {
     std::this_thread::sleep_until(end_);
     timing_->waited_ms += std::chrono::duration<double, std::milli>(end_ - now).count();
   }
+  std::optional<Clock::time_point> ends_at() const override { return end_; }
 
  private:
   Clock::time_point end_;
@@ -111,10 +112,14 @@ class EmulatedCommunicator final : public Communicator {
     });
   }
 
-  bool starts_after() const override { return backend_ == Backend::kNccl; }
+  bool starts_after() const override { return true; }
 
   Work all_reduce_after(const Work& after, const at::Tensor& t, ReduceOp op) override {
-    if (!starts_after() || after.device_event() == nullptr) return Communicator::all_reduce_after(after, t, op);
+    const bool gpu = backend_ == Backend::kNccl;
+    if (gpu ? after.device_event() == nullptr : !after.ends_at()) {
+      throw Error("all_reduce_after on emulated group '" + name() + "': the collective to follow is not one of an emulated group on " +
+                  (gpu ? "this GPU" : "the CPU"));
+    }
     check_args("all_reduce", t);
     count(kAllReduce, t);
     return run(
@@ -122,7 +127,7 @@ class EmulatedCommunicator final : public Communicator {
         [t, op, n = size()] {
           if (op == ReduceOp::kSum && t.scalar_type() != at::kBool) t.mul_(n);
         },
-        after.device_event());
+        after.device_event(), after.ends_at());
   }
 
   Work broadcast(const at::Tensor& t, int root) override {
@@ -154,7 +159,8 @@ class EmulatedCommunicator final : public Communicator {
   }
 
   template <typename Fill>
-  Work run(Collective kind, const at::Tensor& buffer, std::vector<at::Tensor> keep, Fill&& fill, void* after = nullptr) {
+  Work run(Collective kind, const at::Tensor& buffer, std::vector<at::Tensor> keep, Fill&& fill, void* after = nullptr,
+           std::optional<Clock::time_point> after_end = std::nullopt) {
     if (size() < 2) return Work();
     const double seconds = collective_seconds(kind, static_cast<double>(buffer.nbytes()), size(), link_.across_nodes, link_.network);
 #ifdef OPENVID_TORCH_CUDA
@@ -183,9 +189,10 @@ class EmulatedCommunicator final : public Communicator {
 #endif
     static_cast<void>(keep);  // the CPU path's fill is done before this returns
     static_cast<void>(after);
-    fill();
+    fill();  // (what it reads was filled when the collective it follows started)
     const auto length = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-    const Clock::time_point start = std::max(Clock::now(), busy_until_);  // after the group's previous transfer
+    // After the group's previous transfer, and after the collective it follows, if any.
+    const Clock::time_point start = std::max({Clock::now(), busy_until_, after_end.value_or(Clock::time_point{})});
     busy_until_ = start + length;
     timing_->busy_ms += seconds * 1e3;
     return Work(std::make_unique<HostWork>(busy_until_, timing_));

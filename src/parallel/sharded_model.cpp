@@ -234,10 +234,11 @@ void ShardedModel::launch(size_t k) {
     // The step's first reduction writes the slice; a later micro-batch's is added to it (release_flat).
     if (summing_) p.partial = at::empty_like(s.grad);
     p.reduction = shard_.reduce_scatter(summing_ ? p.partial : s.grad, p.flat, comm::ReduceOp::kSum);
-    // The step's one reduction of the unit (no earlier micro-batch to add): where groups order collectives on
-    // the device, the replicas' all-reduce of the slice goes right behind its reduce-scatter (release_flat
-    // would start it only once the unit leaves the window below, leaving the last units' to the step's end).
-    if (last_micro_ && !summing_ && dp_.size() > 1 && dp_.starts_after() && p.reduction.device_event() != nullptr) {
+    // The step's one reduction of the unit (no earlier micro-batch to add): where groups can order one
+    // collective after another's (NCCL on the device, the emulated stand-ins), the replicas' all-reduce of the
+    // slice goes right behind its reduce-scatter (release_flat would start it only once the unit leaves the
+    // window below, leaving the last units' to the step's end).
+    if (last_micro_ && !summing_ && dp_.size() > 1 && dp_.starts_after() && shard_.starts_after()) {
       p.dp_reduction = dp_.all_reduce_after(p.reduction, s.grad, comm::ReduceOp::kSum);
       p.dp_launched = true;
     }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,9 @@ class Work {
     // The CUDA event (a cudaEvent_t) that fires once the transfer is done, for another group's collective to
     // start after it on the device (Communicator::all_reduce_after); null where there is none (MPI).
     virtual void* device_event() const { return nullptr; }
+    // When the transfer ends on the host's clock, where that is known when it starts (the CPU stand-ins of an
+    // emulated rank, comm/emulated_communicator.h), for the same purpose; empty elsewhere.
+    virtual std::optional<std::chrono::steady_clock::time_point> ends_at() const { return std::nullopt; }
   };
 
   Work() = default;
@@ -46,6 +50,7 @@ class Work {
   void wait();
   bool pending() const { return impl_ != nullptr; }
   void* device_event() const { return impl_ ? impl_->device_event() : nullptr; }
+  std::optional<std::chrono::steady_clock::time_point> ends_at() const { return impl_ ? impl_->ends_at() : std::nullopt; }
 
  private:
   std::unique_ptr<Impl> impl_;
@@ -78,7 +83,8 @@ class Communicator {
   [[nodiscard]] virtual Work broadcast(const at::Tensor& t, int root) = 0;
   // all_reduce, started once both the caller's work so far and `after` (a pending collective of another group
   // on this device, which stays to be waited for) are done, without the caller waiting for `after`: ordered on
-  // the device, so only where starts_after() (NCCL, the GPU stand-ins); elsewhere it throws.
+  // the device (NCCL, the GPU stand-ins) or on the stand-ins' clock (the CPU stand-ins), so only where
+  // starts_after(); the MPI backend cannot start a transfer on a condition, and throws.
   virtual bool starts_after() const { return false; }
   [[nodiscard]] virtual Work all_reduce_after(const Work& after, const at::Tensor& t, ReduceOp op);
   // Returns once every rank of the group has entered it; blocks the host (bounded by the timeout).
