@@ -95,6 +95,11 @@ Universe Universe::emulate(MPI_Comm world, int world_size, int fs, int cp, Devic
       throw InputError("--emulate_world " + std::to_string(world_size) + " makes one process play rank 0 of that job, but " +
                        std::to_string(size) + " were launched: launch one (mpirun -np 1, or no mpirun)");
     }
+    if (fs >= 1 && cp >= 1 && world_size % (fs * cp) != 0) {
+      throw InputError("--emulate_world " + std::to_string(world_size) + " is not divisible by fs*cp = " + std::to_string(fs) + "*" +
+                       std::to_string(cp) + " = " + std::to_string(fs * cp) + ": emulate a multiple of " + std::to_string(fs * cp) +
+                       " ranks, or choose --fs and --cp whose product divides " + std::to_string(world_size));
+    }
     mesh = Mesh::make(world_size, fs, cp);
   });
   Universe u = build(world, *mesh, 0, request);
