@@ -191,22 +191,15 @@ BOOST_AUTO_TEST_CASE(groups_inside_or_across_nodes) {
 BOOST_AUTO_TEST_CASE(an_emulated_job_holds_and_moves_what_the_plan_says) {
   BOOST_REQUIRE_EQUAL(ov::world_size(), 1);
   const std::string dir = (std::filesystem::temp_directory_path() / ("openvid_emulation_" + std::to_string(::getpid()))).string();
-  ov::data::SyntheticSpec spec;
-  spec.directory = dir + "/data";
-  spec.shapes = {{4, 4, 6}};  // 2 x 2 x 3 video tokens: cp 2 splits time
-  spec.samples_per_bucket = 200;  // 160 for training: a step of 64 data ranks x 2 fits
-  spec.channels = 4;
-  spec.text_tokens = 5;
-  spec.text_dim = 24;
-  ov::data::write_synthetic_dataset(MPI_COMM_WORLD, spec);
-  const ov::data::Manifest manifest = ov::data::read_manifest(spec.directory);
+  // 160 samples for training: a step of 64 data ranks x 2 fits.
+  const ov::data::Manifest manifest = ov::data::read_manifest(small_dataset(dir, MPI_COMM_WORLD, 200).directory);
   struct Layout {
     int world, fs, cp, accum, recompute;
   };
   int n = 0;
   for (const Layout& l : {Layout{8, 8, 1, 1, 0}, Layout{8, 2, 2, 2, 1}, Layout{64, 64, 1, 1, 0}, Layout{64, 8, 1, 1, 2}}) {
     BOOST_TEST_CONTEXT("world=" << l.world << " fs=" << l.fs << " cp=" << l.cp << " grad_accum=" << l.accum << " recompute_every=" << l.recompute) {
-      ov::Options o = options_for(spec.directory, dir, "run" + std::to_string(n++), l.fs, l.cp, 2);
+      ov::Options o = options_for(dir + "/data", dir, "run" + std::to_string(n++), l.fs, l.cp, 2);
       o.model.depth = 3;
       o.grad_accum = l.accum;
       o.model.recompute_every = l.recompute;

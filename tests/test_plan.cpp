@@ -51,15 +51,7 @@ BOOST_AUTO_TEST_CASE(the_plan_equals_what_a_run_holds_and_moves) {
   const int world = ov::world_size(), me = ov::world_rank();
   const std::string dir = ov::broadcast_string(
       MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / ("openvid_plan_" + std::to_string(::getpid()))).string());
-  ov::data::SyntheticSpec spec;
-  spec.directory = dir + "/data";
-  spec.shapes = {{4, 4, 6}};  // 2 x 2 x 3 video tokens: cp 2 splits time
-  spec.samples_per_bucket = 24;
-  spec.channels = 4;
-  spec.text_tokens = 5;
-  spec.text_dim = 24;
-  ov::data::write_synthetic_dataset(MPI_COMM_WORLD, spec);
-  const ov::data::Manifest manifest = ov::data::read_manifest(spec.directory);
+  const ov::data::Manifest manifest = ov::data::read_manifest(small_dataset(dir, MPI_COMM_WORLD, 24).directory);
   struct Layout {
     int fs, cp, accum, recompute;
   };
@@ -71,7 +63,7 @@ BOOST_AUTO_TEST_CASE(the_plan_equals_what_a_run_holds_and_moves) {
   int n = 0;
   for (const Layout& l : layouts) {
     BOOST_TEST_CONTEXT("fs=" << l.fs << " cp=" << l.cp << " grad_accum=" << l.accum << " recompute_every=" << l.recompute) {
-      ov::Options o = options_for(spec.directory, dir, "run" + std::to_string(n++), l.fs, l.cp, 2);
+      ov::Options o = options_for(dir + "/data", dir, "run" + std::to_string(n++), l.fs, l.cp, 2);
       o.model.depth = 3;  // recompute_every 2 recomputes 2 of 3 blocks
       o.grad_accum = l.accum;
       o.model.recompute_every = l.recompute;

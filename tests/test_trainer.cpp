@@ -98,19 +98,6 @@ std::string shared_temp_dir(const std::string& prefix) {
   return ov::broadcast_string(MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / (prefix + std::to_string(::getpid()))).string());
 }
 
-// Collective over `comm`: a small synthetic dataset under `dir`/data (`samples` samples of [4, 4, 4, 6], text [5, 24]).
-ov::data::SyntheticSpec small_dataset(const std::string& dir, MPI_Comm comm = MPI_COMM_WORLD, int64_t samples = 48) {
-  ov::data::SyntheticSpec spec;
-  spec.directory = dir + "/data";
-  spec.shapes = {{4, 4, 6}};
-  spec.samples_per_bucket = samples;
-  spec.channels = 4;
-  spec.text_tokens = 5;
-  spec.text_dim = 24;
-  ov::data::write_synthetic_dataset(comm, spec);
-  return spec;
-}
-
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(every_layout_trains_like_one_rank_with_the_global_batch) {

@@ -1,9 +1,13 @@
 #pragma once
-// The options of a small training run on CPU ranks over the MPI backend (the trainer and plan suites): the
-// model of tiny_model.h's width with 2 blocks, 3 steps, no evaluation, 20% of each bucket held out.
+// The options of a small training run on CPU ranks over the MPI backend (the trainer, plan and emulation
+// suites): the model of tiny_model.h's width with 2 blocks, 3 steps, no evaluation, 20% of each bucket held
+// out; and the small dataset such runs train on.
 #include <string>
 
+#include <mpi.h>
+
 #include "openvid/config/options.h"
+#include "openvid/data/synthetic.h"
 
 inline ov::Options options_for(const std::string& dataset, const std::string& run_dir, const std::string& run, int fs, int cp,
                                int batch_size) {
@@ -31,4 +35,18 @@ inline ov::Options options_for(const std::string& dataset, const std::string& ru
   o.model.in_channels = 4;
   o.model.text_dim = 24;
   return o;
+}
+
+// Collective over `comm`: a small synthetic dataset under `dir`/data (`samples` samples of [4, 4, 4, 6]: 2 x 2 x 3
+// video tokens, so cp 2 splits time; text [5, 24]).
+inline ov::data::SyntheticSpec small_dataset(const std::string& dir, MPI_Comm comm = MPI_COMM_WORLD, int64_t samples = 48) {
+  ov::data::SyntheticSpec spec;
+  spec.directory = dir + "/data";
+  spec.shapes = {{4, 4, 6}};
+  spec.samples_per_bucket = samples;
+  spec.channels = 4;
+  spec.text_tokens = 5;
+  spec.text_dim = 24;
+  ov::data::write_synthetic_dataset(comm, spec);
+  return spec;
 }

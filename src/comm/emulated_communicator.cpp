@@ -81,13 +81,7 @@ class EmulatedCommunicator final : public Communicator {
 
   Backend backend() const override { return backend_; }
 
-  Work all_reduce(const at::Tensor& t, ReduceOp op) override {
-    check_args("all_reduce", t);
-    count(kAllReduce, t);
-    return run(Collective::kAllReduce, t, {t}, [t, op, n = size()] {
-      if (op == ReduceOp::kSum && t.scalar_type() != at::kBool) t.mul_(n);
-    });
-  }
+  Work all_reduce(const at::Tensor& t, ReduceOp op) override { return start_all_reduce(t, op, Work()); }
 
   Work all_gather(const at::Tensor& out, const at::Tensor& in) override {
     check_args("all_gather", in, &out);
@@ -120,14 +114,7 @@ class EmulatedCommunicator final : public Communicator {
       throw Error("all_reduce_after on emulated group '" + name() + "': the collective to follow is not one of an emulated group on " +
                   (gpu ? "this GPU" : "the CPU"));
     }
-    check_args("all_reduce", t);
-    count(kAllReduce, t);
-    return run(
-        Collective::kAllReduce, t, {t},
-        [t, op, n = size()] {
-          if (op == ReduceOp::kSum && t.scalar_type() != at::kBool) t.mul_(n);
-        },
-        after.device_event(), after.ends_at());
+    return start_all_reduce(t, op, after);
   }
 
   Work broadcast(const at::Tensor& t, int root) override {
@@ -150,6 +137,18 @@ class EmulatedCommunicator final : public Communicator {
   }
 
  private:
+  // An all-reduce, after `after` where it is pending: sums are the group's size times this rank's values.
+  Work start_all_reduce(const at::Tensor& t, ReduceOp op, const Work& after) {
+    check_args("all_reduce", t);
+    count(kAllReduce, t);
+    return run(
+        Collective::kAllReduce, t, {t},
+        [t, op, n = size()] {
+          if (op == ReduceOp::kSum && t.scalar_type() != at::kBool) t.mul_(n);
+        },
+        after.device_event(), after.ends_at());
+  }
+
   void check_device(const char* op, const at::Tensor& t) const override {
     const bool gpu = backend_ == Backend::kNccl;
     if (gpu ? (!t.is_cuda() || t.device().index() != device_) : !t.is_cpu()) {
@@ -168,12 +167,7 @@ class EmulatedCommunicator final : public Communicator {
       const auto index = static_cast<c10::DeviceIndex>(device_);
       c10::cuda::CUDAGuard guard(index);
       const cudaStream_t caller = c10::cuda::getCurrentCUDAStream(index).stream(), mine = stream_->stream();
-      cudaEvent_t ready = nullptr;  // after the work that produced the inputs
-      OV_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-      OV_CUDA_CHECK(cudaEventRecord(ready, caller));
-      OV_CUDA_CHECK(cudaStreamWaitEvent(mine, ready, 0));
-      OV_CUDA_CHECK(cudaEventDestroy(ready));
-      if (after != nullptr) OV_CUDA_CHECK(cudaStreamWaitEvent(mine, static_cast<cudaEvent_t>(after), 0));  // another group's collective
+      follow(mine, caller, static_cast<cudaEvent_t>(after));
       auto op = std::make_shared<TimedOp>();
       op->start = TimedOp::record(mine);
       kernels::stamp_time(stamp_.data_ptr<int64_t>(), mine);

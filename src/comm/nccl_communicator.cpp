@@ -312,13 +312,7 @@ class NcclCommunicator final : public Communicator, private Watched {
   Work launch(const char* op, std::vector<at::Tensor> keep, Enqueue&& fn, cudaEvent_t after = nullptr) {
     DeviceScope scope(device_);
     ++seq_;
-    // Order after the work already queued on the caller's stream (which produced the inputs).
-    cudaEvent_t ready = nullptr;
-    OV_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-    OV_CUDA_CHECK(cudaEventRecord(ready, current_stream(device_)));
-    OV_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
-    OV_CUDA_CHECK(cudaEventDestroy(ready));
-    if (after != nullptr) OV_CUDA_CHECK(cudaStreamWaitEvent(stream_, after, 0));  // and after another group's collective
+    follow(stream_, current_stream(device_), after);
     auto timed = std::make_shared<TimedOp>();
     timed->start = TimedOp::record(stream_);
     enqueue(op, std::forward<Enqueue>(fn));

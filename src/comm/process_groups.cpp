@@ -50,11 +50,10 @@ ProcessGroups ProcessGroups::emulate(const Universe& universe, Backend backend, 
                                      const Network& network, int gpus_per_node) {
   if (!universe.emulated()) throw Error("ProcessGroups::emulate needs an emulated universe (Universe::emulate)");
   const Mesh& mesh = universe.mesh();
-  const int node = gpus_per_node > 0 ? gpus_per_node : std::min(8, mesh.world_size());
   const int device = universe.device().kind == DeviceKind::kCuda ? universe.device().index : -1;
   using Peers = EmulatedLink::PeerChunks;
   const auto group = [&](const char* name, int ranks, int stride, Peers peers) {
-    return make_emulated_communicator(name, ranks, backend, device, EmulatedLink{network, !group_within_node(ranks, stride, node), peers},
+    return make_emulated_communicator(name, ranks, backend, device, EmulatedLink{network, !group_within_node(ranks, stride, gpus_per_node), peers},
                                       timeout);
   };
   ProcessGroups g;

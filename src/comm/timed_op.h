@@ -40,6 +40,17 @@ struct TimedOp {
   }
 };
 
+// Orders what is queued next on a group's `stream` after the work already queued on the caller's stream
+// (which produced the inputs) and, when given, after `after` (another group's collective).
+inline void follow(cudaStream_t stream, cudaStream_t caller, cudaEvent_t after = nullptr) {
+  cudaEvent_t ready = nullptr;
+  OV_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  OV_CUDA_CHECK(cudaEventRecord(ready, caller));
+  OV_CUDA_CHECK(cudaStreamWaitEvent(stream, ready, 0));
+  OV_CUDA_CHECK(cudaEventDestroy(ready));
+  if (after != nullptr) OV_CUDA_CHECK(cudaStreamWaitEvent(stream, after, 0));
+}
+
 // The collectives of one group whose timing is not resolved yet.
 class TimedOps {
  public:

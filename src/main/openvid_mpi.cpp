@@ -1,6 +1,5 @@
 // openvid_mpi: the training job. Parse options (all ranks agree on errors), build the runtime, report
 // the topology, check the communication groups, train.
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -67,7 +66,7 @@ int openvid_mpi(int argc, char** argv) {
     if (universe.emulated()) {
       const ov::comm::Network net = ov::train::planned_network(opt);
       std::cout << ov::version_string() << ": one process emulating rank 0 of " << universe.size() << " ranks ("
-                << (opt.plan_gpus_per_node > 0 ? opt.plan_gpus_per_node : std::min(8, universe.size())) << " per node), mesh "
+                << ov::train::planned_gpus_per_node(opt, universe.size()) << " per node), mesh "
                 << universe.mesh().describe() << ", backend " << ov::comm::to_string(backend) << "; collectives are stand-ins lasting "
                 << "what the network model gives: NVLink " << net.nvlink_gbps << " GB/s and " << net.nvlink_latency_us
                 << " us per ring step, across nodes " << net.network_gbps << " GB/s per GPU and " << net.network_latency_us << " us\n";
@@ -91,7 +90,8 @@ int openvid_mpi(int argc, char** argv) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.collective_timeout * 1000));
   ov::comm::ProcessGroups groups =
       universe.emulated()
-          ? ov::comm::ProcessGroups::emulate(universe, backend, timeout, ov::train::planned_network(opt), opt.plan_gpus_per_node)
+          ? ov::comm::ProcessGroups::emulate(universe, backend, timeout, ov::train::planned_network(opt),
+                                             ov::train::planned_gpus_per_node(opt, universe.size()))
           : ov::comm::ProcessGroups::create(universe, backend, timeout);
   ov::comm::verify_groups(groups, universe);
   if (root && !universe.emulated()) std::cout << "communication groups verified (world, shard, cp, dp)\n" << std::flush;

@@ -37,11 +37,13 @@ PlanTarget plan_target(const Options& o, int launched) {
   t.world = o.plan_world > 0 ? o.plan_world : launched;
   t.gpu = o.device == DeviceRequest::kCuda || (o.device == DeviceRequest::kAuto && (o.plan_world > 0 || visible_gpus() > 0));
   if (t.gpu) {
-    t.gpus_per_node = o.plan_gpus_per_node > 0 ? o.plan_gpus_per_node : std::min(8, t.world);
+    t.gpus_per_node = planned_gpus_per_node(o, t.world);
     t.gpu_memory_gb = o.plan_gpu_memory;
   }
   return t;
 }
+
+int planned_gpus_per_node(const Options& o, int world) { return o.plan_gpus_per_node > 0 ? o.plan_gpus_per_node : std::min(8, world); }
 
 Network planned_network(const Options& o) {
   return Network{o.plan_nvlink_gbps, o.plan_network_gbps, o.plan_nvlink_latency_us, o.plan_network_latency_us};

@@ -84,8 +84,8 @@ StepPipeline::InFlight StepPipeline::launch(int64_t step, const data::HostBatch&
   const at::Tensor factor = run_.opt.grad_clip > 0 ? (run_.opt.grad_clip / norm).clamp_max(1.0) : at::ones_like(norm);
   const at::Tensor control = at::cat({finite.to(at::kFloat), factor.to(at::kFloat)});
   r.lr = run_.opt.learning_rate * lr_multiplier(run_.opt.lr_scheduler_type, step, run_.opt.max_steps, run_.opt.warmup_steps);
-  // An emulated rank (--emulate_world) gathers its peers' shards as copies of its own: a model that is not
-  // the job's, which updates would drive anywhere. The optimizer runs all the same, with a step of 0, so
+  // An emulated rank (--emulate_world) stands its peers' chunks in with the initial weights (and their
+  // gradients with copies of its own): updates would drive that model anywhere. The optimizer runs all the same, with a step of 0, so
   // the weights and the loss stay at their finite initial values and the step costs what the job's does.
   if (run_.u.emulated()) r.lr = 0;
   timer.end_phase("statistics");

@@ -18,7 +18,7 @@ class ProcessGroups {
   static ProcessGroups create(const Universe& universe, Backend backend, std::chrono::milliseconds timeout);
   // For an emulated universe (Universe::emulate): the same four groups, of the emulated mesh's sizes, as
   // stand-ins (comm/emulated_communicator.h) timed by `network`; a group lies inside a node when the mesh
-  // places it there on nodes of `gpus_per_node` GPUs (0: 8, or the world when smaller).
+  // places it there on nodes of `gpus_per_node` GPUs.
   static ProcessGroups emulate(const Universe& universe, Backend backend, std::chrono::milliseconds timeout, const Network& network,
                                int gpus_per_node);
 
