@@ -2,7 +2,8 @@
 # The training-step benchmark of one GPU (run on the GPU machine, from the repository root):
 #   bash bench/step_bench.sh [WIDTHxDEPTH ...]      (default: 1024x16 2048x8 4096x4)
 #   PRECISIONS="bf16 fp8" (the default) runs openvid in each precision (runs/<config>-fp8 beside runs/<config>) and
-#   adds the float8 table (speedup over openvid's bf16 and over the baseline, against the float8 issue's bars).
+#   adds the float8 table (speedup over openvid's bf16 and over the baseline, against the float8 issue's bars);
+#   the word fp8_gw_hp runs --precision fp8 --fp8_recipe tensorwise_with_gw_hp (weight gradients in bf16).
 # Builds build-gpu/ (CUDA LibTorch, NCCL, kernels), then for each configuration trains openvid for
 # $STEPS steps on a synthetic dataset (batch 2, latent [16,16,64,64] = 8,208 tokens with registers, text
 # [512,4096], bf16 compute, head_dim 128), and runs the PyTorch baseline of the same math
@@ -39,11 +40,13 @@ for cfg in "${configs[@]}"; do
   for precision in "${precisions[@]}"; do
     name=$cfg
     [ "$precision" = bf16 ] || name=$cfg-$precision
+    precision_args=(--precision "$precision")
+    [ "$precision" = fp8_gw_hp ] && precision_args=(--precision fp8 --fp8_recipe tensorwise_with_gw_hp)
     profile=()
     [[ " ${PROFILE:-${configs[$(( ${#configs[@]} / 2 ))]}} " == *" $cfg "* ]] && profile=(--profile_dir "$out/profile_$name" --profile_steps "$((steps - 3)):$((steps - 1))")
     timeout 300 mpiexec -n 1 build-gpu/openvid_mpi --dataset fake --fake_samples 8 --fake_latent_shape 16x64x64 --fake_text_tokens 512 \
       --batch_size 2 --num_epochs 1000 --max_steps "$steps" --warmup_steps 2 --log_every 1 --evaluate_every 0 --write_checkpoints false \
-      --model_width "$width" --model_depth "$depth" --model_head_dim 128 --run_dir "$out/runs" --run_name "$name" --precision "$precision" \
+      --model_width "$width" --model_depth "$depth" --model_head_dim 128 --run_dir "$out/runs" --run_name "$name" "${precision_args[@]}" \
       "${profile[@]}" ${OPENVID_EXTRA:-} > "$out/openvid_$name.log" 2>&1 || { echo "openvid $name failed:"; tail -15 "$out/openvid_$name.log"; }
     grep -m1 "^float8 products" "$out/openvid_$name.log"
   done

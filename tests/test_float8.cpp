@@ -5,9 +5,12 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <set>
+#include <string>
 
 #include "openvid/model/float8.h"
 #include "openvid/model/float8_conversion.h"
+#include "openvid/model/linear.h"
 #include "tiny_model.h"
 
 namespace f8 = ov::model::float8;
@@ -125,6 +128,57 @@ BOOST_AUTO_TEST_CASE(the_float8_mlp_equals_its_emulation_forward_and_backward) {
   BOOST_TEST(relative_error(x.grad().reshape({-1, d}), dad.mm(w1d)) < 1e-6);
 }
 
+// --fp8_recipe tensorwise_with_gw_hp: the forward and the input gradient are the tensorwise recipe's to the bit;
+// the weight gradient is the bf16 layer's own (ops::linear's), to the bit, with and without an input gradient.
+BOOST_AUTO_TEST_CASE(the_gw_hp_recipe_takes_the_weight_gradient_from_the_linear_layer) {
+  const auto hp = ov::Float8Recipe::kTensorwiseGwHp;
+  const int64_t in = 64, out = 48;
+  const at::Tensor x0 = normal({2, 13, in}, 31), w0 = normal({out, in}, 32, 0.1), b0 = normal({out}, 33), g = normal({2, 13, out}, 34);
+  for (bool input_grad : {true, false}) {
+    BOOST_TEST_CONTEXT("input gradient " << input_grad) {
+      const at::Tensor xt = x0.clone().requires_grad_(input_grad), xh = x0.clone().requires_grad_(input_grad),
+                       xl = x0.clone().requires_grad_(input_grad);
+      const at::Tensor wt = w0.clone().requires_grad_(true), wh = w0.clone().requires_grad_(true), wl = w0.clone().requires_grad_(true);
+      const at::Tensor bt = b0.clone().requires_grad_(true), bh = b0.clone().requires_grad_(true), bl = b0.clone().requires_grad_(true);
+      const at::Tensor yt = ops::float8_linear(xt, wt, bt), yh = ops::float8_linear(xh, wh, bh, hp);
+      BOOST_TEST(at::equal(yt, yh));
+      yt.backward(g);
+      yh.backward(g);
+      ops::linear(xl, wl, bl).backward(g);
+      BOOST_TEST(at::equal(wh.grad(), wl.grad()));
+      BOOST_TEST(at::equal(bh.grad(), bt.grad()));
+      BOOST_TEST(!at::equal(wt.grad(), wl.grad()));  // the tensorwise recipe's is float8's
+      if (input_grad) BOOST_TEST(at::equal(xh.grad(), xt.grad()));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(the_gw_hp_mlp_takes_its_weight_gradients_from_the_bf16_gradients) {
+  const int64_t d = 32, hidden = 128;
+  const at::Tensor x0 = normal({3, 7, d}, 40), w10 = normal({hidden, d}, 41, 0.2), b10 = normal({hidden}, 42, 0.1);
+  const at::Tensor w20 = normal({d, hidden}, 43, 0.1), b20 = normal({d}, 44, 0.1), g = normal({3, 7, d}, 45);
+  auto leaves = [&] {
+    std::vector<at::Tensor> p;
+    for (const at::Tensor& t : {x0, w10, b10, w20, b20}) p.push_back(t.clone().requires_grad_(true));
+    return p;
+  };
+  const std::vector<at::Tensor> t = leaves(), h = leaves();
+  const at::Tensor yt = ops::float8_gelu_mlp(t[0], t[1], t[2], t[3], t[4]);
+  const at::Tensor yh = ops::float8_gelu_mlp(h[0], h[1], h[2], h[3], h[4], ov::Float8Recipe::kTensorwiseGwHp);
+  BOOST_TEST(at::equal(yt, yh));
+  yt.backward(g);
+  yh.backward(g);
+  for (size_t i : {0, 2, 4}) BOOST_TEST(at::equal(h[i].grad(), t[i].grad()));  // the input's and the biases' gradients
+
+  // Emulation: fc1's output from the float8 forward, GELU's output and input gradient at full precision.
+  const at::Tensor x = x0.reshape({-1, d}), xd = dequantised(x), w1d = dequantised(w10), w2d = dequantised(w20), g2 = g.reshape({-1, d});
+  const at::Tensor a = xd.mm(w1d.t()) + b10;
+  const at::Tensor da = at::gelu_backward(dequantised(g2).mm(w2d), a);
+  BOOST_TEST(relative_error(h[3].grad(), g2.t().mm(at::gelu(a))) < 1e-6);
+  BOOST_TEST(relative_error(h[1].grad(), da.t().mm(x)) < 1e-6);
+  BOOST_TEST(relative_error(t[1].grad(), da.t().mm(x)) > 1e-4);  // float8's, in the tensorwise recipe
+}
+
 BOOST_AUTO_TEST_CASE(bf16_inputs_give_bf16_outputs_close_to_the_bf16_linear) {
   const at::Tensor x = normal({4, 9, 64}, 16).to(at::kBFloat16).requires_grad_(true);
   const at::Tensor w = normal({32, 64}, 17, 0.1).to(at::kBFloat16).requires_grad_(true);
@@ -151,4 +205,40 @@ BOOST_AUTO_TEST_CASE(the_conversion_follows_the_model_width) {
   BOOST_TEST(!all.converted.empty());
   for (const std::string& kept : all.kept) BOOST_TEST(kept.find("multiples of 16") != std::string::npos);  // only misfits
   for (int64_t b = 0; b < wide->num_blocks(); ++b) BOOST_TEST(wide->block(b)->float8(ov::model::BlockLinear::kQkv));
+  BOOST_TEST(ov::model::describe(all).find("(recipe tensorwise)") != std::string::npos);
+}
+
+// The recipe reaches every block: converted with gw_hp, a model computes the tensorwise model's forward and every
+// gradient but the float8 layers' weight gradients to the bit, and those differently.
+BOOST_AUTO_TEST_CASE(the_recipe_reaches_every_block) {
+  const ov::ModelConfig cfg = tiny_model_config(true);
+  ov::model::DiT t(cfg), h(cfg);
+  randomize_parameters(*t, 7);
+  randomize_parameters(*h, 7);
+  const ov::model::Float8Conversion ct = ov::model::convert_to_float8(t, 0);
+  const ov::model::Float8Conversion ch = ov::model::convert_to_float8(h, 0, ov::Float8Recipe::kTensorwiseGwHp);
+  BOOST_TEST(ov::model::describe(ch).find("(recipe tensorwise_with_gw_hp, weight gradients in bf16)") != std::string::npos);
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(8);
+  const at::Tensor x = at::normal(0, 1, {2, 4, 4, 4, 6}, g), text = at::normal(0, 1, {2, 5, 24}, g), time = at::rand({2}, g);
+  const at::Tensor probe = at::normal(0, 1, {2, 4, 4, 4, 6}, g);
+  const at::Tensor yt = t->forward(x, text, time), yh = h->forward(x, text, time);
+  BOOST_TEST(at::equal(yt, yh));
+  (yt * probe).sum().backward();
+  (yh * probe).sum().backward();
+  const std::set<std::string> converted(ch.weights.begin(), ch.weights.end());
+  BOOST_TEST(converted.size() == static_cast<size_t>(cfg.depth) * 6);  // qkv, attn_proj, q_cross, cross_proj, mlp.0, mlp.2; not context_kv (in 24)
+  const auto pt = t->named_parameters(), ph = h->named_parameters();
+  for (const auto& item : pt) {
+    const at::Tensor &a = item.value().grad(), &b = ph[item.key()].grad();
+    BOOST_TEST_CONTEXT(item.key()) {
+      if (!a.defined()) {  // a parameter this forward does not use
+        BOOST_TEST(!b.defined());
+      } else if (converted.count(item.key())) {
+        BOOST_TEST(!at::equal(a, b));
+        BOOST_TEST(relative_error(b, a) < 0.15);
+      } else {
+        BOOST_TEST(at::equal(a, b));
+      }
+    }
+  }
 }

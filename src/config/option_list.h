@@ -23,6 +23,8 @@ constexpr auto choices() {
     return std::array{pair{E::kAuto, "auto"}, pair{E::kCpu, "cpu"}, pair{E::kCuda, "cuda"}};
   } else if constexpr (std::is_same_v<E, Precision>) {
     return std::array{pair{E::kAuto, "auto"}, pair{E::kFp32, "fp32"}, pair{E::kBf16, "bf16"}, pair{E::kFp8, "fp8"}};
+  } else if constexpr (std::is_same_v<E, Float8Recipe>) {
+    return std::array{pair{E::kTensorwise, "tensorwise"}, pair{E::kTensorwiseGwHp, "tensorwise_with_gw_hp"}};
   } else if constexpr (std::is_same_v<E, LrSchedule>) {
     return std::array{pair{E::kLinear, "linear"}, pair{E::kCosine, "cosine"}, pair{E::kConstant, "constant"}};
   } else if constexpr (std::is_same_v<E, OptimizerType>) {
@@ -68,6 +70,10 @@ void for_each_option(Options& o, Fn&& fn) {
   fn("fp8_min_features", o.fp8_min_features,
      "--precision fp8: the block linears run in float8 when the model's width is at least this (narrower models gain less than "
      "the casts cost: at width 1024 on an H100 float8 is 0.3% slower than bf16)",
+     Group::kParallel);
+  fn("fp8_recipe", o.fp8_recipe,
+     "--precision fp8: tensorwise (the block linears' three products in float8, one scale per tensor) or tensorwise_with_gw_hp "
+     "(the forward and input-gradient products so, the weight gradients in bf16: closer to bf16's loss, a smaller gain)",
      Group::kParallel);
   fn("collective_timeout", o.collective_timeout,
      "seconds a collective may wait for its peers before the job is aborted", Group::kParallel);

@@ -88,7 +88,7 @@ std::vector<at::Tensor> BlockImpl::weights(BlockLinear layer) const {
 
 at::Tensor BlockImpl::project(const at::Tensor& x, const torch::nn::Linear& l, BlockLinear layer, at::ScalarType dtype) const {
   if (!float8(layer)) return linear(x, l, dtype);
-  return ops::float8_linear(x, l->weight.to(dtype), l->bias.defined() ? l->bias.to(dtype) : at::Tensor());
+  return ops::float8_linear(x, l->weight.to(dtype), l->bias.defined() ? l->bias.to(dtype) : at::Tensor(), float8_recipe_);
 }
 
 std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, const at::Tensor& c, const at::Tensor& text,
@@ -121,8 +121,9 @@ std::pair<at::Tensor, at::Tensor> BlockImpl::forward(const at::Tensor& x_in, con
   std::tie(x, h) = ops::residual_then_norm(x, project(ca, cross_proj_, BlockLinear::kCrossProj, dt), gate_ca, norm3_, shift_mlp, scale_mlp);
 
   // MLP with exact (erf) GELU.
-  const auto mlp = float8(BlockLinear::kMlp) ? ops::float8_gelu_mlp : ops::gelu_mlp;
-  x = ops::gated_residual(x, mlp(h, mlp0_->weight.to(dt), mlp0_->bias.to(dt), mlp2_->weight.to(dt), mlp2_->bias.to(dt)), gate_mlp);
+  const at::Tensor w1 = mlp0_->weight.to(dt), b1 = mlp0_->bias.to(dt), w2 = mlp2_->weight.to(dt), b2 = mlp2_->bias.to(dt);
+  const at::Tensor m = float8(BlockLinear::kMlp) ? ops::float8_gelu_mlp(h, w1, b1, w2, b2, float8_recipe_) : ops::gelu_mlp(h, w1, b1, w2, b2);
+  x = ops::gated_residual(x, m, gate_mlp);
   return {x, heads.v};
 }
 

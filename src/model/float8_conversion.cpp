@@ -14,8 +14,9 @@
 
 namespace ov::model {
 
-Float8Conversion float8_conversion(const ModelConfig& config, int64_t min_features) {
+Float8Conversion float8_conversion(const ModelConfig& config, int64_t min_features, Float8Recipe recipe) {
   Float8Conversion c;
+  c.recipe = recipe;
   if (config.depth == 0) return c;
   std::map<std::string, std::vector<int64_t>> shapes;
   for (const auto& [name, shape] : parameter_shapes(config)) shapes[name] = shape;
@@ -54,15 +55,20 @@ Float8Conversion float8_conversion(const ModelConfig& config, int64_t min_featur
   return c;
 }
 
-Float8Conversion convert_to_float8(DiT& model, int64_t min_features) {
-  Float8Conversion c = float8_conversion(model->config(), min_features);
+Float8Conversion convert_to_float8(DiT& model, int64_t min_features, Float8Recipe recipe) {
+  Float8Conversion c = float8_conversion(model->config(), min_features, recipe);
   const std::set<std::string> converted(c.converted.begin(), c.converted.end());
-  for (int i = 0; i < kBlockLinears; ++i) {
-    const auto layer = static_cast<BlockLinear>(i);
-    for (int64_t b = 0; b < model->num_blocks(); ++b) model->block(b)->set_float8(layer, converted.count(name(layer)) > 0);
+  for (int64_t b = 0; b < model->num_blocks(); ++b) {
+    model->block(b)->set_float8_recipe(recipe);
+    for (int i = 0; i < kBlockLinears; ++i) {
+      const auto layer = static_cast<BlockLinear>(i);
+      model->block(b)->set_float8(layer, converted.count(name(layer)) > 0);
+    }
   }
   return c;
 }
+
+const char* to_string(Float8Recipe recipe) { return recipe == Float8Recipe::kTensorwiseGwHp ? "tensorwise_with_gw_hp" : "tensorwise"; }
 
 std::string describe(const Float8Conversion& conversion) {
   auto list = [](const std::vector<std::string>& v) {
@@ -70,7 +76,9 @@ std::string describe(const Float8Conversion& conversion) {
     for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
     return s.empty() ? std::string("none") : s;
   };
-  return "float8 products in every block: " + list(conversion.converted) + "; kept in bf16: " + list(conversion.kept);
+  const std::string recipe = std::string("recipe ") + to_string(conversion.recipe) +
+                             (conversion.recipe == Float8Recipe::kTensorwiseGwHp ? ", weight gradients in bf16" : "");
+  return "float8 products (" + recipe + ") in every block: " + list(conversion.converted) + "; kept in bf16: " + list(conversion.kept);
 }
 
 std::string float8_unsupported(const at::Device& device) {

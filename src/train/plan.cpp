@@ -80,7 +80,7 @@ JobPlan plan_job(const Options& o, const data::Manifest& m, const PlanTarget& t)
   // The flat units as parallel::ShardedModel lays them out (train/setup.cpp build_run_model's options).
   std::function<bool(const std::string&)> float8;
   if (o.precision == Precision::kFp8) {
-    const model::Float8Conversion conversion = model::float8_conversion(o.model, o.fp8_min_features);
+    const model::Float8Conversion conversion = model::float8_conversion(o.model, o.fp8_min_features, o.fp8_recipe);
     p.float8_layers = conversion.converted;
     if (shard > 1 && !conversion.weights.empty()) {
       const std::set<std::string> gathered(conversion.weights.begin(), conversion.weights.end());

@@ -235,7 +235,7 @@ RunModel build_run_model(const Options& opt, comm::ProcessGroups& groups, const 
   // One backward per step: the gradients are kept in the compute dtype when no rank sums into them.
   parallel::ShardingOptions sharding{compute.dtype, true, opt.grad_accum == 1};
   if (opt.precision == Precision::kFp8) {
-    const model::Float8Conversion conversion = model::convert_to_float8(r.model, opt.fp8_min_features);
+    const model::Float8Conversion conversion = model::convert_to_float8(r.model, opt.fp8_min_features, opt.fp8_recipe);
     r.float8 = model::describe(conversion);
     if (groups.shard().size() > 1 && !conversion.weights.empty()) {
       r.float8 += "; the shard group gathers their weights as float8 e4m3";

@@ -18,6 +18,7 @@
 
 #include "openvid/config/model_config.h"
 #include "openvid/model/rope.h"
+#include "openvid/runtime/device.h"
 
 namespace ov::model {
 
@@ -69,12 +70,15 @@ class BlockImpl : public torch::nn::Module {
   // Whether the layer's products run in float8 (model/float8.h); false until a conversion says so.
   void set_float8(BlockLinear layer, bool on) { float8_[static_cast<size_t>(layer)] = on; }
   bool float8(BlockLinear layer) const { return float8_[static_cast<size_t>(layer)]; }
+  // Which of a float8 layer's products run in float8 (--fp8_recipe); every float8 layer of the block alike.
+  void set_float8_recipe(Float8Recipe recipe) { float8_recipe_ = recipe; }
 
  private:
   at::Tensor project(const at::Tensor& x, const torch::nn::Linear& l, BlockLinear layer, at::ScalarType dtype) const;
 
   int index_;
   std::array<bool, kBlockLinears> float8_{};
+  Float8Recipe float8_recipe_ = Float8Recipe::kTensorwise;
   int64_t width_, heads_, head_dim_;
   bool residual_v_;
   at::Tensor norm1_, norm2_, norm3_;  // undefined unless bias_and_norm_affine

@@ -17,7 +17,15 @@
 // anyway) with the forward's amax, so the cast is the same to the bit. Backward drops the bf16 output
 // gradient as soon as its float8 copies exist, and the MLP casts GELU's output from GELU's input, so no
 // moment of a float8 layer holds more than its bf16 twin does.
+//
+// Recipes (--fp8_recipe): kTensorwise runs all three products in float8 as above. kTensorwiseGwHp runs the
+// forward and input-gradient products so, and the weight gradient as the bf16 layer does (g^T x in bf16 from the
+// bf16 output gradient and the bf16 input, which the layer then saves instead of its float8 copy: the bf16
+// layer's memory): the product whose errors matter most to Adam, which divides each weight's update by that
+// weight's own gradient scale, so a small gradient element's float8 rounding error is not small in its update.
 #include <ATen/core/Tensor.h>
+
+#include "openvid/runtime/device.h"
 
 namespace ov::model::float8 {
 
@@ -64,11 +72,14 @@ namespace ov::model::ops {
 
 // y = x W^T + b with the three products in float8: x [..., in] and weight [out, in] of one dtype (bf16 in
 // training; fp32 too, for tests), bias [out] or undefined. fits(in, out) must hold.
-at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                         Float8Recipe recipe = Float8Recipe::kTensorwise);
 
 // fc2(GELU(fc1(x))) (exact GELU) with both linears' products in float8. Saves x's transposed float8 copy and
 // fc1's output; GELU's output is recomputed in backward (as ops::gelu_mlp does) and cast again with the
-// forward's scale.
-at::Tensor float8_gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2);
+// forward's scale. kTensorwiseGwHp saves x as is instead, and recomputes GELU's output in bf16 for fc2's weight
+// gradient over fc1's output, in place (as ops::gelu_mlp does).
+at::Tensor float8_gelu_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
+                           Float8Recipe recipe = Float8Recipe::kTensorwise);
 
 }  // namespace ov::model::ops

@@ -20,14 +20,19 @@ struct Float8Conversion {
   std::vector<std::string> converted;  // layer names ("qkv", ...), the same in every block
   std::vector<std::string> kept;       // "context_kv (in 24, out 64: not both multiples of 16)": the others, and why
   std::vector<std::string> weights;    // the converted layers' weight parameters by name ("blocks.0.qkv.weight", ...)
+  Float8Recipe recipe = Float8Recipe::kTensorwise;  // which of their products run in float8
 };
 
 // Which layers a model of `config` converts, from its shapes alone (the dry run's plan; convert_to_float8
 // applies it).
-Float8Conversion float8_conversion(const ModelConfig& config, int64_t min_features);
-Float8Conversion convert_to_float8(DiT& model, int64_t min_features);
+Float8Conversion float8_conversion(const ModelConfig& config, int64_t min_features, Float8Recipe recipe = Float8Recipe::kTensorwise);
+Float8Conversion convert_to_float8(DiT& model, int64_t min_features, Float8Recipe recipe = Float8Recipe::kTensorwise);
 
-// One line for the run's start: "float8 products in every block: qkv, ...; kept in bf16: context_kv (...)".
+// "tensorwise" | "tensorwise_with_gw_hp" (the words of --fp8_recipe).
+const char* to_string(Float8Recipe recipe);
+
+// One line for the run's start: "float8 products (recipe tensorwise) in every block: qkv, ...; kept in bf16:
+// context_kv (...)"; the with_gw_hp recipe adds that the weight gradients are bf16.
 std::string describe(const Float8Conversion& conversion);
 
 // "" when float8 products can run on `device`, else why not and what to use instead (the CPU, a GPU before

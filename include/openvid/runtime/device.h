@@ -23,6 +23,10 @@ enum class DeviceRequest { kAuto, kCpu, kCuda };
 // kFp8: bf16 compute with the block linears' products in float8 (model/float8_conversion.h; GPUs of compute
 // capability 8.9 or newer).
 enum class Precision { kAuto, kFp32, kBf16, kFp8 };
+// --fp8_recipe: which of a float8 layer's three products run in float8 (model/float8.h). kTensorwise: all
+// three; kTensorwiseGwHp: the forward and the input gradient, with the weight gradient in bf16 (torchao's
+// "with_gw_hp" recipes).
+enum class Float8Recipe { kTensorwise, kTensorwiseGwHp };
 // The one precision decision of every executable: bf16 for kBf16 and kFp8, and for kAuto on a GPU; fp32 otherwise.
 c10::ScalarType compute_dtype(Precision precision, const DeviceChoice& device);
 
