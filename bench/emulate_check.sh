@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU playing rank 0 of a large job (--emulate_world) beside the planner's prediction of that job: for
-# each CONFIG:WORLD:FS (default: the reference's small model, config/reference_small.ini, width 4096 x depth
+# each CONFIG:WORLD:FS[:CP[:RECOMPUTE_EVERY]] (default: the reference's small model, config/reference_small.ini, width 4096 x depth
 # 8, and config/video_2048x8.ini, each with the reference's --fs 8 at 8, 64 and 512 GPUs; the small model
 # also with fs = world at 64; 2048x8's own --fs 1 at 64), on the fake data's shape (latents 16x64x64, text
 # 512 x 4096, batch 2 per data rank), 8 GPUs per node and the planner's default network:
@@ -23,14 +23,16 @@ data=(--dataset fake --fake_samples 16 --heldout_fraction 0)
 echo "| config | world | dp x fs x cp | planned GB | emulated peak GB | planned / emulated | predicted step ms (compute + exposed) | emulated step ms | emulated exposed ms (shard, dp, world) | predicted MFU | emulated MFU |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for c in "${cases[@]}"; do
-  IFS=: read -r cfg world fs <<< "$c"
-  args=(--config "config/$cfg.ini" "${data[@]}" --fs "$fs" --device cuda --precision bf16)
-  build-gpu/openvid_mpi "${args[@]}" --plan --plan_world "$world" > "$work/$cfg-$world-$fs.plan" 2>&1
-  row=$(grep 'as configured |' "$work/$cfg-$world-$fs.plan" | head -1)
+  IFS=: read -r cfg world fs cp recompute <<< "$c"
+  args=(--config "config/$cfg.ini" "${data[@]}" --fs "$fs" --cp "${cp:-1}" --device cuda --precision bf16)
+  [ -n "${recompute:-}" ] && args+=(--recompute_every "$recompute")
+  name=$cfg-$world-$fs-${cp:-1}-${recompute:-0}
+  build-gpu/openvid_mpi "${args[@]}" --plan --plan_world "$world" > "$work/$name.plan" 2>&1
+  row=$(grep 'as configured |' "$work/$name.plan" | head -1)
   build-gpu/openvid_mpi "${args[@]}" --emulate_world "$world" --max_steps "${STEPS:-8}" --warmup_steps 1 --log_every 1 \
-    --run_dir "$work/runs" --run_name "$cfg-$world-$fs" > "$work/$cfg-$world-$fs.log" 2>&1 ||
-    { echo "| $cfg | $world | fs $fs | failed: $(tail -1 "$work/$cfg-$world-$fs.log") |"; continue; }
-  python3 - "$cfg" "$world" "$row" "$work/runs/$cfg-$world-$fs/metrics.jsonl" <<'PY'
+    --run_dir "$work/runs" --run_name "$name" > "$work/$name.log" 2>&1 ||
+    { echo "| $cfg | $world | fs $fs | failed: $(tail -1 "$work/$name.log") |"; continue; }
+  python3 - "$cfg${recompute:+ (--recompute_every $recompute)}" "$world" "$row" "$work/runs/$name/metrics.jsonl" <<'PY'
 import json, statistics, sys
 cfg, world, row, metrics = sys.argv[1:5]
 cells = [c.strip() for c in row.strip().strip('|').split('|')]
@@ -45,5 +47,5 @@ peak = max(l["peak_memory_gb"] for l in lines)  # GB (1e9), as planned
 print(f"| {cfg} | {world} | {dp} x {fs} x {cp} | {float(mem):.1f} | {peak:.1f} | {float(mem) / peak:.3f} | {float(step):.0f} ({float(compute):.0f} + {float(exposed):.1f}) "
       f"| {step_ms:.0f} | {exposed_ms:.1f} ({groups}) | {mfu} | {100 * mfu_e:.1f}% |")
 PY
-  if [ -n "${OUT:-}" ]; then cat "$work/$cfg-$world-$fs.log" >> "$OUT/emulated_runs.log"; cat "$work/runs/$cfg-$world-$fs/metrics.jsonl" >> "$OUT/emulated_metrics.jsonl"; fi
+  if [ -n "${OUT:-}" ]; then cat "$work/$name.log" >> "$OUT/emulated_runs.log"; cat "$work/runs/$name/metrics.jsonl" >> "$OUT/emulated_metrics.jsonl"; fi
 done
