@@ -8,6 +8,7 @@
 #   RUNS (default "bf16 fp8") names the runs: bf16, fp8 (--fp8_recipe tensorwise), fp8_gw_hp (--fp8_recipe
 #   tensorwise_with_gw_hp: weight gradients in bf16), bf16_again (bf16 once more from the same seed: how far the
 #   GPU's own nondeterminism carries two identical runs apart); each fp8 run is held to the bars against bf16.
+#   DETERMINISTIC=1 trains every run with --deterministic true (bf16_again then repeats bf16 to the bit).
 #   CONTROL_SEED=2 adds a run, bf16 from another seed (another initialisation, order, noise and synthetic
 #   draw of the same classes): how far two bf16 runs differ, a yardstick for the fp8-vs-bf16 differences
 #   (printed beside them; not a bar).
@@ -31,7 +32,7 @@ for p in $runs; do
   mpiexec -n 1 build-gpu/openvid_mpi --config config/quickstart.ini --fake_samples "${SAMPLES:-128}" --fake_latent_shape 16x64x64 \
     --fake_text_tokens 512 --model_text_dim 4096 --model_width "${WIDTH:-2048}" --model_depth "${DEPTH:-4}" --model_head_dim 128 \
     --batch_size "${BATCH:-2}" --max_steps "$steps" --num_epochs 100000 --learning_rate 3e-3 --warmup_steps 50 --log_every 1 \
-    --evaluate_every "$((steps / 4))" --eval_batches "${EVAL_BATCHES:-16}" --heldout_fraction "${HELDOUT:-0.25}" --write_checkpoints false --device cuda "${precision[@]}" --seed "$seed" \
+    --evaluate_every "$((steps / 4))" --eval_batches "${EVAL_BATCHES:-16}" --heldout_fraction "${HELDOUT:-0.25}" --write_checkpoints false --device cuda "${precision[@]}" --seed "$seed" ${DETERMINISTIC:+--deterministic true} \
     --run_dir "$out/$p" --run_name track > "$out/$p.log" 2>&1 || { echo "$p run failed:"; tail -20 "$out/$p.log"; exit 1; }
   echo "$p: $steps steps in $((SECONDS - t0)) s; $(grep -m1 '^float8 products' "$out/$p.log")"
   if [ -n "${OUT:-}" ]; then cp "$out/$p/track/metrics.jsonl" "$OUT/fp8_tracking_$p.jsonl"; cp "$out/$p.log" "$OUT/fp8_tracking_$p.log"; fi

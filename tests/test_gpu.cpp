@@ -32,6 +32,7 @@
 #include "openvid/runtime/universe.h"
 #include "openvid/train/objective.h"
 #include "openvid/train/optimizer.h"
+#include "openvid/train/setup.h"
 #include "openvid/train/trainer.h"
 #include "tiny_model.h"
 
@@ -491,4 +492,31 @@ BOOST_AUTO_TEST_CASE(a_float8_model_trains_like_the_bf16_one) {
     BOOST_CHECK_MESSAGE(err < 0.15, "unit " << k << ": float8 gradients differ from bf16 ones by " << err);
     BOOST_CHECK_MESSAGE(err > 0, "unit " << k << ": float8 changed nothing");
   }
+}
+
+// --deterministic: attention's backward (ATen's flash kernel sums dQ over key blocks with atomics unless told
+// not to) gives the same gradients to the bit, run after run, at a sequence long enough for many key blocks.
+BOOST_AUTO_TEST_CASE(deterministic_runs_repeat_attention_backward_to_the_bit) {
+  BOOST_REQUIRE(at::hasCUDA());
+  const ov::Universe u = ov::Universe::create(MPI_COMM_SELF, 1, 1, ov::DeviceRequest::kCuda);
+  ov::Options o;
+  o.deterministic = true;
+  o.precision = ov::Precision::kBf16;
+  ov::train::compute_setup(o, u);
+  BOOST_CHECK(at::globalContext().deterministicAlgorithms());
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(51);
+  auto input = [&] { return at::normal(0, 1, {2, 8, 4096, 128}, g).to(kCuda).to(at::kBFloat16).requires_grad_(true); };
+  const at::Tensor q = input(), k = input(), v = input(), gy = at::normal(0, 1, {2, 8, 4096, 128}, g).to(kCuda).to(at::kBFloat16);
+  std::vector<at::Tensor> first;
+  for (int run = 0; run < 4; ++run) {
+    for (const at::Tensor& t : {q, k, v}) t.mutable_grad() = at::Tensor();
+    at::scaled_dot_product_attention(q, k, v).backward(gy);
+    if (run == 0) {
+      first = {q.grad().clone(), k.grad().clone(), v.grad().clone()};
+      continue;
+    }
+    BOOST_CHECK_MESSAGE(at::equal(q.grad(), first[0]) && at::equal(k.grad(), first[1]) && at::equal(v.grad(), first[2]),
+                        "run " << run << ": attention's gradients differ from the first run's");
+  }
+  at::globalContext().setDeterministicAlgorithms(false, false);
 }

@@ -75,6 +75,10 @@ void for_each_option(Options& o, Fn&& fn) {
      "--precision fp8: tensorwise (the block linears' three products in float8, one scale per tensor) or tensorwise_with_gw_hp "
      "(the forward and input-gradient products so, the weight gradients in bf16: closer to bf16's loss, a smaller gain)",
      Group::kParallel);
+  fn("deterministic", o.deterministic,
+     "bitwise-repeatable GPU runs: deterministic attention backward (no atomic sums of dQ), cuBLAS with a fixed workspace; "
+     "costs a few percent of the step (CPU runs are repeatable either way)",
+     Group::kParallel);
   fn("collective_timeout", o.collective_timeout,
      "seconds a collective may wait for its peers before the job is aborted", Group::kParallel);
   fn("peak_tflops", o.peak_tflops, "per-device peak TFLOP/s for the MFU in logs; 0 = the GPU's dense peak by its name (H100, H200, A100, B200, L40S, ...), "

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -37,6 +38,15 @@ ComputeSetup compute_setup(const Options& options, const Universe& universe) {
   if (c.dtype != at::kBFloat16) {
     at::globalContext().setAllowTF32CuBLAS(false);
     at::globalContext().setAllowTF32CuDNN(false);
+  }
+  if (options.deterministic) {
+    // Before the first cuBLAS call: cuBLAS is repeatable with a fixed workspace configuration (ATen checks it
+    // under deterministic algorithms). Deterministic algorithms make ATen's attention backward sum dQ without
+    // atomics; an op without a deterministic kernel warns (once) rather than stopping the run.
+    setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", 0);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/true);
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(false);
   }
   return c;
 }

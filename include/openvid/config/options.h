@@ -45,6 +45,7 @@ struct Options {
   Precision precision = Precision::kAuto;                       // auto | fp32 | bf16 | fp8
   int fp8_min_features = 2048;       // --precision fp8: narrower models keep their block linears in bf16
   Float8Recipe fp8_recipe = Float8Recipe::kTensorwise;  // --precision fp8: tensorwise | tensorwise_with_gw_hp
+  bool deterministic = false;        // bitwise-repeatable GPU steps (deterministic attention backward, fixed cuBLAS workspace)
   double collective_timeout = 600;   // seconds before a stuck collective aborts the job
   double peak_tflops = 0;            // per-device peak for MFU; 0 = by the GPU's name, none on CPU
 
