@@ -76,8 +76,8 @@ void for_each_option(Options& o, Fn&& fn) {
      "(the forward and input-gradient products so, the weight gradients in bf16: closer to bf16's loss, a smaller gain)",
      Group::kParallel);
   fn("deterministic", o.deterministic,
-     "bitwise-repeatable GPU runs: deterministic attention backward (no atomic sums of dQ), cuBLAS with a fixed workspace; "
-     "costs a few percent of the step (CPU runs are repeatable either way)",
+     "bitwise-repeatable GPU runs: deterministic attention backward (no atomic sums of dQ), cuBLAS with a fixed workspace "
+     "(CPU runs are repeatable either way)",
      Group::kParallel);
   fn("collective_timeout", o.collective_timeout,
      "seconds a collective may wait for its peers before the job is aborted", Group::kParallel);
