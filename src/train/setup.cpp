@@ -41,10 +41,11 @@ ComputeSetup compute_setup(const Options& options, const Universe& universe) {
   }
   if (options.deterministic) {
     // Before the first cuBLAS call: cuBLAS is repeatable with a fixed workspace configuration (ATen checks it
-    // under deterministic algorithms). Deterministic algorithms make ATen's attention backward sum dQ without
-    // atomics; an op without a deterministic kernel warns (once) rather than stopping the run.
+    // under deterministic algorithms). Deterministic algorithms make ATen's flash-attention backward sum dQ
+    // without atomics, which it does only when they are strict (warn-only mode keeps the atomics and warns); an
+    // op without a deterministic kernel then stops the step with ATen's error naming it.
     setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", 0);
-    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/true);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
     at::globalContext().setDeterministicCuDNN(true);
     at::globalContext().setBenchmarkCuDNN(false);
   }
