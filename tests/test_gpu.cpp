@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE gpu
 // GPU-only checks (built in CUDA builds, run on a machine with a GPU): each fused kernel against the ATen
-// composition it replaces, and a training step that synchronises the host with the device once.
+// composition it replaces, a training step that synchronises the host with the device once, and
+// --deterministic's repeatable backward. Float8's: test_gpu_float8.cpp.
 #include "mpi_fixture.h"
 
 #include <ATen/ATen.h>
@@ -16,15 +17,12 @@
 
 #include "openvid/comm/process_groups.h"
 #include "openvid/data/synthetic.h"
-#include "openvid/kernels/float8.h"
 #include "openvid/kernels/fused.h"
 #include "openvid/kernels/launch.h"
 #include "openvid/kernels/noise.h"
 #include "openvid/kernels/stream.h"
 #include "openvid/model/block_ops.h"
 #include "openvid/model/dit.h"
-#include "openvid/model/float8.h"
-#include "openvid/model/float8_conversion.h"
 #include "openvid/model/gradient_slots.h"
 #include "openvid/model/rope.h"
 #include "openvid/parallel/sharded_model.h"
@@ -34,16 +32,10 @@
 #include "openvid/train/optimizer.h"
 #include "openvid/train/setup.h"
 #include "openvid/train/trainer.h"
+#include "gpu_checks.h"
 #include "tiny_model.h"
 
 namespace {
-
-const at::Device kCuda(at::kCUDA, 0);
-
-double relative_error(const at::Tensor& got, const at::Tensor& want) {
-  return (got.to(at::kDouble).cpu() - want.to(at::kDouble).cpu()).norm().item<double>() /
-         std::max(want.to(at::kDouble).cpu().norm().item<double>(), 1e-30);
-}
 
 // Counts the synchronising CUDA operations LibTorch reports (sync debug mode "warn").
 struct SyncCounter : c10::WarningHandler {
@@ -263,12 +255,7 @@ BOOST_AUTO_TEST_CASE(gradients_written_in_place_on_the_gpu_equal_the_copied_ones
   BOOST_REQUIRE(at::hasCUDA() && ov::model::ops::fused_kernels_enabled());
   ov::Universe u = ov::Universe::create(MPI_COMM_SELF, 1, 1, ov::DeviceRequest::kCpu);
   auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
-  ov::ModelConfig cfg = tiny_model_config(true);
-  cfg.width = 64;
-  cfg.head_dim = 32;
-  ov::model::DiT a(cfg), b(cfg);
-  randomize_parameters(*a, 21);
-  randomize_parameters(*b, 21);
+  auto [a, b] = twin_models(21);
   a->to(kCuda);
   b->to(kCuda);
   ov::parallel::ShardedModel copied(*a, groups.shard(), groups.dp(), ov::parallel::ShardingOptions{at::kBFloat16, true, false});
@@ -371,129 +358,6 @@ BOOST_AUTO_TEST_CASE(a_launch_for_another_device_is_caught_by_the_guard) {
   }
 }
 
-// The float8 kernels against the ATen composition they replace, run on the CPU: the amax, every byte of the
-// row-major and the padded transposed copies, and the dequantisation scale, equal.
-BOOST_AUTO_TEST_CASE(float8_casts_match_their_aten_composition) {
-  BOOST_REQUIRE(at::hasCUDA() && ov::model::ops::fused_kernels_enabled());
-  namespace f8 = ov::model::float8;
-  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(31);
-  // Rows not a multiple of 64 (nor 16), columns a multiple of 16 but not of 64; the bench's token count.
-  const std::vector<std::pair<int64_t, int64_t>> shapes = {{150, 2064}, {16416, 1024}, {7, 48}};
-  for (const auto& [rows, cols] : shapes) {
-    BOOST_TEST_CONTEXT(rows << " x " << cols) {
-      const at::Tensor x = at::normal(0, 3, {rows, cols}, g).to(at::kBFloat16);
-      const at::Tensor xg = x.to(kCuda);
-      const at::Tensor amax = f8::amax(xg), want_amax = f8::reference::amax(x);
-      BOOST_CHECK_EQUAL(amax.item<float>(), want_amax.item<float>());
-      const f8::Cast c = f8::cast(xg, amax, true, true), want = f8::reference::cast(x, want_amax, true, true);
-      const at::Tensor r = c.rows.cpu().to(at::kFloat), wr = want.rows.to(at::kFloat);
-      BOOST_CHECK_MESSAGE(at::equal(r, wr), "row-major cast differs in " << (r != wr).sum().item<int64_t>() << " of " << r.numel());
-      const at::Tensor t = c.transposed.cpu().to(at::kFloat), wt = want.transposed.to(at::kFloat);
-      BOOST_REQUIRE(t.sizes() == wt.sizes());
-      BOOST_CHECK_MESSAGE(at::equal(t, wt), "transposed cast differs in " << (t != wt).sum().item<int64_t>() << " of " << t.numel());
-      BOOST_CHECK_EQUAL(c.inv_scale.item<float>(), want.inv_scale.item<float>());
-      const f8::Cast only_t = f8::cast(xg, amax, false, true);  // the transposed copy alone is the same
-      BOOST_CHECK(!only_t.rows.defined());
-      BOOST_CHECK(at::equal(only_t.transposed.cpu().to(at::kFloat), wt));
-      // Of GELU's output, read from its input: as ATen's GELU (on the GPU, the same erf) then the cast.
-      const at::Tensor gelu_amax = f8::amax(xg, f8::Input::kGelu);
-      BOOST_CHECK_EQUAL(gelu_amax.item<float>(), f8::reference::amax(xg, f8::Input::kGelu).item<float>());
-      const f8::Cast cg = f8::cast(xg, gelu_amax, true, true, f8::Input::kGelu);
-      const f8::Cast wg = f8::reference::cast(xg, gelu_amax, true, true, f8::Input::kGelu);
-      for (const auto& [got, expect] : {std::pair{cg.rows, wg.rows}, std::pair{cg.transposed, wg.transposed}}) {
-        const at::Tensor a = got.cpu().to(at::kFloat), b = expect.cpu().to(at::kFloat);
-        BOOST_CHECK_MESSAGE(at::equal(a, b), "GELU cast differs in " << (a != b).sum().item<int64_t>() << " of " << a.numel());
-      }
-    }
-  }
-  at::Tensor bad = at::normal(0, 1, {64, 32}, g).to(at::kBFloat16);
-  bad[5][9] = std::nanf("");
-  BOOST_CHECK(std::isnan(f8::amax(bad.to(kCuda)).item<float>()));
-  const at::Tensor zero = at::zeros({64, 32}, at::TensorOptions(kCuda).dtype(at::kBFloat16));
-  const f8::Cast z = f8::cast(zero, f8::amax(zero), true, false);
-  BOOST_CHECK(std::isfinite(z.inv_scale.item<float>()));
-  BOOST_CHECK_EQUAL(z.rows.to(at::kFloat).abs().sum().item<float>(), 0.f);
-}
-
-// The float8 linear and MLP on the GPU (kernels, cuBLASLt's float8 products, bf16 out) against the CPU path
-// on the same values in fp32 (ATen's casts and _scaled_mm): equal up to bf16 rounding and summation order.
-BOOST_AUTO_TEST_CASE(float8_layers_on_the_gpu_match_the_cpu_path) {
-  BOOST_REQUIRE(at::hasCUDA() && ov::model::ops::fused_kernels_enabled());
-  BOOST_REQUIRE(ov::model::float8_unsupported(kCuda).empty());
-  namespace ops = ov::model::ops;
-  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(32);
-  auto bf16 = [&](std::vector<int64_t> sizes, double std) { return at::normal(0, std, sizes, g).to(at::kBFloat16); };
-  const at::Tensor x = bf16({2, 75, 256}, 1), w1 = bf16({1024, 256}, 0.05), b1 = bf16({1024}, 0.1), w2 = bf16({256, 1024}, 0.03),
-                   b2 = bf16({256}, 0.1), gy = bf16({2, 75, 256}, 1);
-  auto leaves = [](const std::vector<at::Tensor>& ts, const at::TensorOptions& o) {
-    std::vector<at::Tensor> out;
-    for (const at::Tensor& t : ts) out.push_back(t.to(o).detach().requires_grad_(true));
-    return out;
-  };
-  const at::TensorOptions on_gpu = at::TensorOptions(kCuda).dtype(at::kBFloat16), on_cpu = at::TensorOptions().dtype(at::kFloat);
-  for (auto [mlp, recipe] : {std::pair{false, ov::Float8Recipe::kTensorwise}, std::pair{true, ov::Float8Recipe::kTensorwise},
-                             std::pair{false, ov::Float8Recipe::kTensorwiseGwHp}, std::pair{true, ov::Float8Recipe::kTensorwiseGwHp}}) {
-    BOOST_TEST_CONTEXT((mlp ? "float8_gelu_mlp" : "float8_linear") << ", recipe " << ov::model::to_string(recipe)) {
-      const std::vector<at::Tensor> gp = leaves({x, w1, b1, w2, b2}, on_gpu), cp = leaves({x, w1, b1, w2, b2}, on_cpu);
-      auto run = [&, mlp = mlp, recipe = recipe](const std::vector<at::Tensor>& p) {
-        return mlp ? ops::float8_gelu_mlp(p[0], p[1], p[2], p[3], p[4], recipe)
-                   : ops::float8_linear(p[0], p[3].narrow(1, 0, 256).contiguous(), p[4], recipe);
-      };
-      const at::Tensor yg = run(gp), yc = run(cp);
-      BOOST_CHECK(yg.scalar_type() == at::kBFloat16);
-      yg.backward(gy.to(on_gpu));
-      yc.backward(gy.to(on_cpu));
-      const double tolerance = mlp ? 2e-2 : 1e-2;
-      BOOST_CHECK_MESSAGE(relative_error(yg, yc) < tolerance, "output: relative error " << relative_error(yg, yc));
-      for (size_t i = 0; i < gp.size(); ++i) {
-        if (!cp[i].grad().defined()) continue;
-        const double err = relative_error(gp[i].grad(), cp[i].grad());
-        BOOST_CHECK_MESSAGE(err < tolerance, "gradient of input " << i << ": relative error " << err);
-      }
-    }
-  }
-}
-
-// A bf16 DiT converted to float8 on the GPU: the conversion names what it converts and keeps, and its
-// gradients are the bf16 model's within float8's error.
-BOOST_AUTO_TEST_CASE(a_float8_model_trains_like_the_bf16_one) {
-  BOOST_REQUIRE(at::hasCUDA() && ov::model::ops::fused_kernels_enabled());
-  ov::Universe u = ov::Universe::create(MPI_COMM_SELF, 1, 1, ov::DeviceRequest::kCpu);
-  auto groups = ov::comm::ProcessGroups::create(u, ov::comm::Backend::kMpi, std::chrono::milliseconds(60000));
-  ov::ModelConfig cfg = tiny_model_config(true);
-  cfg.width = 64;
-  cfg.head_dim = 32;
-  ov::model::DiT a(cfg), b(cfg);
-  randomize_parameters(*a, 22);
-  randomize_parameters(*b, 22);
-  const std::string line = ov::model::describe(ov::model::convert_to_float8(b, 0));
-  BOOST_TEST_MESSAGE(line);
-  BOOST_CHECK(line.find("qkv, attn_proj, q_cross, cross_proj, mlp") != std::string::npos);
-  BOOST_CHECK(line.find("context_kv (in 24") != std::string::npos);
-  a->to(kCuda);
-  b->to(kCuda);
-  ov::parallel::ShardedModel sa(*a, groups.shard(), groups.dp(), ov::parallel::ShardingOptions{at::kBFloat16, true, true});
-  ov::parallel::ShardedModel sb(*b, groups.shard(), groups.dp(), ov::parallel::ShardingOptions{at::kBFloat16, true, true});
-  a->set_compute_dtype(at::kBFloat16);
-  b->set_compute_dtype(at::kBFloat16);
-  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(4);
-  const at::Tensor x = at::normal(0, 1, {2, 4, 4, 4, 6}, g).to(kCuda), text = at::normal(0, 1, {2, 5, 24}, g).to(kCuda);
-  const at::Tensor t = at::rand({2}, g).to(kCuda), probe = at::normal(0, 1, {2, 4, 4, 4, 6}, g).to(kCuda);
-  sa.arm();
-  (a->forward(x, text, t).to(at::kFloat) * probe).sum().backward();
-  sa.finish();
-  sb.arm();
-  (b->forward(x, text, t).to(at::kFloat) * probe).sum().backward();
-  sb.finish();
-  for (int64_t k = 0; k < sa.num_units(); ++k) {
-    const at::Tensor ga = sa.slices(k).grad.to(at::kFloat), gb = sb.slices(k).grad.to(at::kFloat);
-    BOOST_CHECK(at::isfinite(gb).all().item<bool>());
-    const double err = relative_error(gb, ga);
-    BOOST_CHECK_MESSAGE(err < 0.15, "unit " << k << ": float8 gradients differ from bf16 ones by " << err);
-    BOOST_CHECK_MESSAGE(err > 0, "unit " << k << ": float8 changed nothing");
-  }
-}
-
 // --deterministic: attention's backward (ATen's flash kernel sums dQ over key blocks with atomics unless told
 // not to) gives the same gradients to the bit, run after run, at a sequence long enough for many key blocks.
 BOOST_AUTO_TEST_CASE(deterministic_runs_repeat_attention_backward_to_the_bit) {
@@ -519,11 +383,7 @@ BOOST_AUTO_TEST_CASE(deterministic_runs_repeat_attention_backward_to_the_bit) {
                         "run " << run << ": attention's gradients differ from the first run's");
   }
   // And every op of the model's forward and backward has a deterministic kernel (strict mode would throw).
-  ov::ModelConfig cfg = tiny_model_config(true);
-  cfg.width = 64;
-  cfg.head_dim = 32;
-  ov::model::DiT m(cfg);
-  randomize_parameters(*m, 52);
+  ov::model::DiT m = twin_models(52).first;
   m->to(kCuda);
   m->set_compute_dtype(at::kBFloat16);
   const at::Tensor x = at::normal(0, 1, {2, 4, 4, 8, 8}, g).to(kCuda), text = at::normal(0, 1, {2, 5, 24}, g).to(kCuda);
