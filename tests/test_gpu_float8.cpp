@@ -85,7 +85,7 @@ BOOST_AUTO_TEST_CASE(float8_layers_on_the_gpu_match_the_cpu_path) {
   const at::TensorOptions on_gpu = at::TensorOptions(kCuda).dtype(at::kBFloat16), on_cpu = at::TensorOptions().dtype(at::kFloat);
   for (auto [mlp, recipe] : {std::pair{false, ov::Float8Recipe::kTensorwise}, std::pair{true, ov::Float8Recipe::kTensorwise},
                              std::pair{false, ov::Float8Recipe::kTensorwiseGwHp}, std::pair{true, ov::Float8Recipe::kTensorwiseGwHp}}) {
-    BOOST_TEST_CONTEXT((mlp ? "float8_gelu_mlp" : "float8_linear") << ", recipe " << ov::model::to_string(recipe)) {
+    BOOST_TEST_CONTEXT((mlp ? "float8_gelu_mlp" : "float8_linear") << ", recipe " << ov::to_string(recipe)) {
       const std::vector<at::Tensor> gp = leaves({x, w1, b1, w2, b2}, on_gpu), cp = leaves({x, w1, b1, w2, b2}, on_cpu);
       auto run = [&, mlp = mlp, recipe = recipe](const std::vector<at::Tensor>& p) {
         return mlp ? ops::float8_gelu_mlp(p[0], p[1], p[2], p[3], p[4], recipe)

@@ -24,7 +24,7 @@ constexpr auto choices() {
   } else if constexpr (std::is_same_v<E, Precision>) {
     return std::array{pair{E::kAuto, "auto"}, pair{E::kFp32, "fp32"}, pair{E::kBf16, "bf16"}, pair{E::kFp8, "fp8"}};
   } else if constexpr (std::is_same_v<E, Float8Recipe>) {
-    return std::array{pair{E::kTensorwise, "tensorwise"}, pair{E::kTensorwiseGwHp, "tensorwise_with_gw_hp"}};
+    return std::array{pair{E::kTensorwise, to_string(E::kTensorwise)}, pair{E::kTensorwiseGwHp, to_string(E::kTensorwiseGwHp)}};
   } else if constexpr (std::is_same_v<E, LrSchedule>) {
     return std::array{pair{E::kLinear, "linear"}, pair{E::kCosine, "cosine"}, pair{E::kConstant, "constant"}};
   } else if constexpr (std::is_same_v<E, OptimizerType>) {
@@ -73,7 +73,8 @@ void for_each_option(Options& o, Fn&& fn) {
      Group::kParallel);
   fn("fp8_recipe", o.fp8_recipe,
      "--precision fp8: tensorwise (the block linears' three products in float8, one scale per tensor) or tensorwise_with_gw_hp "
-     "(the forward and input-gradient products so, the weight gradients in bf16: closer to bf16's loss, a smaller gain)",
+     "(the forward and input-gradient products so, the weight gradients in bf16: closer to fp32's weight gradients, one product "
+     "in three without float8's speed)",
      Group::kParallel);
   fn("deterministic", o.deterministic,
      "bitwise-repeatable GPU runs: deterministic attention backward (no atomic sums of dQ), cuBLAS with a fixed workspace "

@@ -68,15 +68,13 @@ Float8Conversion convert_to_float8(DiT& model, int64_t min_features, Float8Recip
   return c;
 }
 
-const char* to_string(Float8Recipe recipe) { return recipe == Float8Recipe::kTensorwiseGwHp ? "tensorwise_with_gw_hp" : "tensorwise"; }
-
 std::string describe(const Float8Conversion& conversion) {
   auto list = [](const std::vector<std::string>& v) {
     std::string s;
     for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
     return s.empty() ? std::string("none") : s;
   };
-  const std::string recipe = std::string("recipe ") + to_string(conversion.recipe) +
+  const std::string recipe = std::string("recipe ") + ov::to_string(conversion.recipe) +
                              (conversion.recipe == Float8Recipe::kTensorwiseGwHp ? ", weight gradients in bf16" : "");
   return "float8 products (" + recipe + ") in every block: " + list(conversion.converted) + "; kept in bf16: " + list(conversion.kept);
 }

@@ -172,12 +172,10 @@ class Float8GeluMlp : public torch::autograd::Function<Float8GeluMlp> {
     const int64_t hidden = a.size(-1);
     const at::Tensor db2 = b2.defined() && ctx->needs_input_grad(4) ? bias_gradient(b2, g) : at::Tensor();
     float8::Cast cg = float8::cast(g, float8::amax(g), true, !hp);
-    if (!hp) {
+    at::Tensor dw2;
+    if (!hp) {  // fc2's weight gradient in float8 now; in bf16 (from g) once GELU's output is back in `a`
       g.reset();
       grads[0].reset();
-    }
-    at::Tensor dw2;
-    if (!hp) {
       const float8::Cast chT = float8::cast(a, ah, false, true, float8::Input::kGelu);  // the forward's cast, transposed
       dw2 = product(cg.transposed, cg.inv_scale, chT.transposed.t(), chT.inv_scale, w2.scalar_type(), {}, false, take_gradient_slot(w2));
       cg.transposed.reset();

@@ -7,7 +7,6 @@
 #include <sstream>
 #include <vector>
 
-#include "openvid/model/float8_conversion.h"
 #include "openvid/runtime/error.h"
 #include "openvid/train/optimizer.h"
 
@@ -86,7 +85,7 @@ std::string resume_changes(const CheckpointState& st, const Options& now, int64_
                       " (masters, moments and checkpoints are the same in every precision: only the arithmetic of the steps changes)");
   }
   if (before.precision == Precision::kFp8 && now.precision == Precision::kFp8 && before.fp8_recipe != now.fp8_recipe) {
-    changes.push_back(std::string("float8 recipe ") + model::to_string(before.fp8_recipe) + " -> " + model::to_string(now.fp8_recipe) +
+    changes.push_back(std::string("float8 recipe ") + to_string(before.fp8_recipe) + " -> " + to_string(now.fp8_recipe) +
                       " (only the arithmetic of the steps changes)");
   }
   const int64_t step = st.next_step;

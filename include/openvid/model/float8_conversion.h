@@ -28,9 +28,6 @@ struct Float8Conversion {
 Float8Conversion float8_conversion(const ModelConfig& config, int64_t min_features, Float8Recipe recipe = Float8Recipe::kTensorwise);
 Float8Conversion convert_to_float8(DiT& model, int64_t min_features, Float8Recipe recipe = Float8Recipe::kTensorwise);
 
-// "tensorwise" | "tensorwise_with_gw_hp" (the words of --fp8_recipe).
-const char* to_string(Float8Recipe recipe);
-
 // One line for the run's start: "float8 products (recipe tensorwise) in every block: qkv, ...; kept in bf16:
 // context_kv (...)"; the with_gw_hp recipe adds that the weight gradients are bf16.
 std::string describe(const Float8Conversion& conversion);

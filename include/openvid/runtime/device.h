@@ -27,6 +27,10 @@ enum class Precision { kAuto, kFp32, kBf16, kFp8 };
 // three; kTensorwiseGwHp: the forward and the input gradient, with the weight gradient in bf16 (torchao's
 // "with_gw_hp" recipes).
 enum class Float8Recipe { kTensorwise, kTensorwiseGwHp };
+// The words of --fp8_recipe (the option's choices and the run's start line both use them).
+constexpr const char* to_string(Float8Recipe recipe) {
+  return recipe == Float8Recipe::kTensorwiseGwHp ? "tensorwise_with_gw_hp" : "tensorwise";
+}
 // The one precision decision of every executable: bf16 for kBf16 and kFp8, and for kAuto on a GPU; fp32 otherwise.
 c10::ScalarType compute_dtype(Precision precision, const DeviceChoice& device);
 
