@@ -148,6 +148,33 @@ BOOST_AUTO_TEST_CASE(a_large_job_is_planned_without_launching_it) {
   BOOST_TEST(ov::test::has(ov::test::error_of([&] { ov::train::plan_job(o, m, {64, 8, true, 0}); }), "--plan_gpu_memory must be > 0"));
 }
 
+// The later moment of a sharded backward: a finished block's full gradient outlives the next block's start
+// only when its reduce-scatter is slow against the block's compute. The reference's small model over 64
+// GPUs with every block recomputed: inside a node (fs 8 at 360 GB/s) no block's gradient is in flight, so
+// the peak is the state, the activations and the root's gradient; over a slow network (fs 64 across nodes
+// at 1 GB/s) the window's two are, and the peak holds them beside the finished blocks' freed activations.
+BOOST_AUTO_TEST_CASE(gradients_in_flight_follow_the_network) {
+  ov::Options o = bench_options(4096, 8, 8, 1024);
+  o.model.recompute_every = 1;
+  const ov::data::Manifest m = ov::train::planned_manifest(o);
+  const ov::train::JobPlan fast = ov::train::plan_job(o, m, {64, 8, true, 80});
+  const ov::train::BucketPlan& f = fast.buckets.at(0);
+  BOOST_CHECK_EQUAL(f.blocks_in_flight, 0);
+  BOOST_CHECK_CLOSE(f.peak, static_cast<double>(fast.state.total() + fast.state.root_gradient) + f.activations, 1e-9);
+  o.fs = 64;
+  o.plan_network_gbps = 1;
+  const ov::train::JobPlan slow = ov::train::plan_job(o, m, {64, 8, true, 80});
+  const ov::train::BucketPlan& s = slow.buckets.at(0);
+  BOOST_CHECK_EQUAL(s.blocks_in_flight, 2);
+  const double block = static_cast<double>(slow.state.unit_gradients - slow.state.root_gradient) / 3;  // the bound: root + 3 blocks
+  BOOST_CHECK_CLOSE(s.peak, static_cast<double>(slow.state.total() + slow.state.root_gradient) + 2 * block + s.activations * 6 / 8, 1e-9);
+  BOOST_TEST(s.peak > static_cast<double>(slow.state.total() + slow.state.root_gradient) + s.activations);
+  // CPU ranks have no compute rate: the window's bound.
+  o.fs = 8;
+  BOOST_CHECK_EQUAL(ov::train::plan_job(o, m, {64, 0, false, 0}).buckets.at(0).blocks_in_flight, 2);
+  BOOST_TEST(ov::test::has(ov::train::plan_report(o, m, {64, 8, true, 80}, fast), "0 finished blocks' reduce-scatter in flight"));
+}
+
 // Layout advice: a ring collective's time by hand; every layout of 8 GPUs listed once, the fitting ones
 // first by predicted tokens/s; one GPU exposes no communication; CPU targets are refused.
 BOOST_AUTO_TEST_CASE(layouts_are_ranked_by_predicted_throughput) {

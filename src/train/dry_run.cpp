@@ -11,8 +11,10 @@
 
 namespace ov::train {
 namespace {
-constexpr double kH100PeakTflops = 989.4;  // dense bf16, H100 SXM: --plan's compute rate unless --peak_tflops
+constexpr double kH100PeakTflops = 989.4;  // dense bf16, H100 SXM: the plan's compute rate unless --peak_tflops
 }  // namespace
+
+double planned_peak_tflops(const Options& o) { return o.peak_tflops > 0 ? o.peak_tflops : kH100PeakTflops; }
 
 data::Manifest planned_manifest(const Options& o) {
   if (o.dataset.empty()) throw InputError("no dataset: pass --dataset PATH (a dataset.json or its directory) or --dataset fake");
@@ -61,7 +63,7 @@ int dry_run(const Options& o, MPI_Comm world) {
     if (!plan.batches_table.empty()) report += plan.batches_table + "\n";
     if (o.plan) {
       const Network net = planned_network(o);
-      const double peak = o.peak_tflops > 0 ? o.peak_tflops : kH100PeakTflops;
+      const double peak = planned_peak_tflops(o);
       report += advice_report(o, target, net, peak, predict_layouts(o, manifest, target, net, peak));
     }
   });

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "openvid/comm/network_model.h"
 #include "openvid/data/dataset.h"
 #include "openvid/model/float8_conversion.h"
 #include "openvid/model/flops.h"
@@ -156,13 +157,37 @@ JobPlan plan_job(const Options& o, const data::Manifest& m, const PlanTarget& t)
     const double kept = static_cast<double>(depth - recomputed) * kBlockTokenWidths + static_cast<double>(recomputed) * kRecomputedTokenWidths +
                         (recomputed > 0 ? kBlockTokenWidths : 0.0);  // the block being recomputed holds its graph
     bp.activations = micro * local * width * dt * kept;
+    if (mesh.cp() > 1) {
+      // Attention saves the whole sequence's keys and values (the peers' gathered ones beside this rank's) in
+      // each block that keeps its graph; a block's backward makes their full gradients and one fp32 copy for
+      // the reduce-scatter (parallel/cp_attention.cpp).
+      const double graphs = static_cast<double>(depth - recomputed + (recomputed > 0 ? 1 : 0));
+      const double peers = video - video / static_cast<double>(mesh.cp());
+      bp.activations += graphs * 2 * peers * micro * width * dt + video * micro * width * (2 * dt + 4);
+    }
     // The activations peak as backward starts, with the root unit's gradient (its first parameters' gradients
-    // come first); the bound of full unit gradients is reached only once kReductionsInFlight blocks are done,
-    // their activations freed (measured on an H100: the peak of sharded steps is the state, the activations and
-    // the root's gradient; bench/results/emulate_check_h100.md).
-    const double freed = static_cast<double>(std::min<int64_t>(depth, kReductionsInFlight)) / static_cast<double>(depth);
-    bp.peak = static_cast<double>(p.state.total()) + std::max(bp.activations + static_cast<double>(p.state.root_gradient),
-                                                              static_cast<double>(p.state.unit_gradients) + bp.activations * (1 - freed));
+    // come first). Later a block's full gradient fills as its graph drains, and a finished block's stays until
+    // its reduce-scatter is done: on a GPU that is over before the next block's backward begins when the
+    // network is fast against the block's compute (and its recomputation), so the window's bound is reached
+    // only on slow networks (bench/results/emulate_check_h100.md: the peaks of sharded steps, recomputed or
+    // not, are the state, the activations and the root's gradient).
+    bp.peak = bp.activations;
+    if (shard > 1) {
+      const double block_gradient = static_cast<double>(largest_block) * 4, graph = micro * local * width * dt * kBlockTokenWidths;
+      bp.blocks_in_flight = kReductionsInFlight;
+      if (t.gpu) {
+        const double rate = planned_peak_tflops(o) * 1e12 * o.plan_efficiency;
+        const double block_forward = bp.flops / t.world / static_cast<double>(o.grad_accum) / static_cast<double>(depth) / 3 / rate;
+        const double gap = o.model.recompute_every == 1 ? block_forward : 0.0;  // every block recomputed before its backward
+        const bool across = !comm::group_within_node(static_cast<int>(shard), 1, t.gpus_per_node > 0 ? t.gpus_per_node : t.world);
+        const double reduce = comm::collective_seconds(comm::Collective::kReduceScatter, block_gradient, static_cast<int>(shard), across, planned_network(o));
+        bp.blocks_in_flight = reduce <= gap ? 0 : reduce < gap + 2 * block_forward ? 1 : kReductionsInFlight;
+      }
+      const double done = static_cast<double>(std::min(depth, bp.blocks_in_flight)) / static_cast<double>(depth);
+      const double later = static_cast<double>(bp.blocks_in_flight) * block_gradient + std::max(0.0, block_gradient - graph) + bp.activations * (1 - done);
+      bp.peak = static_cast<double>(p.state.root_gradient) + std::max(bp.activations, later);
+    }
+    bp.peak += static_cast<double>(p.state.total());
     p.buckets.push_back(bp);
   }
   for (size_t b = 0; b < p.buckets.size(); ++b) {
@@ -199,7 +224,9 @@ std::string plan_report(const Options& o, const data::Manifest& m, const PlanTar
      << (big.per_rank / o.grad_accum == 1 ? "" : "s") << " per micro-batch) " << gb(big.activations);
   if (p.state.unit_gradients > 0) {
     os << " with the root unit's full gradient " << gb(static_cast<double>(p.state.root_gradient)) << " (full unit gradients in backward: at most "
-       << gb(static_cast<double>(p.state.unit_gradients)) << ", once blocks have freed theirs)";
+       << gb(static_cast<double>(p.state.unit_gradients)) << ", once blocks have freed theirs; " << big.blocks_in_flight
+       << " finished block" << (big.blocks_in_flight == 1 ? "'s" : "s'") << " reduce-scatter in flight as the next block's backward begins"
+       << (t.gpu ? ", by the network model" : ", the window's bound on CPU ranks") << ")";
   }
   os << ": peak " << gb(p.peak());
   if (t.gpu && t.gpu_memory_gb > 0) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "openvid/comm/network_model.h"
 #include "openvid/config/options.h"
 #include "openvid/data/manifest.h"
 
@@ -50,9 +51,15 @@ struct BucketPlan {
   double flops = 0;         // model FLOPs of one step of the whole job (3 x forward)
   GroupBytes bytes;         // one step's, on rank 0
   double activations = 0;   // estimated peak bytes of one micro-batch's activations and workspace on a rank
+  // Finished blocks whose full gradient is still being reduce-scattered when a block's backward begins (shard
+  // groups of several ranks): on GPU targets from the network model's reduce-scatter of a block's fp32
+  // gradient against the block's backward (and its recomputation) at --peak_tflops x --plan_efficiency;
+  // on CPU targets the window's bound (parallel::ShardingOptions::max_reductions_in_flight).
+  int64_t blocks_in_flight = 0;
   // The estimated peak of a step of this bucket on a rank: the state, and the larger of the activations' peak
   // (with the root unit's full gradient, made at backward's start) and the later moment of backward that
-  // holds every full unit gradient of the bound while the blocks already done have freed theirs.
+  // holds the root's, the blocks_in_flight finished blocks' and the filling block's full gradients while
+  // the finished blocks have freed their activations (the filling block's gradient grows as its graph drains).
   double peak = 0;
 };
 
@@ -81,6 +88,14 @@ data::Manifest planned_manifest(const Options& options);
 // The job --dry_run describes: --plan_world ranks (or `launched`), GPUs unless --device cpu (or, for this
 // launch under --device auto, none visible), --plan_gpus_per_node (8, or the ranks when fewer).
 PlanTarget plan_target(const Options& options, int launched);
+// GPUs per node of the job --dry_run, --plan and --emulate_world describe: --plan_gpus_per_node, or 8 (the
+// job's ranks when fewer).
+int planned_gpus_per_node(const Options& options, int world);
+// The network the options describe (--plan_nvlink_gbps, --plan_network_gbps and their latencies): what the
+// plan predicts with and --emulate_world's stand-ins last.
+comm::Network planned_network(const Options& options);
+// The per-GPU peak the plan's compute times take (--peak_tflops, or an H100 SXM's dense bf16 989.4).
+double planned_peak_tflops(const Options& options);
 
 // Collective over `world` (rank 0 plans, every rank agrees on errors): the dry run; returns the exit code.
 int dry_run(const Options& options, MPI_Comm world);

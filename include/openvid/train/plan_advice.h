@@ -25,13 +25,6 @@ using comm::Collective;
 using comm::collective_seconds;
 using comm::Network;
 
-// The network the options describe (--plan_nvlink_gbps, --plan_network_gbps and their latencies): what
-// --plan predicts with and --emulate_world's stand-ins last.
-Network planned_network(const Options& options);
-// GPUs per node of the job --dry_run, --plan and --emulate_world describe: --plan_gpus_per_node, or 8 (the
-// job's ranks when fewer).
-int planned_gpus_per_node(const Options& options, int world);
-
 struct LayoutPrediction {
   int dp = 1, fs = 1, cp = 1, recompute_every = 0;
   int64_t global_batch = 0;       // samples per step of the largest bucket's batches (per data rank x data ranks)
