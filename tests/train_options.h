@@ -1,13 +1,17 @@
 #pragma once
 // The options of a small training run on CPU ranks over the MPI backend (the trainer, plan and emulation
 // suites): the model of tiny_model.h's width with 2 blocks, 3 steps, no evaluation, 20% of each bucket held
-// out; and the small dataset such runs train on.
+// out; the small dataset such runs train on; and a run directory every rank agrees on.
+#include <unistd.h>
+
+#include <filesystem>
 #include <string>
 
 #include <mpi.h>
 
 #include "openvid/config/options.h"
 #include "openvid/data/synthetic.h"
+#include "openvid/runtime/mpi_session.h"
 
 inline ov::Options options_for(const std::string& dataset, const std::string& run_dir, const std::string& run, int fs, int cp,
                                int batch_size) {
@@ -49,4 +53,9 @@ inline ov::data::SyntheticSpec small_dataset(const std::string& dir, MPI_Comm co
   spec.text_dim = 24;
   ov::data::write_synthetic_dataset(comm, spec);
   return spec;
+}
+
+// Collective: a temporary directory name every rank agrees on (rank 0's).
+inline std::string shared_temp_dir(const std::string& prefix) {
+  return ov::broadcast_string(MPI_COMM_WORLD, (std::filesystem::temp_directory_path() / (prefix + std::to_string(::getpid()))).string());
 }
