@@ -6,9 +6,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <cmath>
 #include <filesystem>
-#include <map>
 
 #include "openvid/comm/process_groups.h"
 #include "openvid/model/safetensors.h"

@@ -156,7 +156,8 @@ JobPlan plan_job(const Options& o, const data::Manifest& m, const PlanTarget& t)
     const double local = video / static_cast<double>(mesh.cp()) + static_cast<double>(o.model.registers);
     const double kept = static_cast<double>(depth - recomputed) * kBlockTokenWidths + static_cast<double>(recomputed) * kRecomputedTokenWidths +
                         (recomputed > 0 ? kBlockTokenWidths : 0.0);  // the block being recomputed holds its graph
-    bp.activations = micro * local * width * dt * kept;
+    const double token_width = micro * local * width * dt;  // one width of the micro-batch's local tokens, bytes
+    bp.activations = token_width * kept;
     if (mesh.cp() > 1) {
       // Attention saves the whole sequence's keys and values (the peers' gathered ones beside this rank's) in
       // each block that keeps its graph; a block's backward makes their full gradients and one fp32 copy for
@@ -173,14 +174,14 @@ JobPlan plan_job(const Options& o, const data::Manifest& m, const PlanTarget& t)
     // not, are the state, the activations and the root's gradient).
     bp.peak = bp.activations;
     if (shard > 1) {
-      const double block_gradient = static_cast<double>(largest_block) * 4, graph = micro * local * width * dt * kBlockTokenWidths;
+      const double block_gradient = static_cast<double>(largest_block) * 4, graph = token_width * kBlockTokenWidths;
       bp.blocks_in_flight = kReductionsInFlight;
       if (t.gpu) {
         const double rate = planned_peak_tflops(o) * 1e12 * o.plan_efficiency;
         const double block_forward = bp.flops / t.world / static_cast<double>(o.grad_accum) / static_cast<double>(depth) / 3 / rate;
         const double gap = o.model.recompute_every == 1 ? block_forward : 0.0;  // every block recomputed before its backward
-        const bool across = !comm::group_within_node(static_cast<int>(shard), 1, t.gpus_per_node > 0 ? t.gpus_per_node : t.world);
-        const double reduce = comm::collective_seconds(comm::Collective::kReduceScatter, block_gradient, static_cast<int>(shard), across, planned_network(o));
+        const double reduce = comm::collective_seconds(comm::Collective::kReduceScatter, block_gradient, static_cast<int>(shard),
+                                                       !t.within_node(static_cast<int>(shard)), planned_network(o));
         bp.blocks_in_flight = reduce <= gap ? 0 : reduce < gap + 2 * block_forward ? 1 : kReductionsInFlight;
       }
       const double done = static_cast<double>(std::min(depth, bp.blocks_in_flight)) / static_cast<double>(depth);

@@ -13,10 +13,6 @@ namespace {
 constexpr double kHbmBytesPerSecond = 2.5e12;    // what the optimizer's pass over the shards achieves on an H100 (of 3.35 TB/s)
 constexpr double kOptimizerBytesPerElement = 30;  // master, gradient, two moments read; master, moments, compute copy written
 
-bool within_node(int group, int stride, const PlanTarget& t) {
-  return comm::group_within_node(group, stride, t.gpus_per_node > 0 ? t.gpus_per_node : t.world);
-}
-
 }  // namespace
 
 std::vector<LayoutPrediction> predict_layouts(const Options& o, const data::Manifest& m, const PlanTarget& t, const Network& net,
@@ -44,7 +40,7 @@ std::vector<LayoutPrediction> predict_layouts(const Options& o, const data::Mani
         r.fits = r.memory <= 0.95 * t.gpu_memory_gb * 1e9;
         const int64_t depth = o.model.depth;
         const double recomputed = recompute > 0 ? static_cast<double>((depth + recompute - 1) / recompute) / static_cast<double>(depth) : 0.0;
-        const bool shard_inside = within_node(shard, 1, t), cp_inside = within_node(cp, 1, t), dp_inside = within_node(p.dp, shard, t);
+        const bool shard_inside = t.within_node(shard), cp_inside = t.within_node(cp), dp_inside = t.within_node(p.dp, shard);
         const double units = static_cast<double>(p.units);
         const double optimizer = static_cast<double>(p.state.masters) / 4 * kOptimizerBytesPerElement / kHbmBytesPerSecond;
         double weight = 0, time = 0, compute = 0, exposed = 0, tokens = 0, useful = 0;

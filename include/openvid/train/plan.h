@@ -25,6 +25,8 @@ struct PlanTarget {
   int gpus_per_node = 0;       // 0 on CPU ranks
   bool gpu = false;            // GPU ranks: bf16 compute under --precision auto, device memory to fit
   double gpu_memory_gb = 0;    // per GPU, GB (1e9 bytes); 0: not checked
+  // Whether a group of `ranks` ranks spaced `stride` apart lies inside one node of this job (all of it on CPUs).
+  bool within_node(int ranks, int stride = 1) const { return comm::group_within_node(ranks, stride, gpus_per_node > 0 ? gpus_per_node : world); }
 };
 
 // Bytes one step moves on each group of rank 0, counted as comm::Communicator counts them (a collective's
